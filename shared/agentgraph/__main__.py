@@ -1,0 +1,3 @@
+from agentgraph.cli import main
+
+main()

@@ -1,0 +1,1 @@
+"""Backends: `local` (embedded, SQLite) and `gcp` (Firestore, Pub/Sub, Cloud Tasks)."""

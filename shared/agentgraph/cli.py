@@ -1,0 +1,348 @@
+"""`agentgraph`: validate, run, show, resume, cancel and draw graphs.
+
+Exit codes: 0 the run succeeded (or the command did its job), 1 the run failed or was
+cancelled, 2 invalid input (graph, run input, unknown run id). With `--json`, the run
+record goes to stdout and everything meant for people goes to stderr.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import sys
+from collections.abc import Callable, Coroutine
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+
+import typer
+import yaml
+from rich.console import Console
+
+from agentgraph import names
+from agentgraph.errors import AgentgraphError, GraphInvalid, InputInvalid, RunNotFound
+from agentgraph.status import RunStatus
+from agentgraph.view import (
+    ProgressView,
+    draw_graph,
+    print_events,
+    print_outputs,
+    print_run_tree,
+    run_to_json,
+)
+
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    rich_markup_mode=None,
+    help="Run graphs of LLM agents and tools, locally or on Google Cloud.",
+)
+err = Console(stderr=True)
+out = Console()
+
+T = TypeVar("T")
+DEFAULT_DB = ".agentgraph/runs.db"
+
+DbOption = Annotated[
+    str, typer.Option("--db", envvar=names.ENV_DB, help="SQLite file of the local backend.")
+]
+JsonOption = Annotated[bool, typer.Option("--json", help="Print the run record as JSON on stdout.")]
+WorkersOption = Annotated[
+    int, typer.Option("--workers", "-w", min=1, max=256, help="Nodes run at once.")
+]
+ToolsOption = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--tools", "-t", help="Python module to import for its @tool functions (repeatable)."
+    ),
+]
+BackendOption = Annotated[
+    str, typer.Option("--backend", envvar=names.ENV_BACKEND, help="local, or gcp (Firestore).")
+]
+
+
+class _Exit(Exception):
+    def __init__(self, code: int) -> None:
+        self.code = code
+
+
+def _fail(message: str, code: int = 2) -> _Exit:
+    err.print(f"[bold red]error:[/] {message}", highlight=False)
+    return _Exit(code)
+
+
+def _run_async(main: Callable[[], Coroutine[Any, Any, T]]) -> T:
+    try:
+        return asyncio.run(main())
+    except (GraphInvalid, InputInvalid) as exc:
+        raise _fail(str(exc)) from exc
+    except RunNotFound as exc:
+        raise _fail(f"{exc}. List runs with: agentgraph runs") from exc
+
+
+def load_document(path: Path) -> dict[str, Any]:
+    """Read a graph file (YAML or JSON)."""
+    if not path.exists():
+        raise _fail(f"{path}: no such file")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        raise _fail(f"{path}: not valid YAML/JSON: {exc}") from exc
+    if not isinstance(data, dict):
+        raise _fail(
+            f"{path}: expected a mapping with 'name' and 'nodes', found {type(data).__name__}"
+        )
+    return data
+
+
+def parse_input(raw: str | None, sets: list[str] | None) -> Any:
+    """--input '{"a": 1}' or --input @file.json, then each --set key=value or key=@file."""
+    value: Any = None
+    if raw:
+        text = Path(raw[1:]).read_text() if raw.startswith("@") else raw
+        try:
+            value = json.loads(text)
+        except ValueError as exc:
+            raise _fail(f"--input: not valid JSON: {exc}") from exc
+    for item in sets or []:
+        key, sep, text = item.partition("=")
+        if not sep or not key:
+            raise _fail(f"--set {item!r}: expected KEY=VALUE or KEY=@FILE")
+        if value is None:
+            value = {}
+        if not isinstance(value, dict):
+            raise _fail("--set needs the input to be a JSON object")
+        if text.startswith("@"):
+            path = Path(text[1:])
+            if not path.exists():
+                raise _fail(f"--set {key}: no such file {path}")
+            value[key] = path.read_text()
+        else:
+            try:
+                value[key] = json.loads(text)
+            except ValueError:
+                value[key] = text
+    return value
+
+
+def _open_local(db: str, workers: int = 8, tools: list[str] | None = None) -> Any:
+    from agentgraph.backends.local import LocalRuntime, SqliteStore
+    from agentgraph.llm import default_router
+    from agentgraph.tools import default_registry, load_modules
+
+    load_modules(tools or [])
+    load_modules(os.environ.get("AGENTGRAPH_TOOLS", "").split(","))
+    return LocalRuntime(SqliteStore(db), default_router(), default_registry, workers=workers)
+
+
+def _open_store(backend: str, db: str) -> Any:
+    if backend == "local":
+        from agentgraph.backends.local import SqliteStore
+
+        if db != ":memory:" and not Path(db).exists():
+            raise _fail(f"no local runs yet ({db} does not exist)")
+        return SqliteStore(db)
+    if backend == "gcp":
+        from agentgraph.backends.gcp import open_store  # type: ignore[attr-defined]
+
+        return open_store()
+    raise _fail(f"--backend: expected 'local' or 'gcp', found {backend!r}")
+
+
+async def _follow(runtime: Any, run_id: str, as_json: bool) -> int:
+    view = ProgressView(err, runtime.store, run_id)
+    with view:
+        try:
+            run = await runtime.wait(run_id, on_change=view.refresh)
+        finally:
+            await view.refresh()
+    nodes = await runtime.store.list_nodes(run_id)
+    if as_json:
+        out.print_json(data=run_to_json(run, nodes))
+    else:
+        print_outputs(out, run, nodes)
+    return 0 if run.status == RunStatus.SUCCEEDED else 1
+
+
+@app.command()
+def validate(
+    file: Annotated[Path, typer.Argument(help="Graph file (YAML or JSON).")],
+    tools: ToolsOption = None,
+) -> None:
+    """Check a graph and list every problem (exit 2 if there are any)."""
+    runtime = _open_local(":memory:", 1, tools)
+    graph = runtime.engine.compile(load_document(file))
+    err.print(
+        f"[green]ok[/]: graph [bold]{graph.name}[/] — {len(graph)} nodes, "
+        f"{len(graph.roots)} roots, {len(graph.sinks)} sinks",
+        highlight=False,
+    )
+
+
+@app.command()
+def run(
+    file: Annotated[Path, typer.Argument(help="Graph file (YAML or JSON).")],
+    input: Annotated[
+        str | None, typer.Option("--input", "-i", help="Run input: JSON, or @file.json.")
+    ] = None,
+    set_: Annotated[
+        list[str] | None, typer.Option("--set", "-s", help="Input field: KEY=VALUE or KEY=@file.")
+    ] = None,
+    workers: WorkersOption = 8,
+    db: DbOption = DEFAULT_DB,
+    as_json: JsonOption = False,
+    tools: ToolsOption = None,
+) -> None:
+    """Run a graph on the local backend, showing live progress and the outputs."""
+    document = load_document(file)
+    value = parse_input(input, set_)
+
+    async def main() -> int:
+        runtime = _open_local(db, workers, tools)
+        async with runtime:
+            started = await runtime.start(document, value)
+            err.print(
+                f"run [bold]{started.run_id}[/] of [bold]{started.graph_name}[/] ({db})",
+                highlight=False,
+            )
+            try:
+                return await _follow(runtime, started.run_id, as_json)
+            except asyncio.CancelledError:
+                err.print(
+                    f"\n[yellow]interrupted[/]: resume with  agentgraph resume {started.run_id}"
+                )
+                raise
+
+    raise _Exit(_run_async(main))
+
+
+@app.command()
+def resume(
+    run_id: str,
+    workers: WorkersOption = 8,
+    db: DbOption = DEFAULT_DB,
+    as_json: JsonOption = False,
+    tools: ToolsOption = None,
+) -> None:
+    """Continue a run whose process was interrupted; finished nodes are not re-run."""
+    _open_store("local", db).close()
+
+    async def main() -> int:
+        runtime = _open_local(db, workers, tools)
+        async with runtime:
+            await runtime.resume(run_id)
+            err.print(f"resuming run [bold]{run_id}[/]", highlight=False)
+            return await _follow(runtime, run_id, as_json)
+
+    raise _Exit(_run_async(main))
+
+
+@app.command()
+def show(
+    run_id: str,
+    db: DbOption = DEFAULT_DB,
+    as_json: JsonOption = False,
+    backend: BackendOption = "local",
+) -> None:
+    """A run as a tree: status, duration, attempts, tokens, cost and errors per node."""
+    store = _open_store(backend, db)
+
+    async def main() -> int:
+        run = await store.get_run(run_id)
+        if run is None:
+            raise RunNotFound(run_id)
+        nodes = await store.list_nodes(run_id)
+        if as_json:
+            out.print_json(data=run_to_json(run, nodes))
+        else:
+            print_run_tree(out, run, nodes)
+        return 0 if run.status in (RunStatus.SUCCEEDED, RunStatus.RUNNING, RunStatus.PENDING) else 1
+
+    raise _Exit(_run_async(main))
+
+
+@app.command()
+def logs(run_id: str, db: DbOption = DEFAULT_DB, backend: BackendOption = "local") -> None:
+    """The run's timeline: every status change, retry and error, in order."""
+    store = _open_store(backend, db)
+
+    async def main() -> int:
+        if await store.get_run(run_id) is None:
+            raise RunNotFound(run_id)
+        print_events(out, await store.list_events(run_id))
+        return 0
+
+    raise _Exit(_run_async(main))
+
+
+@app.command()
+def runs(db: DbOption = DEFAULT_DB, limit: int = 20, backend: BackendOption = "local") -> None:
+    """Recent runs, newest first."""
+    store = _open_store(backend, db)
+
+    async def main() -> int:
+        for record in await store.list_runs(limit=limit):
+            out.print(
+                f"{record.run_id}  {record.status.value:<10} {record.graph_name}", highlight=False
+            )
+        return 0
+
+    raise _Exit(_run_async(main))
+
+
+@app.command()
+def cancel(run_id: str, db: DbOption = DEFAULT_DB) -> None:
+    """Cancel a run: nodes that have not started will not start."""
+    store = _open_store("local", db)
+    store.close()
+
+    async def main() -> int:
+        runtime = _open_local(db, 1)
+        changed = await runtime.engine.cancel(run_id)
+        err.print(f"run {run_id} {'cancelled' if changed else 'had already ended'}")
+        return 0
+
+    raise _Exit(_run_async(main))
+
+
+@app.command()
+def graph(
+    file: Annotated[Path, typer.Argument(help="Graph file (YAML or JSON).")],
+    format: Annotated[str, typer.Option("--format", "-f", help="mermaid or ascii.")] = "ascii",
+    tools: ToolsOption = None,
+) -> None:
+    """Draw a graph as Mermaid (for docs and GitHub) or as text."""
+    if format not in ("mermaid", "ascii"):
+        raise _fail(f"--format: expected 'mermaid' or 'ascii', found {format!r}")
+    runtime = _open_local(":memory:", 1, tools)
+    compiled = runtime.engine.compile(load_document(file))
+    out.print(draw_graph(compiled, format), highlight=False, markup=False)
+
+
+def main() -> None:
+    """Console entry point: maps our exits and errors to exit codes."""
+    try:
+        app(standalone_mode=False)
+    except _Exit as exc:
+        sys.exit(exc.code)
+    except (GraphInvalid, InputInvalid) as exc:
+        err.print(f"[bold red]error:[/] {exc}", highlight=False)
+        sys.exit(2)
+    except AgentgraphError as exc:
+        err.print(f"[bold red]error:[/] {exc}", highlight=False)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        sys.exit(130)
+    except typer.Exit as exc:
+        sys.exit(exc.exit_code)
+    except Exception as exc:  # click usage errors
+        import click
+
+        if isinstance(exc, click.ClickException):
+            exc.show()
+            sys.exit(2)
+        raise
+
+
+if __name__ == "__main__":
+    main()

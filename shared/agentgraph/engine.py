@@ -1,0 +1,563 @@
+"""Drives runs through the ports; the same code runs in every backend.
+
+Each public coroutine handles one message kind and is safe to repeat: the store's
+transitions are conditional, so a duplicate delivery finds its work done and at most
+re-sends the message that follows (which is itself safe to repeat). The order inside
+each handler is state change first, then the next message: a crash between the two
+leaves a state the redelivery (or the sweeper) recognises and finishes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import json
+import logging
+import random
+import secrets
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from agentgraph import readiness
+from agentgraph.errors import RetryableToolError, RunNotFound
+from agentgraph.graph import Graph, Node
+from agentgraph.model import OnError
+from agentgraph.ports import (
+    Dispatcher,
+    Event,
+    LlmError,
+    LlmProvider,
+    LlmRequest,
+    NodeError,
+    NodeRecord,
+    Outcome,
+    RetryScheduler,
+    RunRecord,
+    Store,
+    ToolRegistry,
+    Usage,
+)
+from agentgraph.readiness import Decision, ParentResult, Verdict
+from agentgraph.status import TERMINAL_NODE, NodeStatus, RunStatus
+from agentgraph.templates import TemplateProblem, condition_holds, render, render_value
+from agentgraph.validate import load_graph, validate_input
+
+log = logging.getLogger("agentgraph.engine")
+
+MAX_OUTPUT_BYTES = 10 * 1024 * 1024
+LEASE_MARGIN_S = 30.0
+
+
+@dataclass(frozen=True)
+class _RunContext:
+    graph: Graph
+    input: Any
+
+
+class Engine:
+    """One engine per process; it caches each run's compiled graph (immutable per run)."""
+
+    def __init__(
+        self,
+        store: Store,
+        dispatcher: Dispatcher,
+        retries: RetryScheduler,
+        llm: LlmProvider,
+        tools: ToolRegistry,
+        *,
+        clock: Callable[[], float] = time.time,
+        rng: random.Random | None = None,
+        partial_interval_s: float = 1.0,
+        sweep_grace_s: float = 60.0,
+    ) -> None:
+        self.store = store
+        self.dispatcher = dispatcher
+        self.retries = retries
+        self.llm = llm
+        self.tools = tools
+        self.clock = clock
+        self.rng = rng or random.Random()
+        self.partial_interval_s = partial_interval_s
+        self.sweep_grace_s = sweep_grace_s
+        self._runs: OrderedDict[str, _RunContext] = OrderedDict()
+
+    # ---- starting -------------------------------------------------------------------
+
+    def compile(self, document: Mapping[str, Any]) -> Graph:
+        """Validate a graph document against this engine's tools and models."""
+        return load_graph(document, tools=self.tools.names(), model_known=self.llm.supports)
+
+    async def start_run(
+        self,
+        document: Mapping[str, Any],
+        input: Any = None,
+        *,
+        owner: str | None = None,
+        idempotency_key: str | None = None,
+        request_hash: str | None = None,
+        run_id: str | None = None,
+    ) -> RunRecord:
+        """Validate, write the run and its nodes in one step, then dispatch the roots.
+
+        Raises GraphInvalid / InputInvalid before anything is written. With an
+        idempotency key already used, returns the earlier run and dispatches nothing.
+        """
+        graph = self.compile(document)
+        validate_input(graph, input)
+        now = self.clock()
+        run_id = run_id or new_run_id(now)
+        context = _RunContext(graph, input)
+        roots = {root: self._decide_root(context, graph[root]) for root in graph.roots}
+        records = [
+            self._initial_record(run_id, node, roots.get(node.id), now)
+            for node in graph.nodes.values()
+        ]
+        counts: dict[str, int] = {}
+        for record in records:
+            counts[record.status.value] = counts.get(record.status.value, 0) + 1
+        run = RunRecord(
+            run_id=run_id,
+            graph_name=graph.name,
+            graph=dict(document),
+            input=input,
+            status=RunStatus.RUNNING,
+            created_at=now,
+            started_at=now,
+            node_count=len(graph),
+            counts=counts,
+            owner=owner,
+            idempotency_key=idempotency_key,
+            request_hash=request_hash,
+        )
+        stored = await self.store.create_run(run, records)
+        if stored.run_id != run_id:
+            return stored
+        self._remember(run_id, context)
+        for record in records:
+            if record.status == NodeStatus.READY:
+                await self.dispatcher.node_ready(run_id, record.node_id, 1, record.pool)
+            elif record.status == NodeStatus.SKIPPED:
+                await self.dispatcher.node_finished(run_id, record.node_id, record.status)
+        return stored
+
+    def _decide_root(self, context: _RunContext, node: Node) -> Decision:
+        if node.when is None:
+            return Decision(Verdict.READY)
+        return readiness.apply_condition(
+            condition_holds(node.when, {"input": context.input, "nodes": {}})
+        )
+
+    @staticmethod
+    def _initial_record(
+        run_id: str, node: Node, decision: Decision | None, now: float
+    ) -> NodeRecord:
+        status = NodeStatus.WAITING
+        if decision is not None:
+            status = NodeStatus.READY if decision.verdict == Verdict.READY else NodeStatus.SKIPPED
+        return NodeRecord(
+            run_id=run_id,
+            node_id=node.id,
+            status=status,
+            parents=list(node.parents),
+            children=list(node.children),
+            pool=node.pool,
+            skip_reason=decision.reason if decision else None,
+            finished_at=now if status == NodeStatus.SKIPPED else None,
+        )
+
+    # ---- node-ready: execute one attempt ---------------------------------------------
+
+    async def execute(self, run_id: str, node_id: str, attempt: int) -> None:
+        """Claim, run and record one attempt. Returns only after the node-finished
+        message (or the retry) is handed over, so acking after this never loses a node."""
+        context = await self._context(run_id)
+        if context is None or node_id not in context.graph.nodes:
+            log.warning("node-ready for unknown run/node %s/%s: dropped", run_id, node_id)
+            return
+        node = context.graph[node_id]
+        now = self.clock()
+        claimed = await self.store.claim_node(
+            run_id, node_id, attempt, now, now + node.timeout_s + LEASE_MARGIN_S
+        )
+        if claimed is None:
+            await self._redeliver_after_duplicate(run_id, node, attempt)
+            return
+        if claimed.executions > claimed.attempt:
+            await self.store.append_event(
+                Event(
+                    run_id,
+                    now,
+                    "message",
+                    node_id,
+                    "running",
+                    attempt,
+                    "repeated after an executor died mid-attempt",
+                )
+            )
+        usage = Usage()
+        model: str | None = None
+        try:
+            output, usage, model = await asyncio.wait_for(
+                self._perform(run_id, context, node, attempt), timeout=node.timeout_s
+            )
+            _check_output_size(output)
+            outcome = Outcome(NodeStatus.SUCCEEDED, output=output, usage=usage, model=model)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # every failure of user code becomes a node error
+            error = classify(exc, attempt, node.timeout_s)
+            usage = getattr(exc, "usage", usage)
+            action = readiness.after_failure(node, attempt, error, self.rng)
+            if isinstance(action, readiness.Retry):
+                await self._schedule_retry(run_id, node, attempt, error, action, usage)
+                return
+            outcome = Outcome(
+                NodeStatus.FAILED, error=error, usage=usage, model=node.model_for_attempt(attempt)
+            )
+        if await self.store.finish_node(run_id, node_id, attempt, outcome, self.clock()):
+            await self.dispatcher.node_finished(run_id, node_id, outcome.status)
+
+    async def _schedule_retry(
+        self,
+        run_id: str,
+        node: Node,
+        attempt: int,
+        error: NodeError,
+        action: readiness.Retry,
+        usage: Usage,
+    ) -> None:
+        now = self.clock()
+        at = now + action.delay_s
+        if await self.store.schedule_retry(run_id, node.id, attempt, error, at, now, usage):
+            await self.retries.schedule(run_id, node.id, action.next_attempt, at)
+
+    async def _redeliver_after_duplicate(self, run_id: str, node: Node, attempt: int) -> None:
+        """A delivery that could not claim: if the first delivery recorded its result but
+        died before sending the next message, send it now (the receivers are idempotent)."""
+        record = await self.store.get_node(run_id, node.id)
+        if record is None or record.attempt != attempt:
+            return
+        if record.status in (NodeStatus.SUCCEEDED, NodeStatus.FAILED):
+            await self.dispatcher.node_finished(run_id, node.id, record.status)
+        elif record.status == NodeStatus.RETRYING and record.next_attempt_at is not None:
+            await self.retries.schedule(run_id, node.id, attempt + 1, record.next_attempt_at)
+
+    async def _perform(
+        self, run_id: str, context: _RunContext, node: Node, attempt: int
+    ) -> tuple[Any, Usage, str | None]:
+        values = await self._template_context(run_id, context, node.reads)
+        if node.kind == "tool":
+            assert node.tool is not None
+            return await self._call_tool(node.tool, render_value(node.args, values)), Usage(), None
+        assert node.prompt is not None
+        model = node.model_for_attempt(attempt)
+        assert model is not None
+        request = LlmRequest(
+            model=model,
+            prompt=render(node.prompt, values),
+            system=render(node.system, values) if node.system else None,
+            temperature=node.temperature,
+            top_p=node.top_p,
+            max_output_tokens=node.max_output_tokens,
+            stop_sequences=node.stop_sequences,
+            safety_settings=node.safety_settings,
+            output=node.output,
+            output_schema=node.output_schema,
+            timeout_s=node.timeout_s,
+            stream=node.stream,
+        )
+        on_partial = self._partial_writer(run_id, node.id, attempt) if node.stream else None
+        response = await self.llm.generate(request, on_partial)
+        output = response.data if node.output == "json" else response.text
+        return output, response.usage, response.model
+
+    async def _call_tool(self, name: str, args: Any) -> Any:
+        function = self.tools.get(name)
+        if not isinstance(args, dict):
+            raise TypeError(
+                f"tool {name!r} args must render to a mapping, got {type(args).__name__}"
+            )
+        if inspect.iscoroutinefunction(function):
+            return await function(**args)
+        return await asyncio.to_thread(function, **args)
+
+    def _partial_writer(self, run_id: str, node_id: str, attempt: int) -> Callable[[str], Any]:
+        """Streamed text reaches the store at most once per interval (Firestore bills and
+        rate-limits writes to one document), and the last text always gets through."""
+        last = 0.0
+
+        async def write(text: str) -> None:
+            nonlocal last
+            now = self.clock()
+            if now - last >= self.partial_interval_s:
+                last = now
+                await self.store.set_partial(run_id, node_id, attempt, text)
+
+        return write
+
+    # ---- node-finished: the fan-in ---------------------------------------------------
+
+    async def complete(self, run_id: str, node_id: str, status: NodeStatus | str) -> None:
+        """Record this node's arrival at each child, once per edge; the arrival that
+        completes a child's set of parents decides the child. A sink may end the run."""
+        context = await self._context(run_id)
+        if context is None or node_id not in context.graph.nodes:
+            log.warning("node-finished for unknown run/node %s/%s: dropped", run_id, node_id)
+            return
+        status = NodeStatus(status)
+        graph = context.graph
+        node = graph[node_id]
+        if status == NodeStatus.FAILED and node.on_error == OnError.FAIL_RUN:
+            record = await self.store.get_node(run_id, node_id)
+            error = record.error.to_dict() if record and record.error else {}
+            await self._end_run(run_id, RunStatus.FAILED, {"node_id": node_id, **error})
+            return
+        if status == NodeStatus.CANCELLED:
+            return
+        for child_id in node.children:
+            child = graph[child_id]
+            count = await self.store.record_arrival(run_id, child_id, node_id)
+            if count is None:  # duplicate: finish the decision a crash may have cut short
+                record = await self.store.get_node(run_id, child_id)
+                if (
+                    record is None
+                    or record.status != NodeStatus.WAITING
+                    or record.arrivals < len(child.parents)
+                ):
+                    continue
+            elif count < len(child.parents):
+                continue
+            await self._decide_child(run_id, context, child)
+        if not node.children:
+            await self._finish_run_if_done(run_id, context)
+
+    async def _decide_child(self, run_id: str, context: _RunContext, child: Node) -> None:
+        parents = await self.store.get_outputs(run_id, child.parents)
+        decision = readiness.decide(
+            {
+                pid: ParentResult(rec.status, context.graph[pid].on_error, rec.skip_reason)
+                for pid, rec in parents.items()
+            }
+        )
+        now = self.clock()
+        if decision.verdict == Verdict.READY and child.when is not None:
+            extra = await self.store.get_outputs(run_id, sorted(child.reads - set(parents)))
+            values = _template_values(context.input, {**parents, **extra}, child.reads)
+            try:
+                decision = readiness.apply_condition(condition_holds(child.when, values))
+            except TemplateProblem as exc:
+                if await self.store.resolve_node(
+                    run_id, child.id, NodeStatus.FAILED, now, reason=f"when: {exc}"
+                ):
+                    await self.dispatcher.node_finished(run_id, child.id, NodeStatus.FAILED)
+                return
+        if decision.verdict == Verdict.READY:
+            if await self.store.resolve_node(run_id, child.id, NodeStatus.READY, now):
+                await self.dispatcher.node_ready(run_id, child.id, 1, child.pool)
+        elif decision.verdict == Verdict.SKIP:
+            if await self.store.resolve_node(
+                run_id, child.id, NodeStatus.SKIPPED, now, reason=decision.reason
+            ):
+                await self.dispatcher.node_finished(run_id, child.id, NodeStatus.SKIPPED)
+        elif decision.verdict == Verdict.CANCEL:
+            await self.store.resolve_node(
+                run_id, child.id, NodeStatus.CANCELLED, now, reason=decision.reason
+            )
+
+    async def _finish_run_if_done(self, run_id: str, context: _RunContext) -> None:
+        """Only sinks call this: the last node of a run to reach a final status is always
+        a sink, and it does so after every other node's status was written."""
+        run = await self.store.get_run(run_id)
+        if run is None or run.status.terminal:
+            return
+        if sum(run.counts.get(s.value, 0) for s in TERMINAL_NODE) < run.node_count:
+            return
+        graph = context.graph
+        outcome = RunStatus.SUCCEEDED
+        error = None
+        if run.counts.get(NodeStatus.FAILED.value, 0):
+            statuses = {r.node_id: r.status for r in await self.store.list_nodes(run_id)}
+            outcome = readiness.run_outcome(graph, statuses) or RunStatus.SUCCEEDED
+            if outcome == RunStatus.FAILED:
+                failed = next(
+                    n
+                    for n in graph.nodes
+                    if statuses[n] == NodeStatus.FAILED and graph[n].on_error == OnError.FAIL_RUN
+                )
+                error = {"node_id": failed, "message": f"node {failed!r} failed"}
+        sinks = await self.store.get_outputs(run_id, graph.sinks)
+        outputs = {
+            sid: rec.output for sid, rec in sinks.items() if rec.status == NodeStatus.SUCCEEDED
+        }
+        await self.store.set_run_status(
+            run_id,
+            (RunStatus.RUNNING, RunStatus.PENDING),
+            outcome,
+            self.clock(),
+            outputs=outputs,
+            error=error,
+        )
+
+    async def _end_run(self, run_id: str, status: RunStatus, error: dict[str, Any] | None) -> bool:
+        """Fail or cancel: the run first (so nothing new starts), then whatever has not
+        started. Repeating it is harmless, which is what a redelivery needs."""
+        changed = await self.store.set_run_status(
+            run_id, (RunStatus.PENDING, RunStatus.RUNNING), status, self.clock(), error=error
+        )
+        await self.store.cancel_not_started(run_id, self.clock())
+        return changed
+
+    # ---- retries, cancellation, recovery ---------------------------------------------
+
+    async def retry(self, run_id: str, node_id: str, attempt: int) -> None:
+        """A delayed retry came due: make the node ready for `attempt` and dispatch it."""
+        context = await self._context(run_id)
+        if context is None or node_id not in context.graph.nodes:
+            log.warning("retry for unknown run/node %s/%s: dropped", run_id, node_id)
+            return
+        pool = context.graph[node_id].pool
+        if await self.store.requeue_node(run_id, node_id, attempt, self.clock()):
+            await self.dispatcher.node_ready(run_id, node_id, attempt, pool)
+            return
+        record = await self.store.get_node(run_id, node_id)
+        if record and record.status == NodeStatus.READY and record.attempt == attempt:
+            await self.dispatcher.node_ready(run_id, node_id, attempt, pool)
+
+    async def cancel(self, run_id: str) -> bool:
+        """Cancel a run: nodes not started are cancelled; running ones finish their call
+        but start nothing after them. False if the run had already ended."""
+        if await self.store.get_run(run_id) is None:
+            raise RunNotFound(run_id)
+        return await self._end_run(run_id, RunStatus.CANCELLED, {"message": "cancelled"})
+
+    async def sweep(self) -> int:
+        """Re-dispatch what a dead function left behind; returns how many messages it sent.
+        Safe to run at any time and as often as wanted."""
+        now = self.clock()
+        sent = 0
+        for record in await self.store.stale_nodes(now, self.sweep_grace_s):
+            if record.status in (NodeStatus.READY, NodeStatus.RUNNING):
+                await self.dispatcher.node_ready(
+                    record.run_id, record.node_id, record.attempt, record.pool
+                )
+            elif record.status == NodeStatus.RETRYING:
+                await self.retry(record.run_id, record.node_id, record.attempt + 1)
+            sent += 1
+        return sent
+
+    async def resume(self, run_id: str) -> RunRecord:
+        """Continue a run whose process died: redo what was in flight, re-send every
+        finished node's completion (idempotent), and re-arm pending retries."""
+        run = await self.store.get_run(run_id)
+        if run is None:
+            raise RunNotFound(run_id)
+        if run.status.terminal:
+            return run
+        context = await self._context(run_id)
+        assert context is not None
+        now = self.clock()
+        for record in await self.store.list_nodes(run_id):
+            if record.status == NodeStatus.RUNNING:
+                await self.store.resolve_node(
+                    run_id, record.node_id, NodeStatus.READY, now, expected=(NodeStatus.RUNNING,)
+                )
+                await self.dispatcher.node_ready(
+                    run_id, record.node_id, record.attempt, record.pool
+                )
+            elif record.status == NodeStatus.READY:
+                await self.dispatcher.node_ready(
+                    run_id, record.node_id, record.attempt, record.pool
+                )
+            elif record.status == NodeStatus.RETRYING:
+                await self.retries.schedule(
+                    run_id, record.node_id, record.attempt + 1, record.next_attempt_at or now
+                )
+            elif record.status in TERMINAL_NODE:
+                await self.dispatcher.node_finished(run_id, record.node_id, record.status)
+        return run
+
+    # ---- helpers ----------------------------------------------------------------------
+
+    async def _context(self, run_id: str) -> _RunContext | None:
+        context = self._runs.get(run_id)
+        if context is not None:
+            self._runs.move_to_end(run_id)
+            return context
+        run = await self.store.get_run(run_id)
+        if run is None:
+            return None
+        context = _RunContext(load_graph(run.graph), run.input)
+        self._remember(run_id, context)
+        return context
+
+    def _remember(self, run_id: str, context: _RunContext) -> None:
+        self._runs[run_id] = context
+        while len(self._runs) > 256:
+            self._runs.popitem(last=False)
+
+    async def _template_context(
+        self, run_id: str, context: _RunContext, reads: frozenset[str]
+    ) -> dict[str, Any]:
+        records = await self.store.get_outputs(run_id, sorted(reads)) if reads else {}
+        return _template_values(context.input, records, reads)
+
+
+def _template_values(
+    input: Any, records: Mapping[str, NodeRecord], reads: frozenset[str]
+) -> dict[str, Any]:
+    return {
+        "input": input,
+        "nodes": {
+            node_id: {
+                "output": rec.output,
+                "error": rec.error.to_dict() if rec.error else None,
+                "status": rec.status.value,
+            }
+            for node_id, rec in records.items()
+            if node_id in reads
+        },
+    }
+
+
+def classify(exc: BaseException, attempt: int, timeout_s: float) -> NodeError:
+    """Turn any failure into a NodeError; only known-transient kinds are retryable."""
+    if isinstance(exc, LlmError):
+        return NodeError(
+            exc.type, exc.message, exc.retryable, exc.http_status, attempt, exc.retry_after_s
+        )
+    if isinstance(exc, TimeoutError):
+        return NodeError(
+            "Timeout", f"no result within timeout_s={timeout_s:g}", True, None, attempt
+        )
+    if isinstance(exc, TemplateProblem):
+        return NodeError("TemplateError", str(exc), False, None, attempt)
+    if isinstance(exc, RetryableToolError):
+        return NodeError(type(exc).__name__, str(exc), True, None, attempt)
+    return NodeError(type(exc).__name__, str(exc) or repr(exc), False, None, attempt)
+
+
+class OutputTooLarge(ValueError):
+    pass
+
+
+def _check_output_size(output: Any) -> None:
+    try:
+        size = len(json.dumps(output, ensure_ascii=False).encode())
+    except (TypeError, ValueError) as exc:
+        raise TypeError(f"output is not JSON-serialisable: {exc}") from exc
+    if size > MAX_OUTPUT_BYTES:
+        raise OutputTooLarge(f"output is {size:,} bytes; the limit is {MAX_OUTPUT_BYTES:,} bytes")
+
+
+def new_run_id(now: float) -> str:
+    """Sortable by creation time, unique without coordination."""
+    stamp = datetime.fromtimestamp(now, UTC).strftime("%Y%m%d-%H%M%S")
+    return f"{stamp}-{secrets.token_hex(4)}"
+
+
+def statuses_of(records: Sequence[NodeRecord]) -> dict[str, NodeStatus]:
+    return {r.node_id: r.status for r in records}

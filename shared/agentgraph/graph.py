@@ -1,0 +1,72 @@
+"""The validated graph the core runs on: plain frozen dataclasses, defaults merged in.
+
+Built only by `validate.load_graph`, so everything here already holds: ids are unique,
+edges point at real nodes, there is no cycle and templates read only ancestors.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from agentgraph.model import OnError, RetryPolicy
+
+
+@dataclass(frozen=True)
+class Node:
+    id: str
+    parents: tuple[str, ...]
+    children: tuple[str, ...]
+    kind: Literal["tool", "agent"]
+    pool: str
+    on_error: OnError
+    retry: RetryPolicy
+    timeout_s: float
+    tool: str | None = None
+    args: dict[str, Any] = field(default_factory=dict)
+    prompt: str | None = None
+    system: str | None = None
+    model: str | None = None
+    fallback_model: str | None = None
+    temperature: float | None = None
+    top_p: float | None = None
+    max_output_tokens: int | None = None
+    stop_sequences: tuple[str, ...] = ()
+    safety_settings: tuple[dict[str, Any], ...] = ()
+    output: Literal["text", "json"] = "text"
+    output_schema: dict[str, Any] | None = None
+    stream: bool = False
+    when: str | None = None
+    reads: frozenset[str] = frozenset()  # ancestors whose results the templates read
+
+    @property
+    def max_total_attempts(self) -> int:
+        """Attempts on the primary model, then as many again on the fallback model."""
+        return self.retry.max_attempts * (2 if self.fallback_model else 1)
+
+    def model_for_attempt(self, attempt: int) -> str | None:
+        if self.fallback_model and attempt > self.retry.max_attempts:
+            return self.fallback_model
+        return self.model
+
+
+@dataclass(frozen=True)
+class Graph:
+    name: str
+    nodes: dict[str, Node]  # in a topological order
+    input_schema: dict[str, Any] | None
+    description: str | None = None
+
+    @property
+    def roots(self) -> list[str]:
+        return [n.id for n in self.nodes.values() if not n.parents]
+
+    @property
+    def sinks(self) -> list[str]:
+        return [n.id for n in self.nodes.values() if not n.children]
+
+    def __getitem__(self, node_id: str) -> Node:
+        return self.nodes[node_id]
+
+    def __len__(self) -> int:
+        return len(self.nodes)

@@ -1,0 +1,83 @@
+"""LLM providers behind the LlmProvider port, and the router that picks one per model."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Mapping, Sequence
+
+from agentgraph.ports import LlmError, LlmProvider, LlmRequest, LlmResponse, OnPartial
+
+
+def base_model(model: str) -> str:
+    """The model family name without a stub's fault suffix (`gemini-2.5-flash~fail=2x429`)."""
+    return model.split("~", 1)[0]
+
+
+class LlmRouter:
+    """Routes each call to the first provider that supports the model, with an optional
+    cap on simultaneous calls per model (quota protection in the local backend)."""
+
+    def __init__(
+        self, providers: Sequence[LlmProvider], max_concurrency: Mapping[str, int] | None = None
+    ) -> None:
+        self.providers = list(providers)
+        self._limits = dict(max_concurrency or {})
+        self._semaphores: dict[str, asyncio.Semaphore] = {}
+
+    def supports(self, model: str) -> bool:
+        return any(p.supports(model) for p in self.providers)
+
+    def _provider(self, model: str) -> LlmProvider:
+        for provider in self.providers:
+            if provider.supports(model):
+                return provider
+        raise LlmError(f"no provider for model {model!r}", type="UnknownModel", retryable=False)
+
+    def _semaphore(self, model: str) -> asyncio.Semaphore | None:
+        family = base_model(model)
+        limit = self._limits.get(family, self._limits.get("*"))
+        if limit is None:
+            return None
+        if family not in self._semaphores:
+            self._semaphores[family] = asyncio.Semaphore(limit)
+        return self._semaphores[family]
+
+    async def generate(
+        self, request: LlmRequest, on_partial: OnPartial | None = None
+    ) -> LlmResponse:
+        provider = self._provider(request.model)
+        semaphore = self._semaphore(request.model)
+        if semaphore is None:
+            return await provider.generate(request, on_partial)
+        async with semaphore:
+            return await provider.generate(request, on_partial)
+
+
+class _GeminiOnDemand:
+    """Creates the Gemini provider on first use, so graphs that only use `echo` (the
+    offline demo, most tests) need neither the SDK configured nor an API key."""
+
+    def __init__(self) -> None:
+        self._provider: LlmProvider | None = None
+
+    def supports(self, model: str) -> bool:
+        return base_model(model).startswith("gemini-")
+
+    def get(self) -> LlmProvider:
+        if self._provider is None:
+            from agentgraph.llm.gemini import GeminiProvider
+
+            self._provider = GeminiProvider.from_env()
+        return self._provider
+
+    async def generate(
+        self, request: LlmRequest, on_partial: OnPartial | None = None
+    ) -> LlmResponse:
+        return await self.get().generate(request, on_partial)
+
+
+def default_router(max_concurrency: Mapping[str, int] | None = None) -> LlmRouter:
+    """echo (offline) and Gemini, the models every backend answers for."""
+    from agentgraph.llm.echo import EchoProvider
+
+    return LlmRouter([EchoProvider(), _GeminiOnDemand()], max_concurrency)

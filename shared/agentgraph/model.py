@@ -1,0 +1,101 @@
+"""The graph format users write (YAML or JSON), as pydantic models.
+
+These models check shape and ranges of one node at a time; `validate.py` checks what
+needs the whole graph (ids, edges, cycles, template references) and merges `defaults`
+into each node, producing the plain `Graph` the core runs on.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+NAME_PATTERN = r"^[a-z0-9-]{1,63}$"
+NODE_ID_PATTERN = r"^[a-z0-9_-]{1,63}$"
+POOL_PATTERN = r"^[a-z0-9-]{1,30}$"
+MAX_NODES = 2000
+
+
+class OnError(StrEnum):
+    """What a node's final failure does to the rest of the run."""
+
+    FAIL_RUN = "fail_run"
+    CONTINUE = "continue"
+    SKIP_DOWNSTREAM = "skip_downstream"
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class RetryPolicy(_Strict):
+    """Retries of retryable failures: exponential backoff, capped, with jitter."""
+
+    max_attempts: int = Field(3, ge=1, le=20)
+    initial_delay_s: float = Field(1.0, ge=0, le=3600)
+    max_delay_s: float = Field(60.0, ge=0, le=86400)
+    multiplier: float = Field(2.0, ge=1, le=10)
+    jitter: bool = True
+
+
+class _NodeSettings(_Strict):
+    """Settings a node may inherit from `defaults`; None means 'not set here'."""
+
+    model: str | None = Field(None, min_length=1, max_length=100)
+    fallback_model: str | None = Field(None, min_length=1, max_length=100)
+    temperature: float | None = Field(None, ge=0, le=2)
+    top_p: float | None = Field(None, gt=0, le=1)
+    max_output_tokens: int | None = Field(None, ge=1, le=1_000_000)
+    stop_sequences: list[str] | None = Field(None, max_length=5)
+    safety_settings: list[dict[str, Any]] | None = None
+    timeout_s: float | None = Field(None, ge=1, le=3600)
+    retry: RetryPolicy | None = None
+    pool: str | None = Field(None, pattern=POOL_PATTERN)
+    on_error: OnError | None = None
+    stream: bool | None = None
+
+
+class Defaults(_NodeSettings):
+    pass
+
+
+class NodeSpec(_NodeSettings):
+    """One node: a tool call (`tool` + `args`) or an agent (`prompt`, optional `system`)."""
+
+    id: str = Field(pattern=NODE_ID_PATTERN)
+    description: str | None = Field(None, max_length=2000)
+    after: list[str] = Field(default_factory=list)
+    tool: str | None = Field(None, min_length=1, max_length=100)
+    args: dict[str, Any] = Field(default_factory=dict)
+    system: str | None = Field(None, max_length=100_000)
+    prompt: str | None = Field(None, min_length=1, max_length=100_000)
+    output: Literal["text", "json"] = "text"
+    output_schema: dict[str, Any] | None = None
+    when: str | None = Field(None, min_length=1, max_length=2000)
+
+    @model_validator(mode="after")
+    def _tool_or_agent(self) -> NodeSpec:
+        if (self.tool is None) == (self.prompt is None):
+            raise ValueError(
+                "a node needs exactly one of 'tool' (a tool node) or 'prompt' (an agent node)"
+            )
+        if self.tool is not None and self.system is not None:
+            raise ValueError("'system' is for agent nodes; a tool node takes 'args'")
+        if self.prompt is not None and self.args:
+            raise ValueError("'args' is for tool nodes; an agent node takes 'prompt'")
+        if self.output_schema is not None and self.output != "json":
+            raise ValueError("'output_schema' needs 'output: json'")
+        return self
+
+
+class GraphSpec(_Strict):
+    """The whole document. `nodes` is validated node by node in validate.py, so that one
+    broken node does not hide the problems of the others."""
+
+    name: str = Field(pattern=NAME_PATTERN)
+    description: str | None = Field(None, max_length=10_000)
+    defaults: Defaults = Field(default_factory=Defaults)
+    input: dict[str, Any] | None = None
+    nodes: list[dict[str, Any]] = Field(min_length=1, max_length=MAX_NODES)

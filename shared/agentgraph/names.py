@@ -1,0 +1,84 @@
+"""The one place where cloud resource names and environment variables are spelled.
+
+The functions, the GCP adapters, the emulator harness and the Terraform tests all read
+these constants, so a topic renamed here is renamed everywhere or a test fails.
+"""
+
+from __future__ import annotations
+
+# Pub/Sub topics.
+TOPIC_NODE_READY = "agentgraph-node-ready"
+TOPIC_NODE_FINISHED = "agentgraph-node-finished"
+TOPIC_RUN_REQUESTS = "agentgraph-run-requests"
+TOPIC_DEAD_LETTER = "agentgraph-dead-letter"
+
+# Attribute on node-ready messages that routes them to exec-<pool>.
+POOL_ATTRIBUTE = "pool"
+DEFAULT_POOL = "default"
+
+
+def exec_subscription(pool: str) -> str:
+    """Push subscription that feeds exec-<pool> (filtered on the pool attribute)."""
+    return f"agentgraph-exec-{pool}"
+
+
+def exec_function(pool: str) -> str:
+    """Cloud Function name of the executor for one pool."""
+    return f"exec-{pool}"
+
+
+def pool_filter(pool: str) -> str:
+    """Pub/Sub subscription filter selecting one pool's node-ready messages."""
+    return f'attributes.{POOL_ATTRIBUTE} = "{pool}"'
+
+
+SUBSCRIPTION_COMPLETE = "agentgraph-complete"
+SUBSCRIPTION_RUN_REQUESTS = "agentgraph-run-requests"
+
+# Cloud Tasks queue for delayed retries.
+RETRY_QUEUE = "agentgraph-retries"
+
+# Firestore collections.
+COLLECTION_RUNS = "runs"
+COLLECTION_NODES = "nodes"
+COLLECTION_EVENTS = "events"
+COLLECTION_ARRIVALS = "arrivals"
+COLLECTION_CHUNKS = "chunks"
+COLLECTION_GRAPHS = "graphs"
+COLLECTION_VERSIONS = "versions"
+COLLECTION_IDEMPOTENCY = "idempotency"
+
+# Cloud Function entry points in functions/main.py (Terraform's entry_point values).
+ENTRY_API = "api"
+ENTRY_EXEC = "exec_node"
+ENTRY_COMPLETE = "complete"
+ENTRY_RETRY = "retry"
+ENTRY_START_FROM_EVENT = "start_from_event"
+ENTRY_SWEEP = "sweep"
+ENTRY_POINTS = (
+    ENTRY_API,
+    ENTRY_EXEC,
+    ENTRY_COMPLETE,
+    ENTRY_RETRY,
+    ENTRY_START_FROM_EVENT,
+    ENTRY_SWEEP,
+)
+
+# Environment variables read by the code.
+ENV_BACKEND = "AGENTGRAPH_BACKEND"  # local | gcp
+ENV_DB = "AGENTGRAPH_DB"  # SQLite file of the local backend
+ENV_PROJECT = "GOOGLE_CLOUD_PROJECT"
+ENV_REGION = "AGENTGRAPH_REGION"
+ENV_FIRESTORE_DATABASE = "AGENTGRAPH_FIRESTORE_DATABASE"
+ENV_FIRESTORE_EMULATOR = "FIRESTORE_EMULATOR_HOST"
+ENV_PUBSUB_EMULATOR = "PUBSUB_EMULATOR_HOST"
+ENV_TASKS_EMULATOR = "CLOUD_TASKS_EMULATOR_HOST"
+ENV_RETRY_URL = "AGENTGRAPH_RETRY_URL"  # where Cloud Tasks POSTs retries
+ENV_TASKS_SERVICE_ACCOUNT = "AGENTGRAPH_TASKS_SERVICE_ACCOUNT"  # OIDC identity of tasks
+ENV_AUTH_MODE = "AGENTGRAPH_AUTH"  # "off" only on emulators; production refuses it
+ENV_GEMINI_API_KEY = "GEMINI_API_KEY"
+ENV_GEMINI_BASE_URL = "GOOGLE_GEMINI_BASE_URL"
+
+# Pull subscription on the dead-letter topic: keeps dead-lettered messages for inspection
+# (a topic without subscriptions drops what is published to it). Created by infra/.
+SUBSCRIPTION_DEAD_LETTER = "agentgraph-dead-letter"

@@ -1,0 +1,359 @@
+"""The small interfaces the engine drives, and the values that cross them.
+
+Every backend implements the same ports: `backends/local/` (SQLite, in-process queues,
+timers) and `backends/gcp/` (Firestore, Pub/Sub, Cloud Tasks). The engine never learns
+which one it has, so the contract tests in `tests/contract/` hold both to one behaviour.
+
+Store methods are the state machine's transitions. Each one is conditional (it names the
+state it expects) and atomic, and returns whether it happened, so a duplicate delivery
+finds the transition already done and does nothing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal, Protocol, runtime_checkable
+
+from agentgraph.status import NodeStatus, RunStatus
+
+
+@dataclass
+class Usage:
+    """Tokens and money spent; node usage sums into run usage."""
+
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cached_tokens: int = 0
+    thinking_tokens: int = 0
+    cost_usd: float = 0.0
+    calls: int = 0
+
+    def __add__(self, other: Usage) -> Usage:
+        return Usage(
+            self.input_tokens + other.input_tokens,
+            self.output_tokens + other.output_tokens,
+            self.cached_tokens + other.cached_tokens,
+            self.thinking_tokens + other.thinking_tokens,
+            round(self.cost_usd + other.cost_usd, 9),
+            self.calls + other.calls,
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "input_tokens": self.input_tokens,
+            "output_tokens": self.output_tokens,
+            "cached_tokens": self.cached_tokens,
+            "thinking_tokens": self.thinking_tokens,
+            "cost_usd": self.cost_usd,
+            "calls": self.calls,
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any] | None) -> Usage:
+        data = data or {}
+        return cls(
+            int(data.get("input_tokens", 0)),
+            int(data.get("output_tokens", 0)),
+            int(data.get("cached_tokens", 0)),
+            int(data.get("thinking_tokens", 0)),
+            float(data.get("cost_usd", 0.0)),
+            int(data.get("calls", 0)),
+        )
+
+
+@dataclass
+class NodeError:
+    """Why a node attempt failed; `retryable` decides between a retry and a failure."""
+
+    type: str
+    message: str
+    retryable: bool = False
+    http_status: int | None = None
+    attempt: int = 1
+    retry_after_s: float | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "type": self.type,
+            "message": self.message,
+            "retryable": self.retryable,
+            "http_status": self.http_status,
+            "attempt": self.attempt,
+            "retry_after_s": self.retry_after_s,
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any] | None) -> NodeError | None:
+        if not data:
+            return None
+        return cls(
+            type=str(data.get("type", "Error")),
+            message=str(data.get("message", "")),
+            retryable=bool(data.get("retryable", False)),
+            http_status=data.get("http_status"),
+            attempt=int(data.get("attempt", 1)),
+            retry_after_s=data.get("retry_after_s"),
+        )
+
+
+@dataclass
+class RunRecord:
+    """`runs/{run_id}`: the graph snapshot is immutable for the run."""
+
+    run_id: str
+    graph_name: str
+    graph: dict[str, Any]
+    input: Any
+    status: RunStatus
+    created_at: float
+    node_count: int
+    started_at: float | None = None
+    finished_at: float | None = None
+    counts: dict[str, int] = field(default_factory=dict)
+    usage: Usage = field(default_factory=Usage)
+    outputs: dict[str, Any] | None = None
+    error: dict[str, Any] | None = None
+    owner: str | None = None
+    idempotency_key: str | None = None
+    request_hash: str | None = None
+
+
+@dataclass
+class NodeRecord:
+    """`runs/{run_id}/nodes/{node_id}`."""
+
+    run_id: str
+    node_id: str
+    status: NodeStatus
+    parents: list[str]
+    children: list[str]
+    pool: str = "default"
+    attempt: int = 1
+    arrivals: int = 0
+    output: Any = None
+    error: NodeError | None = None
+    started_at: float | None = None
+    finished_at: float | None = None
+    duration_ms: int | None = None
+    usage: Usage = field(default_factory=Usage)
+    lease_until: float | None = None
+    next_attempt_at: float | None = None
+    updated_at: float | None = None
+    model: str | None = None
+    skip_reason: str | None = None
+    partial: str | None = None
+    executions: int = 0  # claims that started work; > attempt means a crash repeated one
+
+
+@dataclass
+class Event:
+    """One line of a run's timeline (`runs/{run_id}/events/{id}`)."""
+
+    run_id: str
+    at: float
+    kind: str  # run_status | node_status | retry | error | message
+    node_id: str | None = None
+    status: str | None = None
+    attempt: int | None = None
+    message: str | None = None
+    seq: int | None = None  # store-assigned order, for "events after"
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What one attempt of a node produced, as recorded by `Store.finish_node`."""
+
+    status: Literal[NodeStatus.SUCCEEDED, NodeStatus.FAILED]
+    output: Any = None
+    error: NodeError | None = None
+    usage: Usage = field(default_factory=Usage)
+    model: str | None = None
+
+
+class Store(Protocol):
+    """Durable run state. Every write method is one atomic, conditional transition."""
+
+    async def create_run(self, run: RunRecord, nodes: Sequence[NodeRecord]) -> RunRecord:
+        """Write the run and all its nodes at once. With an idempotency key already used
+        by the same owner, write nothing and return the existing run."""
+        ...
+
+    async def get_run(self, run_id: str) -> RunRecord | None: ...
+
+    async def list_runs(self, owner: str | None = None, limit: int = 50) -> list[RunRecord]: ...
+
+    async def get_node(self, run_id: str, node_id: str) -> NodeRecord | None: ...
+
+    async def list_nodes(self, run_id: str) -> list[NodeRecord]: ...
+
+    async def get_outputs(self, run_id: str, node_ids: Sequence[str]) -> dict[str, NodeRecord]:
+        """The named nodes with their (reassembled) outputs, for template contexts."""
+        ...
+
+    async def set_run_status(
+        self,
+        run_id: str,
+        expected: Sequence[RunStatus],
+        status: RunStatus,
+        now: float,
+        *,
+        outputs: dict[str, Any] | None = None,
+        error: dict[str, Any] | None = None,
+    ) -> bool:
+        """Move the run from one of `expected` to `status`."""
+        ...
+
+    async def claim_node(
+        self, run_id: str, node_id: str, attempt: int, now: float, lease_until: float
+    ) -> NodeRecord | None:
+        """ready(attempt) -> running, or take over running(attempt) whose lease expired.
+        None when this delivery must do nothing (duplicate, stale, cancelled)."""
+        ...
+
+    async def finish_node(
+        self, run_id: str, node_id: str, attempt: int, outcome: Outcome, now: float
+    ) -> bool:
+        """running(attempt) -> succeeded|failed, adding usage and counts to the run."""
+        ...
+
+    async def schedule_retry(
+        self,
+        run_id: str,
+        node_id: str,
+        attempt: int,
+        error: NodeError,
+        next_attempt_at: float,
+        now: float,
+        usage: Usage | None = None,
+    ) -> bool:
+        """running(attempt) -> retrying; the next attempt is attempt + 1."""
+        ...
+
+    async def requeue_node(self, run_id: str, node_id: str, attempt: int, now: float) -> bool:
+        """retrying(attempt - 1) -> ready(attempt)."""
+        ...
+
+    async def record_arrival(self, run_id: str, child_id: str, parent_id: str) -> int | None:
+        """Note that `parent_id` reached a final status, once per edge. Returns the child's
+        arrival count after this one, or None when this edge had already arrived."""
+        ...
+
+    async def resolve_node(
+        self,
+        run_id: str,
+        node_id: str,
+        status: NodeStatus,
+        now: float,
+        *,
+        reason: str | None = None,
+        expected: Sequence[NodeStatus] = (NodeStatus.WAITING,),
+    ) -> bool:
+        """expected -> ready | skipped | cancelled | failed, without running the node."""
+        ...
+
+    async def cancel_not_started(self, run_id: str, now: float) -> list[str]:
+        """Every waiting, ready or retrying node -> cancelled; returns their ids."""
+        ...
+
+    async def set_partial(self, run_id: str, node_id: str, attempt: int, text: str) -> None:
+        """Streaming text of the running attempt, for live viewers."""
+        ...
+
+    async def append_event(self, event: Event) -> None: ...
+
+    async def list_events(self, run_id: str, after: int | None = None) -> list[Event]: ...
+
+    async def stale_nodes(self, now: float, grace_s: float) -> list[NodeRecord]:
+        """Nodes a dead function may have left behind: running past lease_until, retrying
+        past next_attempt_at + grace, ready for longer than grace (lost publish)."""
+        ...
+
+
+class Dispatcher(Protocol):
+    """Delivers the two message kinds, at least once. Messages carry ids only."""
+
+    async def node_ready(self, run_id: str, node_id: str, attempt: int, pool: str) -> None: ...
+
+    async def node_finished(self, run_id: str, node_id: str, status: NodeStatus) -> None: ...
+
+
+class RetryScheduler(Protocol):
+    """Delivers node-ready for `attempt` no earlier than `at` (epoch seconds)."""
+
+    async def schedule(self, run_id: str, node_id: str, attempt: int, at: float) -> None: ...
+
+
+# ---- LLM port --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class LlmRequest:
+    model: str
+    prompt: str
+    system: str | None = None
+    temperature: float | None = None
+    top_p: float | None = None
+    max_output_tokens: int | None = None
+    stop_sequences: tuple[str, ...] = ()
+    safety_settings: tuple[dict[str, Any], ...] = ()
+    output: Literal["text", "json"] = "text"
+    output_schema: dict[str, Any] | None = None
+    timeout_s: float = 120.0
+    stream: bool = False
+
+
+@dataclass
+class LlmResponse:
+    text: str
+    model: str
+    usage: Usage = field(default_factory=Usage)
+    data: Any = None  # the parsed value when output == "json"
+
+
+class LlmError(Exception):
+    """A provider failure, already classified. Permanent errors are never retried."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        type: str = "LlmError",
+        retryable: bool,
+        http_status: int | None = None,
+        retry_after_s: float | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.type = type
+        self.message = message
+        self.retryable = retryable
+        self.http_status = http_status
+        self.retry_after_s = retry_after_s
+
+
+OnPartial = Callable[[str], Awaitable[None]]
+
+
+@runtime_checkable
+class LlmProvider(Protocol):
+    def supports(self, model: str) -> bool:
+        """Whether this provider answers for a model name (used by validation too)."""
+        ...
+
+    async def generate(
+        self, request: LlmRequest, on_partial: OnPartial | None = None
+    ) -> LlmResponse:
+        """One call. Raises LlmError. With request.stream, calls on_partial with the text
+        so far as it grows."""
+        ...
+
+
+# ---- Tools port ------------------------------------------------------------------------
+
+
+class ToolRegistry(Protocol):
+    def names(self) -> list[str]: ...
+
+    def get(self, name: str) -> Callable[..., Any]:
+        """The callable, sync or async; KeyError for unknown names."""
+        ...

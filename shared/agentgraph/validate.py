@@ -1,0 +1,464 @@
+"""Whole-graph validation: every problem at once, each naming the node and the field.
+
+Nothing is written anywhere until `load_graph` returns, so an invalid graph leaves no
+trace. Problems are collected, not raised one by one: a user fixing a graph wants the
+full list, the way a compiler reports every error in a file.
+"""
+
+from __future__ import annotations
+
+import difflib
+import json
+from collections.abc import Callable, Collection, Iterator, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import jsonschema
+from pydantic import ValidationError
+
+from agentgraph.errors import GraphInvalid, InputInvalid, Problem
+from agentgraph.graph import Graph, Node
+from agentgraph.model import Defaults, GraphSpec, NodeSpec, OnError, RetryPolicy
+from agentgraph.templates import TemplateProblem, references
+
+DEFAULT_TIMEOUT_S = 120.0
+DEFAULT_POOL = "default"
+MAX_INPUT_BYTES = 10 * 1024 * 1024
+
+
+def load_graph(
+    data: Mapping[str, Any],
+    *,
+    tools: Collection[str] | None = None,
+    model_known: Callable[[str], bool] | None = None,
+) -> Graph:
+    """Validate a parsed graph document and build the core's Graph, or raise GraphInvalid
+    listing every problem. `tools` and `model_known` enable the name checks."""
+    problems: list[Problem] = []
+    spec = _check_document(data, problems)
+    raw_nodes = data.get("nodes") if isinstance(data, Mapping) else None
+    if not isinstance(raw_nodes, list):
+        raise GraphInvalid(problems)
+    specs = _check_nodes(raw_nodes, problems)
+    defaults = spec.defaults if spec else _defaults_or_empty(data)
+    index = {s.id: i for i, s in specs}
+    _check_unique_ids(specs, problems)
+    _check_edges(specs, index, problems)
+    cycles = _find_cycles({s.id: s.after for _, s in specs if s})
+    for cycle in cycles:
+        first = cycle[0]
+        problems.append(
+            Problem(f"nodes[{index[first]}].after", f"cycle: {' -> '.join(cycle)}", first)
+        )
+    ancestors = _ancestors({s.id: [p for p in s.after if p in index] for _, s in specs})
+    reads = {s.id: _check_templates(i, s, index, ancestors[s.id], problems) for i, s in specs}
+    _check_names(specs, defaults, tools, model_known, problems)
+    input_schema = data.get("input") if isinstance(data, Mapping) else None
+    if isinstance(input_schema, dict):
+        problems.extend(_schema_problems("input", input_schema))
+    if problems or spec is None:
+        raise GraphInvalid(problems)
+    return _build(spec, specs, defaults, reads)
+
+
+def validate_input(graph: Graph, value: Any) -> None:
+    """Check the run input against the graph's JSON Schema (and the size limit)."""
+    size = len(json.dumps(value, default=str).encode())
+    if size > MAX_INPUT_BYTES:
+        raise InputInvalid(
+            [Problem("input", f"is {size:,} bytes; the limit is {MAX_INPUT_BYTES:,} bytes")]
+        )
+    if graph.input_schema is None:
+        return
+    validator_cls = jsonschema.validators.validator_for(graph.input_schema)
+    validator = validator_cls(graph.input_schema)
+    problems = [
+        Problem(_json_path("input", error.absolute_path), error.message)
+        for error in sorted(validator.iter_errors(value), key=lambda e: list(e.absolute_path))
+    ]
+    if problems:
+        raise InputInvalid(problems)
+
+
+# ---- document and per-node shape -------------------------------------------------------
+
+
+def _pydantic_problems(
+    prefix: str, error: ValidationError, node_id: str | None
+) -> Iterator[Problem]:
+    for item in error.errors():
+        path = _json_path(prefix, item["loc"]).lstrip(".")
+        message = item["msg"].removeprefix("Value error, ")
+        if item["type"] == "extra_forbidden":
+            message = "unknown field"
+        elif item["type"] != "missing" and isinstance(item.get("input"), str | int | float | bool):
+            message += f" (found {item['input']!r})"
+        yield Problem(path, message, node_id)
+
+
+def _check_document(data: Any, problems: list[Problem]) -> GraphSpec | None:
+    if not isinstance(data, Mapping):
+        problems.append(Problem("graph", f"must be a mapping, found {type(data).__name__}"))
+        return None
+    try:
+        return GraphSpec.model_validate(data)
+    except ValidationError as exc:
+        problems.extend(_pydantic_problems("", exc, None))
+        return None
+
+
+def _defaults_or_empty(data: Any) -> Defaults:
+    try:
+        return Defaults.model_validate(data.get("defaults") or {})
+    except (ValidationError, AttributeError):
+        return Defaults()
+
+
+def _check_nodes(raw_nodes: list[Any], problems: list[Problem]) -> list[tuple[int, NodeSpec]]:
+    specs: list[tuple[int, NodeSpec]] = []
+    for i, raw in enumerate(raw_nodes):
+        node_id = raw.get("id") if isinstance(raw, dict) else None
+        if not isinstance(raw, dict):
+            problems.append(Problem(f"nodes[{i}]", f"must be a mapping, found {raw!r}"))
+            continue
+        try:
+            specs.append((i, NodeSpec.model_validate(raw)))
+        except ValidationError as exc:
+            problems.extend(_pydantic_problems(f"nodes[{i}]", exc, node_id))
+    return specs
+
+
+# ---- whole-graph rules -----------------------------------------------------------------
+
+
+def _suggest(name: str, known: Collection[str]) -> str:
+    close = difflib.get_close_matches(name, list(known), n=1)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def _check_unique_ids(specs: list[tuple[int, NodeSpec]], problems: list[Problem]) -> None:
+    seen: dict[str, int] = {}
+    for i, s in specs:
+        if s.id in seen:
+            problems.append(
+                Problem(
+                    f"nodes[{i}].id",
+                    f"duplicate id {s.id!r} (first used by nodes[{seen[s.id]}])",
+                    s.id,
+                )
+            )
+        else:
+            seen[s.id] = i
+
+
+def _check_edges(
+    specs: list[tuple[int, NodeSpec]], index: Mapping[str, int], problems: list[Problem]
+) -> None:
+    for i, s in specs:
+        for j, parent in enumerate(s.after):
+            where = f"nodes[{i}].after[{j}]" if len(s.after) > 1 else f"nodes[{i}].after"
+            if parent not in index:
+                problems.append(
+                    Problem(
+                        where,
+                        f"node {s.id!r} waits for unknown node {parent!r}{_suggest(parent, index)}",
+                        s.id,
+                    )
+                )
+            elif parent == s.id:
+                problems.append(Problem(where, f"node {s.id!r} waits for itself", s.id))
+        duplicates = {p for p in s.after if s.after.count(p) > 1}
+        if duplicates:
+            problems.append(
+                Problem(f"nodes[{i}].after", f"lists {sorted(duplicates)} more than once", s.id)
+            )
+
+
+def _find_cycles(after: Mapping[str, list[str]]) -> list[list[str]]:
+    """One path per strongly connected component that loops (Tarjan), as a -> b -> a."""
+    graph = {n: [p for p in ps if p in after and p != n] for n, ps in after.items()}
+    order: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    on_stack: set[str] = set()
+    components: list[list[str]] = []
+
+    def strongconnect(start: str) -> None:
+        work = [(start, iter(graph[start]))]
+        order[start] = low[start] = len(order)
+        stack.append(start)
+        on_stack.add(start)
+        while work:
+            node, edges = work[-1]
+            advanced = False
+            for nxt in edges:
+                if nxt not in order:
+                    order[nxt] = low[nxt] = len(order)
+                    stack.append(nxt)
+                    on_stack.add(nxt)
+                    work.append((nxt, iter(graph[nxt])))
+                    advanced = True
+                    break
+                if nxt in on_stack:
+                    low[node] = min(low[node], order[nxt])
+            if advanced:
+                continue
+            work.pop()
+            if work:
+                low[work[-1][0]] = min(low[work[-1][0]], low[node])
+            if low[node] == order[node]:
+                component = []
+                while True:
+                    member = stack.pop()
+                    on_stack.discard(member)
+                    component.append(member)
+                    if member == node:
+                        break
+                if len(component) > 1:
+                    components.append(component)
+
+    for node in graph:
+        if node not in order:
+            strongconnect(node)
+    return [_cycle_path(graph, set(c)) for c in components]
+
+
+def _cycle_path(graph: Mapping[str, list[str]], members: set[str]) -> list[str]:
+    """Walk 'runs after' edges inside one component until a node repeats."""
+    start = min(members)
+    path = [start]
+    seen = {start: 0}
+    node = start
+    while True:
+        node = min(p for p in graph[node] if p in members)
+        if node in seen:
+            loop = [*path[seen[node] :], node]
+            break
+        seen[node] = len(path)
+        path.append(node)
+    # Print in execution order: parents first.
+    return list(reversed(loop))
+
+
+def _ancestors(after: Mapping[str, list[str]]) -> dict[str, set[str]]:
+    result: dict[str, set[str]] = {}
+    for node in after:
+        seen: set[str] = set()
+        todo = list(after[node])
+        while todo:
+            parent = todo.pop()
+            if parent not in seen and parent in after:
+                seen.add(parent)
+                todo.extend(after[parent])
+        seen.discard(node)
+        result[node] = seen
+    return result
+
+
+@dataclass(frozen=True)
+class _Template:
+    field: str
+    source: str
+    expression: bool
+
+
+def _templates_of(spec: NodeSpec) -> Iterator[_Template]:
+    if spec.prompt is not None:
+        yield _Template("prompt", spec.prompt, False)
+    if spec.system is not None:
+        yield _Template("system", spec.system, False)
+    if spec.when is not None:
+        yield _Template("when", spec.when, True)
+    yield from _arg_templates("args", spec.args)
+
+
+def _arg_templates(path: str, value: Any) -> Iterator[_Template]:
+    if isinstance(value, str) and ("{{" in value or "{%" in value):
+        yield _Template(path, value, False)
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            yield from _arg_templates(f"{path}.{key}", item)
+    elif isinstance(value, list):
+        for i, item in enumerate(value):
+            yield from _arg_templates(f"{path}[{i}]", item)
+
+
+def _check_templates(
+    i: int, spec: NodeSpec, index: Mapping[str, int], ancestors: set[str], problems: list[Problem]
+) -> frozenset[str]:
+    reads: set[str] = set()
+    for template in _templates_of(spec):
+        where = f"nodes[{i}].{template.field}"
+        try:
+            refs = references(template.source, expression=template.expression)
+        except TemplateProblem as exc:
+            problems.append(Problem(where, f"does not parse: {exc}", spec.id))
+            continue
+        for name in sorted(refs.other_names):
+            problems.append(
+                Problem(
+                    where,
+                    f"refers to {name!r}; templates may read only 'input' and 'nodes.<id>'",
+                    spec.id,
+                )
+            )
+        if refs.dynamic_node_access:
+            problems.append(
+                Problem(
+                    where,
+                    "reads 'nodes' with a computed key; name the node: nodes.<id> or nodes['<id>']",
+                    spec.id,
+                )
+            )
+        for ref in sorted(refs.nodes):
+            if ref not in index:
+                problems.append(
+                    Problem(where, f"refers to unknown node {ref!r}{_suggest(ref, index)}", spec.id)
+                )
+            elif ref not in ancestors:
+                problems.append(
+                    Problem(
+                        where,
+                        f"refers to node {ref!r}, which is not an ancestor of {spec.id!r}: add it to 'after'",
+                        spec.id,
+                    )
+                )
+        reads |= refs.nodes & ancestors
+    return frozenset(reads)
+
+
+def _check_names(
+    specs: list[tuple[int, NodeSpec]],
+    defaults: Defaults,
+    tools: Collection[str] | None,
+    model_known: Callable[[str], bool] | None,
+    problems: list[Problem],
+) -> None:
+    for i, s in specs:
+        if s.tool is not None and tools is not None and s.tool not in tools:
+            problems.append(
+                Problem(
+                    f"nodes[{i}].tool",
+                    f"unknown tool {s.tool!r}{_suggest(s.tool, tools)}; known tools: {', '.join(sorted(tools)) or 'none'}",
+                    s.id,
+                )
+            )
+        if s.prompt is None:
+            continue
+        model = s.model or defaults.model
+        if model is None:
+            problems.append(
+                Problem(
+                    f"nodes[{i}].model", "an agent node needs a model (here or in 'defaults')", s.id
+                )
+            )
+        for field_name, name in (
+            ("model", model),
+            ("fallback_model", s.fallback_model or defaults.fallback_model),
+        ):
+            if name is not None and model_known is not None and not model_known(name):
+                problems.append(
+                    Problem(
+                        f"nodes[{i}].{field_name}",
+                        f"unknown model {name!r}: expected a Gemini model (gemini-...) or 'echo'",
+                        s.id,
+                    )
+                )
+        if s.output_schema is not None:
+            problems.extend(
+                Problem(
+                    p.path.replace("output_schema", f"nodes[{i}].output_schema", 1), p.message, s.id
+                )
+                for p in _schema_problems("output_schema", s.output_schema)
+            )
+
+
+def _schema_problems(path: str, schema: dict[str, Any]) -> list[Problem]:
+    try:
+        jsonschema.validators.validator_for(schema).check_schema(schema)
+    except jsonschema.SchemaError as exc:
+        return [
+            Problem(_json_path(path, exc.absolute_path), f"not a valid JSON Schema: {exc.message}")
+        ]
+    return []
+
+
+def _json_path(prefix: str, parts: Any) -> str:
+    return prefix + "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in parts)
+
+
+# ---- building the core graph -----------------------------------------------------------
+
+
+def _build(
+    spec: GraphSpec,
+    specs: list[tuple[int, NodeSpec]],
+    defaults: Defaults,
+    reads: Mapping[str, frozenset[str]],
+) -> Graph:
+    by_id = {s.id: s for _, s in specs}
+    children: dict[str, list[str]] = {s.id: [] for _, s in specs}
+    for _, s in specs:
+        for parent in s.after:
+            children[parent].append(s.id)
+    nodes = {
+        node_id: _resolve(by_id[node_id], defaults, children[node_id], reads[node_id])
+        for node_id in _topological(by_id)
+    }
+    return Graph(spec.name, nodes, spec.input, spec.description)
+
+
+def _topological(by_id: Mapping[str, NodeSpec]) -> list[str]:
+    """Kahn's order, stable in document order, so runs and views list nodes predictably."""
+    remaining = {node_id: len(s.after) for node_id, s in by_id.items()}
+    children: dict[str, list[str]] = {node_id: [] for node_id in by_id}
+    for node_id, s in by_id.items():
+        for parent in s.after:
+            children[parent].append(node_id)
+    order: list[str] = []
+    ready = [n for n, count in remaining.items() if count == 0]
+    while ready:
+        node_id = ready.pop(0)
+        order.append(node_id)
+        for child in children[node_id]:
+            remaining[child] -= 1
+            if remaining[child] == 0:
+                ready.append(child)
+    return order
+
+
+def _pick(node_value: Any, default_value: Any, fallback: Any) -> Any:
+    if node_value is not None:
+        return node_value
+    return default_value if default_value is not None else fallback
+
+
+def _resolve(s: NodeSpec, d: Defaults, children: list[str], reads: frozenset[str]) -> Node:
+    return Node(
+        id=s.id,
+        parents=tuple(s.after),
+        children=tuple(children),
+        kind="tool" if s.tool is not None else "agent",
+        pool=_pick(s.pool, d.pool, DEFAULT_POOL),
+        on_error=_pick(s.on_error, d.on_error, OnError.FAIL_RUN),
+        retry=_pick(s.retry, d.retry, RetryPolicy()),
+        timeout_s=float(_pick(s.timeout_s, d.timeout_s, DEFAULT_TIMEOUT_S)),
+        tool=s.tool,
+        args=dict(s.args),
+        prompt=s.prompt,
+        system=s.system,
+        model=_pick(s.model, d.model, None) if s.prompt is not None else None,
+        fallback_model=_pick(s.fallback_model, d.fallback_model, None)
+        if s.prompt is not None
+        else None,
+        temperature=_pick(s.temperature, d.temperature, None),
+        top_p=_pick(s.top_p, d.top_p, None),
+        max_output_tokens=_pick(s.max_output_tokens, d.max_output_tokens, None),
+        stop_sequences=tuple(_pick(s.stop_sequences, d.stop_sequences, ())),
+        safety_settings=tuple(_pick(s.safety_settings, d.safety_settings, ())),
+        output=s.output,
+        output_schema=s.output_schema,
+        stream=bool(_pick(s.stream, d.stream, False)),
+        when=s.when,
+        reads=reads,
+    )

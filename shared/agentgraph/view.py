@@ -1,0 +1,312 @@
+"""What people see: the live progress table, the run tree, the timeline, graph drawings,
+and the JSON run record for scripts. Reads records only; never changes state."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+from rich.console import Console, Group
+from rich.live import Live
+from rich.panel import Panel
+from rich.syntax import Syntax
+from rich.table import Table
+from rich.text import Text
+from rich.tree import Tree
+
+from agentgraph.graph import Graph
+from agentgraph.ports import Event, NodeRecord, RunRecord
+from agentgraph.status import NodeStatus, RunStatus
+
+STYLE = {
+    "waiting": "dim",
+    "ready": "cyan",
+    "running": "bold yellow",
+    "retrying": "magenta",
+    "succeeded": "green",
+    "failed": "bold red",
+    "skipped": "dim",
+    "cancelled": "red",
+    "pending": "dim",
+    "running_run": "yellow",
+}
+ICON = {
+    "waiting": "·",
+    "ready": "○",
+    "running": "◐",
+    "retrying": "↻",
+    "succeeded": "✓",
+    "failed": "✗",
+    "skipped": "-",
+    "cancelled": "⊘",
+}
+
+
+def _duration(record: NodeRecord, now: float) -> str:
+    if record.duration_ms is not None:
+        return _ms(record.duration_ms)
+    if record.status == NodeStatus.RUNNING and record.started_at:
+        return _ms(int((now - record.started_at) * 1000)) + "…"
+    return ""
+
+
+def _ms(ms: int) -> str:
+    return f"{ms} ms" if ms < 1000 else f"{ms / 1000:.1f} s"
+
+
+def _preview(value: Any, width: int = 60) -> str:
+    text = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
+    text = " ".join(str(text).split())
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
+def _detail(record: NodeRecord, now: float) -> str:
+    if record.status == NodeStatus.RUNNING and record.partial:
+        return "▸ " + _preview(record.partial[-200:])
+    if record.status == NodeStatus.RETRYING and record.error:
+        wait = max(0.0, (record.next_attempt_at or now) - now)
+        return f"{record.error.type}: {_preview(record.error.message, 40)} — retry in {wait:.1f}s"
+    if record.error and record.status == NodeStatus.FAILED:
+        return f"{record.error.type}: {_preview(record.error.message, 50)}"
+    if record.status in (NodeStatus.SKIPPED, NodeStatus.CANCELLED) and record.skip_reason:
+        return record.skip_reason.replace("_", " ")
+    if record.status == NodeStatus.SUCCEEDED:
+        return _preview(record.output)
+    return ""
+
+
+def progress_table(run: RunRecord, nodes: Sequence[NodeRecord]) -> Table:
+    now = time.time()
+    done = sum(
+        1
+        for n in nodes
+        if n.status
+        in (NodeStatus.SUCCEEDED, NodeStatus.FAILED, NodeStatus.SKIPPED, NodeStatus.CANCELLED)
+    )
+    table = Table(
+        title=f"{run.graph_name} · {run.run_id} · {run.status.value} · {done}/{len(nodes)} done",
+        title_justify="left",
+        expand=False,
+        show_edge=False,
+        pad_edge=False,
+    )
+    for column, kwargs in (
+        ("node", {}),
+        ("status", {}),
+        ("try", {"justify": "right"}),
+        ("time", {"justify": "right"}),
+        ("detail", {"overflow": "ellipsis", "max_width": 70}),
+    ):
+        table.add_column(column, **kwargs)  # type: ignore[arg-type]
+    for record in nodes:
+        status = record.status.value
+        table.add_row(
+            record.node_id,
+            Text(f"{ICON[status]} {status}", style=STYLE[status]),
+            str(record.attempt) if record.status != NodeStatus.WAITING else "",
+            _duration(record, now),
+            _detail(record, now),
+        )
+    return table
+
+
+class ProgressView:
+    """Live table on a terminal; a line per change otherwise (CI logs, pipes)."""
+
+    def __init__(self, console: Console, store: Any, run_id: str) -> None:
+        self.console = console
+        self.store = store
+        self.run_id = run_id
+        self._live: Live | None = None
+        self._last_event = 0
+        self._last_refresh = 0.0
+
+    def __enter__(self) -> ProgressView:
+        if self.console.is_terminal:
+            self._live = Live(console=self.console, refresh_per_second=10, transient=False)
+            self._live.__enter__()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._live is not None:
+            self._live.__exit__(None, None, None)
+
+    async def refresh(self) -> None:
+        now = time.monotonic()
+        if self._live is not None:
+            if now - self._last_refresh < 0.1:
+                return
+            self._last_refresh = now
+            run = await self.store.get_run(self.run_id)
+            nodes = await self.store.list_nodes(self.run_id)
+            self._live.update(progress_table(run, nodes))
+            return
+        events = await self.store.list_events(self.run_id, after=self._last_event)
+        if events:
+            self._last_event = events[-1].seq or self._last_event
+            print_events(self.console, events)
+
+
+def _clock(at: float) -> str:
+    return datetime.fromtimestamp(at, UTC).strftime("%H:%M:%S.%f")[:-3]
+
+
+def print_events(console: Console, events: Sequence[Event]) -> None:
+    for event in events:
+        line = Text(_clock(event.at) + "  ", style="dim")
+        if event.node_id:
+            line.append(f"{event.node_id:<20} ", style="bold")
+        else:
+            line.append(f"{'run':<20} ", style="bold blue")
+        status = event.status or event.kind
+        line.append(f"{status:<10}", style=STYLE.get(status, ""))
+        if event.attempt and event.attempt > 1:
+            line.append(f" attempt {event.attempt}", style="magenta")
+        if event.message:
+            line.append(f"  {event.message}")
+        console.print(line, highlight=False)
+
+
+def _usage_text(usage: Any) -> str:
+    if not usage.calls and not usage.input_tokens:
+        return ""
+    text = f"tokens {usage.input_tokens:,} in / {usage.output_tokens:,} out"
+    if usage.thinking_tokens:
+        text += f" / {usage.thinking_tokens:,} thinking"
+    if usage.cached_tokens:
+        text += f" ({usage.cached_tokens:,} cached)"
+    return text + f" · ${usage.cost_usd:.6f}"
+
+
+def _run_duration(run: RunRecord) -> str:
+    end = run.finished_at or time.time()
+    return _ms(int((end - (run.started_at or run.created_at)) * 1000))
+
+
+def print_outputs(console: Console, run: RunRecord, nodes: Sequence[NodeRecord]) -> None:
+    style = STYLE.get(run.status.value, "")
+    summary = Text()
+    summary.append(f"{run.status.value}", style=style)
+    summary.append(f" in {_run_duration(run)} · {len(nodes)} nodes")
+    usage = _usage_text(run.usage)
+    if usage:
+        summary.append(" · " + usage)
+    parts: list[Any] = [summary]
+    if run.error:
+        parts.append(Text(f"error: {run.error.get('message', run.error)}", style="red"))
+    failed = [n for n in nodes if n.status == NodeStatus.FAILED and n.error]
+    for node in failed:
+        parts.append(Text(f"{node.node_id}: {node.error.type}: {node.error.message}", style="red"))  # type: ignore[union-attr]
+    if run.outputs:
+        parts.append(
+            Syntax(json.dumps(run.outputs, indent=2, ensure_ascii=False), "json", word_wrap=True)
+        )
+    console.print(Panel(Group(*parts), title=f"run {run.run_id}", title_align="left"))
+
+
+def print_run_tree(console: Console, run: RunRecord, nodes: Sequence[NodeRecord]) -> None:
+    """Each node under its first parent; other parents are named, so a DAG reads as a tree."""
+    header = Text()
+    header.append(f"{run.graph_name} ", style="bold")
+    header.append(f"{run.run_id} ")
+    header.append(run.status.value, style=STYLE.get(run.status.value, ""))
+    header.append(f" · {_run_duration(run)}")
+    usage = _usage_text(run.usage)
+    if usage:
+        header.append(" · " + usage)
+    tree = Tree(header)
+    branches: dict[str, Tree] = {}
+    for record in nodes:
+        status = record.status.value
+        label = Text()
+        label.append(f"{ICON[status]} {record.node_id} ", style="bold")
+        label.append(status, style=STYLE[status])
+        details = [
+            d
+            for d in (
+                _duration(record, time.time()),
+                f"attempt {record.attempt}" if record.attempt > 1 else "",
+                f"model {record.model}" if record.model else "",
+                _usage_text(record.usage),
+            )
+            if d
+        ]
+        if record.executions > record.attempt:
+            details.append(f"{record.executions - record.attempt} repeated after a crash")
+        if details:
+            label.append("  " + " · ".join(details), style="dim")
+        if len(record.parents) > 1:
+            label.append(f"  (after {', '.join(record.parents)})", style="dim")
+        parent = branches.get(record.parents[0]) if record.parents else None
+        branch = (parent or tree).add(label)
+        if record.error:
+            branch.add(Text(f"{record.error.type}: {record.error.message}", style="red"))
+        elif record.skip_reason and record.status in (NodeStatus.SKIPPED, NodeStatus.CANCELLED):
+            branch.add(Text(record.skip_reason.replace("_", " "), style="dim"))
+        branches[record.node_id] = branch
+    console.print(tree)
+    if run.error:
+        console.print(Text(f"error: {run.error.get('message', run.error)}", style="red"))
+
+
+def run_to_json(run: RunRecord, nodes: Sequence[NodeRecord]) -> dict[str, Any]:
+    """The run record for scripts: stable keys, plain JSON values."""
+    return {
+        "run_id": run.run_id,
+        "graph": run.graph_name,
+        "status": run.status.value,
+        "created_at": run.created_at,
+        "started_at": run.started_at,
+        "finished_at": run.finished_at,
+        "usage": run.usage.to_dict(),
+        "outputs": run.outputs,
+        "error": run.error,
+        "counts": {k: v for k, v in run.counts.items() if v},
+        "nodes": [
+            {
+                "id": n.node_id,
+                "status": n.status.value,
+                "attempts": n.attempt if n.status != NodeStatus.WAITING else 0,
+                "executions": n.executions,
+                "output": n.output,
+                "error": n.error.to_dict() if n.error else None,
+                "usage": n.usage.to_dict(),
+                "model": n.model,
+                "duration_ms": n.duration_ms,
+                "skip_reason": n.skip_reason,
+            }
+            for n in nodes
+        ],
+    }
+
+
+def draw_graph(graph: Graph, format: str) -> str:
+    if format == "mermaid":
+        lines = ["flowchart TD"]
+        for node in graph.nodes.values():
+            label = f"{node.id}<br/>{node.tool or node.model}"
+            shape = f'["{label}"]' if node.kind == "tool" else f'("{label}")'
+            lines.append(f"    {node.id}{shape}")
+        for node in graph.nodes.values():
+            for child in node.children:
+                lines.append(f"    {node.id} --> {child}")
+        return "\n".join(lines)
+    depth: dict[str, int] = {}
+    for node in graph.nodes.values():  # topological order
+        depth[node.id] = 1 + max((depth[p] for p in node.parents), default=-1)
+    lines = [f"{graph.name}: {len(graph)} nodes"]
+    for layer in range(max(depth.values()) + 1):
+        members = [n for n in graph.nodes.values() if depth[n.id] == layer]
+        lines.append(f"layer {layer}")
+        for node in members:
+            kind = f"tool {node.tool}" if node.kind == "tool" else f"agent {node.model}"
+            arrow = f" ──▶ {', '.join(node.children)}" if node.children else "  (sink)"
+            lines.append(f"  [{node.id}] {kind}{arrow}")
+    return "\n".join(lines)
+
+
+def status_style(status: RunStatus | NodeStatus) -> str:
+    return STYLE.get(status.value, "")

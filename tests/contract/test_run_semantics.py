@@ -1,0 +1,380 @@
+"""Contract: what every backend does with a run. Same tests, every backend."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+from typing import Any
+
+import pytest
+
+from agentgraph.errors import GraphInvalid, InputInvalid
+from agentgraph.status import NodeStatus, RunStatus
+
+from .conftest import Harness
+
+S = NodeStatus
+
+
+def graph(*nodes: dict[str, Any], **top: Any) -> dict[str, Any]:
+    return {"name": "contract", "defaults": {"model": "echo"}, "nodes": list(nodes), **top}
+
+
+def const(
+    node_id: str, value: Any = None, after: list[str] | None = None, **extra: Any
+) -> dict[str, Any]:
+    return {
+        "id": node_id,
+        "after": after or [],
+        "tool": "const",
+        "args": {"value": value, "key": node_id},
+        **extra,
+    }
+
+
+async def test_diamond_runs_every_node_once_and_returns_the_sink_output(harness: Harness) -> None:
+    run = await harness.run(
+        graph(
+            const("a", 1),
+            {"id": "b", "after": ["a"], "prompt": "b saw {{ nodes.a.output }}"},
+            const("c", "{{ nodes.a.output + 1 }}", ["a"]),
+            {
+                "id": "d",
+                "after": ["b", "c"],
+                "prompt": "{{ nodes.b.output }} and {{ nodes.c.output }}",
+            },
+        )
+    )
+    assert run.status == RunStatus.SUCCEEDED
+    assert run.outputs == {"d": "b saw 1 and 2"}
+    assert harness.calls == {"a": 1, "c": 1}
+    nodes = await harness.nodes(run.run_id)
+    assert {n.status for n in nodes.values()} == {S.SUCCEEDED}
+    assert all(n.executions == 1 for n in nodes.values())
+
+
+async def test_no_node_starts_before_all_its_parents_have_finished(harness: Harness) -> None:
+    run = await harness.run(
+        graph(
+            {"id": "slow", "tool": "sleep", "args": {"seconds": 0.2, "key": "slow"}},
+            {"id": "fast", "tool": "sleep", "args": {"seconds": 0.01, "key": "fast"}},
+            const("join", after=["slow", "fast"]),
+        )
+    )
+    nodes = await harness.nodes(run.run_id)
+    for parent in ("slow", "fast"):
+        assert nodes["join"].started_at >= nodes[parent].finished_at  # type: ignore[operator]
+
+
+async def test_a_child_with_many_parents_runs_exactly_once_after_all_of_them(
+    harness: Harness,
+) -> None:
+    parents = [const(f"p{i}", i) for i in range(40)]
+    run = await harness.run(
+        graph(
+            *parents,
+            {
+                "id": "sum",
+                "after": [p["id"] for p in parents],
+                "tool": "const",
+                "args": {
+                    "key": "sum",
+                    "value": "{{ " + " + ".join(f"nodes.p{i}.output" for i in range(40)) + " }}",
+                },
+            },
+        )
+    )
+    assert run.status == RunStatus.SUCCEEDED
+    assert run.outputs == {"sum": sum(range(40))}
+    assert harness.calls["sum"] == 1
+    assert (await harness.nodes(run.run_id))["sum"].arrivals == 40
+
+
+async def test_independent_branches_run_at_the_same_time(harness: Harness) -> None:
+    branches = [
+        {"id": f"s{i}", "tool": "sleep", "args": {"seconds": 0.3, "key": f"s{i}"}} for i in range(4)
+    ]
+    run = await harness.run(graph(*branches))
+    nodes = await harness.nodes(run.run_id)
+    spans = [(n.started_at, n.finished_at) for n in nodes.values()]
+    assert max(start for start, _ in spans) < min(end for _, end in spans)  # all four overlapped
+
+
+async def test_a_false_condition_skips_the_node_and_descendants_with_no_other_parent(
+    harness: Harness,
+) -> None:
+    run = await harness.run(
+        graph(
+            const("a", 0),
+            const("gated", after=["a"], when="nodes.a.output > 0"),
+            const("after_gated", after=["gated"]),
+            const("other", after=["a"]),
+            const("join", "joined", after=["after_gated", "other"]),
+        )
+    )
+    nodes = await harness.nodes(run.run_id)
+    assert (nodes["gated"].status, nodes["gated"].skip_reason) == (S.SKIPPED, "condition_false")
+    assert (nodes["after_gated"].status, nodes["after_gated"].skip_reason) == (
+        S.SKIPPED,
+        "parents_skipped",
+    )
+    assert nodes["join"].status == S.SUCCEEDED  # one parent succeeded
+    assert run.status == RunStatus.SUCCEEDED and run.outputs == {"join": "joined"}
+
+
+async def test_a_root_condition_reads_the_input(harness: Harness) -> None:
+    run = await harness.run(
+        graph(const("maybe", 1, when="input.go"), const("always", 2)), {"go": False}
+    )
+    nodes = await harness.nodes(run.run_id)
+    assert nodes["maybe"].status == S.SKIPPED and nodes["always"].status == S.SUCCEEDED
+    assert run.outputs == {"always": 2}
+
+
+async def test_fail_run_failure_fails_the_run_and_cancels_what_has_not_started(
+    harness: Harness,
+) -> None:
+    run = await harness.run(
+        graph(
+            {"id": "bad", "tool": "boom", "args": {"message": "disk full"}},
+            {"id": "slow", "tool": "sleep", "args": {"seconds": 0.3}},
+            const("after_bad", after=["bad"]),
+            const("after_slow", after=["slow"]),
+        )
+    )
+    nodes = await harness.nodes(run.run_id)
+    assert run.status == RunStatus.FAILED
+    assert run.error and run.error["node_id"] == "bad" and run.error["message"] == "disk full"
+    assert nodes["bad"].error.type == "ValueError"  # type: ignore[union-attr]
+    assert nodes["after_bad"].status == S.CANCELLED
+    assert nodes["after_slow"].status == S.CANCELLED
+    assert "after_bad" not in harness.calls and "after_slow" not in harness.calls
+
+
+async def test_continue_lets_children_read_the_error_and_the_run_succeeds(harness: Harness) -> None:
+    run = await harness.run(
+        graph(
+            {"id": "bad", "tool": "boom", "args": {"message": "no data"}, "on_error": "continue"},
+            {
+                "id": "handler",
+                "after": ["bad"],
+                "prompt": "recovering from {{ nodes.bad.error.type }}: {{ nodes.bad.error.message }}",
+            },
+        )
+    )
+    assert run.status == RunStatus.SUCCEEDED
+    assert run.outputs == {"handler": "recovering from ValueError: no data"}
+
+
+async def test_skip_downstream_skips_every_descendant_but_not_other_branches(
+    harness: Harness,
+) -> None:
+    run = await harness.run(
+        graph(
+            {"id": "optional", "tool": "boom", "on_error": "skip_downstream"},
+            const("ok", 1),
+            const("child", after=["optional", "ok"]),
+            const("grandchild", after=["child", "ok"]),
+            const("sibling", 2, after=["ok"]),
+        )
+    )
+    nodes = await harness.nodes(run.run_id)
+    assert nodes["child"].skip_reason == "upstream_failed"
+    assert nodes["grandchild"].skip_reason == "upstream_failed"
+    assert nodes["sibling"].status == S.SUCCEEDED
+    assert run.status == RunStatus.SUCCEEDED and run.outputs == {"sibling": 2}
+
+
+async def test_a_retryable_failure_is_retried_with_growing_delays(harness: Harness) -> None:
+    run = await harness.run(
+        graph(
+            {
+                "id": "flaky",
+                "tool": "flaky",
+                "args": {"key": "flaky", "failures": 3, "value": "finally"},
+                "retry": {
+                    "max_attempts": 5,
+                    "initial_delay_s": 0.1,
+                    "multiplier": 2,
+                    "jitter": False,
+                },
+            }
+        )
+    )
+    assert run.status == RunStatus.SUCCEEDED and run.outputs == {"flaky": "finally"}
+    node = (await harness.nodes(run.run_id))["flaky"]
+    assert node.attempt == 4 and harness.calls["flaky"] == 4
+    starts = [
+        e.at
+        for e in await harness.events(run.run_id)
+        if e.node_id == "flaky" and e.status == "running"
+    ]
+    gaps = [later - earlier for earlier, later in itertools.pairwise(starts)]
+    assert len(gaps) == 3
+    for gap, delay in zip(gaps, (0.1, 0.2, 0.4), strict=True):
+        assert gap >= delay
+    retries = [e for e in await harness.events(run.run_id) if e.kind == "retry"]
+    assert [e.attempt for e in retries] == [1, 2, 3]
+
+
+async def test_retries_stop_after_max_attempts_with_the_last_error(harness: Harness) -> None:
+    run = await harness.run(
+        graph(
+            {
+                "id": "flaky",
+                "tool": "flaky",
+                "args": {"key": "flaky", "failures": 10},
+                "retry": {"max_attempts": 3, "initial_delay_s": 0.01, "jitter": False},
+            }
+        )
+    )
+    node = (await harness.nodes(run.run_id))["flaky"]
+    assert run.status == RunStatus.FAILED
+    assert node.status == S.FAILED and node.attempt == 3 and harness.calls["flaky"] == 3
+    assert node.error is not None and node.error.retryable and node.error.attempt == 3
+    assert "transient failure 3 of 10" in node.error.message
+
+
+async def test_a_permanent_failure_is_not_retried(harness: Harness) -> None:
+    run = await harness.run(graph({"id": "bad", "tool": "boom", "retry": {"max_attempts": 5}}))
+    assert run.status == RunStatus.FAILED and harness.calls["boom"] == 1
+
+
+async def test_a_node_past_its_timeout_fails_with_a_retryable_timeout(harness: Harness) -> None:
+    run = await harness.run(
+        graph(
+            {
+                "id": "slow",
+                "tool": "sleep",
+                "args": {"seconds": 5},
+                "timeout_s": 1,
+                "retry": {"max_attempts": 2, "initial_delay_s": 0.01},
+                "on_error": "continue",
+            }
+        )
+    )
+    node = (await harness.nodes(run.run_id))["slow"]
+    assert node.status == S.FAILED and node.attempt == 2
+    assert node.error is not None and node.error.type == "Timeout" and node.error.retryable
+
+
+async def test_an_oversized_output_fails_the_node_with_a_clear_error(harness: Harness) -> None:
+    run = await harness.run(
+        graph({"id": "big", "tool": "blob", "args": {"size": 11 * 1024 * 1024}})
+    )
+    node = (await harness.nodes(run.run_id))["big"]
+    assert run.status == RunStatus.FAILED
+    assert (
+        node.error is not None
+        and node.error.type == "OutputTooLarge"
+        and "the limit is" in node.error.message
+    )
+
+
+async def test_cancelling_mid_run_cancels_unstarted_nodes_and_ends_the_run(
+    harness: Harness,
+) -> None:
+    started = await harness.start(
+        graph(
+            {"id": "long", "tool": "sleep", "args": {"seconds": 0.5, "key": "long"}},
+            const("next", after=["long"]),
+        )
+    )
+    await harness.until(started.run_id, lambda n: n["long"].status == S.RUNNING)
+    assert await harness.engine.cancel(started.run_id)
+    run = await harness.wait(started.run_id)
+    nodes = await harness.nodes(run.run_id)
+    assert run.status == RunStatus.CANCELLED
+    assert nodes["next"].status == S.CANCELLED and "next" not in harness.calls
+    assert not await harness.engine.cancel(started.run_id)  # already ended
+
+
+async def test_an_invalid_graph_or_input_writes_nothing(harness: Harness) -> None:
+    with pytest.raises(GraphInvalid):
+        await harness.start(graph(const("a", after=["missing"])))
+    with pytest.raises(InputInvalid):
+        await harness.start(graph(const("a"), input={"type": "object", "required": ["x"]}), {})
+    assert await harness.store.list_runs() == []
+
+
+async def test_the_same_idempotency_key_returns_the_same_run(harness: Harness) -> None:
+    document = graph(const("a", 1))
+    first = await harness.start(document, idempotency_key="k1", owner="alice")
+    again = await harness.start(document, idempotency_key="k1", owner="alice")
+    other = await harness.start(document, idempotency_key="k1", owner="bob")
+    assert again.run_id == first.run_id and other.run_id != first.run_id
+    await harness.wait(first.run_id)
+    await harness.wait(other.run_id)
+    assert harness.calls["a"] == 2
+
+
+async def test_a_duplicate_node_ready_delivery_executes_once(harness: Harness) -> None:
+    started = await harness.start(
+        graph({"id": "a", "tool": "sleep", "args": {"seconds": 0.1, "key": "a"}})
+    )
+    await asyncio.gather(*(harness.engine.execute(started.run_id, "a", 1) for _ in range(3)))
+    run = await harness.wait(started.run_id)
+    assert run.status == RunStatus.SUCCEEDED and harness.calls["a"] == 1
+
+
+async def test_a_duplicate_node_finished_delivery_enqueues_the_child_once(harness: Harness) -> None:
+    run = await harness.run(graph(const("a", 1), const("b", 2), const("child", after=["a", "b"])))
+    for _ in range(3):
+        await harness.engine.complete(run.run_id, "a", S.SUCCEEDED)
+        await harness.engine.complete(run.run_id, "b", S.SUCCEEDED)
+    await harness.wait(run.run_id)
+    assert harness.calls["child"] == 1
+    readies = [
+        e for e in await harness.events(run.run_id) if e.node_id == "child" and e.status == "ready"
+    ]
+    assert len(readies) == 1
+
+
+async def test_a_crash_mid_run_resumes_without_rerunning_finished_nodes(harness: Harness) -> None:
+    started = await harness.start(
+        graph(
+            const("first", 1),
+            {
+                "id": "slow",
+                "after": ["first"],
+                "tool": "sleep",
+                "args": {"seconds": 0.4, "key": "slow", "value": 2},
+            },
+            const("last", "{{ nodes.first.output + nodes.slow.output }}", ["slow"]),
+        )
+    )
+    await harness.until(started.run_id, lambda n: n["slow"].status == S.RUNNING)
+    await harness.crash()
+    await harness.recover(started.run_id)
+    run = await harness.wait(started.run_id)
+    nodes = await harness.nodes(run.run_id)
+    assert run.status == RunStatus.SUCCEEDED and run.outputs == {"last": 3}
+    assert harness.calls["first"] == 1 and harness.calls["last"] == 1
+    assert harness.calls["slow"] == 2 and nodes["slow"].executions == 2  # the repeat is counted
+    assert any(e.message and "repeated" in e.message for e in await harness.events(run.run_id))
+
+
+async def test_usage_totals_of_the_run_are_the_sum_of_its_nodes(harness: Harness) -> None:
+    run = await harness.run(
+        graph(
+            {"id": "a", "prompt": "one two three"},
+            {"id": "b", "after": ["a"], "prompt": "{{ nodes.a.output }} four"},
+        )
+    )
+    nodes = await harness.nodes(run.run_id)
+    assert run.usage.input_tokens == sum(n.usage.input_tokens for n in nodes.values()) == 7
+    assert run.usage.calls == 2
+
+
+async def test_the_timeline_records_every_status_change_in_order(harness: Harness) -> None:
+    run = await harness.run(graph(const("a"), const("b", after=["a"])))
+    lines = [(e.node_id, e.status) for e in await harness.events(run.run_id)]
+    assert lines == [
+        (None, "running"),
+        ("a", "running"),
+        ("a", "succeeded"),
+        ("b", "ready"),
+        ("b", "running"),
+        ("b", "succeeded"),
+        (None, "succeeded"),
+    ]
