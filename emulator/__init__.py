@@ -1,0 +1,1 @@
+"""The local emulator stack: stand-ins for the cloud services agentgraph talks to."""
