@@ -17,10 +17,8 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from agentgraph.engine import Engine
-from agentgraph.ports import LlmProvider, RunRecord, ToolRegistry
+from agentgraph.ports import LlmProvider, RunRecord, Store, ToolRegistry
 from agentgraph.status import NodeStatus
-
-from .sqlite_store import SqliteStore
 
 log = logging.getLogger("agentgraph.local")
 
@@ -92,7 +90,7 @@ class LocalRuntime:
 
     def __init__(
         self,
-        store: SqliteStore,
+        store: Store,
         llm: LlmProvider,
         tools: ToolRegistry,
         *,
