@@ -56,6 +56,14 @@ ToolsOption = Annotated[
         "--tools", "-t", help="Python module to import for its @tool functions (repeatable)."
     ),
 ]
+LimitsOption = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--max-concurrency",
+        "-c",
+        help="Cap simultaneous calls per model: MODEL=N, '*'=N for the rest (repeatable).",
+    ),
+]
 BackendOption = Annotated[
     str, typer.Option("--backend", envvar=names.ENV_BACKEND, help="local, or gcp (Firestore).")
 ]
@@ -125,14 +133,20 @@ def parse_input(raw: str | None, sets: list[str] | None) -> Any:
     return value
 
 
-def _open_local(db: str, workers: int = 8, tools: list[str] | None = None) -> Any:
+def _open_local(
+    db: str, workers: int = 8, tools: list[str] | None = None, limits: list[str] | None = None
+) -> Any:
     from agentgraph.backends.local import LocalRuntime, SqliteStore
-    from agentgraph.llm import default_router
+    from agentgraph.llm import default_router, parse_concurrency
     from agentgraph.tools import default_registry, load_modules
 
     load_modules(tools or [])
-    load_modules(os.environ.get("AGENTGRAPH_TOOLS", "").split(","))
-    return LocalRuntime(SqliteStore(db), default_router(), default_registry, workers=workers)
+    load_modules(os.environ.get(names.ENV_TOOLS, "").split(","))
+    try:
+        caps = parse_concurrency(",".join(limits)) if limits else None
+    except ValueError as exc:
+        raise _fail(f"--max-concurrency: {exc}") from exc
+    return LocalRuntime(SqliteStore(db), default_router(caps), default_registry, workers=workers)
 
 
 def _open_store(backend: str, db: str) -> Any:
@@ -192,13 +206,14 @@ def run(
     db: DbOption = DEFAULT_DB,
     as_json: JsonOption = False,
     tools: ToolsOption = None,
+    limits: LimitsOption = None,
 ) -> None:
     """Run a graph on the local backend, showing live progress and the outputs."""
     document = load_document(file)
     value = parse_input(input, set_)
 
     async def main() -> int:
-        runtime = _open_local(db, workers, tools)
+        runtime = _open_local(db, workers, tools, limits)
         async with runtime:
             started = await runtime.start(document, value)
             err.print(
@@ -223,12 +238,13 @@ def resume(
     db: DbOption = DEFAULT_DB,
     as_json: JsonOption = False,
     tools: ToolsOption = None,
+    limits: LimitsOption = None,
 ) -> None:
     """Continue a run whose process was interrupted; finished nodes are not re-run."""
     _open_store("local", db).close()
 
     async def main() -> int:
-        runtime = _open_local(db, workers, tools)
+        runtime = _open_local(db, workers, tools, limits)
         async with runtime:
             await runtime.resume(run_id)
             err.print(f"resuming run [bold]{run_id}[/]", highlight=False)

@@ -73,6 +73,7 @@ class Engine:
         rng: random.Random | None = None,
         partial_interval_s: float = 1.0,
         sweep_grace_s: float = 60.0,
+        check_llm_config: bool = True,
     ) -> None:
         self.store = store
         self.dispatcher = dispatcher
@@ -83,6 +84,7 @@ class Engine:
         self.rng = rng or random.Random()
         self.partial_interval_s = partial_interval_s
         self.sweep_grace_s = sweep_grace_s
+        self.check_llm_config = check_llm_config
         self._runs: OrderedDict[str, _RunContext] = OrderedDict()
 
     # ---- starting -------------------------------------------------------------------
@@ -108,6 +110,9 @@ class Engine:
         """
         graph = self.compile(document)
         validate_input(graph, input)
+        check_models = getattr(self.llm, "check_models", None)
+        if self.check_llm_config and check_models is not None:
+            check_models(m for n in graph.nodes.values() for m in (n.model, n.fallback_model) if m)
         now = self.clock()
         run_id = run_id or new_run_id(now)
         context = _RunContext(graph, input)

@@ -53,6 +53,10 @@ class IdempotencyConflict(AgentgraphError):
     """The same Idempotency-Key was used with a different request body."""
 
 
+class LlmNotConfigured(AgentgraphError):
+    """A graph needs a model whose provider has no credentials (e.g. no GEMINI_API_KEY)."""
+
+
 class ToolFailed(AgentgraphError):
     """A tool raised; carries the original type name so the node error shows it."""
 

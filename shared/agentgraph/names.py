@@ -78,6 +78,8 @@ ENV_TASKS_SERVICE_ACCOUNT = "AGENTGRAPH_TASKS_SERVICE_ACCOUNT"  # OIDC identity 
 ENV_AUTH_MODE = "AGENTGRAPH_AUTH"  # "off" only on emulators; production refuses it
 ENV_GEMINI_API_KEY = "GEMINI_API_KEY"
 ENV_GEMINI_BASE_URL = "GOOGLE_GEMINI_BASE_URL"
+ENV_MAX_CONCURRENCY = "AGENTGRAPH_MAX_CONCURRENCY"  # per-model caps: gemini-2.5-pro=4,*=16
+ENV_TOOLS = "AGENTGRAPH_TOOLS"  # comma-separated modules whose @tool functions to load
 
 # Pull subscription on the dead-letter topic: keeps dead-lettered messages for inspection
 # (a topic without subscriptions drops what is published to it). Created by infra/.

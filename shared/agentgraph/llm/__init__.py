@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping, Sequence
+import os
+from collections.abc import Iterable, Mapping, Sequence
 
+from agentgraph.errors import LlmNotConfigured
+from agentgraph.names import ENV_MAX_CONCURRENCY
 from agentgraph.ports import LlmError, LlmProvider, LlmRequest, LlmResponse, OnPartial
 
 
@@ -26,6 +29,14 @@ class LlmRouter:
 
     def supports(self, model: str) -> bool:
         return any(p.supports(model) for p in self.providers)
+
+    def check_models(self, models: Iterable[str]) -> None:
+        """Fail before a run starts if a provider it needs is not configured (a missing
+        API key), rather than on the first node that calls it."""
+        for model in sorted(set(models)):
+            check = getattr(self._provider(model), "check", None)
+            if check is not None:
+                check()
 
     def _provider(self, model: str) -> LlmProvider:
         for provider in self.providers:
@@ -65,10 +76,16 @@ class _GeminiOnDemand:
 
     def get(self) -> LlmProvider:
         if self._provider is None:
-            from agentgraph.llm.gemini import GeminiProvider
+            from agentgraph.llm.gemini import GeminiConfigError, GeminiProvider
 
-            self._provider = GeminiProvider.from_env()
+            try:
+                self._provider = GeminiProvider.from_env()
+            except GeminiConfigError as exc:
+                raise LlmNotConfigured(str(exc)) from exc
         return self._provider
+
+    def check(self) -> None:
+        self.get()
 
     async def generate(
         self, request: LlmRequest, on_partial: OnPartial | None = None
@@ -76,8 +93,24 @@ class _GeminiOnDemand:
         return await self.get().generate(request, on_partial)
 
 
+def parse_concurrency(spec: str) -> dict[str, int]:
+    """`gemini-2.5-pro=4,*=16` → {"gemini-2.5-pro": 4, "*": 16} ("*": every other model)."""
+    limits: dict[str, int] = {}
+    for item in filter(None, (part.strip() for part in spec.split(","))):
+        model, sep, number = item.partition("=")
+        if not sep or not number.strip().isdigit() or int(number) < 1:
+            raise ValueError(
+                f"max concurrency {item!r}: expected MODEL=N with N >= 1, e.g. gemini-2.5-pro=4"
+            )
+        limits[model.strip()] = int(number)
+    return limits
+
+
 def default_router(max_concurrency: Mapping[str, int] | None = None) -> LlmRouter:
-    """echo (offline) and Gemini, the models every backend answers for."""
+    """echo (offline) and Gemini. Per-model caps come from the argument, else from
+    AGENTGRAPH_MAX_CONCURRENCY (`gemini-2.5-pro=4,*=16`)."""
     from agentgraph.llm.echo import EchoProvider
 
+    if max_concurrency is None:
+        max_concurrency = parse_concurrency(os.environ.get(ENV_MAX_CONCURRENCY, ""))
     return LlmRouter([EchoProvider(), _GeminiOnDemand()], max_concurrency)
