@@ -338,7 +338,8 @@ def graph(
 def main() -> None:
     """Console entry point: maps our exits and errors to exit codes."""
     try:
-        app(standalone_mode=False)
+        code = app(standalone_mode=False)  # returns the code of typer.Exit (130 on Ctrl-C)
+        sys.exit(code if isinstance(code, int) else 0)
     except _Exit as exc:
         sys.exit(exc.code)
     except (GraphInvalid, InputInvalid) as exc:

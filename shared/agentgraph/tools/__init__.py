@@ -8,7 +8,11 @@ process, or every exec function of a deployment).
 from __future__ import annotations
 
 import importlib
+import importlib.util
+import os
+import sys
 from collections.abc import Callable, Iterable
+from pathlib import Path
 from typing import Any, TypeVar
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -59,10 +63,26 @@ tool = default_registry.tool
 
 
 def load_modules(modules: Iterable[str]) -> None:
-    """Import user modules whose `@tool` decorators register more tools."""
-    for module in modules:
-        if module:
-            importlib.import_module(module)
+    """Import user modules whose `@tool` decorators register more tools: a dotted name
+    (importable from the working directory, like `python -m`) or a path to a .py file."""
+    for module in (m.strip() for m in modules):
+        if not module:
+            continue
+        if module.endswith(".py") or os.sep in module:
+            path = Path(module).resolve()
+            if not path.exists():
+                raise FileNotFoundError(f"tools module {module!r}: no such file")
+            spec = importlib.util.spec_from_file_location(
+                f"agentgraph_user_tools.{path.stem}", path
+            )
+            assert spec is not None and spec.loader is not None
+            loaded = importlib.util.module_from_spec(spec)
+            sys.modules[spec.name] = loaded
+            spec.loader.exec_module(loaded)
+            continue
+        if os.getcwd() not in sys.path:
+            sys.path.insert(0, os.getcwd())
+        importlib.import_module(module)
 
 
 from agentgraph.tools import code_review as _code_review  # noqa: E402,F401  (registers the demo tools)

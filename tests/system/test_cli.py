@@ -1,0 +1,188 @@
+"""The `agentgraph` command as a user runs it: exit codes, output, Ctrl-C and resume."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).parents[2]
+TOOLS = str(ROOT / "tests" / "system" / "cli_tools.py")
+
+
+def agentgraph(*args: str, db: Path, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "agentgraph", *args, "--db", str(db)]
+        if args[0] in {"run", "show", "resume", "logs", "runs", "cancel"}
+        else [sys.executable, "-m", "agentgraph", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd=ROOT,
+        env={**os.environ, "COLUMNS": "200", "NO_COLOR": "1"},
+    )
+
+
+def write(path: Path, document: dict) -> Path:
+    path.write_text(yaml.safe_dump(document))
+    return path
+
+
+def test_validate_lists_a_cycle_an_unknown_parent_and_a_bad_template_at_once(
+    tmp_path: Path,
+) -> None:
+    broken = write(
+        tmp_path / "broken.yaml",
+        {
+            "name": "broken",
+            "defaults": {"model": "echo"},
+            "nodes": [
+                {"id": "a", "after": ["c"], "tool": "extract_functions", "args": {"source": "x"}},
+                {"id": "b", "after": ["a"], "prompt": "{{ nodes.a.output"},
+                {"id": "c", "after": ["b", "sumarize"], "prompt": "hi"},
+                {"id": "summarize", "prompt": "hi"},
+            ],
+        },
+    )
+    result = agentgraph("validate", str(broken), db=tmp_path / "db")
+    assert result.returncode == 2
+    assert "cycle: a -> b -> c -> a" in result.stderr
+    assert (
+        "nodes[2].after[1]: node 'c' waits for unknown node 'sumarize' (did you mean 'summarize'?)"
+        in result.stderr
+    )
+    assert "nodes[1].prompt: does not parse" in result.stderr
+
+
+def test_validate_accepts_the_demo(tmp_path: Path) -> None:
+    result = agentgraph("validate", "examples/code-review.yaml", db=tmp_path / "db")
+    assert result.returncode == 0 and "5 nodes" in result.stderr
+
+
+def test_run_json_prints_the_run_record_on_stdout_and_progress_on_stderr(tmp_path: Path) -> None:
+    result = agentgraph(
+        "run",
+        "examples/code-review.yaml",
+        "--set",
+        "code=@examples/sample_code.py",
+        "--json",
+        db=tmp_path / "db",
+    )
+    assert result.returncode == 0, result.stderr
+    record = json.loads(result.stdout)
+    assert record["status"] == "succeeded"
+    assert [n["id"] for n in record["nodes"]] == [
+        "extract",
+        "issues",
+        "complexity",
+        "review",
+        "suggest",
+    ]
+    assert record["outputs"]["suggest"]["score"] < 100
+    assert "suggest" in result.stderr and "succeeded" in result.stderr
+
+    show = agentgraph("show", record["run_id"], db=tmp_path / "db")
+    assert show.returncode == 0 and "extract" in show.stdout and "suggest" in show.stdout
+    logs = agentgraph("logs", record["run_id"], db=tmp_path / "db")
+    assert logs.stdout.count("succeeded") == 6  # five nodes and the run
+
+
+def test_invalid_input_exits_2_and_writes_no_run(tmp_path: Path) -> None:
+    result = agentgraph(
+        "run", "examples/code-review.yaml", "--input", '{"code": 3}', db=tmp_path / "db"
+    )
+    assert result.returncode == 2 and "input.code: 3 is not of type 'string'" in result.stderr
+    assert agentgraph("runs", db=tmp_path / "db").stdout.strip() == ""
+
+
+def test_a_failed_run_exits_1(tmp_path: Path) -> None:
+    graph = write(
+        tmp_path / "g.yaml",
+        {
+            "name": "bad",
+            "nodes": [{"id": "x", "tool": "extract_functions", "args": {"source": "def ("}}],
+        },
+    )
+    result = agentgraph("run", str(graph), db=tmp_path / "db")
+    assert result.returncode == 1 and "does not parse" in result.stdout
+
+
+def test_an_unknown_run_id_is_a_clear_error(tmp_path: Path) -> None:
+    agentgraph("run", "examples/code-review.yaml", "--set", "code=x = 1", db=tmp_path / "db")
+    result = agentgraph("show", "no-such-run", db=tmp_path / "db")
+    assert result.returncode == 2 and "no run with id 'no-such-run'" in result.stderr
+
+
+def test_graph_draws_mermaid_and_ascii(tmp_path: Path) -> None:
+    mermaid = agentgraph(
+        "graph", "examples/code-review.yaml", "--format", "mermaid", db=tmp_path / "db"
+    )
+    assert mermaid.stdout.startswith("flowchart TD") and "extract --> complexity" in mermaid.stdout
+    ascii_art = agentgraph("graph", "examples/code-review.yaml", db=tmp_path / "db")
+    assert "layer 0" in ascii_art.stdout and "[suggest]" in ascii_art.stdout
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
+def test_ctrl_c_leaves_the_run_resumable_and_resume_keeps_finished_nodes(tmp_path: Path) -> None:
+    marker = tmp_path / "marker"
+    graph = write(
+        tmp_path / "slow.yaml",
+        {
+            "name": "slow",
+            "nodes": [
+                {
+                    "id": "quick",
+                    "tool": "nap",
+                    "args": {"seconds": 0, "marker": str(marker) + ".quick", "value": 1},
+                },
+                {
+                    "id": "slow",
+                    "after": ["quick"],
+                    "tool": "nap",
+                    "args": {"seconds": 3, "marker": str(marker) + ".slow", "value": 2},
+                },
+                {
+                    "id": "last",
+                    "after": ["slow"],
+                    "tool": "nap",
+                    "args": {"seconds": 0, "value": "{{ nodes.quick.output + nodes.slow.output }}"},
+                },
+            ],
+        },
+    )
+    db = tmp_path / "db"
+    process = subprocess.Popen(
+        [sys.executable, "-m", "agentgraph", "run", str(graph), "--db", str(db), "--tools", TOOLS],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        # A shell's background jobs inherit SIGINT ignored; a terminal's Ctrl-C does not.
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
+    deadline = time.monotonic() + 30
+    while not (tmp_path / "marker.quick").exists():
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    time.sleep(0.5)  # `slow` is now running
+    process.send_signal(signal.SIGINT)
+    _, stderr = process.communicate(timeout=30)
+    assert process.returncode != 0
+    assert "agentgraph resume" in stderr
+    run_id = stderr.split("agentgraph resume", 1)[1].split()[0]
+
+    resumed = agentgraph("resume", run_id, "--tools", TOOLS, "--json", db=db)
+    assert resumed.returncode == 0, resumed.stderr
+    record = json.loads(resumed.stdout)
+    assert record["status"] == "succeeded" and record["outputs"] == {"last": 3}
+    assert (tmp_path / "marker.quick").read_text() == "x"  # finished before Ctrl-C: not re-run
+    assert (
+        tmp_path / "marker.slow"
+    ).read_text() == "x"  # interrupted mid-call: ran once to the end
