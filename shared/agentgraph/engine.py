@@ -460,7 +460,17 @@ class Engine:
         run = await self.store.get_run(run_id)
         if run is None:
             raise RunNotFound(run_id)
-        if run.status.terminal:
+        if run.status.terminal:  # died after the run ended: nothing will finish these
+            for record in await self.store.list_nodes(run_id):
+                if record.status == NodeStatus.RUNNING:
+                    await self.store.resolve_node(
+                        run_id,
+                        record.node_id,
+                        NodeStatus.CANCELLED,
+                        self.clock(),
+                        reason="run ended while it was running",
+                        expected=(NodeStatus.RUNNING,),
+                    )
             return run
         context = await self._context(run_id)
         assert context is not None

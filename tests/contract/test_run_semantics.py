@@ -378,3 +378,27 @@ async def test_the_timeline_records_every_status_change_in_order(harness: Harnes
         ("b", "succeeded"),
         (None, "succeeded"),
     ]
+
+
+async def test_recovering_a_run_that_ended_cancels_nodes_left_running(harness: Harness) -> None:
+    started = await harness.start(
+        graph(
+            {"id": "bad", "after": ["gate"], "tool": "boom"},
+            const("gate"),
+            {"id": "slow", "tool": "sleep", "args": {"seconds": 5, "key": "slow"}},
+        )
+    )
+    await harness.until(
+        started.run_id, lambda n: n["bad"].status == S.FAILED and n["slow"].status == S.RUNNING
+    )
+    while (await harness.store.get_run(started.run_id)).status != RunStatus.FAILED:  # type: ignore[union-attr]
+        await asyncio.sleep(0.01)
+    await harness.crash()
+    await harness.recover(started.run_id)
+    run = await harness.wait(started.run_id)
+    nodes = await harness.nodes(run.run_id)
+    assert run.status == RunStatus.FAILED
+    assert (
+        nodes["slow"].status == S.CANCELLED
+        and nodes["slow"].skip_reason == "run ended while it was running"
+    )
