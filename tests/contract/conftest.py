@@ -24,7 +24,9 @@ from agentgraph.llm import default_router
 from agentgraph.ports import Event, NodeRecord, RunRecord, Store
 from agentgraph.tools import Registry, default_registry
 
-BACKENDS = ["local"]
+# "firestore": the same LocalRuntime (in-process delivery) on FirestoreStore, against the
+# Firestore emulator; each test gets its own emulator project, so a clean database.
+BACKENDS = ["local", pytest.param("firestore", marks=pytest.mark.emulator)]
 
 
 @dataclass
@@ -115,6 +117,10 @@ async def harness(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterat
     if request.param == "local":
         async for h in _local(tmp_path):
             yield h
+    elif request.param == "firestore":
+        request.getfixturevalue("emulator_stack")
+        async for h in _firestore(request.getfixturevalue("unique_name")("contract")):
+            yield h
     else:  # pragma: no cover - other backends register themselves here
         pytest.fail(f"unknown backend {request.param}")
 
@@ -152,3 +158,40 @@ async def _local(tmp_path: Path) -> AsyncIterator[Harness]:
     await holder["rt"].close()
     for store in stores:
         store.close()
+
+
+async def _firestore(project: str) -> AsyncIterator[Harness]:
+    from google.cloud import firestore
+    from test_utils.system import EmulatorCreds
+
+    from agentgraph.backends.gcp.firestore_store import FirestoreStore
+
+    calls: Counter[str] = Counter()
+    tools = scripted_tools(calls)
+    client = firestore.AsyncClient(project=project, credentials=EmulatorCreds())
+    holder: dict[str, LocalRuntime] = {}
+
+    async def open_runtime() -> LocalRuntime:
+        runtime = LocalRuntime(
+            FirestoreStore(client), default_router(), tools, workers=8, partial_interval_s=0.0
+        )
+        await runtime.__aenter__()
+        holder["rt"] = runtime
+        h.engine, h.store = runtime.engine, runtime.store
+        return runtime
+
+    async def wait(run_id: str, timeout: float) -> RunRecord:
+        return await holder["rt"].wait(run_id, timeout=timeout)
+
+    async def crash() -> None:
+        await holder["rt"].close()
+
+    async def recover(run_id: str) -> None:
+        await open_runtime()
+        await holder["rt"].resume(run_id)
+
+    h = Harness("firestore", None, None, tools, calls, wait, crash, recover)  # type: ignore[arg-type]
+    await open_runtime()
+    yield h
+    await holder["rt"].close()
+    await client._firestore_api.transport.close()

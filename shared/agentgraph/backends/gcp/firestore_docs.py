@@ -1,0 +1,211 @@
+"""How the store's records map to Firestore documents (pure: no I/O).
+
+Layout (collection names from `agentgraph.names`):
+- `runs/{run_id}`: graph_name, status, created/started/finished_at (epoch floats),
+  node_count, `counts` {node status: n}, `usage` {token and cost totals}, error, owner,
+  idempotency_key, request_hash, and the JSON values graph / input / outputs as the text
+  fields `graph_json`, `input_json`, `outputs_json` (or `<field>_ref` chunk markers).
+- `runs/{run_id}/nodes/{node_id}`: every NodeRecord field, plus run_id and owner (for
+  collection-group queries and security rules), seq (creation order), op (the token of
+  the last transition); the output as text in `output_json` or a marker in `output_ref`.
+- `runs/{run_id}/nodes/{child}/arrivals/{parent}`: one document per fan-in edge.
+- `runs/{run_id}/events/{id}`: the append-only timeline.
+- `runs/{run_id}/chunks/…`, `runs/{run_id}/nodes/{node_id}/chunks/…`: see chunks.py.
+- `idempotency/{sha256(owner NUL key)}`: owner, key, run_id, request_hash, created_at.
+
+JSON values are stored as JSON text, not as Firestore maps: maps cannot hold every JSON
+value (arrays of arrays, integers past 64 bits, nesting past 20 levels) and do not keep key
+order, and a value must come back exactly as the SQLite backend returns it. Error messages
+and streamed partial text are cut at `TEXT_CAP` and `PARTIAL_CAP` bytes so no document
+outgrows Firestore's 1 MiB.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from google.cloud import firestore
+
+from agentgraph import names
+from agentgraph.backends.gcp import chunks
+from agentgraph.ports import Event, NodeError, NodeRecord, RunRecord, Usage
+from agentgraph.status import NodeStatus, RunStatus
+
+NODE_BUDGET = 950_000  # bytes of a node document (1 MiB cap, with room for field names)
+RUN_INPUTS_BUDGET = 600_000  # graph + input inline on the run document
+RUN_OUTPUTS_BUDGET = 300_000  # outputs inline on the run document
+TEXT_CAP = 64 * 1024
+PARTIAL_CAP = 256 * 1024
+
+
+def value_fields(
+    inline: Mapping[str, str | None], chunked: Sequence[chunks.Chunked]
+) -> dict[str, Any]:
+    """`<field>_json` / `<field>_ref`, both always written so no stale one is left."""
+    fields: dict[str, Any] = {}
+    for field, text in inline.items():
+        fields[f"{field}_json"], fields[f"{field}_ref"] = text, None
+    for value in chunked:
+        fields[f"{value.field}_json"], fields[f"{value.field}_ref"] = None, value.marker()
+    return fields
+
+
+def node_doc(node: NodeRecord, run: RunRecord, seq: int) -> dict[str, Any]:
+    """A node as create_run writes it (outputs and timings come later)."""
+    return {
+        "run_id": run.run_id,
+        "node_id": node.node_id,
+        "owner": run.owner,
+        "seq": seq,
+        "status": node.status.value,
+        "attempt": node.attempt,
+        "parents": list(node.parents),
+        "children": list(node.children),
+        "pool": node.pool,
+        "arrivals": 0,
+        "output_json": None,
+        "output_ref": None,
+        "error": error_doc(node.error),
+        "started_at": None,
+        "finished_at": node.finished_at,
+        "duration_ms": None,
+        "usage": node.usage.to_dict(),
+        "lease_until": None,
+        "next_attempt_at": None,
+        "updated_at": run.created_at,
+        "model": None,
+        "skip_reason": node.skip_reason,
+        "partial": None,
+        "executions": 0,
+    }
+
+
+def node_record(data: Mapping[str, Any], output: Any = None) -> NodeRecord:
+    return NodeRecord(
+        run_id=data["run_id"],
+        node_id=data["node_id"],
+        status=NodeStatus(data["status"]),
+        parents=list(data.get("parents") or []),
+        children=list(data.get("children") or []),
+        pool=data.get("pool") or names.DEFAULT_POOL,
+        attempt=int(data.get("attempt", 1)),
+        arrivals=int(data.get("arrivals", 0)),
+        output=output,
+        error=NodeError.from_dict(data.get("error")),
+        started_at=data.get("started_at"),
+        finished_at=data.get("finished_at"),
+        duration_ms=data.get("duration_ms"),
+        usage=usage(data.get("usage")),
+        lease_until=data.get("lease_until"),
+        next_attempt_at=data.get("next_attempt_at"),
+        updated_at=data.get("updated_at"),
+        model=data.get("model"),
+        skip_reason=data.get("skip_reason"),
+        partial=data.get("partial"),
+        executions=int(data.get("executions", 0)),
+    )
+
+
+def run_doc(run: RunRecord, values: dict[str, Any]) -> dict[str, Any]:
+    """The run document; `values` are its graph/input/outputs `value_fields`."""
+    return {
+        "graph_name": run.graph_name,
+        "status": run.status.value,
+        "created_at": run.created_at,
+        "started_at": run.started_at,
+        "finished_at": run.finished_at,
+        "node_count": run.node_count,
+        "counts": dict(run.counts),
+        "usage": run.usage.to_dict(),
+        "error": run.error,
+        "owner": run.owner,
+        "idempotency_key": run.idempotency_key,
+        "request_hash": run.request_hash,
+        **values,
+    }
+
+
+def run_record(run_id: str, data: Mapping[str, Any], texts: Mapping[str, str | None]) -> RunRecord:
+    """`texts`: the graph / input / outputs JSON text, already reassembled."""
+    return RunRecord(
+        run_id=run_id,
+        graph_name=data["graph_name"],
+        graph=chunks.loads(texts["graph"]),
+        input=chunks.loads(texts["input"]),
+        status=RunStatus(data["status"]),
+        created_at=data["created_at"],
+        node_count=int(data["node_count"]),
+        started_at=data.get("started_at"),
+        finished_at=data.get("finished_at"),
+        counts={k: int(v) for k, v in (data.get("counts") or {}).items()},
+        usage=usage(data.get("usage")),
+        outputs=chunks.loads(texts["outputs"]),
+        error=data.get("error"),
+        owner=data.get("owner"),
+        idempotency_key=data.get("idempotency_key"),
+        request_hash=data.get("request_hash"),
+    )
+
+
+def event_doc(event: Event) -> dict[str, Any]:
+    return {
+        "run_id": event.run_id,
+        "at": event.at,
+        "kind": event.kind,
+        "node_id": event.node_id,
+        "status": event.status,
+        "attempt": event.attempt,
+        "message": cap(event.message, TEXT_CAP),
+    }
+
+
+def event_record(run_id: str, data: Mapping[str, Any], seq: int) -> Event:
+    return Event(
+        run_id,
+        data["at"],
+        data["kind"],
+        data.get("node_id"),
+        data.get("status"),
+        data.get("attempt"),
+        data.get("message"),
+        seq,
+    )
+
+
+def run_increments(moves: Sequence[tuple[str, str]], spent: Usage | None) -> dict[str, Any]:
+    """Field transforms on the run: node counts move between statuses, usage adds up.
+    Blind increments: the run document is never read to write them."""
+    delta: Counter[str] = Counter()
+    for old, new in moves:
+        delta[old] -= 1
+        delta[new] += 1
+    fields: dict[str, Any] = {f"counts.{k}": firestore.Increment(v) for k, v in delta.items() if v}
+    for key, value in (spent.to_dict() if spent else {}).items():
+        if value:
+            fields[f"usage.{key}"] = firestore.Increment(value)
+    return fields
+
+
+def usage(data: Mapping[str, Any] | None) -> Usage:
+    total = Usage.from_dict(data)
+    total.cost_usd = round(total.cost_usd, 9)  # float increments drift in the last digits
+    return total
+
+
+def error_doc(error: NodeError | None) -> dict[str, Any] | None:
+    if error is None:
+        return None
+    return {**error.to_dict(), "message": cap(error.message, TEXT_CAP)}
+
+
+def capped_error(error: Mapping[str, Any]) -> dict[str, Any]:
+    return {k: cap(v, TEXT_CAP) if isinstance(v, str) else v for k, v in error.items()}
+
+
+def cap(text: str | None, limit: int) -> str | None:
+    """At most `limit` UTF-8 bytes of `text`, marked when cut."""
+    if text is None or len(text) * 4 <= limit or len(text.encode()) <= limit:
+        return text
+    return text.encode()[: limit - 40].decode(errors="ignore") + " … [cut: too long to store]"

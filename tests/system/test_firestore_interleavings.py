@@ -1,0 +1,270 @@
+"""Concurrent deliveries through FirestoreStore in EVERY interleaving of its commits.
+
+`test_utils.orchestrate.orchestrate(f, g)` runs f and g in threads and steps them through
+every ordering of the syncpoints marked in the code they execute (the lines before each
+commit in firestore_store.py). It traces with `sys.settrace`, which is per thread, and the
+async code it must see runs in that thread only if the thread runs its own event loop:
+so each side is `asyncio.run(...)` with its own AsyncClient and its own Engine, as two
+function instances would be. A paused side blocks only its own loop.
+
+Every interleaving needs fresh state, and orchestrate starts the two threads of each
+interleaving only after the previous ones ended: the n-th thread started belongs to
+interleaving n // 2, and each interleaving has its own run, written beforehand.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import threading
+import time
+from collections import Counter, defaultdict
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+import pytest
+from google.cloud import firestore
+from test_utils.orchestrate import orchestrate
+from test_utils.system import EmulatorCreds
+
+from agentgraph.backends.gcp.firestore_store import FirestoreStore
+from agentgraph.engine import Engine
+from agentgraph.llm import default_router
+from agentgraph.ports import Outcome
+from agentgraph.status import NodeStatus
+from agentgraph.tools import Registry, default_registry
+
+pytestmark = pytest.mark.emulator
+
+T = TypeVar("T")
+S = NodeStatus
+
+
+def on_own_loop(project: str, work: Callable[[FirestoreStore], Awaitable[T]]) -> T:
+    """Run `work` on a new event loop with a new client, as a separate process would."""
+
+    async def main() -> T:
+        client = firestore.AsyncClient(project=project, credentials=EmulatorCreds())
+        try:
+            return await work(FirestoreStore(client))
+        finally:
+            await client._firestore_api.transport.close()
+
+    return asyncio.run(main())
+
+
+class Recorder:
+    """Dispatcher and RetryScheduler that note what would be sent (thread-safe)."""
+
+    def __init__(self) -> None:
+        self.sent: list[tuple[str, ...]] = []
+        self._lock = threading.Lock()
+
+    async def node_ready(self, run_id: str, node_id: str, attempt: int, pool: str) -> None:
+        with self._lock:
+            self.sent.append(("ready", run_id, node_id))
+
+    async def node_finished(self, run_id: str, node_id: str, status: NodeStatus) -> None:
+        with self._lock:
+            self.sent.append(("finished", run_id, node_id))
+
+    async def schedule(self, run_id: str, node_id: str, attempt: int, at: float) -> None:
+        with self._lock:
+            self.sent.append(("retry", run_id, node_id))
+
+
+class Interleavings:
+    """Which interleaving a starting thread belongs to, and what each side observed."""
+
+    def __init__(self, runs: list[str], width: int = 2) -> None:
+        self.runs = runs
+        self.width = width
+        self.seen: dict[str, list[Any]] = defaultdict(list)
+        self.conflicts = 0  # commits refused by a precondition, over all interleavings
+        self._tickets = itertools.count()
+        self._lock = threading.Lock()
+
+    def next_run(self) -> str:
+        with self._lock:
+            index = next(self._tickets) // self.width
+        assert index < len(self.runs), f"more interleavings than the {len(self.runs)} prepared"
+        return self.runs[index]
+
+    def note(self, run_id: str, value: Any, store: FirestoreStore) -> None:
+        with self._lock:
+            self.seen[run_id].append(value)
+            self.conflicts += store.stats["conflicts"]
+
+    @property
+    def used(self) -> list[str]:
+        return [r for r in self.runs if r in self.seen]
+
+
+def counting_tools(calls: Counter[str], lock: threading.Lock) -> Registry:
+    tools = default_registry.child()
+
+    @tools.tool
+    def const(key: str, value: Any = None) -> Any:
+        with lock:
+            calls[key] += 1
+        return value
+
+    return tools
+
+
+def engine_for(store: FirestoreStore, tools: Registry, recorder: Recorder) -> Engine:
+    return Engine(store, recorder, recorder, default_router(), tools)
+
+
+def const(node_id: str, after: list[str] | None = None) -> dict[str, Any]:
+    return {"id": node_id, "after": after or [], "tool": "const", "args": {"key": node_id}}
+
+
+def prepare(project: str, count: int, document: dict[str, Any], setup: Any = None) -> list[str]:
+    """`count` runs of `document` started through the engine (roots stay undelivered)."""
+
+    async def work(store: FirestoreStore) -> list[str]:
+        engine = engine_for(store, counting_tools(Counter(), threading.Lock()), Recorder())
+        runs = []
+        for _ in range(count):
+            run = await engine.start_run(document)
+            if setup is not None:
+                await setup(store, run.run_id)
+            runs.append(run.run_id)
+        return runs
+
+    return on_own_loop(project, work)
+
+
+# ---- the claim ---------------------------------------------------------------------------
+
+
+def test_two_deliveries_of_one_attempt_claim_it_once_in_every_interleaving(
+    emulator_stack: Any, unique_name: Callable[[str], str]
+) -> None:
+    project = unique_name("claim")
+    book = Interleavings(prepare(project, 8, {"name": "claim", "nodes": [const("a")]}))
+
+    def deliver() -> None:
+        run_id = book.next_run()
+
+        async def work(store: FirestoreStore) -> None:
+            now = time.time()
+            claimed = await store.claim_node(run_id, "a", 1, now, now + 60)
+            book.note(run_id, claimed is not None, store)
+
+        on_own_loop(project, work)
+
+    turns = orchestrate(deliver, deliver)
+    assert turns == (2, 1)  # read + pause + commit; the second finds it running
+    assert len(book.used) == 3  # C(3, 1) orderings
+    for run_id in book.used:
+        assert sorted(book.seen[run_id]) == [False, True], run_id
+    assert book.conflicts >= 1  # some ordering had both read "ready" before either commit
+
+
+def test_two_executions_of_one_attempt_call_the_tool_once_in_every_interleaving(
+    emulator_stack: Any, unique_name: Callable[[str], str]
+) -> None:
+    project = unique_name("execute")
+    book = Interleavings(prepare(project, 8, {"name": "execute", "nodes": [const("a")]}))
+    calls: Counter[str] = Counter()
+    tools = counting_tools(calls, threading.Lock())
+    recorder = Recorder()
+
+    def deliver() -> None:
+        run_id = book.next_run()
+
+        async def work(store: FirestoreStore) -> None:
+            await engine_for(store, tools, recorder).execute(run_id, "a", 1)
+            book.note(run_id, "done", store)
+
+        on_own_loop(project, work)
+
+    turns = orchestrate(deliver, deliver)
+    assert turns == (3, 1)  # claim, finish (no read: the claim remembers the node), end
+    assert len(book.used) == 4
+    assert calls["a"] == len(book.used)  # once per interleaving
+
+    async def check(store: FirestoreStore) -> None:
+        for run_id in book.used:
+            node = await store.get_node(run_id, "a")
+            assert node is not None and node.status == S.SUCCEEDED and node.executions == 1
+            succeeded = [e for e in await store.list_events(run_id) if e.status == "succeeded"]
+            assert len(succeeded) == 1, run_id
+            # node-finished may be sent again: a duplicate that finds the node finished
+            # re-sends it in case the first delivery died before sending (idempotent).
+            assert any(m == ("finished", run_id, "a") for m in recorder.sent)
+
+    on_own_loop(project, check)
+
+
+# ---- the fan-in --------------------------------------------------------------------------
+
+FAN_IN = {"name": "fan-in", "nodes": [const("a"), const("b"), const("child", ["a", "b"])]}
+
+
+async def parents_succeeded(store: FirestoreStore, run_id: str) -> None:
+    now = time.time()
+    for parent in ("a", "b"):
+        await store.claim_node(run_id, parent, 1, now, now + 60)
+        await store.finish_node(run_id, parent, 1, Outcome(S.SUCCEEDED, output=parent), now)
+
+
+def run_fan_in(project: str, book: Interleavings, deliveries: tuple[str, str]) -> tuple[int, ...]:
+    recorder = Recorder()
+    tools = counting_tools(Counter(), threading.Lock())
+
+    def completion(parent: str) -> Callable[[], None]:
+        def complete() -> None:
+            run_id = book.next_run()
+
+            async def work(store: FirestoreStore) -> None:
+                await engine_for(store, tools, recorder).complete(run_id, parent, S.SUCCEEDED)
+                book.note(run_id, parent, store)
+
+            on_own_loop(project, work)
+
+        return complete
+
+    turns = orchestrate(*(completion(p) for p in deliveries))
+
+    async def check(store: FirestoreStore) -> None:
+        for run_id in book.used:
+            child = await store.get_node(run_id, "child")
+            assert child is not None and child.status == S.READY and child.arrivals == 2
+            readies = [m for m in recorder.sent if m == ("ready", run_id, "child")]
+            assert len(readies) == 1, (run_id, recorder.sent)
+            events = await store.list_events(run_id)
+            assert [e.node_id for e in events if e.status == "ready"] == ["child"]
+
+    on_own_loop(project, check)
+    return turns
+
+
+def test_two_parents_finishing_together_enqueue_the_child_once_in_every_interleaving(
+    emulator_stack: Any, unique_name: Callable[[str], str]
+) -> None:
+    project = unique_name("fanin")
+    book = Interleavings(prepare(project, 12, FAN_IN, parents_succeeded))
+    turns = run_fan_in(project, book, ("a", "b"))
+    assert turns == (2, 3)  # a: its arrival; b: its arrival, then the child's resolve
+    assert len(book.used) == 10  # C(5, 2) orderings
+
+
+def test_a_duplicate_completion_racing_the_original_enqueues_the_child_once(
+    emulator_stack: Any, unique_name: Callable[[str], str]
+) -> None:
+    """b's arrival is in; a's completion is delivered twice. The duplicate's arrival fails
+    and it finishes the decision a crash may have cut short, racing the original."""
+
+    async def setup(store: FirestoreStore, run_id: str) -> None:
+        await parents_succeeded(store, run_id)
+        assert await store.record_arrival(run_id, "child", "b") == 1
+
+    project = unique_name("dup")
+    book = Interleavings(prepare(project, 12, FAN_IN, setup))
+    turns = run_fan_in(project, book, ("a", "a"))
+    assert turns == (3, 2)
+    assert len(book.used) == 10
+    assert book.conflicts >= 10  # each duplicate arrival, plus resolves that raced

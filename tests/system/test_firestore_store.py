@@ -1,0 +1,498 @@
+"""FirestoreStore on the Firestore emulator: each transition's conditions, the fan-in,
+large values, big runs, the sweeper's queries, and the operations a node costs.
+
+Every test gets its own emulator project (a clean database) and its own AsyncClient.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import Counter
+from collections.abc import AsyncIterator, Callable, Sequence
+from typing import Any
+
+import pytest
+from google.cloud import firestore
+from test_utils.system import EmulatorCreds
+
+from agentgraph import names
+from agentgraph.backends.gcp.chunks import ChunkCorrupt
+from agentgraph.backends.gcp.firestore_docs import node_doc
+from agentgraph.backends.gcp.firestore_store import FirestoreStore
+from agentgraph.errors import IdempotencyConflict
+from agentgraph.ports import NodeError, NodeRecord, Outcome, RunRecord, Usage
+from agentgraph.status import NodeStatus, RunStatus
+
+pytestmark = pytest.mark.emulator
+
+S = NodeStatus
+_log = logging.getLogger(__name__)
+
+
+@pytest.fixture
+async def store(
+    emulator_stack: Any, unique_name: Callable[[str], str]
+) -> AsyncIterator[FirestoreStore]:
+    client = firestore.AsyncClient(project=unique_name("store"), credentials=EmulatorCreds())
+    yield FirestoreStore(client)
+    await client._firestore_api.transport.close()
+
+
+def make_run(
+    run_id: str,
+    nodes: dict[str, tuple[NodeStatus, Sequence[str]]],
+    *,
+    now: float | None = None,
+    **run_fields: Any,
+) -> tuple[RunRecord, list[NodeRecord]]:
+    """A run whose nodes start in the given statuses, `{id: (status, parents)}`."""
+    now = time.time() if now is None else now
+    children: dict[str, list[str]] = {n: [] for n in nodes}
+    for node_id, (_, parents) in nodes.items():
+        for parent in parents:
+            children[parent].append(node_id)
+    records = [
+        NodeRecord(run_id, node_id, status, list(parents), children[node_id])
+        for node_id, (status, parents) in nodes.items()
+    ]
+    counts = Counter(status.value for status, _ in nodes.values())
+    run = RunRecord(
+        run_id=run_id,
+        graph_name="test",
+        graph=run_fields.pop("graph", {"name": "test", "nodes": [{"id": n} for n in nodes]}),
+        input=run_fields.pop("input", None),
+        status=RunStatus.RUNNING,
+        created_at=now,
+        started_at=now,
+        node_count=len(nodes),
+        counts=dict(counts),
+        **run_fields,
+    )
+    return run, records
+
+
+async def assert_counts_match_nodes(store: FirestoreStore, run_id: str) -> None:
+    run = await store.get_run(run_id)
+    assert run is not None
+    actual = Counter(n.status.value for n in await store.list_nodes(run_id))
+    assert {k: v for k, v in run.counts.items() if v} == dict(actual)
+
+
+# ---- claim, finish, retry, requeue -------------------------------------------------------
+
+
+async def test_a_second_claim_of_the_same_attempt_gets_nothing_until_the_lease_expires(
+    store: FirestoreStore,
+) -> None:
+    run, nodes = make_run("r1", {"a": (S.READY, [])})
+    await store.create_run(run, nodes)
+    now = time.time()
+    first = await store.claim_node("r1", "a", 1, now, now + 30)
+    assert first is not None and first.status == S.RUNNING and first.executions == 1
+    assert await store.claim_node("r1", "a", 1, now + 1, now + 31) is None
+    assert await store.claim_node("r1", "a", 2, now + 1, now + 31) is None
+    taken = await store.claim_node("r1", "a", 1, now + 60, now + 90)
+    assert taken is not None and taken.executions == 2 and taken.lease_until == now + 90
+    events = [e for e in await store.list_events("r1") if e.node_id == "a"]
+    assert [e.message for e in events] == [None, "lease expired; taken over"]
+    await assert_counts_match_nodes(store, "r1")
+
+
+async def test_finish_applies_only_to_the_running_attempt_and_adds_usage_once(
+    store: FirestoreStore,
+) -> None:
+    run, nodes = make_run("r1", {"a": (S.READY, [])})
+    await store.create_run(run, nodes)
+    now = time.time()
+    assert await store.claim_node("r1", "a", 1, now, now + 30)
+    done = Outcome(S.SUCCEEDED, output={"b": [1, [2]], "a": None}, usage=Usage(3, 4, calls=1))
+    assert not await store.finish_node("r1", "a", 2, done, now + 1)
+    assert await store.finish_node("r1", "a", 1, done, now + 1)
+    assert not await store.finish_node("r1", "a", 1, done, now + 2)
+    node = await store.get_node("r1", "a")
+    assert node is not None and node.status == S.SUCCEEDED and node.duration_ms == 1000
+    assert node.output == {"b": [1, [2]], "a": None}  # arrays of arrays, key order kept
+    assert list(node.output) == ["b", "a"]
+    run_after = await store.get_run("r1")
+    assert run_after is not None and run_after.usage.input_tokens == 3
+    assert run_after.usage.calls == 1
+    await assert_counts_match_nodes(store, "r1")
+
+
+async def test_finish_from_another_process_reads_the_node_instead_of_the_claims_memory(
+    store: FirestoreStore,
+) -> None:
+    run, nodes = make_run("r1", {"a": (S.READY, [])})
+    await store.create_run(run, nodes)
+    now = time.time()
+    assert await store.claim_node("r1", "a", 1, now, now + 30)
+    await store.set_partial("r1", "a", 1, "so far")
+    other = FirestoreStore(store.client)
+    assert await other.finish_node("r1", "a", 1, Outcome(S.SUCCEEDED, output="x"), now + 1)
+    # The claimer's remembered state is stale now: its precondition fails, it re-reads.
+    assert not await store.finish_node("r1", "a", 1, Outcome(S.FAILED), now + 2)
+    node = await store.get_node("r1", "a")
+    assert node is not None and node.output == "x" and node.partial is None
+
+
+async def test_a_retry_moves_to_the_next_attempt_exactly_once(store: FirestoreStore) -> None:
+    run, nodes = make_run("r1", {"a": (S.READY, [])})
+    await store.create_run(run, nodes)
+    now = time.time()
+    assert await store.claim_node("r1", "a", 1, now, now + 30)
+    error = NodeError("Timeout", "slow", True, None, 1)
+    assert await store.schedule_retry("r1", "a", 1, error, now + 5, now, Usage(1, 1))
+    assert not await store.schedule_retry("r1", "a", 1, error, now + 5, now, Usage(1, 1))
+    assert not await store.requeue_node("r1", "a", 3, now + 5)
+    assert await store.requeue_node("r1", "a", 2, now + 5)
+    assert not await store.requeue_node("r1", "a", 2, now + 5)
+    assert await store.claim_node("r1", "a", 1, now + 6, now + 36) is None
+    claimed = await store.claim_node("r1", "a", 2, now + 6, now + 36)
+    assert claimed is not None and claimed.attempt == 2 and claimed.error is not None
+    kinds = [(e.kind, e.status, e.attempt) for e in await store.list_events("r1") if e.node_id]
+    assert kinds == [
+        ("node_status", "running", 1),
+        ("retry", "retrying", 1),
+        ("node_status", "ready", 2),
+        ("node_status", "running", 2),
+    ]
+    assert (await store.get_run("r1")).usage.input_tokens == 1  # type: ignore[union-attr]
+    await assert_counts_match_nodes(store, "r1")
+
+
+async def test_resolve_happens_only_from_an_expected_state(store: FirestoreStore) -> None:
+    run, nodes = make_run(
+        "r1", {"p": (S.SUCCEEDED, []), "w": (S.WAITING, ["p"]), "x": (S.WAITING, ["p"])}
+    )
+    await store.create_run(run, nodes)
+    now = time.time()
+    assert await store.resolve_node("r1", "w", S.READY, now)
+    assert not await store.resolve_node("r1", "w", S.READY, now)
+    assert not await store.resolve_node("r1", "w", S.SKIPPED, now, reason="nope")
+    assert await store.resolve_node(
+        "r1", "w", S.FAILED, now, reason="when: bad", expected=(S.READY,)
+    )
+    assert await store.resolve_node("r1", "x", S.SKIPPED, now, reason="condition_false")
+    w, x = await store.get_node("r1", "w"), await store.get_node("r1", "x")
+    assert w is not None and w.error is not None and w.error.type == "ConditionError"
+    assert w.error.message == "when: bad" and w.finished_at == now
+    assert x is not None and x.skip_reason == "condition_false"
+    await assert_counts_match_nodes(store, "r1")
+
+
+async def test_cancel_not_started_cancels_waiting_ready_and_retrying_nodes_only(
+    store: FirestoreStore,
+) -> None:
+    statuses = [S.WAITING, S.RUNNING, S.READY, S.SUCCEEDED, S.RETRYING, S.WAITING]
+    run, nodes = make_run("r1", {f"n{i}": (s, []) for i, s in enumerate(statuses)})
+    await store.create_run(run, nodes)
+    cancelled = await store.cancel_not_started("r1", time.time())
+    assert cancelled == ["n0", "n2", "n4", "n5"]
+    assert await store.cancel_not_started("r1", time.time()) == []
+    nodes_after = {n.node_id: n for n in await store.list_nodes("r1")}
+    assert nodes_after["n0"].skip_reason == "run_ended"
+    assert nodes_after["n1"].status == S.RUNNING
+    await assert_counts_match_nodes(store, "r1")
+
+
+async def test_cancelling_300_nodes_spans_batches_and_keeps_counts(store: FirestoreStore) -> None:
+    run, nodes = make_run("r1", {f"n{i:03d}": (S.WAITING, []) for i in range(300)})
+    await store.create_run(run, nodes)
+    assert len(await store.cancel_not_started("r1", time.time())) == 300
+    await assert_counts_match_nodes(store, "r1")
+
+
+async def test_run_status_changes_only_from_an_expected_status(store: FirestoreStore) -> None:
+    run, nodes = make_run("r1", {"a": (S.SUCCEEDED, [])})
+    await store.create_run(run, nodes)
+    assert not await store.set_run_status("r1", (RunStatus.PENDING,), RunStatus.FAILED, 1.0)
+    done = await store.set_run_status(
+        "r1", (RunStatus.RUNNING,), RunStatus.SUCCEEDED, 2.0, outputs={"a": [[1]]}
+    )
+    assert done
+    assert not await store.set_run_status(
+        "r1", (RunStatus.RUNNING,), RunStatus.CANCELLED, 3.0, error={"message": "late"}
+    )
+    after = await store.get_run("r1")
+    assert after is not None and after.status == RunStatus.SUCCEEDED
+    assert after.outputs == {"a": [[1]]} and after.finished_at == 2.0 and after.error is None
+    assert not await store.set_run_status("missing", (RunStatus.RUNNING,), RunStatus.FAILED, 1.0)
+
+
+async def test_a_run_status_change_wins_against_a_stream_of_counter_updates(
+    store: FirestoreStore,
+) -> None:
+    """The run document's update time moves with every node transition; the status
+    change retries on its precondition instead of locking the document."""
+    run, nodes = make_run("r1", {f"n{i}": (S.READY, []) for i in range(40)})
+    await store.create_run(run, nodes)
+    now = time.time()
+    claims = [store.claim_node("r1", f"n{i}", 1, now, now + 30) for i in range(40)]
+    change = store.set_run_status(
+        "r1", (RunStatus.RUNNING,), RunStatus.CANCELLED, now, error={"message": "stop"}
+    )
+    results = await asyncio.gather(change, *claims)
+    assert results[0] is True and all(results[1:])
+    after = await store.get_run("r1")
+    assert after is not None and after.status == RunStatus.CANCELLED
+    assert after.counts["running"] == 40 and after.counts["ready"] == 0
+
+
+# ---- creating runs -----------------------------------------------------------------------
+
+
+async def test_the_same_idempotency_key_returns_the_first_run(store: FirestoreStore) -> None:
+    first, nodes = make_run("r1", {"a": (S.READY, [])}, owner="alice", idempotency_key="k")
+    assert (await store.create_run(first, nodes)).run_id == "r1"
+    again, again_nodes = make_run("r2", {"a": (S.READY, [])}, owner="alice", idempotency_key="k")
+    assert (await store.create_run(again, again_nodes)).run_id == "r1"
+    bobs, bobs_nodes = make_run("r3", {"a": (S.READY, [])}, owner="bob", idempotency_key="k")
+    assert (await store.create_run(bobs, bobs_nodes)).run_id == "r3"
+    assert await store.get_run("r2") is None
+    assert {r.run_id for r in await store.list_runs()} == {"r1", "r3"}
+    assert [r.run_id for r in await store.list_runs(owner="alice")] == ["r1"]
+    assert len([e for e in await store.list_events("r1") if e.kind == "run_status"]) == 1
+
+
+class _DiesAfterHalfTheNodes(FirestoreStore):
+    """A creator that dies after writing the key and half of the node documents."""
+
+    async def _write_run(self, run: RunRecord, nodes: Sequence[NodeRecord]) -> None:
+        half = nodes[: len(nodes) // 2]
+        await self._create_nodes(
+            [
+                (self._node_ref(run.run_id, n.node_id), node_doc(n, run, i))
+                for i, n in enumerate(half)
+            ]
+        )
+        raise ConnectionError("function instance died")
+
+
+async def test_a_run_its_creator_left_half_written_is_finished_by_the_same_request(
+    store: FirestoreStore,
+) -> None:
+    spec = {f"n{i}": (S.READY, []) for i in range(6)}
+    run, nodes = make_run("r1", spec, owner="alice", idempotency_key="k", request_hash="h")
+    with pytest.raises(ConnectionError):
+        await _DiesAfterHalfTheNodes(store.client).create_run(run, nodes)
+    assert await store.get_run("r1") is None
+    # A node already written is never overwritten by the writer that finishes the run.
+    await store.client.document("runs/r1/nodes/n0").update({"executions": 7})
+    retry, retry_nodes = make_run("r2", spec, owner="alice", idempotency_key="k", request_hash="h")
+    finished = await store.create_run(retry, retry_nodes)
+    assert finished.run_id == "r1" and finished.node_count == 6
+    written = await store.list_nodes("r1")
+    assert [n.node_id for n in written] == [f"n{i}" for i in range(6)]
+    assert [n.executions for n in written] == [7, 0, 0, 0, 0, 0]
+    assert finished.counts == {"ready": 6}
+    other, other_nodes = make_run("r3", spec, owner="bob", idempotency_key="j", request_hash="x")
+    with pytest.raises(ConnectionError):
+        await _DiesAfterHalfTheNodes(store.client).create_run(other, other_nodes)
+    different, different_nodes = make_run(
+        "r4", spec, owner="bob", idempotency_key="j", request_hash="y"
+    )
+    with pytest.raises(IdempotencyConflict):
+        await store.create_run(different, different_nodes)
+
+
+async def test_a_2000_node_run_is_created_with_its_run_document_last(
+    store: FirestoreStore,
+) -> None:
+    spec: dict[str, tuple[NodeStatus, Sequence[str]]] = {"root": (S.READY, [])}
+    spec |= {f"n{i:04d}": (S.WAITING, ["root"]) for i in range(1999)}
+    graph = {"name": "big", "nodes": [{"id": n, "prompt": "x" * 500} for n in spec]}
+    run, nodes = make_run("big", spec, graph=graph)
+    began = time.monotonic()
+    await store.create_run(run, nodes)
+    elapsed = time.monotonic() - began
+    _log.warning("2000-node create_run: %.2f s, %s", elapsed, dict(store.stats))
+    stored = await store.get_run("big")
+    assert stored is not None and stored.graph == graph and stored.node_count == 2000
+    assert len(await store.list_nodes("big")) == 2000
+    assert stored.counts == {"ready": 1, "waiting": 1999}
+    assert elapsed < 30
+
+
+# ---- fan-in ------------------------------------------------------------------------------
+
+
+async def test_fifty_parents_and_ten_duplicate_deliveries_complete_the_child_once(
+    store: FirestoreStore,
+) -> None:
+    parents = [f"p{i:02d}" for i in range(50)]
+    spec: dict[str, tuple[NodeStatus, Sequence[str]]] = {p: (S.SUCCEEDED, []) for p in parents}
+    spec["child"] = (S.WAITING, parents)
+    run, nodes = make_run("r1", spec)
+    await store.create_run(run, nodes)
+    deliveries = parents + parents[:10]
+    counts = await asyncio.gather(*(store.record_arrival("r1", "child", p) for p in deliveries))
+    seen = [c for c in counts if c is not None]
+    assert sorted(seen) == list(range(1, 51)) and counts.count(None) == 10
+    child = await store.get_node("r1", "child")
+    assert child is not None and child.arrivals == 50
+
+
+# ---- large values ------------------------------------------------------------------------
+
+
+async def test_a_10_mb_output_round_trips_through_verified_chunks(store: FirestoreStore) -> None:
+    run, nodes = make_run("r1", {"a": (S.READY, []), "b": (S.WAITING, ["a"])})
+    await store.create_run(run, nodes)
+    now = time.time()
+    assert await store.claim_node("r1", "a", 1, now, now + 30)
+    # Multi-byte characters land on chunk boundaries; the JSON text is ~10 MB.
+    output = {"text": "ä€𝄞x" * 1_000_000, "tail": list(range(10))}
+    began = time.monotonic()
+    assert await store.finish_node("r1", "a", 1, Outcome(S.SUCCEEDED, output=output), now + 1)
+    written = time.monotonic() - began
+    node = await store.get_node("r1", "a")
+    elapsed = time.monotonic() - began
+    _log.warning("10 MB output: write %.2f s, write+read %.2f s", written, elapsed)
+    assert node is not None and node.output == output
+    assert (await store.get_outputs("r1", ["a"]))["a"].output == output
+    assert [n.output == output for n in await store.list_nodes("r1")] == [True, False]
+    raw = (await store.client.document("runs/r1/nodes/a").get()).to_dict()
+    assert raw["output_json"] is None and raw["output_ref"]["chunks"] >= 11
+    chunk = store.client.document(f"runs/r1/nodes/a/chunks/{raw['output_ref']['prefix']}-0003")
+    await chunk.update({"data": "tampered"})
+    with pytest.raises(ChunkCorrupt):
+        await store.get_node("r1", "a")
+
+
+async def test_a_large_input_and_graph_are_chunked_on_the_run(store: FirestoreStore) -> None:
+    big_input = {"code": "é" * 2_000_000}
+    graph = {"name": "g", "nodes": [{"id": "a", "prompt": "y" * 700_000}]}
+    run, nodes = make_run("r1", {"a": (S.READY, [])}, input=big_input, graph=graph)
+    await store.create_run(run, nodes)
+    stored = await store.get_run("r1")
+    assert stored is not None and stored.input == big_input and stored.graph == graph
+    raw = (await store.client.document("runs/r1").get()).to_dict()
+    assert raw["input_ref"] is not None and raw["input_json"] is None
+    outputs = {"a": "z" * 950_000}
+    assert await store.set_run_status(
+        "r1", (RunStatus.RUNNING,), RunStatus.SUCCEEDED, 1.0, outputs=outputs
+    )
+    assert (await store.get_run("r1")).outputs == outputs  # type: ignore[union-attr]
+
+
+# ---- events ------------------------------------------------------------------------------
+
+
+async def test_events_come_back_in_commit_order_and_after_skips_the_seen_ones(
+    store: FirestoreStore,
+) -> None:
+    run, nodes = make_run("r1", {"a": (S.READY, []), "b": (S.WAITING, ["a"])})
+    await store.create_run(run, nodes)
+    now = time.time()
+    await store.claim_node("r1", "a", 1, now, now + 30)
+    await store.finish_node("r1", "a", 1, Outcome(S.SUCCEEDED, output=1), now)
+    await store.resolve_node("r1", "b", S.READY, now)
+    events = await store.list_events("r1")
+    assert [(e.node_id, e.status) for e in events] == [
+        (None, "running"),
+        ("a", "running"),
+        ("a", "succeeded"),
+        ("b", "ready"),
+    ]
+    seqs = [e.seq for e in events]
+    assert all(isinstance(s, int) for s in seqs) and seqs == sorted(set(seqs))  # type: ignore[type-var]
+    assert [e.status for e in await store.list_events("r1", after=seqs[1])] == [
+        "succeeded",
+        "ready",
+    ]
+    assert await store.list_events("r1", after=seqs[-1]) == []
+
+
+# ---- concurrency and the sweeper ---------------------------------------------------------
+
+
+async def test_counts_stay_consistent_under_duplicate_deliveries(store: FirestoreStore) -> None:
+    run, nodes = make_run("r1", {f"n{i}": (S.READY, []) for i in range(20)})
+    await store.create_run(run, nodes)
+    now = time.time()
+
+    async def deliver(node_id: str) -> bool:
+        if await store.claim_node("r1", node_id, 1, now, now + 30) is None:
+            return False
+        outcome = Outcome(S.SUCCEEDED, output=node_id, usage=Usage(1, 1, calls=1))
+        return await store.finish_node("r1", node_id, 1, outcome, now + 1)
+
+    finished = await asyncio.gather(*(deliver(f"n{i % 20}") for i in range(60)))
+    assert finished.count(True) == 20
+    await assert_counts_match_nodes(store, "r1")
+    after = await store.get_run("r1")
+    assert after is not None and after.usage.calls == 20
+
+
+async def test_stale_nodes_are_those_a_dead_function_left_in_running_runs(
+    store: FirestoreStore,
+) -> None:
+    now = time.time()
+    spec = {
+        "lost_ready": (S.READY, []),
+        "expired": (S.READY, []),
+        "leased": (S.READY, []),
+        "due": (S.READY, []),
+        "fresh_ready": (S.WAITING, []),
+    }
+    for run_id in ("live", "ended"):
+        run, nodes = make_run(run_id, spec, now=now - 100)
+        await store.create_run(run, nodes)
+        await store.claim_node(run_id, "expired", 1, now - 100, now - 10)
+        await store.claim_node(run_id, "leased", 1, now - 100, now + 100)
+        await store.claim_node(run_id, "due", 1, now - 100, now + 100)
+        error = NodeError("Timeout", "t", True)
+        await store.schedule_retry(run_id, "due", 1, error, now - 70, now - 100)
+        await store.resolve_node(run_id, "fresh_ready", S.READY, now)
+    await store.set_run_status("ended", (RunStatus.RUNNING,), RunStatus.FAILED, now)
+    stale = await store.stale_nodes(now, grace_s=60)
+    assert sorted((n.run_id, n.node_id) for n in stale) == [
+        ("live", "due"),
+        ("live", "expired"),
+        ("live", "lost_ready"),
+    ]
+
+
+# ---- cost --------------------------------------------------------------------------------
+
+
+async def test_a_node_on_the_success_path_costs_two_reads_and_eleven_writes(
+    store: FirestoreStore,
+) -> None:
+    """claim 1 read + 3 writes, finish 0 + 3 (the claim remembers the node), arrival 0 +
+    2, resolve 1 + 3: node, run counters and event in each transition's one commit."""
+    run, nodes = make_run("r1", {"parent": (S.READY, []), "child": (S.WAITING, ["parent"])})
+    await store.create_run(run, nodes)
+    now = time.time()
+    steps: dict[str, tuple[int, int]] = {}
+
+    async def step(name: str, work: Any) -> Any:
+        before = Counter(store.stats)
+        result = await work
+        delta = Counter(store.stats)
+        delta.subtract(before)
+        steps[name] = (delta["reads"], delta["writes"])
+        return result
+
+    await step("claim", store.claim_node("r1", "parent", 1, now, now + 30))
+    await step("finish", store.finish_node("r1", "parent", 1, Outcome(S.SUCCEEDED, "o"), now))
+    await step("arrival", store.record_arrival("r1", "child", "parent"))
+    await step("resolve", store.resolve_node("r1", "child", S.READY, now))
+    _log.warning("ops per step (reads, writes): %s", steps)
+    assert steps == {
+        "claim": (1, 3),
+        "finish": (0, 3),
+        "arrival": (0, 2),
+        "resolve": (1, 3),
+    }
+
+
+def test_from_env_on_the_emulator_needs_the_project(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(names.ENV_FIRESTORE_EMULATOR, "127.0.0.1:1")
+    monkeypatch.delenv(names.ENV_PROJECT, raising=False)
+    with pytest.raises(ValueError, match=names.ENV_PROJECT):
+        FirestoreStore.from_env()
+    monkeypatch.setenv(names.ENV_PROJECT, "demo-x")
+    assert FirestoreStore.from_env().client.project == "demo-x"
