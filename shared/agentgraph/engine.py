@@ -326,19 +326,26 @@ class Engine:
         for child_id in node.children:
             child = graph[child_id]
             count = await self.store.record_arrival(run_id, child_id, node_id)
-            if count is None:  # duplicate: finish the decision a crash may have cut short
-                record = await self.store.get_node(run_id, child_id)
-                if (
-                    record is None
-                    or record.status != NodeStatus.WAITING
-                    or record.arrivals < len(child.parents)
-                ):
-                    continue
-            elif count < len(child.parents):
-                continue
-            await self._decide_child(run_id, context, child)
+            if count is None:  # duplicate: finish what a crash may have cut short
+                await self._finish_decision(run_id, context, child)
+            elif count >= len(child.parents):
+                await self._decide_child(run_id, context, child)
         if not node.children:
             await self._finish_run_if_done(run_id, context)
+
+    async def _finish_decision(self, run_id: str, context: _RunContext, child: Node) -> None:
+        """A repeated node-finished: the first delivery may have died after the last
+        arrival but before deciding the child, or after deciding it but before sending
+        the message the decision owes. Re-sending is safe: receivers are idempotent."""
+        record = await self.store.get_node(run_id, child.id)
+        if record is None:
+            return
+        if record.status == NodeStatus.WAITING and record.arrivals >= len(child.parents):
+            await self._decide_child(run_id, context, child)
+        elif record.status == NodeStatus.READY:
+            await self.dispatcher.node_ready(run_id, child.id, record.attempt, child.pool)
+        elif record.status in (NodeStatus.SKIPPED, NodeStatus.FAILED) and not record.executions:
+            await self.dispatcher.node_finished(run_id, child.id, record.status)
 
     async def _decide_child(self, run_id: str, context: _RunContext, child: Node) -> None:
         parents = await self.store.get_outputs(run_id, child.parents)

@@ -330,6 +330,50 @@ async def test_a_duplicate_node_finished_delivery_enqueues_the_child_once(harnes
     assert len(readies) == 1
 
 
+class _DiesBeforeSending:
+    """A dispatcher whose process dies once, right before sending a message about `node_id`:
+    the decision is written, the message it owes is not, the delivery is not acked."""
+
+    def __init__(self, inner: Any, node_id: str) -> None:
+        self.inner, self.node_id, self.died = inner, node_id, False
+
+    def _die_once(self, node_id: str) -> None:
+        if node_id == self.node_id and not self.died:
+            self.died = True
+            raise ConnectionResetError(f"the process died before sending about {node_id!r}")
+
+    async def node_ready(self, run_id: str, node_id: str, attempt: int, pool: str) -> None:
+        self._die_once(node_id)
+        await self.inner.node_ready(run_id, node_id, attempt, pool)
+
+    async def node_finished(self, run_id: str, node_id: str, status: S) -> None:
+        self._die_once(node_id)
+        await self.inner.node_finished(run_id, node_id, status)
+
+
+@pytest.mark.parametrize(
+    ("condition", "decided"), [("nodes.a.output == 1", S.READY), ("nodes.a.output == 2", S.SKIPPED)]
+)
+async def test_a_redelivered_node_finished_sends_what_a_crash_after_the_decision_lost(
+    harness: Harness, condition: str, decided: NodeStatus
+) -> None:
+    harness.engine.dispatcher = _DiesBeforeSending(harness.engine.dispatcher, "child")
+    started = await harness.start(
+        graph(
+            const("a", 1),
+            const("child", 2, ["a"], when=condition),
+            const("tail", 3, ["child"]),
+        )
+    )
+    await harness.until(started.run_id, lambda n: n["child"].status == decided)
+    await harness.engine.complete(started.run_id, "a", S.SUCCEEDED)  # the redelivery
+    run = await harness.wait(started.run_id)
+    nodes = await harness.nodes(run.run_id)
+    assert run.status == RunStatus.SUCCEEDED
+    assert nodes["tail"].status == (S.SUCCEEDED if decided == S.READY else S.SKIPPED)
+    assert harness.calls["child"] == (1 if decided == S.READY else 0)
+
+
 async def test_a_crash_mid_run_resumes_without_rerunning_finished_nodes(harness: Harness) -> None:
     started = await harness.start(
         graph(
