@@ -68,3 +68,30 @@ class ToolFailed(AgentgraphError):
 
 class RetryableToolError(AgentgraphError):
     """Raise from a tool to ask for a retry with backoff (e.g. a flaky HTTP call)."""
+
+
+class RequestInvalid(_Problems):
+    """An API request body that is not what the endpoint takes (shape, types, JSON)."""
+
+    what = "invalid request"
+
+
+class GraphNotFound(AgentgraphError):
+    def __init__(self, graph_id: str, version: int | None = None) -> None:
+        which = f"version {version} of graph {graph_id!r}" if version else f"graph {graph_id!r}"
+        super().__init__(f"no {which}")
+        self.graph_id = graph_id
+        self.version = version
+
+
+class AuthError(AgentgraphError):
+    """The caller could not be authenticated (HTTP 401): no, malformed or invalid token."""
+
+
+class Forbidden(AgentgraphError):
+    """The caller is known but may not do this (HTTP 403)."""
+
+
+class AuthMisconfigured(AgentgraphError):
+    """The deployment's auth settings are unsafe or incomplete (e.g. auth off outside the
+    emulators); every request fails until the environment is fixed."""

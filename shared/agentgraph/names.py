@@ -84,3 +84,15 @@ ENV_TOOLS = "AGENTGRAPH_TOOLS"  # comma-separated modules whose @tool functions 
 # Pull subscription on the dead-letter topic: keeps dead-lettered messages for inspection
 # (a topic without subscriptions drops what is published to it). Created by infra/.
 SUBSCRIPTION_DEAD_LETTER = "agentgraph-dead-letter"
+
+# The pool an exec function serves. Set on exec-<pool> where push subscriptions are not
+# filtered (the Pub/Sub emulator of gcloud 528 ignores filters): the function then acks and
+# ignores node-ready messages of other pools. Unset = serve whatever arrives.
+ENV_POOL = "AGENTGRAPH_POOL"
+
+# Google identities (uid or email, comma-separated) the api treats as admins, besides Firebase
+# tokens with the custom claim admin: true. Set by infra/ from its api_admins variable.
+ENV_ADMINS = "AGENTGRAPH_ADMINS"
+
+# Audiences the api accepts on Google ID tokens (comma-separated); default: the request URL.
+ENV_API_AUDIENCE = "AGENTGRAPH_API_AUDIENCE"

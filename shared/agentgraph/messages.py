@@ -1,0 +1,128 @@
+"""The messages between functions, as pydantic models: one definition for both ends.
+
+Messages carry ids only, never payloads (DESIGN.md): the state they refer to is in the
+store, so a message can be repeated, reordered or replayed without carrying stale data.
+The publishers (`backends/gcp/pubsub_dispatcher.py`, `cloud_tasks_retries.py`) encode with
+these models and the functions decode with them, so the two ends cannot disagree.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from agentgraph.model import NAME_PATTERN, NODE_ID_PATTERN
+from agentgraph.status import NodeStatus
+
+RUN_ID_PATTERN = r"^[A-Za-z0-9_-]{1,128}$"
+M = TypeVar("M", bound=BaseModel)
+ONE_GRAPH = "give exactly one of 'graph' (a definition) or 'graph_id' (a stored graph)"
+
+
+class _Message(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    def to_bytes(self) -> bytes:
+        return self.model_dump_json().encode()
+
+
+class NodeReady(_Message):
+    """node-ready: run one attempt of one node (Pub/Sub data, and the Cloud Tasks body)."""
+
+    run_id: str = Field(pattern=RUN_ID_PATTERN)
+    node_id: str = Field(pattern=NODE_ID_PATTERN)
+    attempt: int = Field(ge=1, le=1000)
+
+
+class NodeFinished(_Message):
+    """node-finished: a node reached a final status; the fan-in takes it from here."""
+
+    run_id: str = Field(pattern=RUN_ID_PATTERN)
+    node_id: str = Field(pattern=NODE_ID_PATTERN)
+    status: NodeStatus
+
+
+class RunRequest(BaseModel):
+    """A request to start a run: the body of POST /runs and of a run-requests message.
+
+    Either `graph` (the definition inline) or `graph_id` (a stored graph, latest version
+    unless `version` is given).
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    graph: dict[str, Any] | None = None
+    graph_id: str | None = Field(None, pattern=NAME_PATTERN)
+    version: int | None = Field(None, ge=1)
+    input: Any = None
+
+    @model_validator(mode="after")
+    def _one_graph(self) -> RunRequest:
+        if (self.graph is None) == (self.graph_id is None):
+            raise ValueError(ONE_GRAPH)
+        if self.version is not None and self.graph_id is None:
+            raise ValueError("'version' goes with 'graph_id'")
+        return self
+
+
+class EventRunRequest(RunRequest):
+    """A run-requests message may name the owner the run is started for."""
+
+    owner: str | None = Field(None, min_length=1, max_length=256)
+
+
+@dataclass(frozen=True)
+class PubSubMessage:
+    """The parts of a Pub/Sub push CloudEvent that the functions use."""
+
+    message_id: str
+    data: bytes
+    attributes: Mapping[str, str]
+
+
+class MalformedMessage(ValueError):
+    """A message that no redelivery can fix: it is logged and acked, never retried."""
+
+
+def pubsub_message(event_data: Any) -> PubSubMessage:
+    """Unwrap `data.message` of a `google.cloud.pubsub.topic.v1.messagePublished` event."""
+    if not isinstance(event_data, Mapping) or not isinstance(event_data.get("message"), Mapping):
+        raise MalformedMessage(
+            f"expected a Pub/Sub CloudEvent with data.message, found {type(event_data).__name__}"
+        )
+    message = event_data["message"]
+    message_id = str(message.get("messageId") or message.get("message_id") or "?")
+    raw = message.get("data") or ""
+    try:
+        data = base64.b64decode(raw, validate=True) if raw else b""
+    except (binascii.Error, ValueError, TypeError) as exc:
+        raise MalformedMessage(f"message {message_id}: data is not base64: {exc}") from exc
+    attributes = message.get("attributes") or {}
+    if not isinstance(attributes, Mapping):
+        attributes = {}
+    return PubSubMessage(message_id, data, {str(k): str(v) for k, v in attributes.items()})
+
+
+def decode(model: type[M], data: bytes | str, what: str = "message") -> M:
+    """Parse and validate JSON into `model`, or raise MalformedMessage saying what is wrong."""
+    try:
+        value = json.loads(data)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise MalformedMessage(f"{what}: not JSON: {exc}") from exc
+    try:
+        return model.model_validate(value)
+    except ValidationError as exc:
+        raise MalformedMessage(f"{what}: {_problems(exc)}") from exc
+
+
+def _problems(exc: ValidationError) -> str:
+    return "; ".join(
+        f"{'.'.join(str(p) for p in error['loc']) or 'body'}: {error['msg']}"
+        for error in exc.errors()
+    )

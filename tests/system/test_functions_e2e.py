@@ -1,0 +1,489 @@
+"""End to end through the deployed shape: every function under functions-framework, fed by
+Pub/Sub push subscriptions and Cloud Tasks on the emulators, driven through the HTTP API.
+
+The functions run in their own processes exactly as `python -m emulator.stack` runs them
+(emulator/stack.py), in a project of their own on the session's emulators so nothing else
+the session publishes reaches them. Executions are counted twice: by the store
+(`executions`, the events) and by the tools themselves (a marker file per test).
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import time
+import uuid
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from test_utils.system import EmulatorCreds
+
+from agentgraph import names
+from emulator import harness
+from emulator.stack import Stack
+
+pytestmark = [pytest.mark.emulator, pytest.mark.slow]
+
+PROJECT = "e2e-agentgraph"
+TOOLS = Path(__file__).with_name("e2e_tools.py")
+TERMINAL = ("succeeded", "failed", "cancelled")
+
+
+# ---- fixtures ---------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def stack(
+    emulator_stack: harness.EmulatorStack, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Stack]:
+    """Every function, the Gemini stub and the subscriptions, once for this module."""
+    with Stack(
+        emulators=emulator_stack,
+        project=PROJECT,
+        pools=("default", "gpu"),
+        tools=[str(TOOLS)],
+        log_dir=tmp_path_factory.mktemp("e2e-logs"),
+        sweep_every_s=None,
+    ) as running:
+        yield running
+
+
+@pytest.fixture(scope="module")
+def api(stack: Stack) -> Iterator[httpx.Client]:
+    with httpx.Client(base_url=stack.api_url, timeout=60) as client:
+        yield client
+
+
+@pytest.fixture
+def marker(tmp_path: Path) -> Path:
+    return tmp_path / "executions.txt"
+
+
+@pytest.fixture(scope="module")
+def firestore_e2e(stack: Stack) -> Iterator[Any]:
+    from google.cloud import firestore
+
+    client = firestore.Client(project=PROJECT, credentials=EmulatorCreds())
+    yield client
+    client.close()
+
+
+# ---- helpers ------------------------------------------------------------------------------
+
+
+def executions(marker: Path) -> Counter[str]:
+    return Counter(marker.read_text().split()) if marker.exists() else Counter()
+
+
+def value_node(node_id: str, marker: Path, after: list[str] | None = None, **extra: Any) -> dict:
+    return {
+        "id": node_id,
+        "after": after or [],
+        "tool": "e2e_value",
+        "args": {"value": node_id, "marker": str(marker), "key": node_id},
+        **extra,
+    }
+
+
+def start(api: httpx.Client, graph: dict, input: Any = None, **headers: str) -> dict:
+    response = api.post("/runs", json={"graph": graph, "input": input}, headers=headers)
+    assert response.status_code == 201, response.text
+    return dict(response.json())
+
+
+def wait_run(api: httpx.Client, run_id: str, timeout: float = 60) -> dict:
+    """Poll GET /runs/{id} until the run has ended (and its nodes settled)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        run = api.get(f"/runs/{run_id}").json()
+        if run["status"] in TERMINAL:
+            return dict(run)
+        assert time.monotonic() < deadline, f"run {run_id} still {run['status']}: {run['counts']}"
+        time.sleep(0.1)
+
+
+def events(api: httpx.Client, run_id: str) -> list[dict]:
+    return list(api.get(f"/runs/{run_id}/events").json()["events"])
+
+
+def nodes_of(run: dict) -> dict[str, dict]:
+    return {n["id"]: n for n in run["nodes"]}
+
+
+def envelope(data: bytes, message_id: str, **attributes: str) -> dict:
+    """A Pub/Sub push request body, as the push subscription sends it."""
+    return {
+        "message": {
+            "data": base64.b64encode(data).decode(),
+            "attributes": attributes,
+            "messageId": message_id,
+            "publishTime": "2026-01-01T00:00:00Z",
+        },
+        "subscription": f"projects/{PROJECT}/subscriptions/test",
+    }
+
+
+def log_of(stack: Stack, function: str) -> str:
+    path = stack.servers[function].log_path
+    assert path is not None
+    return path.read_text(errors="replace")
+
+
+# ---- runs ---------------------------------------------------------------------------------
+
+
+def test_a_diamond_runs_every_node_once_and_ends_with_the_sinks_output(
+    api: httpx.Client, marker: Path
+) -> None:
+    graph = {
+        "name": "diamond",
+        "nodes": [
+            value_node("top", marker),
+            value_node("left", marker, ["top"]),
+            value_node("right", marker, ["top"]),
+            {
+                "id": "bottom",
+                "after": ["left", "right"],
+                "tool": "e2e_value",
+                "args": {
+                    "value": "{{ [nodes.left.output, nodes.right.output] }}",
+                    "marker": str(marker),
+                    "key": "bottom",
+                },
+            },
+        ],
+    }
+    run = wait_run(api, start(api, graph)["run_id"])
+
+    assert run["status"] == "succeeded", run
+    assert run["outputs"] == {"bottom": ["left", "right"]}
+    assert {n["id"]: n["executions"] for n in run["nodes"]} == dict.fromkeys(
+        ["top", "left", "right", "bottom"], 1
+    )
+    assert executions(marker) == Counter(top=1, left=1, right=1, bottom=1)
+
+
+def test_a_child_of_50_parents_finishing_together_is_executed_exactly_once(
+    api: httpx.Client, marker: Path, firestore_e2e: Any
+) -> None:
+    parents = [value_node(f"p{i:02d}", marker) for i in range(50)]
+    child = value_node("child", marker, [p["id"] for p in parents])
+    run = wait_run(api, start(api, {"name": "fan-in", "nodes": [*parents, child]})["run_id"])
+
+    assert run["status"] == "succeeded", run["counts"]
+    assert executions(marker)["child"] == 1
+    assert nodes_of(run)["child"]["executions"] == 1
+    child_ref = (
+        firestore_e2e.collection(names.COLLECTION_RUNS)
+        .document(run["run_id"])
+        .collection(names.COLLECTION_NODES)
+        .document("child")
+    )
+    assert child_ref.get().get("arrivals") == 50
+    assert len(list(child_ref.collection(names.COLLECTION_ARRIVALS).stream())) == 50
+    child_events = [e for e in events(api, run["run_id"]) if e["node_id"] == "child"]
+    assert [e["status"] for e in child_events] == ["ready", "running", "succeeded"]
+
+
+def test_each_pool_runs_only_its_own_nodes(api: httpx.Client, marker: Path) -> None:
+    """The emulator does not filter subscriptions, so both executors get every message:
+    each must run its own pool's nodes and ack the others unrun."""
+    graph = {
+        "name": "pools",
+        "nodes": [
+            {"id": "cpu", "tool": "e2e_pool", "args": {"marker": str(marker), "key": "cpu"}},
+            {
+                "id": "gpu",
+                "pool": "gpu",
+                "after": ["cpu"],
+                "tool": "e2e_pool",
+                "args": {"marker": str(marker), "key": "gpu"},
+            },
+        ],
+    }
+    run = wait_run(api, start(api, graph)["run_id"])
+
+    assert run["status"] == "succeeded"
+    assert {n["id"]: n["output"] for n in run["nodes"]} == {"cpu": "default", "gpu": "gpu"}
+    assert executions(marker) == Counter(cpu=1, gpu=1)
+
+
+def test_every_message_delivered_twice_still_executes_each_attempt_once(
+    api: httpx.Client, stack: Stack, marker: Path
+) -> None:
+    """A second push subscription on each topic: every node-ready and node-finished
+    message reaches its function twice, concurrently."""
+    stack.add_push_subscription("e2e-dup-ready", names.TOPIC_NODE_READY, "exec-default")
+    stack.add_push_subscription("e2e-dup-finished", names.TOPIC_NODE_FINISHED, "complete")
+    try:
+        graph = {
+            "name": "twice",
+            "nodes": [
+                value_node("a", marker),
+                value_node("b", marker),
+                value_node("c", marker, ["a", "b"]),
+                value_node("d", marker, ["c"]),
+                value_node("e", marker, ["c"]),
+                value_node("f", marker, ["d", "e"]),
+            ],
+        }
+        run = wait_run(api, start(api, graph)["run_id"])
+        time.sleep(1.0)  # let the late duplicates arrive and be turned away
+        run = api.get(f"/runs/{run['run_id']}").json()
+    finally:
+        stack.remove_push_subscription("e2e-dup-ready")
+        stack.remove_push_subscription("e2e-dup-finished")
+
+    assert run["status"] == "succeeded"
+    assert executions(marker) == Counter(dict.fromkeys("abcdef", 1))
+    assert all(n["executions"] == 1 for n in run["nodes"]), run["nodes"]
+    timeline = events(api, run["run_id"])
+    finished = Counter(
+        e["node_id"] for e in timeline if e["kind"] == "node_status" and e["status"] == "succeeded"
+    )
+    assert finished == Counter(dict.fromkeys("abcdef", 1)), "each output recorded once"
+    assert [e["status"] for e in timeline if e["kind"] == "run_status"] == [
+        "running",
+        "succeeded",
+    ]
+
+
+def test_a_retryable_failure_comes_back_through_cloud_tasks_with_growing_delays(
+    api: httpx.Client, stack: Stack
+) -> None:
+    graph = {
+        "name": "flaky-model",
+        "nodes": [
+            {
+                "id": "ask",
+                # The stub answers 503 to the first two calls of this conversation.
+                "model": "gemini-2.5-flash~fail=2x503",
+                "prompt": "hello {{ input.nonce }}",
+                "retry": {
+                    "max_attempts": 3,
+                    "initial_delay_s": 1,
+                    "multiplier": 2,
+                    "max_delay_s": 10,
+                    "jitter": False,
+                },
+            }
+        ],
+    }
+    nonce = uuid.uuid4().hex
+    run = wait_run(api, start(api, graph, {"nonce": nonce})["run_id"])
+
+    assert run["status"] == "succeeded", run
+    assert run["outputs"] == {"ask": f"[gemini-2.5-flash] hello {nonce}"}
+    assert nodes_of(run)["ask"]["attempts"] == 3
+    timeline = events(api, run["run_id"])
+    failed_at = {e["attempt"]: e["at"] for e in timeline if e["kind"] == "retry"}
+    ready_at = {
+        e["attempt"]: e["at"] for e in timeline if e["status"] == "ready" and e["attempt"] > 1
+    }
+    assert sorted(failed_at) == [1, 2] and sorted(ready_at) == [2, 3]
+    first_wait = ready_at[2] - failed_at[1]
+    second_wait = ready_at[3] - failed_at[2]
+    assert first_wait >= 1.0, "the task was not delivered before its schedule_time"
+    assert second_wait >= 2.0
+    assert second_wait > first_wait, (first_wait, second_wait)
+
+    # A task delivered again (Cloud Tasks is at-least-once) finds its work done.
+    repeat = {"run_id": run["run_id"], "node_id": "ask", "attempt": 2}
+    assert httpx.post(stack.url("retry") + "/", json=repeat).status_code == 200
+    assert events(api, run["run_id"]) == timeline
+
+
+def test_cancelling_mid_run_stops_what_has_not_started(api: httpx.Client, marker: Path) -> None:
+    graph = {
+        "name": "cancel-me",
+        "nodes": [
+            {
+                "id": "slow",
+                "tool": "e2e_sleep",
+                "args": {"seconds": 2.5, "marker": str(marker), "key": "slow"},
+            },
+            value_node("after", marker, ["slow"]),
+        ],
+    }
+    run_id = start(api, graph)["run_id"]
+    deadline = time.monotonic() + 20
+    while nodes_of(api.get(f"/runs/{run_id}").json())["slow"]["status"] != "running":
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+
+    cancelled = api.post(f"/runs/{run_id}/cancel")
+    again = api.post(f"/runs/{run_id}/cancel")
+    time.sleep(3.5)  # the running node finishes its call; nothing may start after it
+    run = api.get(f"/runs/{run_id}").json()
+
+    assert (cancelled.status_code, cancelled.json()["cancelled"]) == (200, True)
+    assert (again.status_code, again.json()["cancelled"]) == (200, False)
+    assert run["status"] == "cancelled"
+    assert nodes_of(run)["after"]["status"] == "cancelled"
+    assert nodes_of(run)["after"]["executions"] == 0
+    assert executions(marker) == Counter(slow=1)
+
+
+def test_start_from_event_makes_one_run_per_message_even_when_redelivered(
+    api: httpx.Client, stack: Stack, marker: Path
+) -> None:
+    owner = f"event-{uuid.uuid4().hex[:8]}"
+    body = json.dumps(
+        {"graph": {"name": "evented", "nodes": [value_node("only", marker)]}, "owner": owner}
+    ).encode()
+    publisher = harness.publisher_client(stack.emulators.pubsub.host)
+    try:
+        topic = publisher.topic_path(PROJECT, names.TOPIC_RUN_REQUESTS)
+        message_id = publisher.publish(topic, body).result(timeout=30)
+    finally:
+        publisher.stop()
+    deadline = time.monotonic() + 30
+    while not (runs := api.get("/runs", params={"owner": owner}).json()["runs"]):
+        assert time.monotonic() < deadline, "no run from the run-requests message"
+        time.sleep(0.1)
+    # The same message pushed again (a redelivery) finds its run.
+    push = stack.push_endpoint("start_from_event", names.TOPIC_RUN_REQUESTS)
+    assert httpx.post(push, json=envelope(body, message_id)).status_code == 200
+    run = wait_run(api, runs[0]["run_id"])
+
+    assert run["status"] == "succeeded"
+    assert [r["run_id"] for r in api.get("/runs", params={"owner": owner}).json()["runs"]] == [
+        run["run_id"]
+    ]
+    assert executions(marker) == Counter(only=1)
+
+
+def test_sweep_answers_how_many_messages_it_sent(stack: Stack) -> None:
+    response = httpx.post(stack.url("sweep") + "/")
+
+    assert response.status_code == 200
+    assert isinstance(response.json()["dispatched"], int)
+
+
+# ---- the API's answers ---------------------------------------------------------------------
+
+
+def test_post_runs_with_an_idempotency_key_is_safe_to_repeat(
+    api: httpx.Client, marker: Path
+) -> None:
+    body = {"graph": {"name": "once", "nodes": [value_node("x", marker)]}}
+    key = {"Idempotency-Key": str(uuid.uuid4())}
+
+    first = api.post("/runs", json=body, headers=key)
+    second = api.post("/runs", json=body, headers=key)
+    other = api.post("/runs", json={**body, "input": {"changed": True}}, headers=key)
+    wait_run(api, first.json()["run_id"])
+
+    assert (first.status_code, second.status_code, other.status_code) == (201, 200, 409)
+    assert second.json()["run_id"] == first.json()["run_id"]
+    assert other.json()["error"]["code"] == "idempotency_conflict"
+    assert executions(marker) == Counter(x=1)
+
+
+def test_an_invalid_request_is_a_400_listing_every_problem(api: httpx.Client) -> None:
+    graph = {
+        "name": "broken",
+        "input": {"type": "object", "required": ["code"]},
+        "nodes": [
+            {"id": "a", "tool": "no_such_tool"},
+            {"id": "b", "after": ["a", "ghost"], "prompt": "{{ nodes.c.output }}", "model": "echo"},
+            {"id": "c", "after": ["d"], "prompt": "x", "model": "echo"},
+            {"id": "d", "after": ["c"], "prompt": "y", "model": "echo", "timeout_s": 0},
+        ],
+    }
+    response = api.post("/runs", json={"graph": graph, "input": {}})
+
+    assert response.status_code == 400
+    error = response.json()["error"]
+    assert error["code"] == "invalid_graph"
+    found = {(p["path"], p["node_id"]) for p in error["details"]}
+    assert found == {
+        ("graph.nodes[0].tool", "a"),  # unknown tool
+        ("graph.nodes[1].after[1]", "b"),  # unknown parent
+        ("graph.nodes[1].prompt", "b"),  # reads a node that is not an ancestor
+        ("graph.nodes[2].after", "c"),  # waits for a node that did not validate
+        ("graph.nodes[3].timeout_s", "d"),  # out of range
+    }
+    assert error["message"] == "invalid graph: 5 problems"
+
+
+def test_unknown_runs_and_routes_are_404_wrong_methods_405_and_big_bodies_413(
+    api: httpx.Client,
+) -> None:
+    unknown_run = api.get("/runs/20990101-000000-deadbeef")
+    unknown_route = api.get("/nope")
+    wrong_method = api.delete("/runs")
+    too_big = api.post(
+        "/runs", content=b" " * (11 * 1024 * 1024 + 1), headers={"Content-Type": "application/json"}
+    )
+
+    assert unknown_run.status_code == 404 and unknown_run.json()["error"]["code"] == "not_found"
+    assert unknown_route.status_code == 404
+    assert wrong_method.status_code == 405 and wrong_method.headers["Allow"] == "GET, POST"
+    assert too_big.status_code == 413
+    assert too_big.json()["error"]["code"] == "payload_too_large"
+
+
+def test_health_and_openapi(api: httpx.Client) -> None:
+    assert api.get("/healthz").json() == {"status": "ok"}
+    spec = api.get("/openapi.json").json()
+    assert spec["openapi"].startswith("3.1")
+    assert {"/runs", "/runs/{run_id}", "/runs/{run_id}/cancel", "/graphs"} <= set(spec["paths"])
+
+
+# ---- messages no redelivery can fix --------------------------------------------------------
+
+
+def test_malformed_cloud_events_are_acked_and_logged_with_their_message_id(
+    stack: Stack,
+) -> None:
+    push = stack.push_endpoint("exec-default", names.TOPIC_NODE_READY)
+    cases = {
+        "bad-json": b"not json",
+        "bad-fields": json.dumps({"run_id": "r", "node_id": "n"}).encode(),
+        "bad-types": json.dumps({"run_id": "r", "node_id": "n", "attempt": "x"}).encode(),
+        "bad-empty": b"",
+    }
+    answers = {
+        mid: httpx.post(push, json=envelope(data, mid, pool="default")).status_code
+        for mid, data in cases.items()
+    }
+    not_base64 = envelope(b"", "bad-base64")
+    not_base64["message"]["data"] = "%%% not base64 %%%"
+    answers["bad-base64"] = httpx.post(push, json=not_base64).status_code
+    complete = stack.push_endpoint("complete", names.TOPIC_NODE_FINISHED)
+    answers["bad-status"] = httpx.post(
+        complete,
+        json=envelope(
+            json.dumps({"run_id": "r", "node_id": "n", "status": "??"}).encode(), "bad-status"
+        ),
+    ).status_code
+
+    retry = httpx.post(stack.url("retry") + "/", content=b"{not json")
+    answers["retry"] = 200 if retry.status_code == 202 else retry.status_code
+
+    assert set(answers.values()) == {200}, answers
+    assert "dropped" in retry.json()
+    logs = log_of(stack, "exec-default") + log_of(stack, "complete")
+    for message_id in [*cases, "bad-base64", "bad-status"]:
+        assert f"malformed message {message_id} acked and dropped" in logs, message_id
+
+
+def test_a_malformed_message_through_pubsub_is_acked_not_redelivered(stack: Stack) -> None:
+    publisher = harness.publisher_client(stack.emulators.pubsub.host)
+    try:
+        topic = publisher.topic_path(PROJECT, names.TOPIC_NODE_READY)
+        message_id = publisher.publish(topic, b"{garbage", pool="default").result(timeout=30)
+    finally:
+        publisher.stop()
+    deadline = time.monotonic() + 10
+    while f"malformed message {message_id}" not in log_of(stack, "exec-default"):
+        assert time.monotonic() < deadline, "the message never reached exec"
+        time.sleep(0.1)
+    time.sleep(2.0)  # a non-2xx answer would have been redelivered by now
+
+    assert log_of(stack, "exec-default").count(f"malformed message {message_id}") == 1
