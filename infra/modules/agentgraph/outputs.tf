@@ -1,0 +1,64 @@
+output "api_url" {
+  description = "URL of the api function (callers need roles/run.invoker: var.allowed_invokers)."
+  value       = google_cloudfunctions2_function.api.service_config[0].uri
+}
+
+output "function_urls" {
+  description = "URL of every function, by function name."
+  value = merge(
+    { for pool, f in google_cloudfunctions2_function.exec : f.name => f.service_config[0].uri },
+    {
+      (google_cloudfunctions2_function.api.name)              = google_cloudfunctions2_function.api.service_config[0].uri
+      (google_cloudfunctions2_function.complete.name)         = google_cloudfunctions2_function.complete.service_config[0].uri
+      (google_cloudfunctions2_function.retry.name)            = google_cloudfunctions2_function.retry.service_config[0].uri
+      (google_cloudfunctions2_function.start_from_event.name) = google_cloudfunctions2_function.start_from_event.service_config[0].uri
+      (google_cloudfunctions2_function.sweep.name)            = google_cloudfunctions2_function.sweep.service_config[0].uri
+    },
+  )
+}
+
+output "retry_url" {
+  description = "Where Cloud Tasks POSTs delayed retries (AGENTGRAPH_RETRY_URL of the exec functions)."
+  value       = google_cloudfunctions2_function.retry.service_config[0].uri
+}
+
+output "topics" {
+  description = "Pub/Sub topic ids, by topic name."
+  value       = local.topic_ids
+}
+
+output "run_requests_topic" {
+  description = "Publish {graph, input, ...} here to start a run without calling the api."
+  value       = google_pubsub_topic.run_requests.id
+}
+
+output "dead_letter_subscription" {
+  description = "Pull subscription that keeps dead-lettered messages for 7 days."
+  value       = google_pubsub_subscription.dead_letter.id
+}
+
+output "retry_queue" {
+  description = "Cloud Tasks queue id of delayed retries."
+  value       = google_cloud_tasks_queue.retries.id
+}
+
+output "firestore_database" {
+  description = "Firestore database id (AGENTGRAPH_FIRESTORE_DATABASE)."
+  value       = google_firestore_database.db.name
+}
+
+output "service_accounts" {
+  description = "Service account email of each function role, plus the invoker and build accounts."
+  value = merge(
+    { for role, sa in google_service_account.runtime : role => sa.email },
+    {
+      invoker = google_service_account.invoker.email
+      build   = google_service_account.build.email
+    },
+  )
+}
+
+output "source_bucket" {
+  description = "Bucket that holds the uploaded function source archives."
+  value       = google_storage_bucket.source.name
+}

@@ -1,0 +1,156 @@
+variable "project" {
+  description = "Google Cloud project id that hosts agentgraph."
+  type        = string
+}
+
+variable "region" {
+  description = "Region of the functions, the Cloud Tasks queue, the scheduler job and the source bucket (e.g. europe-west1)."
+  type        = string
+}
+
+variable "pools" {
+  description = <<-EOT
+    Executor pools: one exec-<pool> function and one push subscription filtered on the node-ready
+    attribute pool=<pool> per entry. memory is a Cloud Run memory string ("512Mi", "1Gi"),
+    timeout_s the function timeout (the subscription's ack deadline is min(timeout_s, 600)),
+    max_instances caps the pool's parallelism (and so its Gemini spend rate), concurrency is the
+    number of nodes one instance runs at once (node work is mostly waiting on Gemini). cpu is
+    optional; it defaults to "1" when concurrency > 1 (Cloud Run requires a whole CPU for that).
+    max_concurrency optionally caps concurrent model calls per instance, per model
+    (AGENTGRAPH_MAX_CONCURRENCY, e.g. "gemini-2.5-pro=4,*=16"); empty means the code's default.
+  EOT
+  type = map(object({
+    memory          = string
+    timeout_s       = number
+    max_instances   = number
+    concurrency     = number
+    cpu             = optional(string)
+    max_concurrency = optional(string, "")
+  }))
+  default = {
+    default = {
+      memory        = "512Mi"
+      timeout_s     = 540
+      max_instances = 20
+      concurrency   = 8
+    }
+  }
+
+  validation {
+    condition     = length(var.pools) > 0
+    error_message = "pools must name at least one pool (the graphs' default pool is \"default\")."
+  }
+  validation {
+    condition     = alltrue([for name in keys(var.pools) : can(regex("^[a-z][a-z0-9-]{0,40}$", name))])
+    error_message = "Each pool name must match ^[a-z][a-z0-9-]{0,40}$: it becomes the function name exec-<pool>."
+  }
+  validation {
+    condition     = alltrue([for p in values(var.pools) : p.timeout_s >= 10 && p.timeout_s <= 3600])
+    error_message = "Each pool's timeout_s must be between 10 and 3600 seconds (HTTP functions of gen2)."
+  }
+  validation {
+    condition     = alltrue([for p in values(var.pools) : p.max_instances >= 1 && p.concurrency >= 1 && p.concurrency <= 1000])
+    error_message = "Each pool needs max_instances >= 1 and concurrency between 1 and 1000."
+  }
+}
+
+variable "control_plane" {
+  description = "Sizing of the api, complete, retry, start_from_event and sweep functions."
+  type = object({
+    memory        = optional(string, "512Mi")
+    max_instances = optional(number, 20)
+    concurrency   = optional(number, 20)
+  })
+  default = {}
+}
+
+variable "tool_modules" {
+  description = "Python modules (dotted names importable from the function source) whose @tool functions every function loads (AGENTGRAPH_TOOLS): api and start_from_event validate tool names, exec runs them."
+  type        = list(string)
+  default     = []
+}
+
+variable "gemini_key_secret" {
+  description = "Secret Manager secret id (short name, same project) that holds the Gemini API key. Created outside Terraform so the key never enters the state."
+  type        = string
+  default     = "gemini-api-key"
+}
+
+variable "gemini_key_version" {
+  description = "Version of the Gemini key secret the exec functions read at instance start (a number, or \"latest\")."
+  type        = string
+  default     = "latest"
+}
+
+variable "allowed_invokers" {
+  description = "IAM members allowed to call the api function (e.g. \"user:ada@example.com\", \"group:team@example.com\", \"serviceAccount:ci@p.iam.gserviceaccount.com\")."
+  type        = list(string)
+  default     = []
+
+  validation {
+    condition     = alltrue([for m in var.allowed_invokers : can(regex("^(user|group|serviceAccount|domain|principal|principalSet|allUsers|allAuthenticatedUsers)", m))])
+    error_message = "Each allowed_invokers entry must be an IAM member such as \"user:ada@example.com\" or \"serviceAccount:x@p.iam.gserviceaccount.com\"."
+  }
+}
+
+variable "api_admins" {
+  description = "Google identities (uids or emails) the api treats as admins (AGENTGRAPH_ADMINS), besides Firebase tokens with the custom claim admin: true."
+  type        = list(string)
+  default     = []
+}
+
+variable "source_archive" {
+  description = "Path of the zip that holds functions/main.py, the agentgraph package and requirements.txt (built by `make package` into build/function-source.zip)."
+  type        = string
+}
+
+variable "firestore_rules_file" {
+  description = "Path of firestore.rules (released as the database's security rules)."
+  type        = string
+}
+
+variable "firestore_indexes_file" {
+  description = "Path of firestore.indexes.json; each entry of its \"indexes\" list becomes a google_firestore_index."
+  type        = string
+}
+
+variable "firestore_database" {
+  description = "Firestore database id. \"(default)\" is what Firebase web clients use unless told otherwise."
+  type        = string
+  default     = "(default)"
+}
+
+variable "firestore_location" {
+  description = "Firestore location (a region such as europe-west1, or a multi-region such as nam5/eur3). Defaults to var.region."
+  type        = string
+  default     = null
+}
+
+variable "firestore_delete_protection" {
+  description = "Keep the Firestore database (and its data) when the stack is destroyed. Set to false and apply once before a destroy that should delete the data too."
+  type        = bool
+  default     = true
+}
+
+variable "sweep_schedule" {
+  description = "Cron schedule of the sweep job (re-dispatches nodes whose lease expired, and retries that are due)."
+  type        = string
+  default     = "* * * * *"
+}
+
+variable "dead_letter_max_delivery_attempts" {
+  description = "Deliveries of one Pub/Sub message before it goes to the dead-letter topic (5..100)."
+  type        = number
+  default     = 10
+
+  validation {
+    condition     = var.dead_letter_max_delivery_attempts >= 5 && var.dead_letter_max_delivery_attempts <= 100
+    error_message = "dead_letter_max_delivery_attempts must be between 5 and 100 (Pub/Sub's limits)."
+  }
+}
+
+variable "labels" {
+  description = "Labels put on every resource that takes them."
+  type        = map(string)
+  default     = {}
+}

@@ -1,0 +1,39 @@
+output "api_url" {
+  description = "URL of the api function."
+  value       = module.agentgraph.api_url
+}
+
+output "function_urls" {
+  description = "URL of every function."
+  value       = module.agentgraph.function_urls
+}
+
+output "retry_url" {
+  description = "URL Cloud Tasks calls for delayed retries."
+  value       = module.agentgraph.retry_url
+}
+
+output "run_requests_topic" {
+  description = "Topic that starts runs from events."
+  value       = module.agentgraph.run_requests_topic
+}
+
+output "dead_letter_subscription" {
+  description = "Where messages that failed every delivery wait for inspection."
+  value       = module.agentgraph.dead_letter_subscription
+}
+
+output "retry_queue" {
+  description = "Cloud Tasks queue of delayed retries."
+  value       = module.agentgraph.retry_queue
+}
+
+output "firestore_database" {
+  description = "Firestore database id."
+  value       = module.agentgraph.firestore_database
+}
+
+output "service_accounts" {
+  description = "Service accounts by role."
+  value       = module.agentgraph.service_accounts
+}

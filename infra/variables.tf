@@ -1,0 +1,66 @@
+variable "project" {
+  description = "Google Cloud project id to deploy into."
+  type        = string
+}
+
+variable "region" {
+  description = "Region of the functions, queue, scheduler job and Firestore database."
+  type        = string
+  default     = "us-central1"
+}
+
+variable "pools" {
+  description = "Executor pools (pool name => sizing). Every pool a graph names needs an entry; \"default\" is the graphs' default pool."
+  type = map(object({
+    memory          = string
+    timeout_s       = number
+    max_instances   = number
+    concurrency     = number
+    cpu             = optional(string)
+    max_concurrency = optional(string, "")
+  }))
+  default = {
+    default = {
+      memory        = "512Mi"
+      timeout_s     = 540
+      max_instances = 20
+      concurrency   = 8
+    }
+  }
+}
+
+variable "gemini_key_secret" {
+  description = "Secret Manager secret id holding the Gemini API key (create it first, see README)."
+  type        = string
+  default     = "gemini-api-key"
+}
+
+variable "tool_modules" {
+  description = "Python modules in the function source whose @tool functions the functions load."
+  type        = list(string)
+  default     = []
+}
+
+variable "allowed_invokers" {
+  description = "IAM members allowed to call the api, e.g. [\"user:ada@example.com\"]."
+  type        = list(string)
+  default     = []
+}
+
+variable "api_admins" {
+  description = "Google identities (uids or emails) the api treats as admins."
+  type        = list(string)
+  default     = []
+}
+
+variable "source_archive" {
+  description = "Function source zip; defaults to build/function-source.zip at the repository root (`make package`)."
+  type        = string
+  default     = null
+}
+
+variable "firestore_delete_protection" {
+  description = "Keep the Firestore database and its data on destroy (see infra/destroy.sh)."
+  type        = bool
+  default     = true
+}

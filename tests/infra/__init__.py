@@ -1,0 +1,1 @@
+"""Static checks of infra/ (Terraform), firestore.rules wiring and checkov findings."""
