@@ -1,0 +1,193 @@
+"""Overhead per node: agentgraph's local backend against LangGraph on the same DAG.
+
+The issue's layered DAG (10 wide x 20 deep + sink = 201 nodes) with trivial nodes, so
+what is measured is the orchestrator: agentgraph with `model: echo` nodes through
+`LocalRuntime.run` on a SqliteStore file; LangGraph compiled in memory, and with
+`AsyncSqliteSaver` on a file. Everything is invoked async on one event loop (agentgraph
+is asyncio-native; LangGraph via `ainvoke` with async nodes, which is why the
+checkpointer is the async one: the sync `SqliteSaver` refuses `aget_tuple`). LangGraph
+keeps its default durability ("async": a superstep's checkpoint is written while the
+next step runs); agentgraph commits every transition before the next message.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+from agentgraph.backends.local import LocalRuntime, SqliteStore
+from agentgraph.llm import default_router
+from agentgraph.ports import RunRecord
+from agentgraph.status import RunStatus
+from agentgraph.tools import default_registry
+from bench.measure import (
+    Context,
+    Figure,
+    Figures,
+    Variant,
+    Verdict,
+    interleaved,
+    measurement,
+    ratio,
+)
+from bench.topology import (
+    RanState,
+    Topology,
+    agentgraph_document,
+    check_each_ran_once,
+    langgraph_graph,
+    layered,
+)
+
+WIDTH, DEPTH = 10, 20
+WORKERS = WIDTH  # one worker per column, as LangGraph runs a whole superstep at once
+GOAL_VS_SQLITE, GOAL_VS_MEMORY = 1.0, 3.0
+_LANGGRAPH_MISSING = "langgraph is not installed: pip install -e '.[bench]' (make bench does)"
+
+
+def _verdict(results: Any) -> Verdict | None:
+    vs_sqlite = ratio(results["local_ms_per_node"], results.get("langgraph_sqlite_ms_per_node"))
+    vs_memory = ratio(results["local_ms_per_node"], results.get("langgraph_ms_per_node"))
+    if vs_sqlite is None and vs_memory is None:
+        return None
+    parts, met = [], True
+    if vs_sqlite is not None:
+        parts.append(f"{vs_sqlite:.2f}x LG+SQLite")
+        met = met and vs_sqlite <= GOAL_VS_SQLITE
+    if vs_memory is not None:
+        parts.append(f"{vs_memory:.2f}x LG memory")
+        met = met and vs_memory <= GOAL_VS_MEMORY
+    return ", ".join(parts), met
+
+
+FIGURES = (
+    Figure(
+        "local_ms_per_node",
+        "agentgraph local (SQLite file), wall / nodes",
+        "ms",
+        f"≤ {GOAL_VS_SQLITE:g}x LG+SQLite, ≤ {GOAL_VS_MEMORY:g}x LG memory",
+        _verdict,
+    ),
+    Figure("langgraph_ms_per_node", "LangGraph in memory, wall / nodes", "ms", "reference"),
+    Figure(
+        "langgraph_sqlite_ms_per_node",
+        "LangGraph + AsyncSqliteSaver (file), wall / nodes",
+        "ms",
+        "reference",
+    ),
+)
+
+
+def echo_node(node: str) -> dict[str, Any]:
+    return {"model": "echo", "prompt": f"node {node}"}
+
+
+@contextlib.asynccontextmanager
+async def agentgraph_variant(
+    path: Path, topology: Topology, workers: int = WORKERS
+) -> AsyncIterator[Variant]:
+    """One runtime and one store file for every round, as a long-lived process has."""
+    document = agentgraph_document("bench-layered", topology, echo_node)
+    store = SqliteStore(path)
+    try:
+        async with LocalRuntime(store, default_router({}), default_registry, workers=workers) as rt:
+
+            async def run() -> RunRecord:
+                return await rt.run(document)
+
+            async def check(run: RunRecord) -> None:
+                if run.status != RunStatus.SUCCEEDED:
+                    raise AssertionError(f"agentgraph run {run.run_id} ended {run.status}")
+                nodes = await store.list_nodes(run.run_id)
+                ran = [n.node_id for n in nodes for _ in range(n.executions)]
+                check_each_ran_once("agentgraph", ran, topology)
+
+            yield Variant(run, check)
+    finally:
+        store.close()
+
+
+def _trivial(node: str) -> Any:
+    async def step(state: RanState) -> dict[str, list[str]]:
+        return {"ran": [node]}
+
+    return step
+
+
+def _langgraph_check(topology: Topology, variant: str) -> Any:
+    async def check(state: dict[str, Any]) -> None:
+        check_each_ran_once(variant, state["ran"], topology)
+
+    return check
+
+
+def langgraph_memory_variant(topology: Topology) -> Variant:
+    compiled = langgraph_graph(topology, _trivial).compile()
+    config = {"recursion_limit": 10_000}
+
+    async def run() -> dict[str, Any]:
+        return await compiled.ainvoke({"ran": []}, config)
+
+    return Variant(run, _langgraph_check(topology, "langgraph"))
+
+
+@contextlib.asynccontextmanager
+async def langgraph_sqlite_variant(path: Path, topology: Topology) -> AsyncIterator[Variant]:
+    from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
+
+    async with AsyncSqliteSaver.from_conn_string(str(path)) as saver:
+        compiled = langgraph_graph(topology, _trivial).compile(checkpointer=saver)
+
+        async def run() -> dict[str, Any]:
+            config = {"recursion_limit": 10_000, "configurable": {"thread_id": uuid.uuid4().hex}}
+            return await compiled.ainvoke({"ran": []}, config)
+
+        yield Variant(run, _langgraph_check(topology, "langgraph_sqlite"))
+
+
+@measurement(
+    "local",
+    f"overhead per node: agentgraph local vs LangGraph ({WIDTH}x{DEPTH} + sink)",
+    FIGURES,
+    steps=lambda repeat: 3 * (repeat + 1),
+)
+async def measure(ctx: Context) -> Figures:
+    topology = layered(WIDTH, DEPTH)
+    nodes = len(topology)
+    async with contextlib.AsyncExitStack() as stack:
+        variants = {
+            "agentgraph": await stack.enter_async_context(
+                agentgraph_variant(ctx.workdir / "agentgraph-local.db", topology)
+            )
+        }
+        try:
+            import langgraph  # noqa: F401
+        except ImportError:
+            for figure in FIGURES[1:]:
+                ctx.note(figure.key, _LANGGRAPH_MISSING)
+        else:
+            variants["langgraph"] = langgraph_memory_variant(topology)
+            variants["langgraph_sqlite"] = await stack.enter_async_context(
+                langgraph_sqlite_variant(ctx.workdir / "langgraph.db", topology)
+            )
+        samples = await interleaved(ctx, variants)
+    ctx.details["local"] = {
+        "nodes": nodes,
+        "workers": WORKERS,
+        "rounds": ctx.repeat,
+        "figure": "best of the rounds (wall / nodes); median alongside",
+        "invocation": "async on one event loop: LocalRuntime.run, CompiledStateGraph.ainvoke",
+        **{name: s.summary(per=nodes) for name, s in samples.items()},
+    }
+
+    def per_node(name: str) -> float | None:
+        return round(samples[name].best * 1000 / nodes, 4) if name in samples else None
+
+    return {
+        "local_ms_per_node": per_node("agentgraph"),
+        "langgraph_ms_per_node": per_node("langgraph"),
+        "langgraph_sqlite_ms_per_node": per_node("langgraph_sqlite"),
+    }

@@ -1,0 +1,166 @@
+"""The small framework every benchmark plugs into: figures, measurements, a registry.
+
+A measurement is an async function `(Context) -> dict[str, float | None]` registered with
+`@measurement(...)` under a short name (what `--only` selects). It declares the figures
+(results.json keys) it provides, each with its goal, so `bench.run` can print the table
+without knowing any benchmark. A measurement that cannot run raises `Unavailable(reason)`:
+its figures become `null` and the reason is printed and kept in results.json's `notes`.
+A figure it cannot fill on its own (say LangGraph is not installed) it returns as None
+after `ctx.note(key, reason)`.
+
+`bench/emulator_bench.py`, once the GCP backend exists, registers one measurement
+providing the emulator figures declared in `EMULATOR_FIGURES` (same keys; it may pass
+its own `Figure`s with goals). Until then `bench.run` registers a stand-in that raises
+`Unavailable`.
+"""
+
+from __future__ import annotations
+
+import gc
+import statistics
+import time
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+Figures = dict[str, float | None]
+# (ratio text for the table, whether the goal is met); None when the figure has no goal
+# or the figures it compares with are missing.
+Verdict = tuple[str, bool | None]
+
+
+class Unavailable(Exception):
+    """This measurement cannot run here; the message says why and what would fix it."""
+
+
+@dataclass(frozen=True)
+class Figure:
+    key: str
+    label: str
+    unit: str
+    goal: str = "-"
+    check: Callable[[Mapping[str, Any]], Verdict | None] | None = None
+
+    def verdict(self, results: Mapping[str, Any]) -> Verdict | None:
+        if self.check is None or results.get(self.key) is None:
+            return None
+        return self.check(results)
+
+
+@dataclass
+class Context:
+    """What a measurement gets: how often to repeat, where to put files, and where to
+    report progress, reasons for missing figures and supplementary details."""
+
+    repeat: int
+    workdir: Path
+    advance: Callable[[str], None] = lambda _description: None
+    notes: dict[str, str] = field(default_factory=dict)
+    details: dict[str, Any] = field(default_factory=dict)
+
+    def note(self, key: str, reason: str) -> None:
+        self.notes[key] = reason
+
+
+@dataclass(frozen=True)
+class Measurement:
+    name: str
+    title: str
+    figures: tuple[Figure, ...]
+    run: Callable[[Context], Awaitable[Figures]]
+    steps: Callable[[int], int]  # progress steps for a given --repeat
+
+    @property
+    def keys(self) -> tuple[str, ...]:
+        return tuple(f.key for f in self.figures)
+
+
+REGISTRY: dict[str, Measurement] = {}
+
+
+def measurement(
+    name: str, title: str, figures: Sequence[Figure], steps: Callable[[int], int]
+) -> Callable[[Callable[[Context], Awaitable[Figures]]], Callable[[Context], Awaitable[Figures]]]:
+    """Register `run` as the measurement `name`; a later registration replaces an earlier
+    one (which is how emulator_bench replaces the stand-in)."""
+
+    def register(
+        run: Callable[[Context], Awaitable[Figures]],
+    ) -> Callable[[Context], Awaitable[Figures]]:
+        REGISTRY[name] = Measurement(name, title, tuple(figures), run, steps)
+        return run
+
+    return register
+
+
+# ---- timing helpers --------------------------------------------------------------------
+
+
+@dataclass
+class Samples:
+    """Wall times of repeated runs of one variant, in seconds."""
+
+    name: str
+    seconds: list[float] = field(default_factory=list)
+
+    @property
+    def best(self) -> float:
+        return min(self.seconds)
+
+    @property
+    def median(self) -> float:
+        return statistics.median(self.seconds)
+
+    def summary(self, per: int = 1) -> dict[str, Any]:
+        """best/median (ms per unit of `per`) and the raw samples, for results details."""
+        return {
+            "best_ms": round(self.best * 1000 / per, 3),
+            "median_ms": round(self.median * 1000 / per, 3),
+            "samples_s": [round(s, 4) for s in self.seconds],
+        }
+
+
+@dataclass(frozen=True)
+class Variant:
+    """One contender: `run` is what is timed; `check` then proves the run did what the
+    comparison assumes (it is given what `run` returned and is not timed)."""
+
+    run: Callable[[], Awaitable[Any]]
+    check: Callable[[Any], Awaitable[None]]
+
+
+async def interleaved(ctx: Context, variants: Mapping[str, Variant]) -> dict[str, Samples]:
+    """One warm-up round, then `ctx.repeat` timed rounds; each round runs every variant
+    once, so a burst of noise on this machine hits all of them rather than one."""
+    samples = {name: Samples(name) for name in variants}
+    for round_ in range(ctx.repeat + 1):
+        for name, variant in variants.items():
+            ctx.advance(f"{name} " + (f"{round_}/{ctx.repeat}" if round_ else "warm-up"))
+            gc.collect()  # start each run without the previous one's garbage
+            started = time.perf_counter()
+            evidence = await variant.run()
+            seconds = time.perf_counter() - started
+            await variant.check(evidence)
+            if round_:
+                samples[name].seconds.append(seconds)
+    return samples
+
+
+def ratio(a: Any, b: Any) -> float | None:
+    return None if a is None or b is None or b == 0 else a / b
+
+
+# ---- the emulator figures (provided later by bench/emulator_bench.py) ------------------
+
+EMULATOR_FIGURES: tuple[Figure, ...] = (
+    Figure("emulator_edge_ms", "edge latency on the emulators (node finished → child runs)", "ms"),
+    Figure("emulator_edge_floor_ms", "edge latency floor (emulator round trips alone)", "ms"),
+    Figure("firestore_writes_per_node", "Firestore writes per node", "writes"),
+    Figure("firestore_reads_per_node", "Firestore reads per node", "reads"),
+    Figure("infra_cost_usd_per_node", "infrastructure cost per node", "USD"),
+    Figure("fanin_1000_enqueues", "enqueues of a child with 1000 parents", "count"),
+    Figure("fanin_1000_s", "fan-in of 1000 parents, wall time", "s"),
+    Figure("create_2000_nodes_s", "creating a run of 2000 nodes", "s"),
+    Figure("output_10mb_roundtrip_s", "10 MB output written and read back", "s"),
+)

@@ -1,0 +1,257 @@
+"""Parallel efficiency: does a layer of 100 ms calls take 100 ms, whatever the width?
+
+10 wide x 5 deep + sink; ideal wall = levels x 100 ms = 0.6 s, efficiency = ideal / wall.
+agentgraph: every node a Gemini agent (gemini-2.5-flash) called through the real
+google-genai SDK against the local GeminiStub answering after 100 ms, LocalRuntime with
+10 workers. LangGraph: nodes that `asyncio.sleep(0.1)`, `max_concurrency=10`.
+
+Two extra variants go to the details only, to split the headline gap in two: agentgraph
+with tool nodes sleeping 100 ms (the engine without the SDK and HTTP), and LangGraph
+nodes making the same google-genai call (the SDK and HTTP without agentgraph's engine).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+from agentgraph.backends.local import LocalRuntime, SqliteStore
+from agentgraph.llm import default_router
+from agentgraph.names import ENV_GEMINI_BASE_URL
+from agentgraph.ports import RunRecord
+from agentgraph.status import RunStatus
+from agentgraph.tools import Registry, default_registry
+from bench.measure import Context, Figure, Figures, Variant, Verdict, interleaved, measurement
+from bench.topology import (
+    RanState,
+    Topology,
+    agentgraph_document,
+    check_each_ran_once,
+    langgraph_graph,
+    layered,
+    levels,
+)
+from emulator import gemini_stub
+from emulator.gemini_stub import GeminiStub
+
+WIDTH, DEPTH = 10, 5
+WORKERS = 10
+LATENCY_S = 0.1
+MODEL = "gemini-2.5-flash"
+GOAL = 0.95
+_SLEEP_TOOL = "bench_sleep"
+# socketserver's default listen backlog is 5: when more connections than that arrive at
+# once, Linux drops the surplus handshakes and the clients retry after 1 s, so a layer of
+# 10 simultaneous calls would measure TCP's retransmit timer instead of the engine.
+_STUB_BACKLOG = 128
+# Variables that would send google-genai somewhere other than the stub.
+_ENV_OVERRIDES = {"GOOGLE_GENAI_USE_VERTEXAI": "false", "GOOGLE_VERTEX_BASE_URL": None}
+
+
+def _verdict(results: Any) -> Verdict | None:
+    return "-", results["parallel_efficiency_local"] >= GOAL
+
+
+FIGURES = (
+    Figure(
+        "parallel_efficiency_local",
+        f"agentgraph efficiency: Gemini stub {LATENCY_S * 1000:g} ms, {WORKERS} workers",
+        "ideal/wall",
+        f"≥ {GOAL:g}",
+        _verdict,
+    ),
+    Figure(
+        "parallel_efficiency_langgraph",
+        f"LangGraph efficiency: sleep {LATENCY_S * 1000:g} ms, max_concurrency {WORKERS}",
+        "ideal/wall",
+        "reference",
+    ),
+)
+
+
+def _prompt(node: str) -> str:
+    return f"node {node}"
+
+
+def _widen_stub_backlog() -> str | None:
+    """Until the stub's server sets a larger `request_queue_size` itself (see _STUB_BACKLOG);
+    returns what it changed, for the details."""
+    server = gemini_stub._Server
+    if server.request_queue_size >= _STUB_BACKLOG:
+        return None
+    note = (
+        f"GeminiStub listen backlog raised from {server.request_queue_size} to "
+        f"{_STUB_BACKLOG} in this process (emulator/gemini_stub.py _Server.request_queue_size)"
+    )
+    server.request_queue_size = _STUB_BACKLOG
+    return note
+
+
+@contextlib.contextmanager
+def _environment(stub_url: str) -> Iterator[None]:
+    """Point google-genai at the stub for this process, and put everything back."""
+    changes: dict[str, str | None] = {ENV_GEMINI_BASE_URL: stub_url, **_ENV_OVERRIDES}
+    saved = {name: os.environ.get(name) for name in changes}
+    try:
+        for name, value in changes.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+        yield
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+
+@contextlib.asynccontextmanager
+async def _agentgraph(
+    path: Path, topology: Topology, spec: Any, tools: Registry, stub: GeminiStub | None
+) -> AsyncIterator[Variant]:
+    document = agentgraph_document("bench-parallel", topology, spec)
+    document["defaults"] = {"retry": {"max_attempts": 1}}  # a failed call fails the check
+    store = SqliteStore(path)
+    try:
+        async with LocalRuntime(store, default_router({}), tools, workers=WORKERS) as rt:
+
+            async def run() -> RunRecord:
+                if stub is not None:
+                    stub.reset()
+                return await rt.run(document)
+
+            async def check(run: RunRecord) -> None:
+                if run.status != RunStatus.SUCCEEDED:
+                    raise AssertionError(f"agentgraph run {run.run_id} ended {run.status}")
+                nodes = await store.list_nodes(run.run_id)
+                check_each_ran_once(
+                    "agentgraph", [n.node_id for n in nodes for _ in range(n.executions)], topology
+                )
+                if stub is not None:
+                    prompts = [entry["prompt"] for entry in stub.calls()["log"]]
+                    expected = [(_prompt(node), parents) for node, parents in topology]
+                    check_each_ran_once("agentgraph → Gemini stub", prompts, expected)
+
+            yield Variant(run, check)
+    finally:
+        store.close()
+
+
+def _langgraph(topology: Topology, make_node: Any) -> Variant:
+    compiled = langgraph_graph(topology, make_node).compile()
+    config = {"max_concurrency": WORKERS, "recursion_limit": 10_000}
+
+    async def run() -> dict[str, Any]:
+        return await compiled.ainvoke({"ran": []}, config)
+
+    async def check(state: dict[str, Any]) -> None:
+        check_each_ran_once("langgraph", state["ran"], topology)
+
+    return Variant(run, check)
+
+
+def _sleeping(node: str) -> Any:
+    async def step(state: RanState) -> dict[str, list[str]]:
+        await asyncio.sleep(LATENCY_S)
+        return {"ran": [node]}
+
+    return step
+
+
+def _calling_gemini(client: Any) -> Any:
+    def make(node: str) -> Any:
+        async def step(state: RanState) -> dict[str, list[str]]:
+            await client.aio.models.generate_content(model=MODEL, contents=_prompt(node))
+            return {"ran": [node]}
+
+        return step
+
+    return make
+
+
+@measurement(
+    "parallel",
+    f"parallel efficiency ({WIDTH}x{DEPTH} + sink, {LATENCY_S * 1000:g} ms per node)",
+    FIGURES,
+    steps=lambda repeat: 4 * (repeat + 1),
+)
+async def measure(ctx: Context) -> Figures:
+    topology = layered(WIDTH, DEPTH)
+    ideal = levels(topology) * LATENCY_S
+    tools = default_registry.child()
+
+    @tools.tool(name=_SLEEP_TOOL)
+    async def _sleep() -> str:
+        await asyncio.sleep(LATENCY_S)
+        return "slept"
+
+    def gemini_node(node: str) -> dict[str, Any]:
+        return {"model": MODEL, "prompt": _prompt(node)}
+
+    def tool_node(node: str) -> dict[str, Any]:
+        return {"tool": _SLEEP_TOOL}
+
+    stub_note = _widen_stub_backlog()
+    with GeminiStub(latency_s=LATENCY_S) as stub, _environment(stub.url):
+        async with contextlib.AsyncExitStack() as stack:
+            variants = {
+                "agentgraph_gemini": await stack.enter_async_context(
+                    _agentgraph(ctx.workdir / "parallel.db", topology, gemini_node, tools, stub)
+                ),
+                "agentgraph_sleep_tool": await stack.enter_async_context(
+                    _agentgraph(ctx.workdir / "parallel-tool.db", topology, tool_node, tools, None)
+                ),
+            }
+            try:
+                import langgraph  # noqa: F401
+            except ImportError:
+                ctx.note(
+                    "parallel_efficiency_langgraph",
+                    "langgraph is not installed: pip install -e '.[bench]' (make bench does)",
+                )
+            else:
+                from google import genai
+                from google.genai import types
+
+                client = genai.Client(
+                    api_key="stub-api-key",
+                    http_options=types.HttpOptions(
+                        base_url=stub.url, retry_options=types.HttpRetryOptions(attempts=1)
+                    ),
+                )
+                stack.push_async_callback(client.aio.aclose)
+                variants["langgraph_sleep"] = _langgraph(topology, _sleeping)
+                variants["langgraph_gemini"] = _langgraph(topology, _calling_gemini(client))
+            samples = await interleaved(ctx, variants)
+
+    def efficiency(name: str) -> float | None:
+        return round(ideal / samples[name].best, 4) if name in samples else None
+
+    ctx.details["parallel"] = {
+        "nodes": len(topology),
+        "levels": levels(topology),
+        "ideal_s": round(ideal, 3),
+        "workers": WORKERS,
+        "rounds": ctx.repeat,
+        "figure": "ideal / best wall of the rounds; median alongside",
+        "stub": stub_note or "GeminiStub as is",
+        **{
+            name: {
+                "efficiency_best": efficiency(name),
+                "efficiency_median": round(ideal / s.median, 4),
+                "overhead_per_level_ms_best": round((s.best - ideal) * 1000 / levels(topology), 2),
+                "samples_s": [round(x, 4) for x in s.seconds],
+            }
+            for name, s in samples.items()
+        },
+    }
+    return {
+        "parallel_efficiency_local": efficiency("agentgraph_gemini"),
+        "parallel_efficiency_langgraph": efficiency("langgraph_sleep"),
+    }
