@@ -5,13 +5,19 @@ VENV := .venv
 BIN := $(VENV)/bin
 DEMO_DB := .agentgraph/demo.db
 
-.PHONY: help run test lint format unit bench emulators demo-emulators package deploy destroy clean
+.PHONY: help run test lint lint-infra test-rules format unit e2e bench emulators demo-emulators package deploy destroy clean
+CHECKOV_VERSION := 3.3.30
+PROJECT ?=
+REGION ?= us-central1
 
 help:
 	@echo "make run        run the demo graph on the embedded local backend"
 	@echo "make test       install, lint (ruff, mypy) and run every test"
 	@echo "make bench      benchmarks (not part of test)"
-	@echo "make emulators  the local Google Cloud emulator stack (foreground)"
+	@echo "make emulators  the whole gcp backend on this machine: emulators + functions (foreground)"
+	@echo "make demo-emulators  the demo graph through the HTTP api of that stack"
+	@echo "make e2e        only the end-to-end tests of the functions on the emulators"
+	@echo "make deploy PROJECT=p [REGION=r]   terraform apply in infra/ (see infra/README.md)"
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -25,6 +31,10 @@ $(VENV)/.run-installed: pyproject.toml | $(BIN)/python
 $(VENV)/.test-installed: pyproject.toml | $(BIN)/python
 	$(BIN)/pip install --quiet -e '.[test]'
 	@touch $@ $(VENV)/.run-installed
+
+$(VENV)/.bench-installed: pyproject.toml | $(BIN)/python
+	$(BIN)/pip install --quiet -e '.[test,bench]'
+	@touch $@ $(VENV)/.test-installed $(VENV)/.run-installed
 
 run: $(VENV)/.run-installed
 	$(BIN)/agentgraph run examples/code-review.yaml --set code=@examples/sample_code.py --db $(DEMO_DB)
@@ -41,8 +51,54 @@ format: $(VENV)/.test-installed
 unit: $(VENV)/.test-installed
 	$(BIN)/pytest tests/unit -q
 
-test: lint
+e2e: $(VENV)/.test-installed
+	$(BIN)/pytest tests/system/test_functions_e2e.py -q
+
+# Benchmarks print a table and write bench/results.json; e.g. BENCH_ARGS="--only local".
+BENCH_ARGS ?=
+bench: $(VENV)/.bench-installed
+	$(BIN)/python -m bench.run $(BENCH_ARGS)
+
+emulators: $(VENV)/.test-installed
+	$(BIN)/python -m emulator.stack
+
+demo-emulators: $(VENV)/.test-installed
+	$(BIN)/python -m emulator.demo
+
+# checkov pins an older `packaging` than pytest allows, so it gets its own venv.
+.venv-checkov/bin/checkov:
+	$(PYTHON) -m venv .venv-checkov
+	.venv-checkov/bin/pip install --quiet checkov==$(CHECKOV_VERSION)
+
+lint-infra: $(VENV)/.test-installed .venv-checkov/bin/checkov
+	terraform fmt -check -recursive infra
+	$(BIN)/pytest tests/infra -q
+
+# Firestore security rules against the Firestore emulator (npm @firebase/rules-unit-testing).
+test-rules:
+	bash tests/rules/run.sh
+
+test: lint .venv-checkov/bin/checkov test-rules
+	terraform fmt -check -recursive infra
 	$(BIN)/pytest -q
 
+# The deployable archive for Cloud Functions: functions/ + the agentgraph package +
+# requirements.txt. Byte-for-byte reproducible, so an unchanged archive redeploys nothing.
+package: $(VENV)/.run-installed
+	rm -rf build/function-source build/function-source.zip && mkdir -p build/function-source
+	cp functions/main.py functions/openapi.yaml build/function-source/ && cp -r shared/agentgraph build/function-source/
+	$(BIN)/python -c 'import tomllib;p=tomllib.load(open("pyproject.toml","rb"))["project"];print("\n".join(p["dependencies"]+p["optional-dependencies"]["gcp"]))' > build/function-source/requirements.txt
+	find build/function-source -name __pycache__ -prune -exec rm -rf {} +
+	find build/function-source -exec touch -t 198001010000 {} +
+	cd build/function-source && find . -type f | LC_ALL=C sort | zip -X -q ../function-source.zip -@
+
+deploy: package
+	@test -n "$(PROJECT)" || (echo "usage: make deploy PROJECT=my-project [REGION=us-central1]"; exit 2)
+	infra/deploy.sh $(PROJECT) $(REGION)
+
+destroy:
+	@test -n "$(PROJECT)" || (echo "usage: make destroy PROJECT=my-project [REGION=us-central1]"; exit 2)
+	infra/destroy.sh $(PROJECT) $(REGION)
+
 clean:
-	rm -rf $(VENV) .agentgraph build .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) .venv-tasks .venv-checkov .agentgraph build .pytest_cache .mypy_cache .ruff_cache tests/rules/node_modules
