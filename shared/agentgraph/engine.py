@@ -17,7 +17,7 @@ import random
 import secrets
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -140,14 +140,34 @@ class Engine:
         )
         stored = await self.store.create_run(run, records)
         if stored.run_id != run_id:
+            await self._redispatch_roots(stored)
             return stored
         self._remember(run_id, context)
-        for record in records:
-            if record.status == NodeStatus.READY:
-                await self.dispatcher.node_ready(run_id, record.node_id, 1, record.pool)
-            elif record.status == NodeStatus.SKIPPED:
-                await self.dispatcher.node_finished(run_id, record.node_id, record.status)
+        await self._dispatch_roots(run_id, records)
         return stored
+
+    async def _dispatch_roots(self, run_id: str, roots: Iterable[NodeRecord]) -> None:
+        await asyncio.gather(
+            *(
+                self.dispatcher.node_ready(run_id, r.node_id, r.attempt, r.pool)
+                if r.status == NodeStatus.READY
+                else self.dispatcher.node_finished(run_id, r.node_id, r.status)
+                for r in roots
+                if r.status in (NodeStatus.READY, NodeStatus.SKIPPED) and not r.executions
+            )
+        )
+
+    async def _redispatch_roots(self, run: RunRecord) -> None:
+        """The same request again (an idempotency key, a redelivered run-request): the
+        first may have died between writing the run and dispatching its roots, so send what
+        the roots still need. Receivers are idempotent; roots already claimed get nothing."""
+        if run.status != RunStatus.RUNNING:
+            return
+        context = await self._context(run.run_id)
+        if context is None:
+            return
+        roots = await self.store.get_outputs(run.run_id, context.graph.roots)
+        await self._dispatch_roots(run.run_id, roots.values())
 
     def _decide_root(self, context: _RunContext, node: Node) -> Decision:
         if node.when is None:
@@ -323,15 +343,19 @@ class Engine:
             return
         if status == NodeStatus.CANCELLED:
             return
-        for child_id in node.children:
-            child = graph[child_id]
-            count = await self.store.record_arrival(run_id, child_id, node_id)
-            if count is None:  # duplicate: finish what a crash may have cut short
-                await self._finish_decision(run_id, context, child)
-            elif count >= len(child.parents):
-                await self._decide_child(run_id, context, child)
+        await asyncio.gather(*(self._arrive(run_id, context, node_id, c) for c in node.children))
         if not node.children:
             await self._finish_run_if_done(run_id, context)
+
+    async def _arrive(
+        self, run_id: str, context: _RunContext, parent_id: str, child_id: str
+    ) -> None:
+        child = context.graph[child_id]
+        count = await self.store.record_arrival(run_id, child_id, parent_id)
+        if count is None:  # duplicate: finish what a crash may have cut short
+            await self._finish_decision(run_id, context, child)
+        elif count >= len(child.parents):
+            await self._decide_child(run_id, context, child)
 
     async def _finish_decision(self, run_id: str, context: _RunContext, child: Node) -> None:
         """A repeated node-finished: the first delivery may have died after the last

@@ -374,6 +374,19 @@ async def test_a_redelivered_node_finished_sends_what_a_crash_after_the_decision
     assert harness.calls["child"] == (1 if decided == S.READY else 0)
 
 
+async def test_repeating_a_request_whose_first_try_died_before_dispatch_runs_the_roots(
+    harness: Harness,
+) -> None:
+    harness.engine.dispatcher = _DiesBeforeSending(harness.engine.dispatcher, "a")
+    document = graph(const("a", 1), const("b", 2, ["a"]))
+    with pytest.raises(ConnectionResetError):
+        await harness.start(document, idempotency_key="k", owner="alice")
+    again = await harness.start(document, idempotency_key="k", owner="alice")
+    run = await harness.wait(again.run_id)
+    assert run.status == RunStatus.SUCCEEDED and run.outputs == {"b": 2}
+    assert harness.calls["a"] == 1
+
+
 async def test_a_crash_mid_run_resumes_without_rerunning_finished_nodes(harness: Harness) -> None:
     started = await harness.start(
         graph(
