@@ -59,11 +59,21 @@ BENCH_ARGS ?=
 bench: $(VENV)/.bench-installed
 	$(BIN)/python -m bench.run $(BENCH_ARGS)
 
+# `make emulators` listens on fixed ports (firestore N, pubsub N+1, tasks N+2, Gemini stub
+# N+3, api N+10, ...) so `make demo-emulators` finds its api; without one running, the demo
+# starts a stack of its own on free ports.
+EMULATOR_BASE_PORT ?= 8480
+API_URL := http://127.0.0.1:$(shell echo $$(( $(EMULATOR_BASE_PORT) + 10 )))
+
 emulators: $(VENV)/.test-installed
-	$(BIN)/python -m emulator.stack
+	$(BIN)/python -m emulator.stack --base-port $(EMULATOR_BASE_PORT)
 
 demo-emulators: $(VENV)/.test-installed
-	$(BIN)/python -m emulator.demo
+	@if curl -fsS $(API_URL)/healthz >/dev/null 2>&1; then \
+		$(BIN)/python -m emulator.demo --api $(API_URL); \
+	else \
+		$(BIN)/python -m emulator.demo; \
+	fi
 
 # checkov pins an older `packaging` than pytest allows, so it gets its own venv.
 .venv-checkov/bin/checkov:
