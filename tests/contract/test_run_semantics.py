@@ -351,27 +351,38 @@ class _DiesBeforeSending:
         await self.inner.node_finished(run_id, node_id, status)
 
 
-@pytest.mark.parametrize(
-    ("condition", "decided"), [("nodes.a.output == 1", S.READY), ("nodes.a.output == 2", S.SKIPPED)]
-)
-async def test_a_redelivered_node_finished_sends_what_a_crash_after_the_decision_lost(
-    harness: Harness, condition: str, decided: NodeStatus
+async def test_a_redelivered_node_finished_sends_what_a_crash_after_a_skip_lost(
+    harness: Harness,
 ) -> None:
     harness.engine.dispatcher = _DiesBeforeSending(harness.engine.dispatcher, "child")
     started = await harness.start(
         graph(
             const("a", 1),
-            const("child", 2, ["a"], when=condition),
+            const("child", 2, ["a"], when="nodes.a.output == 2"),
             const("tail", 3, ["child"]),
+            const("other", 4, ["a"]),
+            const("sink", 5, ["tail", "other"]),
         )
     )
-    await harness.until(started.run_id, lambda n: n["child"].status == decided)
+    await harness.until(started.run_id, lambda n: n["child"].status == S.SKIPPED)
     await harness.engine.complete(started.run_id, "a", S.SUCCEEDED)  # the redelivery
     run = await harness.wait(started.run_id)
     nodes = await harness.nodes(run.run_id)
-    assert run.status == RunStatus.SUCCEEDED
-    assert nodes["tail"].status == (S.SUCCEEDED if decided == S.READY else S.SKIPPED)
-    assert harness.calls["child"] == (1 if decided == S.READY else 0)
+    assert run.status == RunStatus.SUCCEEDED and run.outputs == {"sink": 5}
+    assert nodes["tail"].status == S.SKIPPED and harness.calls["other"] == 1
+
+
+async def test_a_node_decided_ready_whose_node_ready_a_crash_lost_is_recovered(
+    harness: Harness,
+) -> None:
+    harness.engine.dispatcher = _DiesBeforeSending(harness.engine.dispatcher, "child")
+    started = await harness.start(graph(const("a", 1), const("child", 2, ["a"])))
+    await harness.until(started.run_id, lambda n: n["child"].status == S.READY)
+    await harness.crash()
+    await harness.recover(started.run_id)
+    run = await harness.wait(started.run_id)
+    assert run.status == RunStatus.SUCCEEDED and run.outputs == {"child": 2}
+    assert harness.calls["child"] == 1
 
 
 async def test_repeating_a_request_whose_first_try_died_before_dispatch_runs_the_roots(
