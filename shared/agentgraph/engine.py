@@ -359,15 +359,18 @@ class Engine:
 
     async def _finish_decision(self, run_id: str, context: _RunContext, child: Node) -> None:
         """A repeated node-finished: the first delivery may have died after the last
-        arrival but before deciding the child, or after deciding it but before sending
-        the message the decision owes. Re-sending is safe: receivers are idempotent."""
+        arrival but before deciding the child, or after deciding to skip or fail it but
+        before sending its node-finished; nothing else would ever send that one, as the
+        child is terminal. Re-sending it is safe (receivers are idempotent).
+
+        A child decided ready gets no second node-ready here: duplicates usually race the
+        original, and a node-ready a crash lost is re-sent by the sweeper (or `resume`),
+        which finds nodes left ready too long."""
         record = await self.store.get_node(run_id, child.id)
         if record is None:
             return
         if record.status == NodeStatus.WAITING and record.arrivals >= len(child.parents):
             await self._decide_child(run_id, context, child)
-        elif record.status == NodeStatus.READY:
-            await self.dispatcher.node_ready(run_id, child.id, record.attempt, child.pool)
         elif record.status in (NodeStatus.SKIPPED, NodeStatus.FAILED) and not record.executions:
             await self.dispatcher.node_finished(run_id, child.id, record.status)
 
