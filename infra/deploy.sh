@@ -10,19 +10,8 @@
 # without one state overwriting another.
 set -euo pipefail
 
-here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
-repo="$(cd "$here/.." && pwd)"
-
-usage() { sed -n '2,10p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' >&2; }
-
-project="${1:-${PROJECT:-}}"
-region="${2:-${REGION:-us-central1}}"
-(($# > 0)) && shift
-(($# > 0)) && shift
-if [[ -z "$project" ]]; then
-  usage
-  exit 2
-fi
+# shellcheck source=infra/common.sh
+source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 
 secret="${GEMINI_KEY_SECRET:-gemini-api-key}"
 archive="${SOURCE_ARCHIVE:-$repo/build/function-source.zip}"
@@ -50,9 +39,6 @@ fi
 
 terraform -chdir="$here" init -input=false
 terraform -chdir="$here" workspace select -or-create "$project"
-
-approve=()
-[[ "${AUTO_APPROVE:-0}" == 1 ]] && approve=(-auto-approve)
 
 terraform -chdir="$here" apply -input=false "${approve[@]}" \
   -var "project=$project" \

@@ -8,19 +8,8 @@
 # AUTO_APPROVE=1 skips the prompts. APIs stay enabled; the Gemini key secret is not touched.
 set -euo pipefail
 
-here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
-repo="$(cd "$here/.." && pwd)"
-
-usage() { sed -n '2,8p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' >&2; }
-
-project="${1:-${PROJECT:-}}"
-region="${2:-${REGION:-us-central1}}"
-(($# > 0)) && shift
-(($# > 0)) && shift
-if [[ -z "$project" ]]; then
-  usage
-  exit 2
-fi
+# shellcheck source=infra/common.sh
+source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 
 command -v terraform >/dev/null || { echo "destroy.sh: terraform is not installed" >&2; exit 2; }
 
@@ -29,9 +18,6 @@ if ! terraform -chdir="$here" workspace select "$project"; then
   echo "destroy.sh: no Terraform workspace for $project: nothing deployed from this checkout." >&2
   exit 2
 fi
-
-approve=()
-[[ "${AUTO_APPROVE:-0}" == 1 ]] && approve=(-auto-approve)
 
 protect=true
 [[ "${DELETE_DATA:-0}" == 1 ]] && protect=false

@@ -17,11 +17,12 @@ import pytest
 
 from agentgraph import names
 
-from .tfconfig import INFRA, TfConfig, block, blocks, walk_strings
+from .tfconfig import INFRA, TfConfig, block, blocks, hcl_object, walk_strings, with_each
 
-POOL = "${each.key}"  # what a for_each over var.pools substitutes for the pool name
+POOL = "${pool}"  # the pool name, as the for expressions over var.pools spell it
 
-# Function resource -> (names entry point, runtime service account role, ingress).
+# Function (google_cloudfunctions2_function.exec, or a key of .control) -> (names entry point,
+# runtime service account role, ingress).
 FUNCTIONS = {
     "api": (names.ENTRY_API, "api", "ALLOW_ALL"),
     "exec": (names.ENTRY_EXEC, "exec", "ALLOW_INTERNAL_ONLY"),
@@ -71,8 +72,33 @@ def constants(prefix: str) -> dict[str, str]:
     return {k: v for k, v in vars(names).items() if k.startswith(prefix) and isinstance(v, str)}
 
 
+# The deployed names of the control-plane functions; exec-<pool> is names.exec_function(pool).
+CONTROL_FUNCTION_NAMES = {
+    "api": "api",
+    "complete": "complete",
+    "retry": "retry",
+    "start_from_event": "start-from-event",
+    "sweep": "sweep",
+}
+
+
 def functions(tf: TfConfig) -> dict[str, dict[str, Any]]:
-    return tf.of_type("google_cloudfunctions2_function")
+    """Every function as deployed, by FUNCTIONS key: exec (for_each over pools), and each
+    instance of control (for_each over local.control_functions, merged over its defaults)."""
+    declared = tf.of_type("google_cloudfunctions2_function")
+    assert set(declared) == {"exec", "control"}
+    control = declared["control"]
+    assert control["for_each"] == (
+        "${{for key, f in local.control_functions : key => merge(local.control_defaults, f)}}"
+    )
+    defaults = tf.locals["control_defaults"]
+    return {
+        "exec": declared["exec"],
+        **{
+            key: with_each(control, {**defaults, **f})
+            for key, f in tf.locals["control_functions"].items()
+        },
+    }
 
 
 def function_env(tf: TfConfig, fn: dict[str, Any]) -> set[str]:
@@ -83,12 +109,36 @@ def function_env(tf: TfConfig, fn: dict[str, Any]) -> set[str]:
 
 
 def push_subscriptions(tf: TfConfig) -> dict[str, dict[str, Any]]:
-    return {n: s for n, s in tf.of_type("google_pubsub_subscription").items() if "push_config" in s}
+    """Every push subscription as deployed: "exec" (one per pool, the pool spelled POOL), and
+    each of local.control_subscriptions, by key."""
+    declared = tf.of_type("google_pubsub_subscription")
+    push = declared["push"]
+    assert push["for_each"] == "${merge(local.exec_subscriptions, local.control_subscriptions)}"
+    per_pool = re.fullmatch(
+        r"\$\{\{for pool, p in var\.pools : pool => (\{.*\})\}\}", tf.locals["exec_subscriptions"]
+    )
+    assert per_pool, (
+        f"exec_subscriptions is not one entry per pool: {tf.locals['exec_subscriptions']}"
+    )
+    return {
+        "exec": with_each(push, hcl_object(per_pool.group(1))),
+        **{key: with_each(push, sub) for key, sub in tf.locals["control_subscriptions"].items()},
+    }
+
+
+def subscriptions(tf: TfConfig) -> dict[str, dict[str, Any]]:
+    pull = {n: s for n, s in tf.of_type("google_pubsub_subscription").items() if n != "push"}
+    assert not [n for n, s in pull.items() if "push_config" in s], "push ones belong in push"
+    return {**pull, **push_subscriptions(tf)}
 
 
 def referenced_function(expression: str) -> str:
-    match = re.search(r"google_cloudfunctions2_function\.([a-z_]+)", expression)
+    """The FUNCTIONS key an expression refers to: exec, or the key of a control function."""
+    match = re.search(r'google_cloudfunctions2_function\.([a-z_]+)(?:\["([a-z_]+)"\])?', expression)
     assert match, f"{expression!r} does not refer to a function"
+    if match.group(1) == "control":
+        assert match.group(2), f"{expression!r} refers to no one control function"
+        return match.group(2)
     return match.group(1)
 
 
@@ -103,23 +153,23 @@ def test_declared_topics_are_exactly_the_names_topics(module_tf: TfConfig) -> No
 
 
 def test_each_pool_gets_one_exec_subscription_filtered_on_its_pool(module_tf: TfConfig) -> None:
-    exec_sub = module_tf.of_type("google_pubsub_subscription")["exec"]
-    assert exec_sub["for_each"] == "${var.pools}"
+    exec_sub = push_subscriptions(module_tf)["exec"]
     assert exec_sub["name"] == names.exec_subscription(POOL)
     assert exec_sub["filter"] == names.pool_filter(POOL)
     assert "google_pubsub_topic.node_ready" in exec_sub["topic"]
     assert referenced_function(block(exec_sub, "push_config")["push_endpoint"]) == "exec"
-    assert "[each.key]" in block(exec_sub, "push_config")["push_endpoint"]
+    assert "exec[pool]" in block(exec_sub, "push_config")["push_endpoint"]
 
 
 def test_other_subscriptions_are_exactly_the_names_subscriptions(module_tf: TfConfig) -> None:
-    subs = module_tf.of_type("google_pubsub_subscription")
+    subs = subscriptions(module_tf)
     declared = sorted(module_tf.resolve(s["name"]) for n, s in subs.items() if n != "exec")
     assert declared == sorted(constants("SUBSCRIPTION_").values())
+    assert all(s.get("filter") is None for n, s in subs.items() if n != "exec")
 
 
 def test_each_subscription_listens_to_the_topic_its_function_consumes(module_tf: TfConfig) -> None:
-    subs = module_tf.of_type("google_pubsub_subscription")
+    subs = subscriptions(module_tf)
     expected = {
         "exec": ("node_ready", "exec"),
         "complete": ("node_finished", "complete"),
@@ -180,10 +230,31 @@ def test_each_function_runs_its_entry_point_as_its_own_service_account(
     assert account == f'${{google_service_account.runtime["{role}"].email}}'
 
 
+def test_the_control_functions_keep_their_deployed_names(module_tf: TfConfig) -> None:
+    fns = functions(module_tf)
+    assert {key: fns[key]["name"] for key in CONTROL_FUNCTION_NAMES} == CONTROL_FUNCTION_NAMES
+
+
+def test_sweep_runs_alone_and_the_other_control_functions_as_sized(module_tf: TfConfig) -> None:
+    for key, fn in functions(module_tf).items():
+        if key == "exec":
+            continue
+        service = block(fn, "service_config")
+        assert service["available_memory"] == "${var.control_plane.memory}"
+        if key == "sweep":  # two sweeps would only race for the same expired leases
+            assert service["max_instance_count"] == 1
+            assert service["max_instance_request_concurrency"] == 1
+            assert service["timeout_seconds"] == 120
+        else:
+            assert service["max_instance_count"] == "${var.control_plane.max_instances}"
+            assert service["max_instance_request_concurrency"] == "${var.control_plane.concurrency}"
+            assert service["timeout_seconds"] == 60
+
+
 def test_there_is_one_exec_function_per_pool_named_by_names(module_tf: TfConfig) -> None:
     fn = functions(module_tf)["exec"]
     assert fn["for_each"] == "${var.pools}"
-    assert fn["name"] == names.exec_function(POOL)
+    assert fn["name"] == names.exec_function("${each.key}")
     service = block(fn, "service_config")
     assert service["timeout_seconds"] == "${each.value.timeout_s}"
     assert service["max_instance_count"] == "${each.value.max_instances}"
@@ -255,7 +326,8 @@ def test_exec_learns_the_retry_url_and_the_tasks_identity_from_terraform(
 ) -> None:
     env = module_tf.env_map("${local.exec_only_env}")
     assert (
-        env[names.ENV_RETRY_URL] == "${google_cloudfunctions2_function.retry.service_config[0].uri}"
+        env[names.ENV_RETRY_URL]
+        == '${google_cloudfunctions2_function.control["retry"].service_config[0].uri}'
     )
     common = module_tf.env_map("${local.common_env}")
     assert common[names.ENV_TASKS_SERVICE_ACCOUNT] == "${google_service_account.invoker.email}"
@@ -388,18 +460,30 @@ def test_exec_may_enqueue_retries_that_carry_the_invokers_token(module_tf: TfCon
 
 
 def test_the_invoker_may_call_exactly_the_internal_functions(module_tf: TfConfig) -> None:
-    invokable: set[str] = set()
-    for grant in module_tf.of_type("google_cloud_run_service_iam_member").values():
+    grants = module_tf.of_type("google_cloud_run_service_iam_member")
+    for grant in grants.values():
         assert grant["role"] == "roles/run.invoker"
-        if grant["member"] == "${google_service_account.invoker.member}":
-            target = grant.get("for_each") or grant["service"]
-            invokable.add(referenced_function(target))
+    to_invoker = [
+        g for g in grants.values() if g["member"] == "${google_service_account.invoker.member}"
+    ]
+    assert len(to_invoker) == 1
+    assert to_invoker[0]["for_each"] == "${local.internal_functions}"
+    assert to_invoker[0]["service"] == "${each.value.name}"
+    internal = module_tf.locals["internal_functions"]
+    # merge(exec, {for role, f in control : role => f if role != "<excluded>"})
+    match = re.fullmatch(
+        r"\$\{merge\(google_cloudfunctions2_function\.exec, \{for role, f in "
+        r'google_cloudfunctions2_function\.control : role => f if role != "([a-z_]+)"\}\)\}',
+        internal,
+    )
+    assert match, f"internal_functions is not exec and all control functions but one: {internal}"
+    invokable = {"exec"} | set(module_tf.locals["control_functions"]) - {match.group(1)}
     assert invokable == {name for name in FUNCTIONS if name != "api"}
 
 
 def test_only_the_allowed_invokers_may_call_the_api(module_tf: TfConfig) -> None:
     grants = module_tf.of_type("google_cloud_run_service_iam_member")
-    api_grants = [g for g in grants.values() if "function.api." in g.get("service", "")]
+    api_grants = [g for g in grants.values() if 'control["api"].' in g.get("service", "")]
     assert len(api_grants) == 1
     assert api_grants[0]["for_each"] == "${toset(var.allowed_invokers)}"
     assert api_grants[0]["member"] == "${each.value}"
@@ -437,8 +521,7 @@ def test_push_subscriptions_back_off_dead_letter_and_never_expire(
 
 def test_ack_deadlines_match_the_function_timeouts_capped_at_600_s(module_tf: TfConfig) -> None:
     subs = push_subscriptions(module_tf)
-    assert subs["exec"]["ack_deadline_seconds"] == "${local.exec_ack_deadline[each.key]}"
-    assert re.search(r"min\(600, max\(10, p\.timeout_s\)\)", module_tf.locals["exec_ack_deadline"])
+    assert subs["exec"]["ack_deadline_seconds"] == "${min(600, max(10, p.timeout_s))}"
     for name in ("complete", "run_requests"):
         target = referenced_function(block(subs[name], "push_config")["push_endpoint"])
         timeout = block(functions(module_tf)[target], "service_config")["timeout_seconds"]
@@ -451,15 +534,14 @@ def test_the_pubsub_service_agent_may_dead_letter_every_push_subscription(
     publisher = module_tf.of_type("google_pubsub_topic_iam_member")["dead_letter_publisher"]
     assert publisher["topic"] == "${google_pubsub_topic.dead_letter.id}"
     assert publisher["member"] == "${local.pubsub_service_agent}"
-    covered = set()
-    for grant in module_tf.of_type("google_pubsub_subscription_iam_member").values():
-        assert grant["role"] == "roles/pubsub.subscriber"
-        assert grant["member"] == "${local.pubsub_service_agent}"
-        target = grant.get("for_each") or grant["subscription"]
-        match = re.search(r"google_pubsub_subscription\.([a-z_]+)", target)
-        assert match, f"{target!r} names no subscription"
-        covered.add(match.group(1))
-    assert covered == set(push_subscriptions(module_tf))
+    grants = module_tf.of_type("google_pubsub_subscription_iam_member")
+    assert list(grants) == ["dead_letter_subscriber"]
+    grant = grants["dead_letter_subscriber"]
+    assert grant["role"] == "roles/pubsub.subscriber"
+    assert grant["member"] == "${local.pubsub_service_agent}"
+    # every instance of the one push subscription resource, so every push subscription
+    assert grant["for_each"] == "${google_pubsub_subscription.push}"
+    assert grant["subscription"] == "${each.value.id}"
 
 
 def test_sweep_is_called_every_minute_with_the_invokers_oidc_token(module_tf: TfConfig) -> None:

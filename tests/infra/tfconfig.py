@@ -130,6 +130,59 @@ def blocks(body: dict[str, Any], name: str) -> list[dict[str, Any]]:
     return found if isinstance(found, list) else [found]
 
 
+def with_each(value: Any, each: dict[str, Any]) -> Any:
+    """A for_each resource's body as one instance sees it: "${each.value.x}" becomes the value of
+    x in `each`, and each.value.x inside a longer expression its HCL spelling."""
+    if isinstance(value, dict):
+        return {k: with_each(v, each) for k, v in value.items()}
+    if isinstance(value, list):
+        return [with_each(v, each) for v in value]
+    if not isinstance(value, str):
+        return value
+    whole = re.fullmatch(r"\$\{each\.value\.([A-Za-z0-9_]+)\}", value)
+    if whole:
+        return each[whole.group(1)]
+
+    def spelled(match: re.Match[str]) -> str:
+        found = each[match.group(1)]
+        if isinstance(found, str) and found.startswith("${") and found.endswith("}"):
+            return found[2:-1]
+        return f'"{found}"' if isinstance(found, str) else str(found)
+
+    return re.sub(r"each\.value\.([A-Za-z0-9_]+)", spelled, value)
+
+
+def hcl_object(text: str) -> dict[str, Any]:
+    """The attributes of an inline HCL object `{a = "x", b = expr, c = 60}` (as python-hcl2 keeps
+    the body of a for expression), as python-hcl2 would give them: strings unquoted,
+    expressions as "${...}", whole numbers as int."""
+    body = text.strip()
+    assert body.startswith("{") and body.endswith("}"), f"not an object: {text!r}"
+    items, depth, quoted, start = [], 0, False, 1
+    for i, char in enumerate(body[1:-1], start=1):
+        if char == '"' and body[i - 1] != "\\":
+            quoted = not quoted
+        elif not quoted and char in "([{":
+            depth += 1
+        elif not quoted and char in ")]}":
+            depth -= 1
+        elif not quoted and depth == 0 and char == ",":
+            items.append(body[start:i])
+            start = i + 1
+    items.append(body[start:-1])
+    result: dict[str, Any] = {}
+    for item in filter(str.strip, items):
+        key, _, value = item.partition("=")
+        value = value.strip()
+        if value.startswith('"') and value.endswith('"'):
+            result[key.strip()] = value[1:-1].replace('\\"', '"')
+        elif value.isdigit():
+            result[key.strip()] = int(value)
+        else:
+            result[key.strip()] = f"${{{value}}}"
+    return result
+
+
 def walk_strings(value: Any, path: tuple[str, ...] = ()) -> Iterator[tuple[tuple[str, ...], str]]:
     """Every string (keys too) in a parsed value, with the path of keys that leads to it."""
     if isinstance(value, str):

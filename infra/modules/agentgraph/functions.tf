@@ -1,5 +1,5 @@
-# The functions: api (HTTP, public door), exec-<pool> (one per pool), complete, retry,
-# start_from_event and sweep. All run functions/main.py on python311 from the same archive; the
+# The functions: the control plane (api, the HTTP public door; complete, retry,
+# start-from-event and sweep), and exec-<pool>, one per pool. All run functions/main.py on python311 from the same archive; the
 # entry point picks the handler. Only api accepts traffic from outside the project: the others
 # are ALLOW_INTERNAL_ONLY, which still admits Pub/Sub push, Cloud Tasks and Cloud Scheduler of
 # this project, and they all require the invoker account's OIDC token on top.
@@ -28,7 +28,7 @@ locals {
 
   # exec schedules retries: where Cloud Tasks should POST them.
   exec_only_env = {
-    (local.env_retry_url) = google_cloudfunctions2_function.retry.service_config[0].uri
+    (local.env_retry_url) = google_cloudfunctions2_function.control["retry"].service_config[0].uri
   }
 
   # Per pool: the pool the function serves (the subscription filter already routes by pool;
@@ -40,18 +40,68 @@ locals {
       (local.env_max_concurrency) = p.max_concurrency
     }
   }
+
+  # Every function but exec-<pool>, by role: sized by var.control_plane unless an entry says
+  # otherwise. Only the api accepts traffic from outside the project.
+  control_functions = {
+    api = {
+      name        = "api"
+      description = "agentgraph HTTP API: start, inspect and cancel runs"
+      entry_point = local.entry_api
+      account     = "api"
+      ingress     = "ALLOW_ALL"
+      env         = merge(local.common_env, local.api_only_env)
+    }
+    complete = {
+      name        = "complete"
+      description = "agentgraph fan-in: records arrivals, enqueues children whose parents are all done"
+      entry_point = local.entry_complete
+      account     = "complete"
+    }
+    retry = {
+      name        = "retry"
+      description = "agentgraph delayed retry: called by Cloud Tasks, re-publishes node-ready"
+      entry_point = local.entry_retry
+      account     = "retry"
+    }
+    start_from_event = {
+      name        = "start-from-event"
+      description = "agentgraph: starts runs from messages on the run-requests topic"
+      entry_point = local.entry_start_from_event
+      account     = "start"
+    }
+    # One sweep at a time is enough; two would only race for the same expired leases.
+    sweep = {
+      name          = "sweep"
+      description   = "agentgraph sweep: re-dispatches expired leases and due retries (Cloud Scheduler, every minute)"
+      entry_point   = local.entry_sweep
+      account       = "sweep"
+      timeout_s     = 120
+      max_instances = 1
+      concurrency   = 1
+    }
+  }
+  control_defaults = {
+    ingress       = "ALLOW_INTERNAL_ONLY"
+    env           = local.common_env
+    timeout_s     = 60
+    max_instances = var.control_plane.max_instances
+    concurrency   = var.control_plane.concurrency
+  }
 }
 
-resource "google_cloudfunctions2_function" "api" {
+resource "google_cloudfunctions2_function" "control" {
+  for_each = { for key, f in local.control_functions : key => merge(local.control_defaults, f) }
+
   project     = var.project
   location    = var.region
-  name        = "api"
-  description = "agentgraph HTTP API: start, inspect and cancel runs"
+  name        = each.value.name
+  description = each.value.description
   labels      = local.labels
 
   build_config {
     runtime           = local.runtime
-    entry_point       = local.entry_api
+    entry_point       = each.value.entry_point
     service_account   = google_service_account.build.id
     docker_repository = google_artifact_registry_repository.functions.id
 
@@ -67,13 +117,13 @@ resource "google_cloudfunctions2_function" "api" {
     available_memory                 = var.control_plane.memory
     available_cpu                    = local.control_cpu
     min_instance_count               = 0
-    max_instance_count               = var.control_plane.max_instances
-    max_instance_request_concurrency = var.control_plane.concurrency
-    timeout_seconds                  = 60
-    ingress_settings                 = "ALLOW_ALL"
+    max_instance_count               = each.value.max_instances
+    max_instance_request_concurrency = each.value.concurrency
+    timeout_seconds                  = each.value.timeout_s
+    ingress_settings                 = each.value.ingress
     all_traffic_on_latest_revision   = true
-    service_account_email            = google_service_account.runtime["api"].email
-    environment_variables            = merge(local.common_env, local.api_only_env)
+    service_account_email            = google_service_account.runtime[each.value.account].email
+    environment_variables            = each.value.env
   }
 
   depends_on = [
@@ -84,6 +134,8 @@ resource "google_cloudfunctions2_function" "api" {
   ]
 }
 
+# exec-<pool> is a resource of its own: it is sized per pool, reads the Gemini key, and its
+# environment names the retry function's URL (a resource cannot refer to itself).
 resource "google_cloudfunctions2_function" "exec" {
   for_each = var.pools
 
@@ -134,174 +186,5 @@ resource "google_cloudfunctions2_function" "exec" {
     google_artifact_registry_repository_iam_member.build_pushes_images,
     google_project_iam_member.datastore_user,
     google_secret_manager_secret_iam_member.exec_reads_gemini_key,
-  ]
-}
-
-resource "google_cloudfunctions2_function" "complete" {
-  project     = var.project
-  location    = var.region
-  name        = "complete"
-  description = "agentgraph fan-in: records arrivals, enqueues children whose parents are all done"
-  labels      = local.labels
-
-  build_config {
-    runtime           = local.runtime
-    entry_point       = local.entry_complete
-    service_account   = google_service_account.build.id
-    docker_repository = google_artifact_registry_repository.functions.id
-
-    source {
-      storage_source {
-        bucket = google_storage_bucket.source.name
-        object = google_storage_bucket_object.source.name
-      }
-    }
-  }
-
-  service_config {
-    available_memory                 = var.control_plane.memory
-    available_cpu                    = local.control_cpu
-    min_instance_count               = 0
-    max_instance_count               = var.control_plane.max_instances
-    max_instance_request_concurrency = var.control_plane.concurrency
-    timeout_seconds                  = 60
-    ingress_settings                 = "ALLOW_INTERNAL_ONLY"
-    all_traffic_on_latest_revision   = true
-    service_account_email            = google_service_account.runtime["complete"].email
-    environment_variables            = local.common_env
-  }
-
-  depends_on = [
-    google_project_iam_member.build_logs,
-    google_project_iam_member.build_reads_sources,
-    google_artifact_registry_repository_iam_member.build_pushes_images,
-    google_project_iam_member.datastore_user,
-  ]
-}
-
-resource "google_cloudfunctions2_function" "retry" {
-  project     = var.project
-  location    = var.region
-  name        = "retry"
-  description = "agentgraph delayed retry: called by Cloud Tasks, re-publishes node-ready"
-  labels      = local.labels
-
-  build_config {
-    runtime           = local.runtime
-    entry_point       = local.entry_retry
-    service_account   = google_service_account.build.id
-    docker_repository = google_artifact_registry_repository.functions.id
-
-    source {
-      storage_source {
-        bucket = google_storage_bucket.source.name
-        object = google_storage_bucket_object.source.name
-      }
-    }
-  }
-
-  service_config {
-    available_memory                 = var.control_plane.memory
-    available_cpu                    = local.control_cpu
-    min_instance_count               = 0
-    max_instance_count               = var.control_plane.max_instances
-    max_instance_request_concurrency = var.control_plane.concurrency
-    timeout_seconds                  = 60
-    ingress_settings                 = "ALLOW_INTERNAL_ONLY"
-    all_traffic_on_latest_revision   = true
-    service_account_email            = google_service_account.runtime["retry"].email
-    environment_variables            = local.common_env
-  }
-
-  depends_on = [
-    google_project_iam_member.build_logs,
-    google_project_iam_member.build_reads_sources,
-    google_artifact_registry_repository_iam_member.build_pushes_images,
-    google_project_iam_member.datastore_user,
-  ]
-}
-
-resource "google_cloudfunctions2_function" "start_from_event" {
-  project     = var.project
-  location    = var.region
-  name        = "start-from-event"
-  description = "agentgraph: starts runs from messages on the run-requests topic"
-  labels      = local.labels
-
-  build_config {
-    runtime           = local.runtime
-    entry_point       = local.entry_start_from_event
-    service_account   = google_service_account.build.id
-    docker_repository = google_artifact_registry_repository.functions.id
-
-    source {
-      storage_source {
-        bucket = google_storage_bucket.source.name
-        object = google_storage_bucket_object.source.name
-      }
-    }
-  }
-
-  service_config {
-    available_memory                 = var.control_plane.memory
-    available_cpu                    = local.control_cpu
-    min_instance_count               = 0
-    max_instance_count               = var.control_plane.max_instances
-    max_instance_request_concurrency = var.control_plane.concurrency
-    timeout_seconds                  = 60
-    ingress_settings                 = "ALLOW_INTERNAL_ONLY"
-    all_traffic_on_latest_revision   = true
-    service_account_email            = google_service_account.runtime["start"].email
-    environment_variables            = local.common_env
-  }
-
-  depends_on = [
-    google_project_iam_member.build_logs,
-    google_project_iam_member.build_reads_sources,
-    google_artifact_registry_repository_iam_member.build_pushes_images,
-    google_project_iam_member.datastore_user,
-  ]
-}
-
-resource "google_cloudfunctions2_function" "sweep" {
-  project     = var.project
-  location    = var.region
-  name        = "sweep"
-  description = "agentgraph sweep: re-dispatches expired leases and due retries (Cloud Scheduler, every minute)"
-  labels      = local.labels
-
-  build_config {
-    runtime           = local.runtime
-    entry_point       = local.entry_sweep
-    service_account   = google_service_account.build.id
-    docker_repository = google_artifact_registry_repository.functions.id
-
-    source {
-      storage_source {
-        bucket = google_storage_bucket.source.name
-        object = google_storage_bucket_object.source.name
-      }
-    }
-  }
-
-  service_config {
-    available_memory = var.control_plane.memory
-    available_cpu    = local.control_cpu
-    # One sweep at a time is enough; two would only race for the same expired leases.
-    min_instance_count               = 0
-    max_instance_count               = 1
-    max_instance_request_concurrency = 1
-    timeout_seconds                  = 120
-    ingress_settings                 = "ALLOW_INTERNAL_ONLY"
-    all_traffic_on_latest_revision   = true
-    service_account_email            = google_service_account.runtime["sweep"].email
-    environment_variables            = local.common_env
-  }
-
-  depends_on = [
-    google_project_iam_member.build_logs,
-    google_project_iam_member.build_reads_sources,
-    google_artifact_registry_repository_iam_member.build_pushes_images,
-    google_project_iam_member.datastore_user,
   ]
 }

@@ -42,6 +42,13 @@ locals {
   }
 
   pubsub_service_agent = "serviceAccount:${google_project_service_identity.pubsub.email}"
+
+  # The functions only the invoker account calls, keyed as the exec ones by pool and the
+  # others by role (no pool is named after a role: see var.pools).
+  internal_functions = merge(
+    google_cloudfunctions2_function.exec,
+    { for role, f in google_cloudfunctions2_function.control : role => f if role != "api" },
+  )
 }
 
 resource "google_service_account" "runtime" {
@@ -118,25 +125,11 @@ resource "google_pubsub_topic_iam_member" "dead_letter_publisher" {
   member  = local.pubsub_service_agent
 }
 
-resource "google_pubsub_subscription_iam_member" "dead_letter_subscriber_exec" {
-  for_each = google_pubsub_subscription.exec
+resource "google_pubsub_subscription_iam_member" "dead_letter_subscriber" {
+  for_each = google_pubsub_subscription.push
 
   project      = var.project
   subscription = each.value.id
-  role         = "roles/pubsub.subscriber"
-  member       = local.pubsub_service_agent
-}
-
-resource "google_pubsub_subscription_iam_member" "dead_letter_subscriber_complete" {
-  project      = var.project
-  subscription = google_pubsub_subscription.complete.id
-  role         = "roles/pubsub.subscriber"
-  member       = local.pubsub_service_agent
-}
-
-resource "google_pubsub_subscription_iam_member" "dead_letter_subscriber_run_requests" {
-  project      = var.project
-  subscription = google_pubsub_subscription.run_requests.id
   role         = "roles/pubsub.subscriber"
   member       = local.pubsub_service_agent
 }
@@ -177,45 +170,14 @@ resource "google_secret_manager_secret_iam_member" "exec_reads_gemini_key" {
 }
 
 # --- Invokers -------------------------------------------------------------------------------
-# The invoker account may call exactly the functions that push, tasks and scheduler target.
-resource "google_cloud_run_service_iam_member" "invoker_exec" {
-  for_each = google_cloudfunctions2_function.exec
+# The invoker account may call exactly the functions that push, tasks and scheduler target:
+# every one but the api.
+resource "google_cloud_run_service_iam_member" "invoker" {
+  for_each = local.internal_functions
 
   project  = var.project
   location = each.value.location
   service  = each.value.name
-  role     = "roles/run.invoker"
-  member   = google_service_account.invoker.member
-}
-
-resource "google_cloud_run_service_iam_member" "invoker_complete" {
-  project  = var.project
-  location = google_cloudfunctions2_function.complete.location
-  service  = google_cloudfunctions2_function.complete.name
-  role     = "roles/run.invoker"
-  member   = google_service_account.invoker.member
-}
-
-resource "google_cloud_run_service_iam_member" "invoker_start_from_event" {
-  project  = var.project
-  location = google_cloudfunctions2_function.start_from_event.location
-  service  = google_cloudfunctions2_function.start_from_event.name
-  role     = "roles/run.invoker"
-  member   = google_service_account.invoker.member
-}
-
-resource "google_cloud_run_service_iam_member" "invoker_retry" {
-  project  = var.project
-  location = google_cloudfunctions2_function.retry.location
-  service  = google_cloudfunctions2_function.retry.name
-  role     = "roles/run.invoker"
-  member   = google_service_account.invoker.member
-}
-
-resource "google_cloud_run_service_iam_member" "invoker_sweep" {
-  project  = var.project
-  location = google_cloudfunctions2_function.sweep.location
-  service  = google_cloudfunctions2_function.sweep.name
   role     = "roles/run.invoker"
   member   = google_service_account.invoker.member
 }
@@ -225,8 +187,8 @@ resource "google_cloud_run_service_iam_member" "api_invokers" {
   for_each = toset(var.allowed_invokers)
 
   project  = var.project
-  location = google_cloudfunctions2_function.api.location
-  service  = google_cloudfunctions2_function.api.name
+  location = google_cloudfunctions2_function.control["api"].location
+  service  = google_cloudfunctions2_function.control["api"].name
   role     = "roles/run.invoker"
   member   = each.value
 }

@@ -1,25 +1,19 @@
 output "api_url" {
   description = "URL of the api function (callers need roles/run.invoker: var.allowed_invokers)."
-  value       = google_cloudfunctions2_function.api.service_config[0].uri
+  value       = google_cloudfunctions2_function.control["api"].service_config[0].uri
 }
 
 output "function_urls" {
   description = "URL of every function, by function name."
-  value = merge(
-    { for pool, f in google_cloudfunctions2_function.exec : f.name => f.service_config[0].uri },
-    {
-      (google_cloudfunctions2_function.api.name)              = google_cloudfunctions2_function.api.service_config[0].uri
-      (google_cloudfunctions2_function.complete.name)         = google_cloudfunctions2_function.complete.service_config[0].uri
-      (google_cloudfunctions2_function.retry.name)            = google_cloudfunctions2_function.retry.service_config[0].uri
-      (google_cloudfunctions2_function.start_from_event.name) = google_cloudfunctions2_function.start_from_event.service_config[0].uri
-      (google_cloudfunctions2_function.sweep.name)            = google_cloudfunctions2_function.sweep.service_config[0].uri
-    },
-  )
+  value = {
+    for f in concat(values(google_cloudfunctions2_function.control), values(google_cloudfunctions2_function.exec)) :
+    f.name => f.service_config[0].uri
+  }
 }
 
 output "retry_url" {
   description = "Where Cloud Tasks POSTs delayed retries (AGENTGRAPH_RETRY_URL of the exec functions)."
-  value       = google_cloudfunctions2_function.retry.service_config[0].uri
+  value       = google_cloudfunctions2_function.control["retry"].service_config[0].uri
 }
 
 output "topics" {

@@ -3,9 +3,43 @@
 # push subscription dead-letters after var.dead_letter_max_delivery_attempts deliveries.
 
 locals {
-  # Pub/Sub never waits longer than 600 s for a push response. A node that runs longer sees a
-  # redelivery, which the lease-based claim acks without running it twice.
-  exec_ack_deadline = { for pool, p in var.pools : pool => min(600, max(10, p.timeout_s)) }
+  # One push subscription per pool, so a slow pool never holds back another: node-ready
+  # messages carry the attribute pool=<pool>, and Pub/Sub acks the others for that subscription
+  # on its own. Pub/Sub never waits longer than 600 s for a push response: a node that runs
+  # longer sees a redelivery, which the lease-based claim acks without running it twice.
+  exec_subscriptions = {
+    for pool, p in var.pools : pool => {
+      name         = "agentgraph-exec-${pool}"
+      topic        = google_pubsub_topic.node_ready.id
+      filter       = "attributes.pool = \"${pool}\""
+      endpoint     = google_cloudfunctions2_function.exec[pool].service_config[0].uri
+      ack_deadline = min(600, max(10, p.timeout_s))
+      min_backoff  = "10s"
+      max_backoff  = "600s"
+    }
+  }
+
+  # The control-plane push subscriptions, keyed by role (no pool has these names: var.pools).
+  control_subscriptions = {
+    complete = {
+      name         = local.subscription_complete
+      topic        = google_pubsub_topic.node_finished.id
+      filter       = null
+      endpoint     = google_cloudfunctions2_function.control["complete"].service_config[0].uri
+      ack_deadline = 60
+      min_backoff  = "1s"
+      max_backoff  = "60s"
+    }
+    run_requests = {
+      name         = local.subscription_run_requests
+      topic        = google_pubsub_topic.run_requests.id
+      filter       = null
+      endpoint     = google_cloudfunctions2_function.control["start_from_event"].service_config[0].uri
+      ack_deadline = 60
+      min_backoff  = "5s"
+      max_backoff  = "300s"
+    }
+  }
 }
 
 resource "google_pubsub_topic" "node_ready" {
@@ -40,30 +74,29 @@ resource "google_pubsub_topic" "dead_letter" {
   depends_on = [google_project_service.apis]
 }
 
-# One subscription per pool, so a slow pool never holds back another: node-ready messages carry
-# the attribute pool=<pool>, and Pub/Sub acks the others for this subscription on its own.
-resource "google_pubsub_subscription" "exec" {
-  for_each = var.pools
+# Every push subscription: the invoker's OIDC token on each push, backoff, dead letters.
+resource "google_pubsub_subscription" "push" {
+  for_each = merge(local.exec_subscriptions, local.control_subscriptions)
 
   project              = var.project
-  name                 = "agentgraph-exec-${each.key}"
-  topic                = google_pubsub_topic.node_ready.id
-  filter               = "attributes.pool = \"${each.key}\""
-  ack_deadline_seconds = local.exec_ack_deadline[each.key]
+  name                 = each.value.name
+  topic                = each.value.topic
+  filter               = each.value.filter
+  ack_deadline_seconds = each.value.ack_deadline
   labels               = local.labels
 
   push_config {
-    push_endpoint = google_cloudfunctions2_function.exec[each.key].service_config[0].uri
+    push_endpoint = each.value.endpoint
 
     oidc_token {
       service_account_email = google_service_account.invoker.email
-      audience              = google_cloudfunctions2_function.exec[each.key].service_config[0].uri
+      audience              = each.value.endpoint
     }
   }
 
   retry_policy {
-    minimum_backoff = "10s"
-    maximum_backoff = "600s"
+    minimum_backoff = each.value.min_backoff
+    maximum_backoff = each.value.max_backoff
   }
 
   dead_letter_policy {
@@ -76,73 +109,7 @@ resource "google_pubsub_subscription" "exec" {
     ttl = ""
   }
 
-  depends_on = [google_cloud_run_service_iam_member.invoker_exec]
-}
-
-resource "google_pubsub_subscription" "complete" {
-  project              = var.project
-  name                 = local.subscription_complete
-  topic                = google_pubsub_topic.node_finished.id
-  ack_deadline_seconds = 60
-  labels               = local.labels
-
-  push_config {
-    push_endpoint = google_cloudfunctions2_function.complete.service_config[0].uri
-
-    oidc_token {
-      service_account_email = google_service_account.invoker.email
-      audience              = google_cloudfunctions2_function.complete.service_config[0].uri
-    }
-  }
-
-  retry_policy {
-    minimum_backoff = "1s"
-    maximum_backoff = "60s"
-  }
-
-  dead_letter_policy {
-    dead_letter_topic     = google_pubsub_topic.dead_letter.id
-    max_delivery_attempts = var.dead_letter_max_delivery_attempts
-  }
-
-  expiration_policy {
-    ttl = ""
-  }
-
-  depends_on = [google_cloud_run_service_iam_member.invoker_complete]
-}
-
-resource "google_pubsub_subscription" "run_requests" {
-  project              = var.project
-  name                 = local.subscription_run_requests
-  topic                = google_pubsub_topic.run_requests.id
-  ack_deadline_seconds = 60
-  labels               = local.labels
-
-  push_config {
-    push_endpoint = google_cloudfunctions2_function.start_from_event.service_config[0].uri
-
-    oidc_token {
-      service_account_email = google_service_account.invoker.email
-      audience              = google_cloudfunctions2_function.start_from_event.service_config[0].uri
-    }
-  }
-
-  retry_policy {
-    minimum_backoff = "5s"
-    maximum_backoff = "300s"
-  }
-
-  dead_letter_policy {
-    dead_letter_topic     = google_pubsub_topic.dead_letter.id
-    max_delivery_attempts = var.dead_letter_max_delivery_attempts
-  }
-
-  expiration_policy {
-    ttl = ""
-  }
-
-  depends_on = [google_cloud_run_service_iam_member.invoker_start_from_event]
+  depends_on = [google_cloud_run_service_iam_member.invoker]
 }
 
 # Pull subscription that keeps dead letters for a week, for `gcloud pubsub subscriptions pull`:

@@ -15,13 +15,13 @@ resource "google_cloud_scheduler_job" "sweep" {
 
   http_target {
     http_method = "POST"
-    uri         = google_cloudfunctions2_function.sweep.service_config[0].uri
+    uri         = google_cloudfunctions2_function.control["sweep"].service_config[0].uri
 
     oidc_token {
       service_account_email = google_service_account.invoker.email
-      audience              = google_cloudfunctions2_function.sweep.service_config[0].uri
+      audience              = google_cloudfunctions2_function.control["sweep"].service_config[0].uri
     }
   }
 
-  depends_on = [google_cloud_run_service_iam_member.invoker_sweep]
+  depends_on = [google_cloud_run_service_iam_member.invoker]
 }

@@ -45,6 +45,10 @@ variable "pools" {
     error_message = "Each pool name must match ^[a-z][a-z0-9-]{0,40}$: it becomes the function name exec-<pool>."
   }
   validation {
+    condition     = length(setintersection(keys(var.pools), ["api", "complete", "retry", "sweep"])) == 0
+    error_message = "No pool may be named api, complete, retry or sweep: push subscriptions and invoker grants are keyed by pool for exec and by role for the other functions."
+  }
+  validation {
     condition     = alltrue([for p in values(var.pools) : p.timeout_s >= 10 && p.timeout_s <= 3600])
     error_message = "Each pool's timeout_s must be between 10 and 3600 seconds (HTTP functions of gen2)."
   }
