@@ -19,6 +19,7 @@ from __future__ import annotations
 import gc
 import statistics
 import time
+import traceback
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -58,9 +59,19 @@ class Context:
     advance: Callable[[str], None] = lambda _description: None
     notes: dict[str, str] = field(default_factory=dict)
     details: dict[str, Any] = field(default_factory=dict)
+    failures: list[str] = field(default_factory=list)
 
     def note(self, key: str, reason: str) -> None:
         self.notes[key] = reason
+
+    def fail(self, part: str, exc: BaseException, keys: Sequence[str]) -> None:
+        """One part of a measurement failed: its figures become null with the reason, the
+        traceback is kept for the report, and the benchmark run exits 1."""
+        self.failures.append(
+            f"{part}: " + "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+        )
+        for key in keys:
+            self.note(key, f"{part} failed: {type(exc).__name__}: {exc}")
 
 
 @dataclass(frozen=True)

@@ -39,6 +39,10 @@ from bench.measure import (
 )
 
 RESULTS = Path(__file__).with_name("results.json")
+DOC = Path(__file__).resolve().parents[1] / "docs" / "benchmarks.md"
+# bench.run rewrites what lies between these two lines of docs/benchmarks.md.
+DOC_BEGIN = "<!-- bench-results:begin (written by python -m bench.run; do not edit) -->"
+DOC_END = "<!-- bench-results:end -->"
 # Every key results.json must carry, in this order.
 KEYS = (
     "local_ms_per_node",
@@ -156,6 +160,9 @@ async def run_all(
                     got = {}
                     for key in item.keys:
                         ctx.note(key, f"{item.name} failed: {type(exc).__name__}: {exc}")
+            for failure in ctx.failures:
+                clean = False
+                console.print(f"{item.name} failed in part {failure}", markup=False, style="red")
             for key in item.keys:
                 value = got.get(key)
                 figures[key] = value
@@ -193,6 +200,55 @@ def table(figures: dict[str, Figure], results: dict[str, Any]) -> Table:
             key, _format(results.get(key), figure.unit), figure.goal, ratio_text, mark, figure.label
         )
     return out
+
+
+def _markdown_value(value: Any, unit: str) -> str:
+    if value is None:
+        return "null"
+    if unit == "USD":
+        return f"{value:.3g} USD"
+    return _format(value, unit)
+
+
+def markdown(figures: dict[str, Figure], results: dict[str, Any]) -> str:
+    """The results table of docs/benchmarks.md: this run's figures, machine and date."""
+    m = results["machine"]
+    versions = ", ".join(f"{k} {v}" for k, v in results["details"]["versions"].items())
+    lines = [
+        f"{results['date']}, {m['cpu']}, {m['cores']} cores, {m['ram_gb']} GB RAM, "
+        f"{m['python']}, {m['os']}; {versions}; `--repeat {results['details']['repeat']}`.",
+        "",
+        "| figure | value | goal | ratio | verdict |",
+        "| --- | --- | --- | --- | --- |",
+    ]
+    for key in KEYS:
+        figure = figures[key]
+        verdict = figure.verdict(results)
+        ratio_text, met = verdict if verdict else ("", None)
+        mark = {True: "met", False: "missed", None: ""}[met]
+        value = _markdown_value(results.get(key), figure.unit)
+        lines.append(
+            f"| `{key}` | {value} | {figure.goal} | {ratio_text if ratio_text != '-' else ''} "
+            f"| {mark} |"
+        )
+    if results["notes"]:
+        lines.append("")
+        for key, reason in results["notes"].items():
+            lines.append(f"- `{key}` is null: {reason}")
+    return "\n".join(lines)
+
+
+def rewrite_doc(path: Path, table_text: str) -> bool:
+    """Replace the text between the markers; False (doc untouched) when they are missing."""
+    if not path.exists():
+        return False
+    text = path.read_text()
+    begin, end = text.find(DOC_BEGIN), text.find(DOC_END)
+    if begin < 0 or end < begin:
+        return False
+    head = text[: begin + len(DOC_BEGIN)]
+    path.write_text(f"{head}\n{table_text}\n{text[end:]}")
+    return True
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -252,6 +308,11 @@ def main(argv: list[str] | None = None) -> int:
     partial.write_text(json.dumps(results, indent=2, ensure_ascii=False) + "\n")
     partial.replace(args.output)  # a reader never sees half a file
     console.print(f"wrote {args.output}", markup=False)
+    if args.output.resolve() == RESULTS.resolve():
+        if rewrite_doc(DOC, markdown(declared, results)):
+            console.print(f"updated the results table in {DOC}", markup=False)
+        else:
+            console.print(f"{DOC}: results markers not found, table not written", markup=False)
     return 0 if clean else 1
 
 

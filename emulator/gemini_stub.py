@@ -446,6 +446,9 @@ class _State:
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
     block_on_close = False
+    # socketserver's default listen backlog is 5: with more simultaneous calls Linux drops
+    # the surplus handshakes and the clients retry after 1 s (TCP's retransmit timer).
+    request_queue_size = 128
 
     def __init__(self, address: tuple[str, int], latency_s: float) -> None:
         super().__init__(address, _Handler)

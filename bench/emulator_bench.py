@@ -1,0 +1,784 @@
+"""The GCP backend on the local emulators: edge latency against its floor, Firestore
+operations and money per node, and three scale figures.
+
+Starts its own `emulator.stack.Stack` (Firestore, Pub/Sub and Cloud Tasks emulators, the
+Gemini stub, every function under functions-framework, the push subscriptions) and:
+
+1. Edge latency: a chain of `CHAIN` echo nodes through the running stack (POST /runs to
+   the api, Pub/Sub push to exec, node-finished to complete, node-ready to exec, ...).
+   One edge = (claim time of the last node - claim time of the first) / (CHAIN - 1),
+   from the nodes' own `started_at`: finish commit, node-finished delivery, fan-in,
+   node-ready delivery and the next claim. In the same rounds, with the same clients,
+   the floor: 2 x the median publish -> push delivery to an HTTP endpoint that answers at
+   once, plus the median commits shaped like a claim, a finish and a fan-in arrival.
+2. Operations per node: a parent and a child, success path, run through three engines
+   (api, exec, complete: one per function instance, as deployed) on the Firestore
+   emulator, each with its own FirestoreStore, whose `stats` count billed document reads
+   and writes (the events timeline included); publishes and retry tasks are counted at
+   the dispatcher and scheduler. Converted to USD with `agentgraph/data/gcp_prices.json`.
+3. Scale: 1,000 parents finishing together and one child (the node-finished messages go
+   out at once to the stack's complete function; the child's node-ready messages are
+   counted on a pull subscription), a 2,000-node run created through the api, and a
+   10 MB output written and read back through the Firestore store.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import statistics
+import threading
+import time
+import uuid
+from collections import Counter
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from importlib import resources
+from typing import Any
+
+import httpx
+
+from agentgraph import names
+from agentgraph.messages import NodeFinished, NodeReady
+from agentgraph.ports import Outcome, Usage
+from agentgraph.status import NodeStatus, RunStatus
+from bench.measure import Context, Figure, Figures, Unavailable, Verdict, measurement
+
+CHAIN = 20
+FLOOR_SAMPLES = 8  # of each round trip, per round
+FANIN_PARENTS = 1000
+CREATE_WIDTH, CREATE_DEPTH = 100, 20  # 2,000 nodes
+OUTPUT_BYTES = 10_000_000
+PROBE_TOPIC = "agentgraph-bench-probe"
+PROBE_SUBSCRIPTION = "agentgraph-bench-probe-push"
+WATCH_SUBSCRIPTION = "agentgraph-bench-node-ready-watch"
+# Nodes the benchmark finishes itself: no exec function serves this pool, so their
+# node-ready messages are acked unrun (the emulator ignores filters; exec-default drops
+# other pools' messages).
+IDLE_POOL = "bench-idle"
+PROJECT = "bench-agentgraph"
+EDGE_GOAL = 1.2
+WRITES_GOAL, READS_GOAL = 5, 2
+RUN_TIMEOUT_S = 300.0
+
+
+def _edge_verdict(results: Any) -> Verdict | None:
+    floor = results.get("emulator_edge_floor_ms")
+    if not floor:
+        return None
+    ratio = results["emulator_edge_ms"] / floor
+    return f"{ratio:.2f}x floor", ratio <= EDGE_GOAL
+
+
+def _at_most(key: str, goal: float) -> Callable[[Any], Verdict]:
+    return lambda results: ("-", results[key] <= goal)
+
+
+FIGURES = (
+    Figure(
+        "emulator_edge_ms",
+        f"one edge of a {CHAIN}-node echo chain through the stack (median of rounds)",
+        "ms",
+        f"<= {EDGE_GOAL}x floor",
+        _edge_verdict,
+    ),
+    Figure(
+        "emulator_edge_floor_ms",
+        "2 push deliveries + claim, finish and fan-in commits (medians)",
+        "ms",
+        "reference",
+    ),
+    Figure(
+        "firestore_writes_per_node",
+        "billed document writes per node (parent + child run, events included)",
+        "writes",
+        f"<= {WRITES_GOAL}",
+        _at_most("firestore_writes_per_node", WRITES_GOAL),
+    ),
+    Figure(
+        "firestore_reads_per_node",
+        "billed document reads per node (same run)",
+        "reads",
+        f"<= {READS_GOAL}",
+        _at_most("firestore_reads_per_node", READS_GOAL),
+    ),
+    Figure(
+        "infra_cost_usd_per_node",
+        "Firestore + Pub/Sub + Cloud Tasks + functions, list prices (gcp_prices.json)",
+        "USD",
+        "reference",
+    ),
+    Figure(
+        "fanin_1000_enqueues",
+        f"node-ready messages of a child whose {FANIN_PARENTS} parents finish together",
+        "count",
+        "1",
+        lambda results: ("-", results["fanin_1000_enqueues"] == 1),
+    ),
+    Figure(
+        "fanin_1000_s",
+        "last parent finished → child ready (through the complete function)",
+        "s",
+        "reference",
+    ),
+    Figure(
+        "create_2000_nodes_s",
+        "POST /runs of a 2,000-node graph until 201 (validation + writes)",
+        "s",
+        "reference",
+    ),
+    Figure(
+        "output_10mb_roundtrip_s",
+        "a 10 MB node output written (finish_node) and read back (get_node)",
+        "s",
+        "reference",
+    ),
+)
+
+
+_PART_KEYS = {
+    "edge": ("emulator_edge_ms", "emulator_edge_floor_ms"),
+    "ops": ("firestore_writes_per_node", "firestore_reads_per_node", "infra_cost_usd_per_node"),
+    "fanin": ("fanin_1000_enqueues", "fanin_1000_s"),
+    "create": ("create_2000_nodes_s",),
+    "output": ("output_10mb_roundtrip_s",),
+}
+
+
+def _steps(repeat: int) -> int:
+    return 1 + (repeat + 1) + 1 + 3 + 1
+
+
+# ---- the stack and the bench process's clients --------------------------------------------
+
+
+@contextlib.contextmanager
+def _environment(values: dict[str, str]) -> Iterator[None]:
+    saved = {key: os.environ.get(key) for key in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for key, old in saved.items():
+            if old is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = old
+
+
+@contextlib.asynccontextmanager
+async def _running_stack(ctx: Context) -> AsyncIterator[Any]:
+    from emulator import harness
+    from emulator.stack import Stack
+
+    try:
+        harness.ensure_tasks_venv(harness.REPO_ROOT)
+    except harness.EmulatorNotInstalled as exc:
+        raise Unavailable(f"the emulator stack cannot start: {exc}") from exc
+    stack = Stack(project=PROJECT, sweep_every_s=None, log_dir=ctx.workdir / "stack-logs")
+    try:
+        await asyncio.to_thread(stack.start)
+    except harness.EmulatorNotInstalled as exc:
+        raise Unavailable(f"the emulator stack cannot start: {exc}") from exc
+    try:
+        with _environment(stack.env()):
+            yield stack
+    finally:
+        await asyncio.to_thread(stack.stop)
+
+
+class _PushReceiver:
+    """An HTTP endpoint for a push subscription that answers 204 at once and notes when
+    each message (attribute `k`) arrived."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        self.waiting: dict[str, asyncio.Future[float]] = {}
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                arrived = time.perf_counter()
+                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                key = body["message"].get("attributes", {}).get("k", "")
+                self.send_response(204)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+                future = receiver.waiting.get(key)
+                if future is not None:
+                    receiver.loop.call_soon_threadsafe(_resolve, future, arrived)
+
+            def log_message(self, *_args: Any) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.server.server_port}/push"
+
+    def expect(self, key: str) -> asyncio.Future[float]:
+        future: asyncio.Future[float] = self.loop.create_future()
+        self.waiting[key] = future
+        return future
+
+    def __enter__(self) -> _PushReceiver:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def _resolve(future: asyncio.Future[float], value: float) -> None:
+    if not future.done():
+        future.set_result(value)
+
+
+# ---- 1. edge latency and its floor ----------------------------------------------------------
+
+
+def chain_graph(length: int) -> dict[str, Any]:
+    nodes: list[dict[str, Any]] = []
+    for i in range(length):
+        node: dict[str, Any] = {"id": f"n{i:02d}", "model": "echo", "prompt": f"step {i}"}
+        if i:
+            node["after"] = [f"n{i - 1:02d}"]
+        nodes.append(node)
+    return {"name": "bench-chain", "nodes": nodes}
+
+
+async def _wait_run(store: Any, run_id: str, timeout: float = RUN_TIMEOUT_S) -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        run = await store.get_run(run_id)
+        if run is not None and run.status.terminal:
+            return run
+        if time.monotonic() > deadline:
+            counts = run.counts if run is not None else None
+            raise TimeoutError(f"run {run_id} not finished after {timeout:.0f} s: {counts}")
+        await asyncio.sleep(0.1)
+
+
+async def _chain_round(api: httpx.AsyncClient, store: Any) -> float:
+    """Seconds per edge of one chain run through the stack (checked: each node ran once)."""
+    response = await api.post("/runs", json={"graph": chain_graph(CHAIN), "input": None})
+    if response.status_code != 201:
+        raise RuntimeError(f"POST /runs answered {response.status_code}: {response.text}")
+    run_id = response.json()["run_id"]
+    run = await _wait_run(store, run_id)
+    nodes = {record.node_id: record for record in await store.list_nodes(run_id)}
+    wrong = [n for n, r in nodes.items() if r.status != NodeStatus.SUCCEEDED or r.executions != 1]
+    if run.status != RunStatus.SUCCEEDED or wrong or len(nodes) != CHAIN:
+        raise RuntimeError(f"chain run {run_id} is {run.status}; not run exactly once: {wrong}")
+    started = [nodes[f"n{i:02d}"].started_at for i in range(CHAIN)]
+    assert all(s is not None for s in started)
+    return (started[-1] - started[0]) / (CHAIN - 1)  # type: ignore[operator]
+
+
+@dataclass
+class _Floor:
+    push: list[float] = field(default_factory=list)
+    claim: list[float] = field(default_factory=list)
+    finish: list[float] = field(default_factory=list)
+    fanin: list[float] = field(default_factory=list)
+
+    def medians(self) -> dict[str, float]:
+        return {
+            name: statistics.median(getattr(self, name))
+            for name in ("push", "claim", "finish", "fanin")
+        }
+
+    def total(self) -> float:
+        m = self.medians()
+        return 2 * m["push"] + m["claim"] + m["finish"] + m["fanin"]
+
+
+async def _floor_round(
+    floor: _Floor, dispatcher: Any, receiver: _PushReceiver, client: Any, keep: bool
+) -> None:
+    """FLOOR_SAMPLES of each round trip an edge cannot do without, with the functions'
+    own client classes: the dispatcher's publisher, the store's AsyncClient."""
+    from google.cloud import firestore
+
+    for _ in range(FLOOR_SAMPLES):
+        key = uuid.uuid4().hex
+        arrived = receiver.expect(key)
+        began = time.perf_counter()
+        await dispatcher.publish_raw(PROBE_TOPIC, b"{}", k=key)
+        seconds = await asyncio.wait_for(arrived, 60) - began
+        receiver.waiting.pop(key, None)
+        if keep:
+            floor.push.append(seconds)
+
+    run = client.collection("bench-floor").document(uuid.uuid4().hex)
+    node = run.collection(names.COLLECTION_NODES).document("node")
+    child = run.collection(names.COLLECTION_NODES).document("child")
+    setup = client.batch()
+    setup.set(run, {"counts": {"ready": 1}})
+    setup.set(node, {"status": "ready", "attempt": 1})
+    setup.set(child, {"status": "waiting", "arrivals": 0})
+    update_time = (await setup.commit())[1].update_time
+
+    async def timed(batch: Any) -> tuple[float, Any]:
+        began = time.perf_counter()
+        results = await batch.commit()
+        return time.perf_counter() - began, results
+
+    events = run.collection(names.COLLECTION_EVENTS)
+    for i in range(FLOOR_SAMPLES):
+        for step, status, old in (("claim", "running", "ready"), ("finish", "ready", "running")):
+            # The shape of a node transition: the node on its update time, the run's
+            # counts moved by Increment, one event.
+            batch = client.batch()
+            option = client.write_option(last_update_time=update_time)
+            batch.update(node, {"status": status, "op": uuid.uuid4().hex}, option=option)
+            batch.update(
+                run,
+                {
+                    f"counts.{old}": firestore.Increment(-1),
+                    f"counts.{status}": firestore.Increment(1),
+                },
+            )
+            batch.create(events.document(f"{step}-{i}"), {"status": status, "at": time.time()})
+            seconds, results = await timed(batch)
+            update_time = results[0].update_time
+            if keep:
+                getattr(floor, step).append(seconds)
+        # The fan-in arrival: create() of the edge's document + Increment of the count.
+        batch = client.batch()
+        batch.create(child.collection(names.COLLECTION_ARRIVALS).document(f"p{i}"), {"at": 0})
+        batch.update(child, {"arrivals": firestore.Increment(1)})
+        seconds, _ = await timed(batch)
+        if keep:
+            floor.fanin.append(seconds)
+
+
+async def _edge(ctx: Context, stack: Any) -> tuple[Figures, dict[str, Any]]:
+    from agentgraph.backends.gcp.firestore_store import FirestoreStore
+    from agentgraph.backends.gcp.pubsub_dispatcher import PubSubDispatcher
+    from emulator import harness
+
+    harness.create_topics(PROJECT, [PROBE_TOPIC], host=stack.emulators.pubsub.host)
+    store = FirestoreStore.from_env()
+    dispatcher = PubSubDispatcher.from_env()
+    edges: list[float] = []
+    floor = _Floor()
+    with _PushReceiver(asyncio.get_running_loop()) as receiver:
+        harness.create_push_subscription(
+            PROJECT,
+            PROBE_SUBSCRIPTION,
+            PROBE_TOPIC,
+            receiver.url,
+            host=stack.emulators.pubsub.host,
+        )
+        stack.subscriptions.append(PROBE_SUBSCRIPTION)  # deleted with the stack's own
+        try:
+            async with httpx.AsyncClient(base_url=stack.api_url, timeout=60) as api:
+                for round_ in range(ctx.repeat + 1):
+                    ctx.advance("edge " + (f"{round_}/{ctx.repeat}" if round_ else "warm-up"))
+                    seconds = await _chain_round(api, store)
+                    await _floor_round(floor, dispatcher, receiver, store.client, bool(round_))
+                    if round_:
+                        edges.append(seconds)
+        finally:
+            dispatcher.close()
+            with contextlib.suppress(Exception):
+                harness.delete_subscription(
+                    PROJECT, PROBE_SUBSCRIPTION, host=stack.emulators.pubsub.host
+                )
+            stack.subscriptions.remove(PROBE_SUBSCRIPTION)
+    edge_ms = statistics.median(edges) * 1000
+    floor_ms = floor.total() * 1000
+    details = {
+        "chain_nodes": CHAIN,
+        "edge_ms_samples": [round(s * 1000, 1) for s in edges],
+        "edge_ms_best": round(min(edges) * 1000, 1),
+        "floor_medians_ms": {k: round(v * 1000, 2) for k, v in floor.medians().items()},
+        "floor": "2 x push + claim + finish + fanin",
+        "ratio": round(edge_ms / floor_ms, 3),
+    }
+    return {
+        "emulator_edge_ms": round(edge_ms, 2),
+        "emulator_edge_floor_ms": round(floor_ms, 2),
+    }, details
+
+
+# ---- 2. operations and money per node --------------------------------------------------------
+
+
+class _Wire:
+    """Dispatcher and RetryScheduler in one: counts what would go to Pub/Sub and Cloud
+    Tasks and keeps the messages in an outbox for the caller to deliver."""
+
+    def __init__(self) -> None:
+        self.outbox: list[NodeReady | NodeFinished] = []
+        self.counts: Counter[str] = Counter()
+
+    async def node_ready(self, run_id: str, node_id: str, attempt: int, pool: str) -> None:
+        self.counts["publishes"] += 1
+        self.outbox.append(NodeReady(run_id=run_id, node_id=node_id, attempt=attempt))
+
+    async def node_finished(self, run_id: str, node_id: str, status: NodeStatus) -> None:
+        self.counts["publishes"] += 1
+        self.outbox.append(NodeFinished(run_id=run_id, node_id=node_id, status=status))
+
+    async def schedule(self, run_id: str, node_id: str, attempt: int, at: float) -> None:
+        self.counts["tasks"] += 1
+
+
+class _CountedStore:
+    """The FirestoreStore, with its `stats` deltas attributed to the method called."""
+
+    def __init__(self, store: Any, role: str, by_call: Counter[str]) -> None:
+        self._store = store
+        self._role = role
+        self._by_call = by_call
+
+    def __getattr__(self, name: str) -> Any:
+        attr = getattr(self._store, name)
+        if not asyncio.iscoroutinefunction(attr):
+            return attr
+
+        async def counted(*args: Any, **kwargs: Any) -> Any:
+            before = Counter(self._store.stats)
+            try:
+                return await attr(*args, **kwargs)
+            finally:
+                delta = Counter(self._store.stats)
+                delta.subtract(before)
+                for kind in ("reads", "writes"):
+                    if delta[kind]:
+                        self._by_call[f"{self._role}.{name} {kind}"] += delta[kind]
+
+        return counted
+
+
+def _engine(role: str, wire: _Wire, by_call: Counter[str]) -> tuple[Any, Any]:
+    from agentgraph.backends.gcp.firestore_store import FirestoreStore
+    from agentgraph.engine import Engine
+    from agentgraph.llm import default_router
+    from agentgraph.tools import default_registry
+
+    store = FirestoreStore.from_env()
+    engine = Engine(
+        _CountedStore(store, role, by_call),  # type: ignore[arg-type]
+        wire,
+        wire,
+        default_router(),
+        default_registry,
+        check_llm_config=False,
+    )
+    return engine, store
+
+
+def load_prices() -> dict[str, Any]:
+    text = resources.files("agentgraph").joinpath("data/gcp_prices.json").read_text()
+    prices: dict[str, Any] = json.loads(text)
+    return prices
+
+
+def cost_per_node(
+    per_node: dict[str, float], seconds_per_node: float, prices: dict[str, Any]
+) -> dict[str, float]:
+    """USD per node by service, from counted operations and measured function time."""
+    fs, ps, tasks = prices["firestore"], prices["pubsub"], prices["cloud_tasks"]
+    run, deployed = prices["cloud_run_functions"], prices["deployment"]
+    pubsub_bytes = per_node["publishes"] * 2 * ps["min_bytes_per_request"]  # publish + push
+    return {
+        "firestore": per_node["reads"] * fs["read_per_100k"] / 1e5
+        + per_node["writes"] * fs["write_per_100k"] / 1e5,
+        "pubsub": pubsub_bytes / 2**40 * ps["throughput_per_tib"],
+        "cloud_tasks": per_node["tasks"] * 2 * tasks["per_million_operations"] / 1e6,
+        "functions_requests": per_node["invocations"] * run["per_million_requests"] / 1e6,
+        "functions_compute": seconds_per_node
+        * (
+            deployed["function_vcpu"] * run["vcpu_second"]
+            + deployed["function_memory_gib"] * run["gib_second"]
+        ),
+    }
+
+
+async def _ops(ctx: Context) -> tuple[Figures, dict[str, Any]]:
+    """Parent → child on the success path, each message delivered to a fresh engine per
+    function (api, exec, complete), as three function instances would see it."""
+    ctx.advance("Firestore operations per node")
+    wire = _Wire()
+    by_call: Counter[str] = Counter()
+    engines = {role: _engine(role, wire, by_call) for role in ("api", "exec", "complete")}
+    invocations: Counter[str] = Counter()
+    busy: dict[str, float] = {}
+
+    async def invoke(role: str, call: Awaitable[Any]) -> Any:
+        began = time.perf_counter()
+        try:
+            return await call
+        finally:
+            invocations[role] += 1
+            busy[role] = busy.get(role, 0.0) + time.perf_counter() - began
+
+    graph = {
+        "name": "bench-ops",
+        "nodes": [
+            {"id": "parent", "model": "echo", "prompt": "hello"},
+            {
+                "id": "child",
+                "after": ["parent"],
+                "model": "echo",
+                "prompt": "{{ nodes.parent.output }}",
+            },
+        ],
+    }
+    api_engine, exec_engine, complete_engine = (engines[r][0] for r in ("api", "exec", "complete"))
+    run = await invoke("api", api_engine.start_run(graph, None, owner="bench"))
+    while wire.outbox:
+        message = wire.outbox.pop(0)
+        if isinstance(message, NodeReady):
+            await invoke(
+                "exec", exec_engine.execute(message.run_id, message.node_id, message.attempt)
+            )
+        else:
+            await invoke(
+                "complete",
+                complete_engine.complete(message.run_id, message.node_id, message.status),
+            )
+    final = await engines["api"][1].get_run(run.run_id)
+    if final is None or final.status != RunStatus.SUCCEEDED:
+        raise RuntimeError(f"the operations run ended {final.status if final else 'missing'}")
+    nodes = len(graph["nodes"])
+    totals = Counter(wire.counts)
+    for _, store in engines.values():
+        totals["reads"] += store.stats["reads"]
+        totals["writes"] += store.stats["writes"]
+        totals["commits"] += store.stats["commits"]
+    totals["invocations"] = sum(invocations.values())
+    per_node = {
+        k: totals[k] / nodes for k in ("reads", "writes", "publishes", "tasks", "invocations")
+    }
+    seconds_per_node = sum(busy.values()) / nodes
+    prices = load_prices()
+    cost = cost_per_node(per_node, seconds_per_node, prices)
+    details = {
+        "run": "parent → child, echo nodes, success path; api, exec and complete each a fresh instance",
+        "totals": dict(sorted(totals.items())),
+        "per_node": per_node,
+        "by_call": dict(sorted(by_call.items())),
+        "invocations": dict(invocations),
+        "function_seconds": {k: round(v, 4) for k, v in busy.items()},
+        "cost_usd_per_node": {k: float(f"{v:.3g}") for k, v in cost.items()},
+        "cost_basis": (
+            "function compute = measured handler wall time on the emulators x (1 vCPU + "
+            "0.5 GiB), no 100 ms rounding and no sharing between concurrent requests; "
+            f"prices as of {prices['as_of']} (agentgraph/data/gcp_prices.json)"
+        ),
+    }
+    figures: Figures = {
+        "firestore_writes_per_node": per_node["writes"],
+        "firestore_reads_per_node": per_node["reads"],
+        "infra_cost_usd_per_node": float(f"{sum(cost.values()):.3g}"),
+    }
+    return figures, details
+
+
+# ---- 3. scale ----------------------------------------------------------------------------------
+
+
+async def _fanin(ctx: Context, stack: Any) -> tuple[Figures, dict[str, Any]]:
+    """1,000 parents finished by this process at once, their node-finished messages
+    published together to the stack's complete function; the child runs on exec."""
+    from agentgraph.backends.gcp.pubsub_dispatcher import PubSubDispatcher
+    from emulator import harness
+
+    ctx.advance(f"fan-in of {FANIN_PARENTS}")
+    parents = [f"p{i:04d}" for i in range(FANIN_PARENTS)]
+    graph = {
+        "name": "bench-fanin",
+        "nodes": [
+            *({"id": p, "model": "echo", "prompt": "x", "pool": IDLE_POOL} for p in parents),
+            {"id": "join", "after": parents, "model": "echo", "prompt": "joined"},
+        ],
+    }
+    wire = _Wire()
+    engine, store = _engine("fanin", wire, Counter())
+    subscriber = harness.subscriber_client(stack.emulators.pubsub.host)
+    watch = subscriber.subscription_path(PROJECT, WATCH_SUBSCRIPTION)
+    subscriber.create_subscription(
+        request={"name": watch, "topic": f"projects/{PROJECT}/topics/{names.TOPIC_NODE_READY}"}
+    )
+    dispatcher = PubSubDispatcher.from_env()
+    try:
+        run = await engine.start_run(graph, None, owner="bench")  # roots stay undelivered
+        now = time.time()
+        gate = asyncio.Semaphore(64)
+
+        async def finish(parent: str) -> None:
+            async with gate:
+                await store.claim_node(run.run_id, parent, 1, now, now + 600)
+                outcome = Outcome(NodeStatus.SUCCEEDED, output=parent, usage=Usage(), model="echo")
+                await store.finish_node(run.run_id, parent, 1, outcome, time.time())
+
+        began = time.perf_counter()
+        await asyncio.gather(*(finish(p) for p in parents))
+        finished_s = time.perf_counter() - began
+        last_finish = time.time()
+        await asyncio.gather(
+            *(dispatcher.node_finished(run.run_id, p, NodeStatus.SUCCEEDED) for p in parents)
+        )
+        published_s = time.time() - last_finish
+        final = await _wait_run(store, run.run_id)
+        events = await store.list_events(run.run_id)
+        ready = [e for e in events if e.node_id == "join" and e.status == NodeStatus.READY.value]
+        join = await store.get_node(run.run_id, "join")
+        enqueues = await asyncio.to_thread(_count_ready, subscriber, watch, run.run_id, "join")
+    finally:
+        dispatcher.close()
+        with contextlib.suppress(Exception):
+            subscriber.delete_subscription(request={"subscription": watch})
+        subscriber.close()
+    if final.status != RunStatus.SUCCEEDED or join is None or join.executions != 1 or not ready:
+        raise RuntimeError(
+            f"fan-in run {run.run_id} ended {final.status}, child executions "
+            f"{join.executions if join else None}, ready events {len(ready)}"
+        )
+    assert ready[0].seq is not None
+    seconds = ready[0].seq / 1e6 - last_finish
+    details = {
+        "parents": FANIN_PARENTS,
+        "ready_events": len(ready),
+        "child_executions": join.executions,
+        "parents_finished_by_bench_s": round(finished_s, 2),
+        "node_finished_published_s": round(published_s, 2),
+        "figure": "child's ready event commit time - last parent's finish (bench clock)",
+    }
+    return {"fanin_1000_enqueues": enqueues, "fanin_1000_s": round(seconds, 3)}, details
+
+
+def _count_ready(subscriber: Any, subscription: str, run_id: str, node_id: str) -> int:
+    """node-ready messages for (run, node) on a pull subscription made before the run."""
+    from google.api_core.exceptions import DeadlineExceeded
+
+    count = 0
+    quiet_until = time.monotonic() + 3.0
+    while time.monotonic() < quiet_until:
+        try:
+            response = subscriber.pull(
+                request={"subscription": subscription, "max_messages": 1000}, timeout=2.0
+            )
+        except DeadlineExceeded:
+            continue
+        received = list(response.received_messages)
+        if not received:
+            continue
+        quiet_until = time.monotonic() + 3.0
+        for item in received:
+            attributes = item.message.attributes
+            if attributes.get("run_id") == run_id and attributes.get("node_id") == node_id:
+                count += 1
+        subscriber.acknowledge(
+            request={"subscription": subscription, "ack_ids": [r.ack_id for r in received]}
+        )
+    return count
+
+
+def layered_graph(width: int, depth: int) -> dict[str, Any]:
+    """width x depth echo nodes, (k, j) after (k-1, j) and (k-1, (j+1) mod width); the
+    roots sit in the idle pool, so the run waits until it is cancelled."""
+    nodes: list[dict[str, Any]] = []
+    for k in range(depth):
+        for j in range(width):
+            node: dict[str, Any] = {"id": f"n{k}-{j}", "model": "echo", "prompt": "x"}
+            if k:
+                node["after"] = sorted({f"n{k - 1}-{j}", f"n{k - 1}-{(j + 1) % width}"})
+            else:
+                node["pool"] = IDLE_POOL
+            nodes.append(node)
+    return {"name": "bench-create", "nodes": nodes}
+
+
+async def _create(ctx: Context, stack: Any) -> tuple[Figures, dict[str, Any]]:
+    ctx.advance(f"create a {CREATE_WIDTH * CREATE_DEPTH}-node run")
+    graph = layered_graph(CREATE_WIDTH, CREATE_DEPTH)
+    body = json.dumps({"graph": graph, "input": None}).encode()
+    async with httpx.AsyncClient(base_url=stack.api_url, timeout=120) as api:
+        began = time.perf_counter()
+        response = await api.post(
+            "/runs", content=body, headers={"Content-Type": "application/json"}
+        )
+        seconds = time.perf_counter() - began
+        if response.status_code != 201:
+            raise RuntimeError(f"POST /runs answered {response.status_code}: {response.text[:500]}")
+        run = response.json()
+        cancelled = await api.post(f"/runs/{run['run_id']}/cancel")
+    if run.get("node_count") not in (None, len(graph["nodes"])):
+        raise RuntimeError(f"the run has {run.get('node_count')} nodes, not {len(graph['nodes'])}")
+    details = {
+        "nodes": len(graph["nodes"]),
+        "request_bytes": len(body),
+        "cancel_status": cancelled.status_code,
+    }
+    return {"create_2000_nodes_s": round(seconds, 3)}, details
+
+
+async def _output(ctx: Context) -> tuple[Figures, dict[str, Any]]:
+    ctx.advance("10 MB output round trip")
+    wire = _Wire()
+    engine, store = _engine("output", wire, Counter())
+    graph = {"name": "bench-output", "nodes": [{"id": "big", "model": "echo", "prompt": "x"}]}
+    run = await engine.start_run(graph, None, owner="bench")
+    now = time.time()
+    await store.claim_node(run.run_id, "big", 1, now, now + 600)
+    output = "x" * (OUTPUT_BYTES - 2)  # 10,000,000 bytes as JSON
+    before = Counter(store.stats)
+    began = time.perf_counter()
+    outcome = Outcome(NodeStatus.SUCCEEDED, output=output, usage=Usage(), model="echo")
+    await store.finish_node(run.run_id, "big", 1, outcome, time.time())
+    written = time.perf_counter()
+    record = await store.get_node(run.run_id, "big")
+    read = time.perf_counter()
+    if record is None or record.output != output:
+        raise RuntimeError("the 10 MB output read back differs from what was written")
+    ops = Counter(store.stats)
+    ops.subtract(before)
+    details = {
+        "bytes": OUTPUT_BYTES,
+        "write_s": round(written - began, 3),
+        "read_s": round(read - written, 3),
+        "store_ops": {k: v for k, v in ops.items() if v},
+    }
+    return {"output_10mb_roundtrip_s": round(read - began, 3)}, details
+
+
+# ---- the measurement ---------------------------------------------------------------------------
+
+
+@measurement("emulator", "the GCP backend on the emulators", FIGURES, _steps)
+async def emulator(ctx: Context) -> Figures:
+    ctx.advance("starting the emulator stack")
+    figures: Figures = {}
+    details: dict[str, Any] = {}
+    async with _running_stack(ctx) as stack:
+        details["startup_s"] = {k: round(v, 2) for k, v in stack.startup_seconds.items()}
+        parts: list[tuple[str, Callable[[], Awaitable[tuple[Figures, dict[str, Any]]]]]] = [
+            ("edge", lambda: _edge(ctx, stack)),
+            ("ops", lambda: _ops(ctx)),
+            ("fanin", lambda: _fanin(ctx, stack)),
+            ("create", lambda: _create(ctx, stack)),
+            ("output", lambda: _output(ctx)),
+        ]
+        for name, part in parts:
+            try:
+                got, more = await part()
+            except Exception as exc:  # the other parts still run; the run exits 1
+                ctx.fail(name, exc, [f.key for f in FIGURES if f.key in _PART_KEYS[name]])
+                continue
+            figures.update(got)
+            details[name] = more
+        ctx.advance("stopping the emulator stack")
+    ctx.details["emulator"] = details
+    return figures
