@@ -22,11 +22,35 @@ from agentgraph.engine import Engine
 from agentgraph.errors import RetryableToolError
 from agentgraph.llm import default_router
 from agentgraph.ports import Event, NodeRecord, RunRecord, Store
+from agentgraph.status import NodeStatus
 from agentgraph.tools import Registry, default_registry
+from emulator.harness import EmulatorStack
 
 # "firestore": the same LocalRuntime (in-process delivery) on FirestoreStore, against the
 # Firestore emulator; each test gets its own emulator project, so a clean database.
-BACKENDS = ["local", pytest.param("firestore", marks=pytest.mark.emulator)]
+# "gcp": production wiring (FirestoreStore + PubSubDispatcher + CloudTasksRetries) with the
+# messages travelling through the Pub/Sub and Cloud Tasks emulators to the function
+# handlers, which run in the test process (tests/contract/gcp_delivery.py).
+BACKENDS = [
+    "local",
+    pytest.param("firestore", marks=pytest.mark.emulator),
+    pytest.param("gcp", marks=pytest.mark.emulator),
+]
+
+# Contract cases the gcp backend does not meet yet: test name → why. Applied as a strict
+# xfail, so the day the backend meets the case the mark has to go.
+GCP_GAPS: dict[str, str] = {
+    "test_recovering_a_run_that_ended_cancels_nodes_left_running": (
+        "gcp recovery is the sweeper plus redelivery, and neither cancels a node left "
+        "running in a run that has ended: stale_nodes() skips ended runs, and the "
+        "redelivered node-ready takes the expired lease over (claim_node does not look at "
+        "the run) and executes the node again"
+    ),
+}
+
+# How long the gcp sweeper leaves a ready or retrying node alone (production: 60 s, so a
+# message merely in flight is not re-sent); recover() lets this much time pass at once.
+SWEEP_GRACE_S = 0.5
 
 
 @dataclass
@@ -121,6 +145,14 @@ async def harness(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterat
         request.getfixturevalue("emulator_stack")
         async for h in _firestore(request.getfixturevalue("unique_name")("contract")):
             yield h
+    elif request.param == "gcp":
+        gap = GCP_GAPS.get(request.node.originalname)
+        if gap:
+            request.applymarker(pytest.mark.xfail(reason=gap, strict=True))
+        stack = request.getfixturevalue("emulator_stack")
+        unique_name = request.getfixturevalue("unique_name")
+        async for h in _gcp(stack, unique_name("contract"), unique_name("retries")):
+            yield h
     else:  # pragma: no cover - other backends register themselves here
         pytest.fail(f"unknown backend {request.param}")
 
@@ -195,3 +227,103 @@ async def _firestore(project: str) -> AsyncIterator[Harness]:
     yield h
     await holder["rt"].close()
     await client._firestore_api.transport.close()
+
+
+async def _gcp(stack: EmulatorStack, project: str, queue: str) -> AsyncIterator[Harness]:
+    """The engine as `open_engine()` builds it, on a project of its own on the emulators.
+
+    wait: until the run has ended and no delivery of it is being handled.
+    crash: every function instance dies mid-line (tests/contract/gcp_delivery.py).
+    recover: what production does, with the waiting cut short: time passes until the dead
+    executors' leases have expired (and the sweeper's grace), fresh instances come up and
+    receive the redeliveries, and the sweeper re-dispatches what is stale.
+    """
+    from google.cloud import firestore
+    from test_utils.system import EmulatorCreds
+
+    from agentgraph import handlers
+    from agentgraph.backends.gcp.cloud_tasks_retries import CloudTasksRetries
+    from agentgraph.backends.gcp.firestore_store import FirestoreStore
+    from agentgraph.backends.gcp.pubsub_dispatcher import PubSubDispatcher
+
+    from .gcp_delivery import Clock, Delivery, WallClockRetries
+
+    calls: Counter[str] = Counter()
+    tools = scripted_tools(calls)
+    h = Harness("gcp", None, None, tools, calls)  # type: ignore[arg-type]
+    delivery = Delivery(
+        project,
+        pubsub_host=stack.pubsub.host,
+        tasks_host=stack.tasks.host,
+        location=stack.location,
+        queue=queue,
+        # Looked up per delivery: after `recover` the fresh instance's engine handles it.
+        execute=lambda message: handlers.execute(h.engine, message),
+        complete=lambda message: handlers.complete(h.engine, message),
+        retry=lambda body: handlers.retry(h.engine, body),
+    )
+    client = firestore.AsyncClient(project=project, credentials=EmulatorCreds())
+    dispatcher = PubSubDispatcher(project)  # its publisher honours PUBSUB_EMULATOR_HOST
+    retries = CloudTasksRetries(
+        project, stack.location, delivery.endpoint.url, queue=queue, emulator_host=stack.tasks.host
+    )
+    clock = Clock()
+
+    def new_engine() -> Engine:
+        """A fresh function instance: a new store and engine (no cached leases or graphs)
+        on the process's clients."""
+        engine = Engine(
+            FirestoreStore(client),
+            dispatcher,
+            WallClockRetries(retries, clock),
+            default_router(),
+            tools,
+            clock=clock.now,
+            partial_interval_s=0.0,
+            sweep_grace_s=SWEEP_GRACE_S,
+        )
+        h.engine, h.store = engine, engine.store
+        return engine
+
+    async def wait(run_id: str, timeout: float) -> RunRecord:
+        deadline = time.monotonic() + timeout
+        while True:
+            run = await h.store.get_run(run_id)
+            assert run is not None, f"run {run_id} does not exist"
+            if run.status.terminal and not delivery.in_flight.busy_with(run_id):
+                return run
+            if time.monotonic() > deadline:
+                statuses = {n: r.status.value for n, r in (await h.nodes(run_id)).items()}
+                raise TimeoutError(
+                    f"run {run_id} did not end within {timeout} s: {run.status.value}, "
+                    f"nodes {statuses}"
+                )
+            await delivery.in_flight.wait_change(0.05)
+
+    async def recover(run_id: str) -> None:
+        leases = [
+            n.lease_until
+            for n in await h.store.list_nodes(run_id)
+            if n.status == NodeStatus.RUNNING and n.lease_until is not None
+        ]
+        clock.advance(max([*leases, clock.now()]) - clock.now() + SWEEP_GRACE_S + 0.01)
+        engine = new_engine()
+        delivery.start()
+        await engine.sweep()
+
+    def close_publisher() -> None:
+        publisher = dispatcher.publisher
+        dispatcher.close()  # sends what is batched, stops the batch thread
+        publisher.transport.close()
+
+    h._wait, h._crash, h._recover = wait, delivery.crash, recover
+    try:
+        await delivery.open()
+        new_engine()
+        yield h
+    finally:
+        await delivery.close()
+        await asyncio.to_thread(close_publisher)
+        if retries._client is not None:
+            await retries._client.transport.close()
+        await client._firestore_api.transport.close()
