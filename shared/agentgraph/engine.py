@@ -10,6 +10,7 @@ leaves a state the redelivery (or the sweeper) recognises and finishes.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import inspect
 import json
 import logging
@@ -50,6 +51,8 @@ log = logging.getLogger("agentgraph.engine")
 
 MAX_OUTPUT_BYTES = 10 * 1024 * 1024
 LEASE_MARGIN_S = 30.0
+_GRAPHS_KEPT = 64
+_ENDED_KEPT = 4096
 
 
 @dataclass(frozen=True)
@@ -86,12 +89,41 @@ class Engine:
         self.sweep_grace_s = sweep_grace_s
         self.check_llm_config = check_llm_config
         self._runs: OrderedDict[str, _RunContext] = OrderedDict()
+        self._graphs: OrderedDict[tuple[str, ...], Graph] = OrderedDict()
+        self._ended: OrderedDict[str, None] = OrderedDict()
 
     # ---- starting -------------------------------------------------------------------
 
     def compile(self, document: Mapping[str, Any]) -> Graph:
         """Validate a graph document against this engine's tools and models."""
-        return load_graph(document, tools=self.tools.names(), model_known=self.llm.supports)
+        tools = self.tools.names()
+        return self._cached_graph(
+            document,
+            ("checked", *tools),
+            lambda: load_graph(document, tools=tools, model_known=self.llm.supports),
+        )
+
+    def _cached_graph(
+        self, document: Mapping[str, Any], scope: tuple[str, ...], build: Callable[[], Graph]
+    ) -> Graph:
+        """Validation costs milliseconds per run, and a service runs the same few documents
+        again and again; a Graph is immutable, so one compiled graph serves every run of
+        the same document text (and the same tool names). A document that is not plain
+        JSON is compiled every time."""
+        try:
+            text = json.dumps(document, ensure_ascii=False, separators=(",", ":"))
+        except (TypeError, ValueError):
+            return build()
+        key = (*scope, hashlib.sha256(text.encode()).hexdigest())
+        graph = self._graphs.get(key)
+        if graph is not None:
+            self._graphs.move_to_end(key)
+            return graph
+        graph = build()
+        self._graphs[key] = graph
+        while len(self._graphs) > _GRAPHS_KEPT:
+            self._graphs.popitem(last=False)
+        return graph
 
     async def start_run(
         self,
@@ -205,6 +237,16 @@ class Engine:
             return
         node = context.graph[node_id]
         now = self.clock()
+        if run_id in self._ended:  # ended by this process: start nothing new
+            await self.store.resolve_node(
+                run_id,
+                node_id,
+                NodeStatus.CANCELLED,
+                now,
+                reason=readiness.RUN_ENDED,
+                expected=(NodeStatus.READY,),
+            )
+            return
         claimed = await self.store.claim_node(
             run_id, node_id, attempt, now, now + node.timeout_s + LEASE_MARGIN_S
         )
@@ -226,9 +268,8 @@ class Engine:
         usage = Usage()
         model: str | None = None
         try:
-            output, usage, model = await asyncio.wait_for(
-                self._perform(run_id, context, node, attempt), timeout=node.timeout_s
-            )
+            async with asyncio.timeout(node.timeout_s):  # no extra task, unlike wait_for
+                output, usage, model = await self._perform(run_id, context, node, attempt)
             _check_output_size(output)
             outcome = Outcome(NodeStatus.SUCCEEDED, output=output, usage=usage, model=model)
         except asyncio.CancelledError:
@@ -343,19 +384,38 @@ class Engine:
             return
         if status == NodeStatus.CANCELLED:
             return
-        await asyncio.gather(*(self._arrive(run_id, context, node_id, c) for c in node.children))
+        if len(node.children) == 1:
+            await self._arrive(run_id, context, node_id, status, node.children[0])
+        else:
+            await asyncio.gather(
+                *(self._arrive(run_id, context, node_id, status, c) for c in node.children)
+            )
         if not node.children:
             await self._finish_run_if_done(run_id, context)
 
     async def _arrive(
-        self, run_id: str, context: _RunContext, parent_id: str, child_id: str
+        self,
+        run_id: str,
+        context: _RunContext,
+        parent_id: str,
+        status: NodeStatus,
+        child_id: str,
     ) -> None:
+        """A child with one parent needs no arrival record: this arrival is the last, and
+        the conditional waiting -> ready|skipped|failed that decides it is already
+        exactly-once (a duplicate finds it decided and, like a duplicate arrival, only
+        re-sends what `_finish_decision` owes)."""
         child = context.graph[child_id]
+        finished = (parent_id, status)
+        if len(child.parents) == 1:
+            if not await self._decide_child(run_id, context, child, finished):
+                await self._finish_decision(run_id, context, child)
+            return
         count = await self.store.record_arrival(run_id, child_id, parent_id)
         if count is None:  # duplicate: finish what a crash may have cut short
             await self._finish_decision(run_id, context, child)
         elif count >= len(child.parents):
-            await self._decide_child(run_id, context, child)
+            await self._decide_child(run_id, context, child, finished)
 
     async def _finish_decision(self, run_id: str, context: _RunContext, child: Node) -> None:
         """A repeated node-finished: the first delivery may have died after the last
@@ -369,20 +429,45 @@ class Engine:
         record = await self.store.get_node(run_id, child.id)
         if record is None:
             return
-        if record.status == NodeStatus.WAITING and record.arrivals >= len(child.parents):
+        # A one-parent child keeps no arrival count: its only parent has finished.
+        arrived = len(child.parents) == 1 or record.arrivals >= len(child.parents)
+        if record.status == NodeStatus.WAITING and arrived:
             await self._decide_child(run_id, context, child)
         elif record.status in (NodeStatus.SKIPPED, NodeStatus.FAILED) and not record.executions:
             await self.dispatcher.node_finished(run_id, child.id, record.status)
 
-    async def _decide_child(self, run_id: str, context: _RunContext, child: Node) -> None:
-        parents = await self.store.get_outputs(run_id, child.parents)
+    async def _decide_child(
+        self,
+        run_id: str,
+        context: _RunContext,
+        child: Node,
+        finished: tuple[str, NodeStatus] | None = None,
+    ) -> bool:
+        """Decide a child whose parents have all arrived; False when the child was no
+        longer waiting (decided by an earlier delivery, or cancelled).
+
+        `finished` is the parent whose node-finished message this is, with its status:
+        a final status never changes once written, and the message is sent only after
+        it was, so that parent's record need not be read (unless it was skipped: the
+        skip's reason decides whether the skip is contagious)."""
+        known: dict[str, ParentResult] = {}
+        if finished is not None and finished[1] in (NodeStatus.SUCCEEDED, NodeStatus.FAILED):
+            parent_id, parent_status = finished
+            known[parent_id] = ParentResult(parent_status, context.graph[parent_id].on_error)
+        rest = [p for p in child.parents if p not in known]
+        parents = await self.store.get_outputs(run_id, rest) if rest else {}
         decision = readiness.decide(
             {
-                pid: ParentResult(rec.status, context.graph[pid].on_error, rec.skip_reason)
-                for pid, rec in parents.items()
+                **known,
+                **{
+                    pid: ParentResult(rec.status, context.graph[pid].on_error, rec.skip_reason)
+                    for pid, rec in parents.items()
+                },
             }
         )
         now = self.clock()
+        if decision.verdict == Verdict.READY and run_id in self._ended:
+            decision = Decision(Verdict.CANCEL, readiness.RUN_ENDED)
         if decision.verdict == Verdict.READY and child.when is not None:
             extra = await self.store.get_outputs(run_id, sorted(child.reads - set(parents)))
             values = _template_values(context.input, {**parents, **extra}, child.reads)
@@ -393,19 +478,23 @@ class Engine:
                     run_id, child.id, NodeStatus.FAILED, now, reason=f"when: {exc}"
                 ):
                     await self.dispatcher.node_finished(run_id, child.id, NodeStatus.FAILED)
-                return
+                    return True
+                return False
         if decision.verdict == Verdict.READY:
             if await self.store.resolve_node(run_id, child.id, NodeStatus.READY, now):
                 await self.dispatcher.node_ready(run_id, child.id, 1, child.pool)
+                return True
         elif decision.verdict == Verdict.SKIP:
             if await self.store.resolve_node(
                 run_id, child.id, NodeStatus.SKIPPED, now, reason=decision.reason
             ):
                 await self.dispatcher.node_finished(run_id, child.id, NodeStatus.SKIPPED)
+                return True
         elif decision.verdict == Verdict.CANCEL:
-            await self.store.resolve_node(
+            return await self.store.resolve_node(
                 run_id, child.id, NodeStatus.CANCELLED, now, reason=decision.reason
             )
+        return False
 
     async def _finish_run_if_done(self, run_id: str, context: _RunContext) -> None:
         """Only sinks call this: the last node of a run to reach a final status is always
@@ -447,6 +536,12 @@ class Engine:
         changed = await self.store.set_run_status(
             run_id, (RunStatus.PENDING, RunStatus.RUNNING), status, self.clock(), error=error
         )
+        # Remembered so this process starts nothing of the run from now on: a sibling
+        # finishing while the cancel below is in flight must not make a child ready
+        # that the cancel's query has already passed (no read needed to know).
+        self._ended[run_id] = None
+        while len(self._ended) > _ENDED_KEPT:
+            self._ended.popitem(last=False)
         await self.store.cancel_not_started(run_id, self.clock())
         return changed
 
@@ -539,7 +634,10 @@ class Engine:
         run = await self.store.get_run(run_id)
         if run is None:
             return None
-        context = _RunContext(load_graph(run.graph), run.input)
+        context = _RunContext(
+            self._cached_graph(run.graph, ("snapshot",), lambda: load_graph(run.graph)),
+            run.input,
+        )
         self._remember(run_id, context)
         return context
 

@@ -236,7 +236,9 @@ class Store(Protocol):
 
     async def record_arrival(self, run_id: str, child_id: str, parent_id: str) -> int | None:
         """Note that `parent_id` reached a final status, once per edge. Returns the child's
-        arrival count after this one, or None when this edge had already arrived."""
+        arrival count after this one, or None when this edge had already arrived. The
+        engine calls it for children with two or more parents only: a one-parent child is
+        decided by its conditional `resolve_node`, which is exactly-once by itself."""
         ...
 
     async def resolve_node(

@@ -8,7 +8,8 @@ Layout (collection names from `agentgraph.names`):
 - `runs/{run_id}/nodes/{node_id}`: every NodeRecord field, plus run_id and owner (for
   collection-group queries and security rules), seq (creation order), op (the token of
   the last transition); the output as text in `output_json` or a marker in `output_ref`.
-- `runs/{run_id}/nodes/{child}/arrivals/{parent}`: one document per fan-in edge.
+- `runs/{run_id}/nodes/{child}/arrivals/{parent}`: one document per fan-in edge (for
+  children with two or more parents; a one-parent child needs none).
 - `runs/{run_id}/events/{id}`: the append-only timeline.
 - `runs/{run_id}/chunks/…`, `runs/{run_id}/nodes/{node_id}/chunks/…`: see chunks.py.
 - `idempotency/{sha256(owner NUL key)}`: owner, key, run_id, request_hash, created_at.

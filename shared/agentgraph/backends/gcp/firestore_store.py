@@ -14,7 +14,10 @@ How each transition stays one atomic, conditional commit:
 - Each transition writes a fresh `op` token: after an ambiguous failure (a commit the
   client retried although it had applied) the re-read recognises its own write.
 - The claim remembers the node's update time, so finish / retry / partial writes of that
-  attempt in the same process commit on the precondition without reading first.
+  attempt in the same process commit on the precondition without reading first; so does
+  a resolve to `ready`, for the claim that follows it when one process serves both (the
+  local runtime on Firestore). A remembered state is only ever used under the
+  precondition: if anything changed the node since, the commit fails and the node is read.
 - `record_arrival` is one batch of `create()` on the arrival document and `Increment(1)`
   of the child's `arrivals`; the count comes from the commit's transform result.
 - `create_run` creates the node documents (batches of <= 500, concurrently), then the run
@@ -481,9 +484,7 @@ class FirestoreStore:
             return _Change(fields, event, moves)
 
         lease = (run_id, node_id, attempt)
-        data = await self._transition(
-            run_id, node_id, decide, lease=lease, keep=True, remembered=False
-        )
+        data = await self._transition(run_id, node_id, decide, lease=lease, keep=True)
         return None if data is None else docs.node_record(data)
 
     async def finish_node(
@@ -610,9 +611,23 @@ class FirestoreStore:
             if status in TERMINAL_NODE:
                 fields["finished_at"] = now
             event = Event(run_id, now, "node_status", node_id, status.value, node.attempt, reason)
+            attempts.append(node.attempt)
             return _Change(fields, event, ((node.status.value, status.value),))
 
-        return await self._transition(run_id, node_id, decide) is not None
+        attempts: list[int] = []
+        if status != NodeStatus.READY:
+            return await self._transition(run_id, node_id, decide) is not None
+        # A node made ready is claimed next, often by this process (one runtime serving
+        # both messages): remember the state written here so that claim can commit on its
+        # precondition without reading the node first (a stale memory only costs a read).
+        unknown = (run_id, node_id, 0)  # attempts start at 1: a key no claim uses
+        data = await self._transition(run_id, node_id, decide, lease=unknown, keep=True)
+        remembered = self._leases.pop(unknown, None)
+        if data is None:
+            return False
+        if remembered is not None:
+            self._settle((run_id, node_id, attempts[-1]), True, *remembered)
+        return True
 
     async def cancel_not_started(self, run_id: str, now: float) -> list[str]:
         """Batches of nodes, each one commit with a precondition per node; a batch that

@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections import Counter
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -24,51 +25,80 @@ log = logging.getLogger("agentgraph.local")
 
 
 class _Delivery:
-    """Dispatcher and RetryScheduler for one process; `pending` counts work in flight so
-    a waiter can tell 'still working' from 'nothing left to do'."""
+    """Dispatcher and RetryScheduler for one process. `in_flight` counts, per run, the
+    messages queued or being handled and the timers armed, so a waiter can tell 'still
+    working' from 'nothing left to do' without scanning queues or reading the store."""
 
     def __init__(self) -> None:
         self.queue: asyncio.Queue[tuple[str, str, int]] = asyncio.Queue()
         self.engine: Engine | None = None
         self.tasks: set[asyncio.Task[Any]] = set()
-        self.timers: set[asyncio.TimerHandle] = set()
+        self.timers: dict[asyncio.TimerHandle, str] = {}
         self.changed = asyncio.Event()
         self.executing: dict[tuple[str, str], asyncio.Task[None]] = {}
+        self.in_flight: Counter[str] = Counter()
+        self._settled: dict[str, tuple[asyncio.Event, int]] = {}
 
     @property
     def idle(self) -> bool:
         """Nothing queued, nothing being handled, no timer armed."""
-        return self.queue.empty() and not self.tasks and not self.timers and not self.executing
+        return not self.in_flight
 
     def busy_with(self, run_id: str) -> bool:
         """Whether any message or timer of this run is still queued or being handled."""
-        queued = any(item[0] == run_id for item in self.queue._queue)  # type: ignore[attr-defined]
-        return (
-            queued
-            or bool(self.timers)
-            or any(
-                task.get_name().split(" ", 1)[-1].startswith(run_id + "/") for task in self.tasks
-            )
-        )
+        return self.in_flight[run_id] > 0
 
-    def spawn(self, work: Awaitable[Any], name: str) -> None:
+    def watch(self, run_id: str) -> asyncio.Event:
+        """An event set whenever this run has nothing in flight (for `LocalRuntime.wait`);
+        each `watch` is paired with an `unwatch`."""
+        event, waiters = self._settled.get(run_id, (None, 0))
+        if event is None:
+            event = asyncio.Event()
+            if not self.in_flight[run_id]:
+                event.set()
+        self._settled[run_id] = (event, waiters + 1)
+        return event
+
+    def unwatch(self, run_id: str) -> None:
+        event, waiters = self._settled.pop(run_id)
+        if waiters > 1:
+            self._settled[run_id] = (event, waiters - 1)
+
+    def begin(self, run_id: str) -> None:
+        self.in_flight[run_id] += 1
+        if run_id in self._settled:
+            self._settled[run_id][0].clear()
+
+    def end(self, run_id: str) -> None:
+        self.in_flight[run_id] -= 1
+        if self.in_flight[run_id] <= 0:
+            del self.in_flight[run_id]
+            if run_id in self._settled:
+                self._settled[run_id][0].set()
+        self.changed.set()
+
+    def spawn(self, work: Awaitable[Any], run_id: str, name: str) -> None:
+        self.begin(run_id)
         task: asyncio.Task[Any] = asyncio.ensure_future(work)
         task.set_name(name)
         self.tasks.add(task)
-        task.add_done_callback(self._done)
+        task.add_done_callback(lambda done: self._done(done, run_id))
 
-    def _done(self, task: asyncio.Task[Any]) -> None:
+    def _done(self, task: asyncio.Task[Any], run_id: str) -> None:
         self.tasks.discard(task)
         if not task.cancelled() and task.exception() is not None:
             log.error("%s failed", task.get_name(), exc_info=task.exception())
-        self.changed.set()
+        self.end(run_id)
 
     async def node_ready(self, run_id: str, node_id: str, attempt: int, pool: str) -> None:
+        self.begin(run_id)
         self.queue.put_nowait((run_id, node_id, attempt))
 
     async def node_finished(self, run_id: str, node_id: str, status: NodeStatus) -> None:
         assert self.engine is not None
-        self.spawn(self.engine.complete(run_id, node_id, status), f"complete {run_id}/{node_id}")
+        self.spawn(
+            self.engine.complete(run_id, node_id, status), run_id, f"complete {run_id}/{node_id}"
+        )
 
     async def schedule(self, run_id: str, node_id: str, attempt: int, at: float) -> None:
         assert self.engine is not None
@@ -76,13 +106,23 @@ class _Delivery:
         handle: asyncio.TimerHandle
 
         def fire() -> None:
-            self.timers.discard(handle)
+            self.timers.pop(handle, None)
             self.spawn(
-                engine.retry(run_id, node_id, attempt), f"retry {run_id}/{node_id}#{attempt}"
+                engine.retry(run_id, node_id, attempt),
+                run_id,
+                f"retry {run_id}/{node_id}#{attempt}",
             )
+            self.end(run_id)
 
+        self.begin(run_id)
         handle = asyncio.get_running_loop().call_later(max(0.0, at - time.time()), fire)
-        self.timers.add(handle)
+        self.timers[handle] = run_id
+
+    def cancel_timers(self) -> None:
+        for handle, run_id in list(self.timers.items()):
+            handle.cancel()
+            self.end(run_id)
+        self.timers.clear()
 
 
 class LocalRuntime:
@@ -118,9 +158,7 @@ class LocalRuntime:
     async def close(self) -> None:
         """Stop the workers and timers. Nodes in flight stay `running` in the store, so
         `resume` redoes them; nothing is half-written because every write is one commit."""
-        for handle in self._delivery.timers:
-            handle.cancel()
-        self._delivery.timers.clear()
+        self._delivery.cancel_timers()
         for task in [*self._workers, *self._delivery.tasks]:
             task.cancel()
         await asyncio.gather(*self._workers, *self._delivery.tasks, return_exceptions=True)
@@ -151,7 +189,7 @@ class LocalRuntime:
             finally:
                 self._delivery.executing.pop((run_id, node_id), None)
                 queue.task_done()
-                self._delivery.changed.set()
+                self._delivery.end(run_id)
 
     # ---- the API the CLI and tests use ---------------------------------------------
 
@@ -166,28 +204,38 @@ class LocalRuntime:
         on_change: Callable[[], Awaitable[None]] | None = None,
     ) -> RunRecord:
         """Until the run ends. Raises RuntimeError if nothing is left to do and the run has
-        not ended (that would be a bug: a run must never be left stuck)."""
+        not ended (that would be a bug: a run must never be left stuck).
+
+        Event-driven: while messages of the run are in flight in this process it sleeps
+        until they have all been handled (a run ends in the handler of a message, so it
+        cannot have ended here before), and only then reads the run. With `on_change` it
+        reads and calls back on every handled message, for live views."""
         deadline = None if timeout is None else time.monotonic() + timeout
-        while True:
-            run = await self.store.get_run(run_id)
-            assert run is not None
-            in_flight = self._delivery.busy_with(run_id) or any(
-                key[0] == run_id for key in self._delivery.executing
-            )
-            if run.status.terminal and not in_flight:
-                return run
-            if self._delivery.idle and not run.status.terminal:
-                raise RuntimeError(f"run {run_id} is stuck: nothing in flight, status {run.status}")
-            self._delivery.changed.clear()
-            remaining = None if deadline is None else deadline - time.monotonic()
-            if remaining is not None and remaining <= 0:
-                raise TimeoutError(f"run {run_id} did not end within {timeout}s")
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(
-                    self._delivery.changed.wait(), timeout=min(0.25, remaining or 0.25)
-                )
-            if on_change is not None:
-                await on_change()
+        delivery = self._delivery
+        settled = delivery.watch(run_id)
+        try:
+            while True:
+                wake = settled
+                if on_change is not None or not delivery.busy_with(run_id):
+                    delivery.changed.clear()
+                    run = await self.store.get_run(run_id)
+                    assert run is not None
+                    if run.status.terminal and not delivery.busy_with(run_id):
+                        return run
+                    if delivery.idle and not run.status.terminal:
+                        raise RuntimeError(
+                            f"run {run_id} is stuck: nothing in flight, status {run.status}"
+                        )
+                    wake = delivery.changed  # another process may end it; poll on changes
+                remaining = None if deadline is None else deadline - time.monotonic()
+                if remaining is not None and remaining <= 0:
+                    raise TimeoutError(f"run {run_id} did not end within {timeout}s")
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(wake.wait(), timeout=min(0.25, remaining or 0.25))
+                if on_change is not None:
+                    await on_change()
+        finally:
+            delivery.unwatch(run_id)
 
     async def run(self, document: dict[str, Any], input: Any = None, **kwargs: Any) -> RunRecord:
         run = await self.start(document, input, **kwargs)

@@ -1,0 +1,94 @@
+"""The SQLite store's own guarantees: group commits that undo a failing transition
+alone, a write lock held by another process never blocking the event loop, and the run's
+counts and usage moved in SQL."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+from pathlib import Path
+
+from agentgraph.backends.local import SqliteStore
+from agentgraph.ports import NodeRecord, Outcome, RunRecord, Usage
+from agentgraph.status import NodeStatus, RunStatus
+
+
+async def _store_with_run(path: Path, ready: list[str]) -> SqliteStore:
+    store = SqliteStore(path)
+    nodes = [NodeRecord("r1", n, NodeStatus.READY, [], []) for n in ready]
+    run = RunRecord(
+        run_id="r1",
+        graph_name="g",
+        graph={"name": "g", "nodes": []},
+        input=None,
+        status=RunStatus.RUNNING,
+        created_at=1.0,
+        node_count=len(nodes),
+        counts={"ready": len(nodes)},
+    )
+    await store.create_run(run, nodes)
+    return store
+
+
+async def test_a_failing_transition_in_a_group_commit_is_undone_alone(tmp_path: Path) -> None:
+    store = await _store_with_run(tmp_path / "runs.db", ["a", "b"])
+
+    def broken(conn: sqlite3.Connection) -> None:
+        conn.execute("UPDATE nodes SET pool='broken' WHERE node_id='a'")
+        raise ValueError("a bug half-way through a transition")
+
+    try:
+        a, bad, b = await asyncio.gather(
+            store.claim_node("r1", "a", 1, 2.0, 100.0),
+            store._tx(broken),
+            store.claim_node("r1", "b", 1, 2.0, 100.0),
+            return_exceptions=True,
+        )
+        assert isinstance(bad, ValueError)
+        assert isinstance(a, NodeRecord) and a.status == NodeStatus.RUNNING
+        assert isinstance(b, NodeRecord) and b.status == NodeStatus.RUNNING
+        nodes = {n.node_id: n for n in await store.list_nodes("r1")}
+        assert nodes["a"].pool == "default" and nodes["a"].status == NodeStatus.RUNNING
+        run = await store.get_run("r1")
+        assert run is not None and run.counts == {"ready": 0, "running": 2}
+    finally:
+        store.close()
+
+
+async def test_another_process_holding_the_lock_never_blocks_the_event_loop(
+    tmp_path: Path,
+) -> None:
+    store = await _store_with_run(tmp_path / "runs.db", ["a"])
+    other = sqlite3.connect(tmp_path / "runs.db", isolation_level=None)
+    try:
+        other.execute("BEGIN IMMEDIATE")
+        claim = asyncio.ensure_future(store.claim_node("r1", "a", 1, 2.0, 100.0))
+        ticks = 0
+        for _ in range(10):  # the loop keeps turning while the claim waits for the lock
+            await asyncio.sleep(0.01)
+            ticks += 1
+        assert ticks == 10 and not claim.done()
+        other.execute("COMMIT")
+        record = await asyncio.wait_for(claim, timeout=10)
+        assert record is not None and record.status == NodeStatus.RUNNING
+    finally:
+        other.close()
+        store.close()
+
+
+async def test_counts_and_usage_move_on_the_run_row(tmp_path: Path) -> None:
+    store = await _store_with_run(tmp_path / "runs.db", ["a"])
+    try:
+        await store.claim_node("r1", "a", 1, 2.0, 100.0)
+        spent = Usage(input_tokens=3, output_tokens=4, cost_usd=0.1, calls=1)
+        outcome = Outcome(NodeStatus.SUCCEEDED, output="x", usage=spent)
+        assert await store.finish_node("r1", "a", 1, outcome, 3.0)
+        assert not await store.finish_node("r1", "a", 1, outcome, 3.0)  # a duplicate
+        run = await store.get_run("r1")
+        assert run is not None
+        assert run.counts == {"ready": 0, "running": 0, "succeeded": 1}
+        assert run.usage == spent
+        node = await store.get_node("r1", "a")
+        assert node is not None and node.usage == spent and node.duration_ms == 1000
+    finally:
+        store.close()
