@@ -51,6 +51,7 @@ log = logging.getLogger("agentgraph.engine")
 
 MAX_OUTPUT_BYTES = 10 * 1024 * 1024
 LEASE_MARGIN_S = 30.0
+RUN_ENDED_WHILE_RUNNING = "run ended while it was running"
 _GRAPHS_KEPT = 64
 _ENDED_KEPT = 4096
 
@@ -254,6 +255,8 @@ class Engine:
             await self._redeliver_after_duplicate(run_id, node, attempt)
             return
         if claimed.executions > claimed.attempt:
+            if await self._cancel_takeover_of_ended_run(run_id, node_id):
+                return
             await self.store.append_event(
                 Event(
                     run_id,
@@ -286,6 +289,23 @@ class Engine:
             )
         if await self.store.finish_node(run_id, node_id, attempt, outcome, self.clock()):
             await self.dispatcher.node_finished(run_id, node_id, outcome.status)
+
+    async def _cancel_takeover_of_ended_run(self, run_id: str, node_id: str) -> bool:
+        """A takeover (the executor died mid-attempt) in a run that has ended since: the
+        node must not run again, so it ends cancelled. Only takeovers pay this read; a
+        first claim cannot race an ended run, whose cancel already took every ready node."""
+        run = await self.store.get_run(run_id)
+        if run is not None and not run.status.terminal:
+            return False
+        await self.store.resolve_node(
+            run_id,
+            node_id,
+            NodeStatus.CANCELLED,
+            self.clock(),
+            reason=RUN_ENDED_WHILE_RUNNING,
+            expected=(NodeStatus.RUNNING,),
+        )
+        return True
 
     async def _schedule_retry(
         self,
@@ -597,7 +617,7 @@ class Engine:
                         record.node_id,
                         NodeStatus.CANCELLED,
                         self.clock(),
-                        reason="run ended while it was running",
+                        reason=RUN_ENDED_WHILE_RUNNING,
                         expected=(NodeStatus.RUNNING,),
                     )
             return run

@@ -39,14 +39,7 @@ BACKENDS = [
 
 # Contract cases the gcp backend does not meet yet: test name → why. Applied as a strict
 # xfail, so the day the backend meets the case the mark has to go.
-GCP_GAPS: dict[str, str] = {
-    "test_recovering_a_run_that_ended_cancels_nodes_left_running": (
-        "gcp recovery is the sweeper plus redelivery, and neither cancels a node left "
-        "running in a run that has ended: stale_nodes() skips ended runs, and the "
-        "redelivered node-ready takes the expired lease over (claim_node does not look at "
-        "the run) and executes the node again"
-    ),
-}
+GCP_GAPS: dict[str, str] = {}
 
 # How long the gcp sweeper leaves a ready or retrying node alone (production: 60 s, so a
 # message merely in flight is not re-sent); recover() lets this much time pass at once.
