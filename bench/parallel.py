@@ -14,7 +14,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
+import subprocess
+import sys
+import urllib.request
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
@@ -35,8 +39,6 @@ from bench.topology import (
     layered,
     levels,
 )
-from emulator import gemini_stub
-from emulator.gemini_stub import GeminiStub
 
 WIDTH, DEPTH = 10, 5
 WORKERS = 10
@@ -44,10 +46,6 @@ LATENCY_S = 0.1
 MODEL = "gemini-2.5-flash"
 GOAL = 0.95
 _SLEEP_TOOL = "bench_sleep"
-# socketserver's default listen backlog is 5: when more connections than that arrive at
-# once, Linux drops the surplus handshakes and the clients retry after 1 s, so a layer of
-# 10 simultaneous calls would measure TCP's retransmit timer instead of the engine.
-_STUB_BACKLOG = 128
 # Variables that would send google-genai somewhere other than the stub.
 _ENV_OVERRIDES = {"GOOGLE_GENAI_USE_VERTEXAI": "false", "GOOGLE_VERTEX_BASE_URL": None}
 
@@ -77,18 +75,45 @@ def _prompt(node: str) -> str:
     return f"node {node}"
 
 
-def _widen_stub_backlog() -> str | None:
-    """Until the stub's server sets a larger `request_queue_size` itself (see _STUB_BACKLOG);
-    returns what it changed, for the details."""
-    server = gemini_stub._Server
-    if server.request_queue_size >= _STUB_BACKLOG:
-        return None
-    note = (
-        f"GeminiStub listen backlog raised from {server.request_queue_size} to "
-        f"{_STUB_BACKLOG} in this process (emulator/gemini_stub.py _Server.request_queue_size)"
-    )
-    server.request_queue_size = _STUB_BACKLOG
-    return note
+class _StubProcess:
+    """The Gemini stub in a process of its own. Gemini is remote: a stand-in served from
+    threads of the measured process would take the GIL from the engine being measured
+    (and from LangGraph's genai variant alike), and the figure would be the stub's."""
+
+    def __init__(self, latency_s: float) -> None:
+        ms = latency_s * 1000
+        self._process = subprocess.Popen(
+            [sys.executable, "-m", "emulator.gemini_stub", "--port=0", f"--latency-ms={ms:g}"],
+            stdout=subprocess.PIPE,
+            text=True,
+            cwd=Path(__file__).resolve().parents[1],
+        )
+        assert self._process.stdout is not None
+        line = self._process.stdout.readline()  # "gemini stub on http://HOST:PORT"
+        if not line.strip():
+            self._process.kill()
+            raise RuntimeError("the Gemini stub process did not start")
+        self.url = line.split()[-1]
+
+    def calls(self) -> dict[str, Any]:
+        with urllib.request.urlopen(f"{self.url}/stub/calls", timeout=10) as answer:
+            calls: dict[str, Any] = json.load(answer)
+            return calls
+
+    def reset(self) -> None:
+        request = urllib.request.Request(f"{self.url}/stub/reset", data=b"", method="POST")
+        urllib.request.urlopen(request, timeout=10).close()
+
+    def __enter__(self) -> _StubProcess:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._process.terminate()
+        try:
+            self._process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self._process.kill()
+            self._process.wait()
 
 
 @contextlib.contextmanager
@@ -113,7 +138,7 @@ def _environment(stub_url: str) -> Iterator[None]:
 
 @contextlib.asynccontextmanager
 async def _agentgraph(
-    path: Path, topology: Topology, spec: Any, tools: Registry, stub: GeminiStub | None
+    path: Path, topology: Topology, spec: Any, tools: Registry, stub: _StubProcess | None
 ) -> AsyncIterator[Variant]:
     document = agentgraph_document("bench-parallel", topology, spec)
     document["defaults"] = {"retry": {"max_attempts": 1}}  # a failed call fails the check
@@ -197,8 +222,7 @@ async def measure(ctx: Context) -> Figures:
     def tool_node(node: str) -> dict[str, Any]:
         return {"tool": _SLEEP_TOOL}
 
-    stub_note = _widen_stub_backlog()
-    with GeminiStub(latency_s=LATENCY_S) as stub, _environment(stub.url):
+    with _StubProcess(LATENCY_S) as stub, _environment(stub.url):
         async with contextlib.AsyncExitStack() as stack:
             variants = {
                 "agentgraph_gemini": await stack.enter_async_context(
@@ -240,7 +264,7 @@ async def measure(ctx: Context) -> Figures:
         "workers": WORKERS,
         "rounds": ctx.repeat,
         "figure": "ideal / best wall of the rounds; median alongside",
-        "stub": stub_note or "GeminiStub as is",
+        "stub": "emulator/gemini_stub.py in its own process",
         **{
             name: {
                 "efficiency_best": efficiency(name),
