@@ -52,8 +52,11 @@ FLOOR_SAMPLES = 8  # of each round trip, per round
 FANIN_PARENTS = 1000
 CREATE_WIDTH, CREATE_DEPTH = 100, 20  # 2,000 nodes
 OUTPUT_BYTES = 10_000_000
-PROBE_TOPIC = "agentgraph-bench-probe"
-PROBE_SUBSCRIPTION = "agentgraph-bench-probe-push"
+# Two topics with a push subscription each, used in turn like node-ready and node-finished:
+# the emulator pushes the next message of a subscription that has just delivered one only
+# after a pause (~100 ms measured), which an edge, alternating two subscriptions, never waits.
+PROBE_TOPICS = ("agentgraph-bench-probe-a", "agentgraph-bench-probe-b")
+PROBE_SUBSCRIPTIONS = tuple(f"{t}-push" for t in PROBE_TOPICS)
 WATCH_SUBSCRIPTION = "agentgraph-bench-node-ready-watch"
 # Nodes the benchmark finishes itself: no exec function serves this pool, so their
 # node-ready messages are acked unrun (the emulator ignores filters; exec-default drops
@@ -307,11 +310,11 @@ async def _floor_round(
     own client classes: the dispatcher's publisher, the store's AsyncClient."""
     from google.cloud import firestore
 
-    for _ in range(FLOOR_SAMPLES):
+    for sample in range(FLOOR_SAMPLES):
         key = uuid.uuid4().hex
         arrived = receiver.expect(key)
         began = time.perf_counter()
-        await dispatcher.publish_raw(PROBE_TOPIC, b"{}", k=key)
+        await dispatcher.publish_raw(PROBE_TOPICS[sample % 2], b"{}", k=key)
         seconds = await asyncio.wait_for(arrived, 60) - began
         receiver.waiting.pop(key, None)
         if keep:
@@ -365,20 +368,17 @@ async def _edge(ctx: Context, stack: Any) -> tuple[Figures, dict[str, Any]]:
     from agentgraph.backends.gcp.pubsub_dispatcher import PubSubDispatcher
     from emulator import harness
 
-    harness.create_topics(PROJECT, [PROBE_TOPIC], host=stack.emulators.pubsub.host)
+    harness.create_topics(PROJECT, list(PROBE_TOPICS), host=stack.emulators.pubsub.host)
     store = FirestoreStore.from_env()
     dispatcher = PubSubDispatcher.from_env()
     edges: list[float] = []
     floor = _Floor()
     with _PushReceiver(asyncio.get_running_loop()) as receiver:
-        harness.create_push_subscription(
-            PROJECT,
-            PROBE_SUBSCRIPTION,
-            PROBE_TOPIC,
-            receiver.url,
-            host=stack.emulators.pubsub.host,
-        )
-        stack.subscriptions.append(PROBE_SUBSCRIPTION)  # deleted with the stack's own
+        for topic, subscription in zip(PROBE_TOPICS, PROBE_SUBSCRIPTIONS, strict=True):
+            harness.create_push_subscription(
+                PROJECT, subscription, topic, receiver.url, host=stack.emulators.pubsub.host
+            )
+            stack.subscriptions.append(subscription)  # deleted with the stack's own
         try:
             async with httpx.AsyncClient(base_url=stack.api_url, timeout=60) as api:
                 for round_ in range(ctx.repeat + 1):
@@ -389,11 +389,12 @@ async def _edge(ctx: Context, stack: Any) -> tuple[Figures, dict[str, Any]]:
                         edges.append(seconds)
         finally:
             dispatcher.close()
-            with contextlib.suppress(Exception):
-                harness.delete_subscription(
-                    PROJECT, PROBE_SUBSCRIPTION, host=stack.emulators.pubsub.host
-                )
-            stack.subscriptions.remove(PROBE_SUBSCRIPTION)
+            for subscription in PROBE_SUBSCRIPTIONS:
+                with contextlib.suppress(Exception):
+                    harness.delete_subscription(
+                        PROJECT, subscription, host=stack.emulators.pubsub.host
+                    )
+                stack.subscriptions.remove(subscription)
     edge_ms = statistics.median(edges) * 1000
     floor_ms = floor.total() * 1000
     details = {
