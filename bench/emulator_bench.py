@@ -27,13 +27,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import os
 import statistics
 import threading
 import time
 import uuid
 from collections import Counter
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from importlib import resources
@@ -45,7 +44,15 @@ from agentgraph import names
 from agentgraph.messages import NodeFinished, NodeReady
 from agentgraph.ports import Outcome, Usage
 from agentgraph.status import NodeStatus, RunStatus
-from bench.measure import Context, Figure, Figures, Unavailable, Verdict, measurement
+from bench.measure import (
+    Context,
+    Figure,
+    Figures,
+    Unavailable,
+    Verdict,
+    environment,
+    measurement,
+)
 
 CHAIN = 20
 FLOOR_SAMPLES = 8  # of each round trip, per round
@@ -158,20 +165,6 @@ def _steps(repeat: int) -> int:
 # ---- the stack and the bench process's clients --------------------------------------------
 
 
-@contextlib.contextmanager
-def _environment(values: dict[str, str]) -> Iterator[None]:
-    saved = {key: os.environ.get(key) for key in values}
-    os.environ.update(values)
-    try:
-        yield
-    finally:
-        for key, old in saved.items():
-            if old is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = old
-
-
 @contextlib.asynccontextmanager
 async def _running_stack(ctx: Context) -> AsyncIterator[Any]:
     from emulator import harness
@@ -187,7 +180,7 @@ async def _running_stack(ctx: Context) -> AsyncIterator[Any]:
     except harness.EmulatorNotInstalled as exc:
         raise Unavailable(f"the emulator stack cannot start: {exc}") from exc
     try:
-        with _environment(stack.env()):
+        with environment(stack.env()):
             yield stack
     finally:
         await asyncio.to_thread(stack.stop)

@@ -16,11 +16,13 @@ its own `Figure`s with goals). Until then `bench.run` registers a stand-in that 
 
 from __future__ import annotations
 
+import contextlib
 import gc
+import os
 import statistics
 import time
 import traceback
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -175,3 +177,23 @@ EMULATOR_FIGURES: tuple[Figure, ...] = (
     Figure("create_2000_nodes_s", "creating a run of 2000 nodes", "s"),
     Figure("output_10mb_roundtrip_s", "10 MB output written and read back", "s"),
 )
+
+
+@contextlib.contextmanager
+def environment(changes: Mapping[str, str | None]) -> Iterator[None]:
+    """Set (or, for None, remove) these variables for the measurement, then put every one
+    back: the clients a measurement builds read their endpoints from the environment."""
+    saved = {name: os.environ.get(name) for name in changes}
+    try:
+        for name, value in changes.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+        yield
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value

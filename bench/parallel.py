@@ -15,11 +15,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import os
 import subprocess
 import sys
 import urllib.request
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +28,16 @@ from agentgraph.names import ENV_GEMINI_BASE_URL
 from agentgraph.ports import RunRecord
 from agentgraph.status import RunStatus
 from agentgraph.tools import Registry, default_registry
-from bench.measure import Context, Figure, Figures, Variant, Verdict, interleaved, measurement
+from bench.measure import (
+    Context,
+    Figure,
+    Figures,
+    Variant,
+    Verdict,
+    environment,
+    interleaved,
+    measurement,
+)
 from bench.topology import (
     RanState,
     Topology,
@@ -114,26 +122,6 @@ class _StubProcess:
         except subprocess.TimeoutExpired:
             self._process.kill()
             self._process.wait()
-
-
-@contextlib.contextmanager
-def _environment(stub_url: str) -> Iterator[None]:
-    """Point google-genai at the stub for this process, and put everything back."""
-    changes: dict[str, str | None] = {ENV_GEMINI_BASE_URL: stub_url, **_ENV_OVERRIDES}
-    saved = {name: os.environ.get(name) for name in changes}
-    try:
-        for name, value in changes.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value
-        yield
-    finally:
-        for name, value in saved.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value
 
 
 @contextlib.asynccontextmanager
@@ -222,7 +210,10 @@ async def measure(ctx: Context) -> Figures:
     def tool_node(node: str) -> dict[str, Any]:
         return {"tool": _SLEEP_TOOL}
 
-    with _StubProcess(LATENCY_S) as stub, _environment(stub.url):
+    with (
+        _StubProcess(LATENCY_S) as stub,
+        environment({ENV_GEMINI_BASE_URL: stub.url, **_ENV_OVERRIDES}),
+    ):
         async with contextlib.AsyncExitStack() as stack:
             variants = {
                 "agentgraph_gemini": await stack.enter_async_context(

@@ -150,37 +150,46 @@ async def harness(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterat
         pytest.fail(f"unknown backend {request.param}")
 
 
-async def _local(tmp_path: Path) -> AsyncIterator[Harness]:
+async def _in_process(name: str, make_store: Callable[[], Store]) -> AsyncIterator[Harness]:
+    """A store with LocalRuntime's in-process delivery. A crash closes the runtime with
+    everything in flight; recovery is a new runtime (and store) resuming the run."""
     calls: Counter[str] = Counter()
     tools = scripted_tools(calls)
-    db = tmp_path / "runs.db"
-    holder: dict[str, LocalRuntime] = {}
-    stores: list[SqliteStore] = []
+    runtimes: list[LocalRuntime] = []
 
-    async def open_runtime() -> LocalRuntime:
-        stores.append(SqliteStore(db))
+    async def open_runtime() -> None:
         runtime = LocalRuntime(
-            stores[-1], default_router(), tools, workers=8, partial_interval_s=0.0
+            make_store(), default_router(), tools, workers=8, partial_interval_s=0.0
         )
         await runtime.__aenter__()
-        holder["rt"] = runtime
+        runtimes.append(runtime)
         h.engine, h.store = runtime.engine, runtime.store
-        return runtime
 
     async def wait(run_id: str, timeout: float) -> RunRecord:
-        return await holder["rt"].wait(run_id, timeout=timeout)
+        return await runtimes[-1].wait(run_id, timeout=timeout)
 
     async def crash() -> None:
-        await holder["rt"].close()
+        await runtimes[-1].close()
 
     async def recover(run_id: str) -> None:
         await open_runtime()
-        await holder["rt"].resume(run_id)
+        await runtimes[-1].resume(run_id)
 
-    h = Harness("local", None, None, tools, calls, wait, crash, recover)  # type: ignore[arg-type]
+    h = Harness(name, None, None, tools, calls, wait, crash, recover)  # type: ignore[arg-type]
     await open_runtime()
     yield h
-    await holder["rt"].close()
+    await runtimes[-1].close()
+
+
+async def _local(tmp_path: Path) -> AsyncIterator[Harness]:
+    stores: list[SqliteStore] = []
+
+    def make_store() -> SqliteStore:
+        stores.append(SqliteStore(tmp_path / "runs.db"))
+        return stores[-1]
+
+    async for h in _in_process("local", make_store):
+        yield h
     for store in stores:
         store.close()
 
@@ -191,34 +200,9 @@ async def _firestore(project: str) -> AsyncIterator[Harness]:
 
     from agentgraph.backends.gcp.firestore_store import FirestoreStore
 
-    calls: Counter[str] = Counter()
-    tools = scripted_tools(calls)
     client = firestore.AsyncClient(project=project, credentials=EmulatorCreds())
-    holder: dict[str, LocalRuntime] = {}
-
-    async def open_runtime() -> LocalRuntime:
-        runtime = LocalRuntime(
-            FirestoreStore(client), default_router(), tools, workers=8, partial_interval_s=0.0
-        )
-        await runtime.__aenter__()
-        holder["rt"] = runtime
-        h.engine, h.store = runtime.engine, runtime.store
-        return runtime
-
-    async def wait(run_id: str, timeout: float) -> RunRecord:
-        return await holder["rt"].wait(run_id, timeout=timeout)
-
-    async def crash() -> None:
-        await holder["rt"].close()
-
-    async def recover(run_id: str) -> None:
-        await open_runtime()
-        await holder["rt"].resume(run_id)
-
-    h = Harness("firestore", None, None, tools, calls, wait, crash, recover)  # type: ignore[arg-type]
-    await open_runtime()
-    yield h
-    await holder["rt"].close()
+    async for h in _in_process("firestore", lambda: FirestoreStore(client)):
+        yield h
     await client._firestore_api.transport.close()
 
 
