@@ -62,6 +62,33 @@ def test_terraform_deploys_every_index_of_the_file(module_tf: TfConfig, root_tf:
     assert root_tf.locals["repo_root"] == "${path.root}/.."
 
 
+def test_large_texts_no_query_reads_are_exempt_from_indexing() -> None:
+    overrides = json.loads(INDEXES.read_text())["fieldOverrides"]
+    assert all(o["indexes"] == [] for o in overrides), "only exemptions are deployed"
+    assert {(o["collectionGroup"], o["fieldPath"]) for o in overrides} == {
+        (names.COLLECTION_RUNS, "graph_json"),
+        (names.COLLECTION_RUNS, "input_json"),
+        (names.COLLECTION_RUNS, "outputs_json"),
+        (names.COLLECTION_NODES, "output_json"),
+        (names.COLLECTION_NODES, "partial"),
+        (names.COLLECTION_CHUNKS, "data"),
+    }
+    queried = {"status", "lease_until", "next_attempt_at", "updated_at", "owner", "created_at"}
+    assert not queried & {o["fieldPath"] for o in overrides}
+
+
+def test_terraform_deploys_every_exemption_of_the_file(module_tf: TfConfig) -> None:
+    field = module_tf.of_type("google_firestore_field")["unindexed"]
+    assert field["for_each"] == "${local.firestore_unindexed_fields}"
+    assert (
+        "jsondecode(file(var.firestore_indexes_file)).fieldOverrides"
+        in module_tf.locals["firestore_unindexed_fields"]
+    )
+    assert field["collection"] == "${each.value.collectionGroup}"
+    assert field["field"] == "${each.value.fieldPath}"
+    assert block(field, "index_config") == {}
+
+
 def test_the_released_rules_are_the_repository_file(module_tf: TfConfig, root_tf: TfConfig) -> None:
     ruleset = module_tf.of_type("google_firebaserules_ruleset")["firestore"]
     files = block(block(ruleset, "source"), "files")

@@ -7,6 +7,14 @@ locals {
     "${index.collectionGroup}/${join("+", [for f in index.fields : f.fieldPath])}" => index
   }
 
+  # Fields the file exempts from indexing: large JSON texts and chunks that no query filters
+  # on, whose automatic index entries would only add write cost and latency.
+  firestore_unindexed_fields = {
+    for field in jsondecode(file(var.firestore_indexes_file)).fieldOverrides :
+    "${field.collectionGroup}/${field.fieldPath}" => field
+    if length(field.indexes) == 0
+  }
+
   # Firestore rules releases are named cloud.firestore (default database) or
   # cloud.firestore/<database>.
   rules_release = var.firestore_database == "(default)" ? "cloud.firestore" : "cloud.firestore/${var.firestore_database}"
@@ -44,6 +52,18 @@ resource "google_firestore_index" "from_file" {
       array_config = lookup(fields.value, "arrayConfig", null)
     }
   }
+}
+
+resource "google_firestore_field" "unindexed" {
+  for_each = local.firestore_unindexed_fields
+
+  project    = var.project
+  database   = google_firestore_database.db.name
+  collection = each.value.collectionGroup
+  field      = each.value.fieldPath
+
+  # An empty index_config removes the field's single-field indexes.
+  index_config {}
 }
 
 resource "google_firebaserules_ruleset" "firestore" {
