@@ -196,9 +196,7 @@ class Engine:
         the roots still need. Receivers are idempotent; roots already claimed get nothing."""
         if run.status != RunStatus.RUNNING:
             return
-        context = await self._context(run.run_id)
-        if context is None:
-            return
+        context = self._runs.get(run.run_id) or self._context_of(run)
         roots = await self.store.get_outputs(run.run_id, context.graph.roots)
         await self._dispatch_roots(run.run_id, roots.values())
 
@@ -652,13 +650,15 @@ class Engine:
             self._runs.move_to_end(run_id)
             return context
         run = await self.store.get_run(run_id)
-        if run is None:
-            return None
+        return None if run is None else self._context_of(run)
+
+    def _context_of(self, run: RunRecord) -> _RunContext:
+        """The run's graph snapshot compiled (cached by document) with its input."""
         context = _RunContext(
             self._cached_graph(run.graph, ("snapshot",), lambda: load_graph(run.graph)),
             run.input,
         )
-        self._remember(run_id, context)
+        self._remember(run.run_id, context)
         return context
 
     def _remember(self, run_id: str, context: _RunContext) -> None:
