@@ -37,12 +37,13 @@ $(VENV)/.bench-installed: pyproject.toml | $(BIN)/python
 	@touch $@ $(VENV)/.test-installed $(VENV)/.run-installed
 
 run: $(VENV)/.run-installed
-	$(BIN)/agentgraph run examples/code-review.yaml --set code=@examples/sample_code.py --db $(DEMO_DB)
+	$(BIN)/agentgraph run examples/code-review.yaml --tools agentgraph.tools.code_review --set code=@examples/sample_code.py --db $(DEMO_DB)
 
 lint: $(VENV)/.test-installed
 	$(BIN)/ruff check shared functions emulator tests bench
 	$(BIN)/ruff format --check shared functions emulator tests bench
 	$(BIN)/mypy
+	cd shared && ../$(BIN)/lint-imports ../.importlinter
 
 format: $(VENV)/.test-installed
 	$(BIN)/ruff format shared functions emulator tests bench

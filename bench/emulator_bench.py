@@ -40,10 +40,10 @@ from typing import Any
 
 import httpx
 
-from agentgraph import names
-from agentgraph.messages import NodeFinished, NodeReady
-from agentgraph.ports import Outcome, Usage
-from agentgraph.status import NodeStatus, RunStatus
+from agentgraph.core import names
+from agentgraph.core.messages import NodeFinished, NodeReady
+from agentgraph.core.ports import Outcome, Usage
+from agentgraph.core.status import NodeStatus, RunStatus
 from bench.measure import (
     Context,
     Figure,

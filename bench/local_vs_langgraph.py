@@ -19,9 +19,9 @@ from pathlib import Path
 from typing import Any
 
 from agentgraph.backends.local import LocalRuntime, SqliteStore
+from agentgraph.core.ports import RunRecord
+from agentgraph.core.status import RunStatus
 from agentgraph.llm import default_router
-from agentgraph.ports import RunRecord
-from agentgraph.status import RunStatus
 from agentgraph.tools import default_registry
 from bench.measure import (
     Context,

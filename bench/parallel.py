@@ -23,10 +23,10 @@ from pathlib import Path
 from typing import Any
 
 from agentgraph.backends.local import LocalRuntime, SqliteStore
+from agentgraph.core.names import ENV_GEMINI_BASE_URL
+from agentgraph.core.ports import RunRecord
+from agentgraph.core.status import RunStatus
 from agentgraph.llm import default_router
-from agentgraph.names import ENV_GEMINI_BASE_URL
-from agentgraph.ports import RunRecord
-from agentgraph.status import RunStatus
 from agentgraph.tools import Registry, default_registry
 from bench.measure import (
     Context,

@@ -26,7 +26,7 @@ from typing import Any
 
 import yaml
 
-from agentgraph import names
+from agentgraph.core import names
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 GRAPH = REPO_ROOT / "examples" / "code-review-cloud.yaml"

@@ -51,7 +51,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
-from agentgraph import names
+from agentgraph.core import names
 
 if TYPE_CHECKING:
     from google.cloud import tasks_v2

@@ -6,7 +6,7 @@ until Ctrl-C (or SIGTERM), then stops everything it started:
 - the Firestore, Pub/Sub and Cloud Tasks emulators (emulator/harness.py);
 - the Gemini stub (emulator/gemini_stub.py), so Gemini graphs run offline;
 - each Cloud Function under functions-framework on its own port, exactly as deployed
-  (`functions/main.py`, entry points agentgraph.names.ENTRY_*), with the environment
+  (`functions/main.py`, entry points agentgraph.core.names.ENTRY_*), with the environment
   pointing at the emulators, AGENTGRAPH_AUTH=off, AGENTGRAPH_RETRY_URL at the retry
   function and GOOGLE_GEMINI_BASE_URL at the stub;
 - the topics, the push subscriptions (node-ready → exec-<pool> for every pool, with the
@@ -37,9 +37,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 
-from agentgraph import names
+from agentgraph.core import names
 from emulator import harness
 from emulator.gemini_stub import GeminiStub
+
+# The demo graph's tools; production loads only the modules its deployment names.
+DEMO_TOOLS = "agentgraph.tools.code_review"
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 FUNCTIONS_SOURCE = REPO_ROOT / "functions" / "main.py"
@@ -108,7 +111,7 @@ class Stack:
         base_port: int = 0,
         pools: Sequence[str] = (names.DEFAULT_POOL,),
         project: str = harness.DEFAULT_PROJECT,
-        tools: Iterable[str] = (),
+        tools: Iterable[str] = (DEMO_TOOLS,),
         log_dir: Path | str | None = None,
         env: dict[str, str] | None = None,
         sweep_every_s: float | None = SWEEP_EVERY_S,
@@ -376,7 +379,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--tools",
         action="append",
         default=[],
-        help="module or .py file with @tool functions for the exec functions (repeatable)",
+        help="module or .py file with @tool functions for the exec functions (repeatable; "
+        f"default: {DEMO_TOOLS}, the demo's)",
     )
     parser.add_argument("--log-dir", help="keep every process's log here")
     parser.add_argument(
@@ -384,7 +388,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
     pools = [p.strip() for p in args.pools.split(",") if p.strip()]
-    tools = [str(Path(t).resolve()) if t.endswith(".py") else t for t in args.tools]
+    tools = [str(Path(t).resolve()) if t.endswith(".py") else t for t in args.tools or [DEMO_TOOLS]]
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     stack = Stack(

@@ -1,7 +1,7 @@
-"""Cloud Functions entry points (names are agentgraph.names.ENTRY_*; Terraform uses them).
+"""Cloud Functions entry points (names are agentgraph.core.names.ENTRY_*; Terraform uses them).
 
 Each is one line: the decoding, the engine call and the ack/status mapping live in
-agentgraph.backends.gcp.functions and agentgraph.handlers, where they are tested.
+agentgraph.backends.gcp.functions and agentgraph.backends.gcp.handlers, where they are tested.
 
 - api (HTTP): the public REST API (OpenAPI document in openapi.yaml, at /openapi.json).
 - exec_node (Pub/Sub node-ready): runs one attempt of one node; acks only after the

@@ -24,14 +24,13 @@ import re
 import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import IO, Any, Protocol
+from typing import IO, Any
 
 import yaml
 from pydantic import ValidationError
 
-from agentgraph.auth import Caller
-from agentgraph.engine import Engine, new_run_id
-from agentgraph.errors import (
+from agentgraph.backends.gcp.auth import Caller
+from agentgraph.core.errors import (
     AuthError,
     AuthMisconfigured,
     Forbidden,
@@ -44,10 +43,11 @@ from agentgraph.errors import (
     RequestInvalid,
     RunNotFound,
 )
-from agentgraph.messages import ONE_GRAPH, RunRequest
-from agentgraph.ports import Event, RunRecord
-from agentgraph.validate import MAX_INPUT_BYTES
-from agentgraph.view import run_to_json
+from agentgraph.core.messages import ONE_GRAPH, RunRequest
+from agentgraph.core.ports import Event, GraphStore, RunRecord, StoredGraph
+from agentgraph.core.run_json import run_to_json
+from agentgraph.core.validate import MAX_INPUT_BYTES
+from agentgraph.engine import Engine, new_run_id
 
 log = logging.getLogger("agentgraph.api")
 
@@ -114,37 +114,6 @@ class _HttpError(Exception):
     def __init__(self, response: ApiResponse) -> None:
         super().__init__(response.body)
         self.response = response
-
-
-# ---- stored graphs ------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class StoredGraph:
-    """One version of a graph definition saved with POST /graphs."""
-
-    id: str
-    version: int
-    definition: dict[str, Any]
-    hash: str
-    owner: str | None
-    created_at: float
-    latest_version: int
-
-
-class GraphStore(Protocol):
-    """Versioned graph definitions (`graphs/{name}/versions/{n}` on Firestore)."""
-
-    async def save(
-        self, graph_id: str, definition: dict[str, Any], digest: str, owner: str, admin: bool
-    ) -> tuple[StoredGraph, bool]:
-        """Store a new version, or return the latest one when its hash is `digest`
-        (created=False). Forbidden when the graph belongs to another owner."""
-        ...
-
-    async def get(self, graph_id: str, version: int | None = None) -> StoredGraph | None:
-        """A version (the latest when None), or None."""
-        ...
 
 
 # ---- the API ------------------------------------------------------------------------------

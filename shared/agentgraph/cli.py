@@ -19,16 +19,16 @@ import typer
 import yaml
 from rich.console import Console
 
-from agentgraph import names
-from agentgraph.errors import AgentgraphError, GraphInvalid, InputInvalid, RunNotFound
-from agentgraph.status import RunStatus
+from agentgraph.core import names
+from agentgraph.core.errors import AgentgraphError, GraphInvalid, InputInvalid, RunNotFound
+from agentgraph.core.run_json import run_to_json
+from agentgraph.core.status import RunStatus
 from agentgraph.view import (
     ProgressView,
     draw_graph,
     print_events,
     print_outputs,
     print_run_tree,
-    run_to_json,
 )
 
 app = typer.Typer(

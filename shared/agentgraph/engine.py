@@ -18,19 +18,24 @@ import random
 import secrets
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from agentgraph import readiness
-from agentgraph.errors import RetryableToolError, RunNotFound
-from agentgraph.graph import Graph, Node
-from agentgraph.model import OnError
-from agentgraph.ports import (
+from agentgraph.core import readiness
+from agentgraph.core.errors import (
+    LlmError,
+    OutputTooLarge,
+    RetryableToolError,
+    RunNotFound,
+    TemplateProblem,
+)
+from agentgraph.core.graph import Graph, Node
+from agentgraph.core.model import OnError
+from agentgraph.core.ports import (
     Dispatcher,
     Event,
-    LlmError,
     LlmProvider,
     LlmRequest,
     NodeError,
@@ -42,10 +47,10 @@ from agentgraph.ports import (
     ToolRegistry,
     Usage,
 )
-from agentgraph.readiness import Decision, ParentResult, Verdict
-from agentgraph.status import TERMINAL_NODE, NodeStatus, RunStatus
-from agentgraph.templates import TemplateProblem, condition_holds, render, render_value
-from agentgraph.validate import load_graph, validate_input
+from agentgraph.core.readiness import Decision, ParentResult, Verdict
+from agentgraph.core.status import TERMINAL_NODE, NodeStatus, RunStatus
+from agentgraph.core.templates import condition_holds, render, render_value
+from agentgraph.core.validate import load_graph, validate_input
 
 log = logging.getLogger("agentgraph.engine")
 
@@ -371,7 +376,8 @@ class Engine:
 
     def _partial_writer(self, run_id: str, node_id: str, attempt: int) -> Callable[[str], Any]:
         """Streamed text reaches the store at most once per interval (Firestore bills and
-        rate-limits writes to one document), and the last text always gets through."""
+        rate-limits writes to one document). Text that arrives within an interval of the
+        last write is not written: the whole answer lands with the node's output."""
         last = 0.0
 
         async def write(text: str) -> None:
@@ -707,10 +713,6 @@ def classify(exc: BaseException, attempt: int, timeout_s: float) -> NodeError:
     return NodeError(type(exc).__name__, str(exc) or repr(exc), False, None, attempt)
 
 
-class OutputTooLarge(ValueError):
-    pass
-
-
 def _check_output_size(output: Any) -> None:
     try:
         size = len(json.dumps(output, ensure_ascii=False).encode())
@@ -724,7 +726,3 @@ def new_run_id(now: float) -> str:
     """Sortable by creation time, unique without coordination."""
     stamp = datetime.fromtimestamp(now, UTC).strftime("%Y%m%d-%H%M%S")
     return f"{stamp}-{secrets.token_hex(4)}"
-
-
-def statuses_of(records: Sequence[NodeRecord]) -> dict[str, NodeStatus]:
-    return {r.node_id: r.status for r in records}

@@ -17,9 +17,9 @@ from rich.table import Table
 from rich.text import Text
 from rich.tree import Tree
 
-from agentgraph.graph import Graph
-from agentgraph.ports import Event, NodeRecord, RunRecord
-from agentgraph.status import NodeStatus, RunStatus
+from agentgraph.core.graph import Graph
+from agentgraph.core.ports import Event, NodeRecord, RunRecord
+from agentgraph.core.status import NodeStatus
 
 STYLE = {
     "waiting": "dim",
@@ -252,37 +252,6 @@ def print_run_tree(console: Console, run: RunRecord, nodes: Sequence[NodeRecord]
         console.print(Text(f"error: {run.error.get('message', run.error)}", style="red"))
 
 
-def run_to_json(run: RunRecord, nodes: Sequence[NodeRecord]) -> dict[str, Any]:
-    """The run record for scripts: stable keys, plain JSON values."""
-    return {
-        "run_id": run.run_id,
-        "graph": run.graph_name,
-        "status": run.status.value,
-        "created_at": run.created_at,
-        "started_at": run.started_at,
-        "finished_at": run.finished_at,
-        "usage": run.usage.to_dict(),
-        "outputs": run.outputs,
-        "error": run.error,
-        "counts": {k: v for k, v in run.counts.items() if v},
-        "nodes": [
-            {
-                "id": n.node_id,
-                "status": n.status.value,
-                "attempts": n.attempt if n.status != NodeStatus.WAITING else 0,
-                "executions": n.executions,
-                "output": n.output,
-                "error": n.error.to_dict() if n.error else None,
-                "usage": n.usage.to_dict(),
-                "model": n.model,
-                "duration_ms": n.duration_ms,
-                "skip_reason": n.skip_reason,
-            }
-            for n in nodes
-        ],
-    }
-
-
 def draw_graph(graph: Graph, format: str) -> str:
     if format == "mermaid":
         lines = ["flowchart TD"]
@@ -306,7 +275,3 @@ def draw_graph(graph: Graph, format: str) -> str:
             arrow = f" ──▶ {', '.join(node.children)}" if node.children else "  (sink)"
             lines.append(f"  [{node.id}] {kind}{arrow}")
     return "\n".join(lines)
-
-
-def status_style(status: RunStatus | NodeStatus) -> str:
-    return STYLE.get(status.value, "")

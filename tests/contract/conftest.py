@@ -18,11 +18,11 @@ from typing import Any
 import pytest
 
 from agentgraph.backends.local import LocalRuntime, SqliteStore
+from agentgraph.core.errors import RetryableToolError
+from agentgraph.core.ports import Event, NodeRecord, RunRecord, Store
+from agentgraph.core.status import NodeStatus
 from agentgraph.engine import Engine
-from agentgraph.errors import RetryableToolError
 from agentgraph.llm import default_router
-from agentgraph.ports import Event, NodeRecord, RunRecord, Store
-from agentgraph.status import NodeStatus
 from agentgraph.tools import Registry, default_registry
 from emulator.harness import EmulatorStack
 
@@ -36,10 +36,6 @@ BACKENDS = [
     pytest.param("firestore", marks=pytest.mark.emulator),
     pytest.param("gcp", marks=pytest.mark.emulator),
 ]
-
-# Contract cases the gcp backend does not meet yet: test name → why. Applied as a strict
-# xfail, so the day the backend meets the case the mark has to go.
-GCP_GAPS: dict[str, str] = {}
 
 # How long the gcp sweeper leaves a ready or retrying node alone (production: 60 s, so a
 # message merely in flight is not re-sent); recover() lets this much time pass at once.
@@ -139,9 +135,6 @@ async def harness(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterat
         async for h in _firestore(request.getfixturevalue("unique_name")("contract")):
             yield h
     elif request.param == "gcp":
-        gap = GCP_GAPS.get(request.node.originalname)
-        if gap:
-            request.applymarker(pytest.mark.xfail(reason=gap, strict=True))
         stack = request.getfixturevalue("emulator_stack")
         unique_name = request.getfixturevalue("unique_name")
         async for h in _gcp(stack, unique_name("contract"), unique_name("retries")):
@@ -218,7 +211,7 @@ async def _gcp(stack: EmulatorStack, project: str, queue: str) -> AsyncIterator[
     from google.cloud import firestore
     from test_utils.system import EmulatorCreds
 
-    from agentgraph import handlers
+    from agentgraph.backends.gcp import handlers
     from agentgraph.backends.gcp.cloud_tasks_retries import CloudTasksRetries
     from agentgraph.backends.gcp.firestore_store import FirestoreStore
     from agentgraph.backends.gcp.pubsub_dispatcher import PubSubDispatcher

@@ -8,7 +8,7 @@ faithful:
 
 - Pub/Sub push → `PullConsumer`. Each subscription is pulled and every message is wrapped in
   the push envelope that functions-framework hands to a CloudEvent function, then parsed by
-  `agentgraph.messages.pubsub_message` and given to `agentgraph.handlers.execute` /
+  `agentgraph.core.messages.pubsub_message` and given to `agentgraph.backends.gcp.handlers.execute` /
   `complete`: the same decode-and-dispatch as `backends/gcp/functions.pubsub_event`. As with
   a push subscription, a message is acked only when the handler returned (or the message is
   malformed: logged and acked, never redelivered), and redelivered when it raised. The
@@ -43,9 +43,10 @@ from typing import Any
 
 from google.api_core.exceptions import DeadlineExceeded, GoogleAPICallError
 
-from agentgraph import names
-from agentgraph.messages import MalformedMessage, PubSubMessage, pubsub_message
-from agentgraph.ports import RetryScheduler
+from agentgraph.backends.gcp.pubsub_envelope import PubSubMessage, pubsub_message
+from agentgraph.core import names
+from agentgraph.core.errors import MalformedMessage
+from agentgraph.core.ports import RetryScheduler
 
 log = logging.getLogger("agentgraph.tests.gcp_delivery")
 

@@ -12,9 +12,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from agentgraph.backends.local import LocalRuntime, SqliteStore
+from agentgraph.core.readiness import run_outcome
+from agentgraph.core.status import TERMINAL_NODE, NodeStatus
 from agentgraph.llm import default_router
-from agentgraph.readiness import run_outcome
-from agentgraph.status import TERMINAL_NODE, NodeStatus
 
 from .conftest import scripted_tools
 

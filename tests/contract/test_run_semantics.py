@@ -8,8 +8,8 @@ from typing import Any
 
 import pytest
 
-from agentgraph.errors import GraphInvalid, InputInvalid
-from agentgraph.status import NodeStatus, RunStatus
+from agentgraph.core.errors import GraphInvalid, InputInvalid
+from agentgraph.core.status import NodeStatus, RunStatus
 
 from .conftest import Harness
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import re
 
-from agentgraph import names
+from agentgraph.core import names
 
 from .tfconfig import REPO, TfConfig, block
 

@@ -1,6 +1,6 @@
 """The Terraform in infra/ deploys exactly what the code expects, and no more.
 
-agentgraph.names is the one source of truth for topics, subscriptions, the queue, entry points
+agentgraph.core.names is the one source of truth for topics, subscriptions, the queue, entry points
 and environment variables; these tests hold the Terraform to it in both directions, and check
 the security properties of the deployment (OIDC on every push, no primitive roles, the Gemini
 key only as a secret).
@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from agentgraph import names
+from agentgraph.core import names
 
 from .tfconfig import INFRA, TfConfig, block, blocks, hcl_object, walk_strings, with_each
 
@@ -205,7 +205,7 @@ def test_names_tf_mirrors_agentgraph_names(module_tf: TfConfig) -> None:
     mirrored = module_tf.locals_by_file["names.tf"]
     all_constants = {v for v in vars(names).values() if isinstance(v, str)}
     strays = {k: v for k, v in mirrored.items() if v not in all_constants}
-    assert not strays, f"names.tf spells names that agentgraph.names does not have: {strays}"
+    assert not strays, f"names.tf spells names that agentgraph.core.names does not have: {strays}"
 
 
 # --- functions: entry points, runtime, source, sizing -----------------------------------------

@@ -15,6 +15,8 @@ import yaml
 
 ROOT = Path(__file__).parents[2]
 TOOLS = str(ROOT / "tests" / "system" / "cli_tools.py")
+# The demo graph's tools are not registered by importing agentgraph: a user names them.
+DEMO_TOOLS = "agentgraph.tools.code_review"
 
 
 def agentgraph(*args: str, db: Path, timeout: float = 60) -> subprocess.CompletedProcess[str]:
@@ -26,7 +28,7 @@ def agentgraph(*args: str, db: Path, timeout: float = 60) -> subprocess.Complete
         text=True,
         timeout=timeout,
         cwd=ROOT,
-        env={**os.environ, "COLUMNS": "200", "NO_COLOR": "1"},
+        env={**os.environ, "COLUMNS": "200", "NO_COLOR": "1", "AGENTGRAPH_TOOLS": DEMO_TOOLS},
     )
 
 

@@ -25,7 +25,7 @@ from google.api_core.exceptions import AlreadyExists
 from google.cloud import firestore
 from test_utils.retry import RetryResult
 
-from agentgraph import names
+from agentgraph.core import names
 from emulator import harness
 
 pytestmark = pytest.mark.emulator

@@ -28,10 +28,10 @@ from test_utils.orchestrate import orchestrate
 from test_utils.system import EmulatorCreds
 
 from agentgraph.backends.gcp.firestore_store import FirestoreStore
+from agentgraph.core.ports import Outcome
+from agentgraph.core.status import NodeStatus
 from agentgraph.engine import Engine
 from agentgraph.llm import default_router
-from agentgraph.ports import Outcome
-from agentgraph.status import NodeStatus
 from agentgraph.tools import Registry, default_registry
 
 pytestmark = pytest.mark.emulator

@@ -17,13 +17,12 @@ import pytest
 from google.cloud import firestore
 from test_utils.system import EmulatorCreds
 
-from agentgraph import names
-from agentgraph.backends.gcp.chunks import ChunkCorrupt
 from agentgraph.backends.gcp.firestore_docs import node_doc
 from agentgraph.backends.gcp.firestore_store import FirestoreStore
-from agentgraph.errors import IdempotencyConflict
-from agentgraph.ports import NodeError, NodeRecord, Outcome, RunRecord, Usage
-from agentgraph.status import NodeStatus, RunStatus
+from agentgraph.core import names
+from agentgraph.core.errors import ChunkCorrupt, IdempotencyConflict
+from agentgraph.core.ports import NodeError, NodeRecord, Outcome, RunRecord, Usage
+from agentgraph.core.status import NodeStatus, RunStatus
 
 pytestmark = pytest.mark.emulator
 

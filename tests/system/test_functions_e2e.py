@@ -23,7 +23,7 @@ import httpx
 import pytest
 from test_utils.system import EmulatorCreds
 
-from agentgraph import names
+from agentgraph.core import names
 from emulator import harness
 from emulator.stack import Stack
 

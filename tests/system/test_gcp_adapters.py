@@ -13,12 +13,12 @@ from typing import Any
 import pytest
 from test_utils.retry import RetryResult
 
-from agentgraph import names
 from agentgraph.backends.gcp import loop
 from agentgraph.backends.gcp.cloud_tasks_retries import CloudTasksRetries, task_id
 from agentgraph.backends.gcp.pubsub_dispatcher import PubSubDispatcher
-from agentgraph.messages import NodeFinished, NodeReady
-from agentgraph.status import NodeStatus
+from agentgraph.core import names
+from agentgraph.core.messages import NodeFinished, NodeReady
+from agentgraph.core.status import NodeStatus
 from emulator import harness
 
 

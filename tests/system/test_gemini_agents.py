@@ -15,11 +15,11 @@ from typing import Any
 import pytest
 
 from agentgraph.backends.local import LocalRuntime, SqliteStore
-from agentgraph.errors import LlmNotConfigured
+from agentgraph.core.errors import LlmNotConfigured
+from agentgraph.core.ports import Usage
+from agentgraph.core.status import NodeStatus, RunStatus
 from agentgraph.llm import default_router
 from agentgraph.llm.pricing import cost_usd
-from agentgraph.ports import Usage
-from agentgraph.status import NodeStatus, RunStatus
 from agentgraph.tools import default_registry
 from emulator.gemini_stub import GeminiStub
 

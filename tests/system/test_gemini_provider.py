@@ -15,9 +15,10 @@ from typing import Any, TypeVar
 import pytest
 from google import genai
 
+from agentgraph.core.errors import LlmError
+from agentgraph.core.ports import LlmProvider, LlmRequest, LlmResponse, Usage
 from agentgraph.llm.gemini import GeminiConfigError, GeminiProvider
 from agentgraph.llm.pricing import cost_usd
-from agentgraph.ports import LlmError, LlmProvider, LlmRequest, LlmResponse, Usage
 from emulator.gemini_stub import GeminiStub
 
 FLASH = "gemini-2.5-flash"

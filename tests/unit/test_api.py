@@ -19,12 +19,12 @@ from agentgraph.api import (
     StoredGraph,
     canonical_hash,
 )
-from agentgraph.auth import Caller
+from agentgraph.backends.gcp.auth import Caller
 from agentgraph.backends.local import SqliteStore
+from agentgraph.core.errors import AuthError, Forbidden
+from agentgraph.core.status import NodeStatus
 from agentgraph.engine import Engine
-from agentgraph.errors import AuthError, Forbidden
 from agentgraph.llm import default_router
-from agentgraph.status import NodeStatus
 from agentgraph.tools import default_registry
 
 ALICE = Caller("alice")

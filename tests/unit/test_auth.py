@@ -16,9 +16,10 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.x509.oid import NameOID
 from google.auth import crypt, jwt
 
-from agentgraph import auth, names
 from agentgraph.api import Headers
-from agentgraph.errors import AuthError, AuthMisconfigured, Forbidden
+from agentgraph.backends.gcp import auth
+from agentgraph.core import names
+from agentgraph.core.errors import AuthError, AuthMisconfigured, Forbidden
 
 AUDIENCE = "https://api-abc.run.app"
 PROJECT = "my-project"

@@ -7,8 +7,8 @@ import random
 from hypothesis import given
 from hypothesis import strategies as st
 
-from agentgraph.backoff import retry_delay
-from agentgraph.model import RetryPolicy
+from agentgraph.core.backoff import retry_delay
+from agentgraph.core.model import RetryPolicy
 
 
 def test_delays_grow_exponentially_up_to_the_cap() -> None:

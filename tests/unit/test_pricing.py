@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from agentgraph.core.ports import Usage
 from agentgraph.llm.pricing import ENV_PRICES, canonical_model, cost_usd, load_prices
-from agentgraph.ports import Usage
 
 M = 1_000_000
 

@@ -7,9 +7,9 @@ import random
 from hypothesis import given
 from hypothesis import strategies as st
 
-from agentgraph.model import OnError
-from agentgraph.ports import NodeError
-from agentgraph.readiness import (
+from agentgraph.core.model import OnError
+from agentgraph.core.ports import NodeError
+from agentgraph.core.readiness import (
     CONDITION_FALSE,
     PARENTS_SKIPPED,
     UPSTREAM_FAILED,
@@ -22,8 +22,8 @@ from agentgraph.readiness import (
     decide,
     run_outcome,
 )
-from agentgraph.status import TERMINAL_NODE, NodeStatus, RunStatus
-from agentgraph.validate import load_graph
+from agentgraph.core.status import TERMINAL_NODE, NodeStatus, RunStatus
+from agentgraph.core.validate import load_graph
 
 S = NodeStatus
 

@@ -9,8 +9,8 @@ import sqlite3
 from pathlib import Path
 
 from agentgraph.backends.local import SqliteStore
-from agentgraph.ports import NodeRecord, Outcome, RunRecord, Usage
-from agentgraph.status import NodeStatus, RunStatus
+from agentgraph.core.ports import NodeRecord, Outcome, RunRecord, Usage
+from agentgraph.core.status import NodeStatus, RunStatus
 
 
 async def _store_with_run(path: Path, ready: list[str]) -> SqliteStore:

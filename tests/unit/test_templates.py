@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from agentgraph.templates import TemplateProblem, condition_holds, references, render, render_value
+from agentgraph.core.errors import TemplateProblem
+from agentgraph.core.templates import condition_holds, references, render, render_value
 
 CONTEXT = {
     "input": {"code": "x = 1", "n": 3},

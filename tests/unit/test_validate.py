@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from agentgraph.errors import GraphInvalid, InputInvalid
-from agentgraph.validate import load_graph, validate_input
+from agentgraph.core.errors import GraphInvalid, InputInvalid
+from agentgraph.core.validate import load_graph, validate_input
 
 TOOLS = ["extract_functions", "detect_issues", "noop"]
 

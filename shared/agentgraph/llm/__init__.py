@@ -6,9 +6,9 @@ import asyncio
 import os
 from collections.abc import Iterable, Mapping, Sequence
 
-from agentgraph.errors import LlmNotConfigured
-from agentgraph.names import ENV_MAX_CONCURRENCY
-from agentgraph.ports import LlmError, LlmProvider, LlmRequest, LlmResponse, OnPartial
+from agentgraph.core.errors import LlmError, LlmNotConfigured
+from agentgraph.core.names import ENV_MAX_CONCURRENCY
+from agentgraph.core.ports import LlmProvider, LlmRequest, LlmResponse, OnPartial
 
 
 def base_model(model: str) -> str:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 
-from agentgraph.ports import LlmRequest, LlmResponse, OnPartial, Usage
+from agentgraph.core.ports import LlmRequest, LlmResponse, OnPartial, Usage
 
 ECHO_MODEL = "echo"
 

@@ -26,9 +26,10 @@ import jsonschema
 from google import genai
 from google.genai import errors, types
 
+from agentgraph.core.errors import LlmError
+from agentgraph.core.names import ENV_GEMINI_API_KEY, ENV_GEMINI_BASE_URL, ENV_PROJECT
+from agentgraph.core.ports import LlmRequest, LlmResponse, OnPartial, Usage
 from agentgraph.llm.pricing import canonical_model, cost_usd
-from agentgraph.names import ENV_GEMINI_API_KEY, ENV_GEMINI_BASE_URL, ENV_PROJECT
-from agentgraph.ports import LlmError, LlmRequest, LlmResponse, OnPartial, Usage
 
 ENV_GOOGLE_API_KEY = "GOOGLE_API_KEY"
 ENV_USE_VERTEX = "GOOGLE_GENAI_USE_VERTEXAI"

@@ -83,6 +83,3 @@ def load_modules(modules: Iterable[str]) -> None:
         if os.getcwd() not in sys.path:
             sys.path.insert(0, os.getcwd())
         importlib.import_module(module)
-
-
-from agentgraph.tools import code_review as _code_review  # noqa: E402,F401  (registers the demo tools)

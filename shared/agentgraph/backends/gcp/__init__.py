@@ -3,7 +3,7 @@
 `open_engine()` wires the engine once per process and returns the same one afterwards:
 a Cloud Function instance serves many requests, and clients built per call (new gRPC
 channels, new TLS handshakes, new auth token fetches) are the slowest thing a function can
-do. Everything reads its configuration from the environment (`agentgraph.names.ENV_*`),
+do. Everything reads its configuration from the environment (`agentgraph.core.names.ENV_*`),
 and with the emulator variables set the same code talks to the local emulators.
 """
 
@@ -13,7 +13,7 @@ import os
 import threading
 from typing import TYPE_CHECKING, Any
 
-from agentgraph import names
+from agentgraph.core import names
 
 if TYPE_CHECKING:
     from agentgraph.engine import Engine

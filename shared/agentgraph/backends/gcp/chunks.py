@@ -26,7 +26,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from agentgraph.errors import AgentgraphError
+from agentgraph.core.errors import ChunkCorrupt
 
 CHUNK_BYTES = 900_000
 """Largest chunk string in UTF-8 bytes (Firestore strings and documents stop at 1 MiB)."""
@@ -34,10 +34,6 @@ CHUNK_BYTES = 900_000
 CHUNKS_PER_COMMIT = 4
 """Chunk documents written per commit: at most 3.6 MB. Production takes 10 MiB requests,
 but the Firestore emulator refuses gRPC messages over 4 MiB (ResourceExhausted)."""
-
-
-class ChunkCorrupt(AgentgraphError):
-    """A chunked value did not reassemble to the length and hash its marker records."""
 
 
 def dumps(value: Any) -> str | None:

@@ -20,8 +20,8 @@ import os
 from datetime import UTC, datetime
 from typing import Any
 
-from agentgraph import names
-from agentgraph.messages import NodeReady
+from agentgraph.core import names
+from agentgraph.core.messages import NodeReady
 
 DEFAULT_LOCATION = "us-central1"
 CREATE_TIMEOUT_S = 30.0
@@ -34,7 +34,7 @@ def task_id(run_id: str, node_id: str, attempt: int) -> str:
 
 
 class CloudTasksRetries:
-    """Satisfies agentgraph.ports.RetryScheduler."""
+    """Satisfies agentgraph.core.ports.RetryScheduler."""
 
     def __init__(
         self,

@@ -1,6 +1,6 @@
 """How the store's records map to Firestore documents (pure: no I/O).
 
-Layout (collection names from `agentgraph.names`):
+Layout (collection names from `agentgraph.core.names`):
 - `runs/{run_id}`: graph_name, status, created/started/finished_at (epoch floats),
   node_count, `counts` {node status: n}, `usage` {token and cost totals}, error, owner,
   idempotency_key, request_hash, and the JSON values graph / input / outputs as the text
@@ -29,10 +29,10 @@ from typing import Any
 
 from google.cloud import firestore
 
-from agentgraph import names
 from agentgraph.backends.gcp import chunks
-from agentgraph.ports import Event, NodeError, NodeRecord, RunRecord, Usage
-from agentgraph.status import NodeStatus, RunStatus
+from agentgraph.core import names
+from agentgraph.core.ports import Event, NodeError, NodeRecord, RunRecord, Usage
+from agentgraph.core.status import NodeStatus, RunStatus
 
 NODE_BUDGET = 950_000  # bytes of a node document (1 MiB cap, with room for field names)
 RUN_INPUTS_BUDGET = 600_000  # graph + input inline on the run document

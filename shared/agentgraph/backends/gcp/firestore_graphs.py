@@ -18,15 +18,15 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from agentgraph import names
-from agentgraph.api import StoredGraph
-from agentgraph.errors import Forbidden, Problem, RequestInvalid
+from agentgraph.core import names
+from agentgraph.core.errors import Forbidden, Problem, RequestInvalid
+from agentgraph.core.ports import StoredGraph
 
 MAX_DEFINITION_BYTES = 900 * 1024  # under Firestore's 1 MiB per document, with room
 
 
 class FirestoreGraphs:
-    """Satisfies agentgraph.api.GraphStore on a Firestore AsyncClient."""
+    """Satisfies agentgraph.core.ports.GraphStore on a Firestore AsyncClient."""
 
     def __init__(self, client: Any, *, clock: Callable[[], float] = time.time) -> None:
         self.client = client

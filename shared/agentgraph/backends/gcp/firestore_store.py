@@ -59,12 +59,12 @@ from google.cloud import firestore
 from google.cloud.firestore_v1.base_query import FieldFilter
 from google.cloud.firestore_v1.field_path import FieldPath
 
-from agentgraph import names
 from agentgraph.backends.gcp import chunks
 from agentgraph.backends.gcp import firestore_docs as docs
-from agentgraph.errors import IdempotencyConflict
-from agentgraph.ports import Event, NodeError, NodeRecord, Outcome, RunRecord, Usage
-from agentgraph.status import NOT_STARTED, TERMINAL_NODE, NodeStatus, RunStatus
+from agentgraph.core import names
+from agentgraph.core.errors import IdempotencyConflict
+from agentgraph.core.ports import Event, NodeError, NodeRecord, Outcome, RunRecord, Usage
+from agentgraph.core.status import NOT_STARTED, TERMINAL_NODE, NodeStatus, RunStatus
 
 _MAX_TRIES = 50  # precondition retries before giving up on a contended document
 _BATCH_WRITES = 500  # Firestore's limit per commit
@@ -110,7 +110,7 @@ class _Writes:
 
 
 class FirestoreStore:
-    """Satisfies agentgraph.ports.Store. One instance per event loop (the client's gRPC
+    """Satisfies agentgraph.core.ports.Store. One instance per event loop (the client's gRPC
     channel belongs to the loop of its first call)."""
 
     def __init__(self, client: firestore.AsyncClient) -> None:

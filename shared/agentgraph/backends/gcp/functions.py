@@ -18,12 +18,12 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
-from agentgraph import auth, handlers, names
 from agentgraph.api import Api, ApiRequest, ApiResponse, Headers, error
-from agentgraph.backends.gcp import TRANSIENT_ERRORS, loop, open_engine
+from agentgraph.backends.gcp import TRANSIENT_ERRORS, auth, handlers, loop, open_engine
+from agentgraph.backends.gcp.pubsub_envelope import PubSubMessage, pubsub_message
+from agentgraph.core import names
+from agentgraph.core.errors import AuthError, AuthMisconfigured, Forbidden, MalformedMessage
 from agentgraph.engine import Engine
-from agentgraph.errors import AuthError, AuthMisconfigured, Forbidden
-from agentgraph.messages import MalformedMessage, PubSubMessage, pubsub_message
 
 log = logging.getLogger("agentgraph.functions")
 

@@ -17,9 +17,9 @@ import os
 import threading
 from typing import Any
 
-from agentgraph import names
-from agentgraph.messages import NodeFinished, NodeReady
-from agentgraph.status import NodeStatus
+from agentgraph.core import names
+from agentgraph.core.messages import NodeFinished, NodeReady
+from agentgraph.core.status import NodeStatus
 
 # Short batching window: messages are published one at a time on the critical path of a
 # run, and each waits for its batch to be sent.
@@ -28,7 +28,7 @@ PUBLISH_TIMEOUT_S = 60.0
 
 
 class PubSubDispatcher:
-    """Satisfies agentgraph.ports.Dispatcher. Messages carry ids only."""
+    """Satisfies agentgraph.core.ports.Dispatcher. Messages carry ids only."""
 
     def __init__(self, project: str, *, publisher: Any | None = None) -> None:
         self.project = project

@@ -17,9 +17,9 @@ from collections import Counter
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from agentgraph.core.ports import LlmProvider, RunRecord, Store, ToolRegistry
+from agentgraph.core.status import NodeStatus
 from agentgraph.engine import Engine
-from agentgraph.ports import LlmProvider, RunRecord, Store, ToolRegistry
-from agentgraph.status import NodeStatus
 
 log = logging.getLogger("agentgraph.local")
 

@@ -29,8 +29,8 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any, TypeVar
 
-from agentgraph.ports import Event, NodeError, NodeRecord, Outcome, RunRecord, Usage
-from agentgraph.status import NOT_STARTED, TERMINAL_NODE, NodeStatus, RunStatus
+from agentgraph.core.ports import Event, NodeError, NodeRecord, Outcome, RunRecord, Usage
+from agentgraph.core.status import NOT_STARTED, TERMINAL_NODE, NodeStatus, RunStatus
 
 T = TypeVar("T")
 
@@ -148,7 +148,7 @@ def _is_busy(exc: sqlite3.OperationalError) -> bool:
 
 
 class SqliteStore:
-    """Satisfies agentgraph.ports.Store."""
+    """Satisfies agentgraph.core.ports.Store."""
 
     def __init__(self, path: str | Path = ":memory:") -> None:
         self.path = str(path)
@@ -257,15 +257,6 @@ class SqliteStore:
         conn = self._thread_conn
         assert conn is not None, "store is closed"
         return _reading(conn, work)
-
-    def run_sync(self, work: Callable[[sqlite3.Connection], T]) -> T:
-        """For callers without an event loop (the CLI's read-only views)."""
-
-        def run() -> T:
-            assert self._thread_conn is not None
-            return work(self._thread_conn)
-
-        return self._executor.submit(run).result()
 
     # ---- rows ------------------------------------------------------------------------
 

@@ -1,6 +1,6 @@
 """The messages between functions, as pydantic models: one definition for both ends.
 
-Messages carry ids only, never payloads (DESIGN.md): the state they refer to is in the
+Messages carry ids only, never payloads (docs/design.md): the state they refer to is in the
 store, so a message can be repeated, reordered or replayed without carrying stale data.
 The publishers (`backends/gcp/pubsub_dispatcher.py`, `cloud_tasks_retries.py`) encode with
 these models and the functions decode with them, so the two ends cannot disagree.
@@ -8,17 +8,14 @@ these models and the functions decode with them, so the two ends cannot disagree
 
 from __future__ import annotations
 
-import base64
-import binascii
 import json
-from collections.abc import Mapping
-from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from agentgraph.model import NAME_PATTERN, NODE_ID_PATTERN
-from agentgraph.status import NodeStatus
+from agentgraph.core.errors import MalformedMessage
+from agentgraph.core.model import NAME_PATTERN, NODE_ID_PATTERN
+from agentgraph.core.status import NodeStatus
 
 RUN_ID_PATTERN = r"^[A-Za-z0-9_-]{1,128}$"
 M = TypeVar("M", bound=BaseModel)
@@ -75,38 +72,6 @@ class EventRunRequest(RunRequest):
     """A run-requests message may name the owner the run is started for."""
 
     owner: str | None = Field(None, min_length=1, max_length=256)
-
-
-@dataclass(frozen=True)
-class PubSubMessage:
-    """The parts of a Pub/Sub push CloudEvent that the functions use."""
-
-    message_id: str
-    data: bytes
-    attributes: Mapping[str, str]
-
-
-class MalformedMessage(ValueError):
-    """A message that no redelivery can fix: it is logged and acked, never retried."""
-
-
-def pubsub_message(event_data: Any) -> PubSubMessage:
-    """Unwrap `data.message` of a `google.cloud.pubsub.topic.v1.messagePublished` event."""
-    if not isinstance(event_data, Mapping) or not isinstance(event_data.get("message"), Mapping):
-        raise MalformedMessage(
-            f"expected a Pub/Sub CloudEvent with data.message, found {type(event_data).__name__}"
-        )
-    message = event_data["message"]
-    message_id = str(message.get("messageId") or message.get("message_id") or "?")
-    raw = message.get("data") or ""
-    try:
-        data = base64.b64decode(raw, validate=True) if raw else b""
-    except (binascii.Error, ValueError, TypeError) as exc:
-        raise MalformedMessage(f"message {message_id}: data is not base64: {exc}") from exc
-    attributes = message.get("attributes") or {}
-    if not isinstance(attributes, Mapping):
-        attributes = {}
-    return PubSubMessage(message_id, data, {str(k): str(v) for k, v in attributes.items()})
 
 
 def decode(model: type[M], data: bytes | str, what: str = "message") -> M:

@@ -27,8 +27,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from agentgraph import names
-from agentgraph.errors import AuthError, AuthMisconfigured, Forbidden
+from agentgraph.core import names
+from agentgraph.core.errors import AuthError, AuthMisconfigured, Forbidden
 
 ENV_API_AUDIENCE = names.ENV_API_AUDIENCE
 ENV_ADMINS = names.ENV_ADMINS

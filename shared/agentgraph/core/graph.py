@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from agentgraph.model import OnError, RetryPolicy
+from agentgraph.core.model import OnError, RetryPolicy
 
 
 @dataclass(frozen=True)

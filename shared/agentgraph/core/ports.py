@@ -15,7 +15,7 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol, runtime_checkable
 
-from agentgraph.status import NodeStatus, RunStatus
+from agentgraph.core.status import NodeStatus, RunStatus
 
 
 @dataclass
@@ -286,6 +286,37 @@ class RetryScheduler(Protocol):
     async def schedule(self, run_id: str, node_id: str, attempt: int, at: float) -> None: ...
 
 
+# ---- Graph store port ------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class StoredGraph:
+    """One version of a graph definition saved with POST /graphs."""
+
+    id: str
+    version: int
+    definition: dict[str, Any]
+    hash: str
+    owner: str | None
+    created_at: float
+    latest_version: int
+
+
+class GraphStore(Protocol):
+    """Versioned graph definitions (`graphs/{name}/versions/{n}` on Firestore)."""
+
+    async def save(
+        self, graph_id: str, definition: dict[str, Any], digest: str, owner: str, admin: bool
+    ) -> tuple[StoredGraph, bool]:
+        """Store a new version, or return the latest one when its hash is `digest`
+        (created=False). Forbidden when the graph belongs to another owner."""
+        ...
+
+    async def get(self, graph_id: str, version: int | None = None) -> StoredGraph | None:
+        """A version (the latest when None), or None."""
+        ...
+
+
 # ---- LLM port --------------------------------------------------------------------------
 
 
@@ -311,26 +342,6 @@ class LlmResponse:
     model: str
     usage: Usage = field(default_factory=Usage)
     data: Any = None  # the parsed value when output == "json"
-
-
-class LlmError(Exception):
-    """A provider failure, already classified. Permanent errors are never retried."""
-
-    def __init__(
-        self,
-        message: str,
-        *,
-        type: str = "LlmError",
-        retryable: bool,
-        http_status: int | None = None,
-        retry_after_s: float | None = None,
-    ) -> None:
-        super().__init__(message)
-        self.type = type
-        self.message = message
-        self.retryable = retryable
-        self.http_status = http_status
-        self.retry_after_s = retry_after_s
 
 
 OnPartial = Callable[[str], Awaitable[None]]

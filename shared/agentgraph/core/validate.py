@@ -16,10 +16,10 @@ from typing import Any
 import jsonschema
 from pydantic import ValidationError
 
-from agentgraph.errors import GraphInvalid, InputInvalid, Problem
-from agentgraph.graph import Graph, Node
-from agentgraph.model import Defaults, GraphSpec, NodeSpec, OnError, RetryPolicy
-from agentgraph.templates import TemplateProblem, references
+from agentgraph.core.errors import GraphInvalid, InputInvalid, Problem, TemplateProblem
+from agentgraph.core.graph import Graph, Node
+from agentgraph.core.model import Defaults, GraphSpec, NodeSpec, OnError, RetryPolicy
+from agentgraph.core.templates import references
 
 DEFAULT_TIMEOUT_S = 120.0
 DEFAULT_POOL = "default"

@@ -18,6 +18,8 @@ from typing import Any
 from jinja2 import StrictUndefined, TemplateError, nodes
 from jinja2.sandbox import SandboxedEnvironment
 
+from agentgraph.core.errors import TemplateProblem
+
 ROOT_NAMES = frozenset({"input", "nodes"})
 _SINGLE_EXPRESSION = re.compile(r"^\s*\{\{(.*)\}\}\s*$", re.DOTALL)
 
@@ -31,10 +33,6 @@ def _finalize(value: Any) -> Any:
 
 _ENV = SandboxedEnvironment(undefined=StrictUndefined, finalize=_finalize, autoescape=False)
 _ENV.filters["tojson"] = lambda v, indent=None: json.dumps(v, indent=indent, ensure_ascii=False)
-
-
-class TemplateProblem(ValueError):
-    """A template or condition that does not parse, or refers to something it may not."""
 
 
 @dataclass(frozen=True)

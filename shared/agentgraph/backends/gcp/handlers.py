@@ -16,19 +16,18 @@ import hashlib
 import logging
 import os
 
-from agentgraph import names
-from agentgraph.api import GraphStore
-from agentgraph.engine import Engine
-from agentgraph.errors import GraphInvalid, GraphNotFound, InputInvalid, LlmNotConfigured
-from agentgraph.messages import (
-    EventRunRequest,
+from agentgraph.backends.gcp.pubsub_envelope import PubSubMessage
+from agentgraph.core import names
+from agentgraph.core.errors import (
+    GraphInvalid,
+    GraphNotFound,
+    InputInvalid,
+    LlmNotConfigured,
     MalformedMessage,
-    NodeFinished,
-    NodeReady,
-    PubSubMessage,
-    decode,
 )
-from agentgraph.ports import RunRecord
+from agentgraph.core.messages import EventRunRequest, NodeFinished, NodeReady, decode
+from agentgraph.core.ports import GraphStore, RunRecord
+from agentgraph.engine import Engine
 
 log = logging.getLogger("agentgraph.functions")
 

@@ -1,25 +1,24 @@
 """Retry delays: exponential, capped, with jitter drawn from a given random source.
 
-The exponential-and-cap part is tenacity's `wait_exponential`; jitter is applied here
-with the caller's `random.Random`, so the core stays deterministic under test.
+The formula is the one tenacity's `wait_exponential` and Cloud Tasks' own retry config
+use (initial x multiplier^(attempt-1), capped); it is written out here because the core
+imports no retry library, and jitter takes the caller's `random.Random`, so the core stays
+deterministic under test.
 """
 
 from __future__ import annotations
 
 import random
 
-from tenacity import RetryCallState, wait_exponential
-
-from agentgraph.model import RetryPolicy
+from agentgraph.core.model import RetryPolicy
 
 
 def _exponential(policy: RetryPolicy, attempt: int) -> float:
-    wait = wait_exponential(
-        multiplier=policy.initial_delay_s, max=policy.max_delay_s, exp_base=policy.multiplier
-    )
-    state = RetryCallState(retry_object=None, fn=None, args=(), kwargs={})  # type: ignore[arg-type]
-    state.attempt_number = attempt
-    return float(wait(state))
+    try:
+        grown = policy.initial_delay_s * policy.multiplier ** (attempt - 1)
+    except OverflowError:  # a huge attempt number: the cap applies anyway
+        return policy.max_delay_s
+    return min(grown, policy.max_delay_s)
 
 
 def retry_delay(
@@ -31,7 +30,7 @@ def retry_delay(
     retries of many nodes spread out without ever collapsing to zero. A server's own
     hint (a 429's RetryInfo) is a floor: we never come back sooner than we were told.
     """
-    base = min(_exponential(policy, attempt), policy.max_delay_s)
+    base = _exponential(policy, attempt)
     delay = base / 2 + rng.uniform(0, base / 2) if policy.jitter else base
     if hint_s is not None:
         delay = max(delay, hint_s)

@@ -11,11 +11,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import StrEnum
 
-from agentgraph.backoff import retry_delay
-from agentgraph.graph import Graph, Node
-from agentgraph.model import OnError
-from agentgraph.ports import NodeError
-from agentgraph.status import TERMINAL_NODE, NodeStatus, RunStatus
+from agentgraph.core.backoff import retry_delay
+from agentgraph.core.graph import Graph, Node
+from agentgraph.core.model import OnError
+from agentgraph.core.ports import NodeError
+from agentgraph.core.status import TERMINAL_NODE, NodeStatus, RunStatus
 
 # Why a node was skipped; UPSTREAM_FAILED is contagious (skip_downstream skips every
 # descendant), the others are not (a child with another successful parent still runs).

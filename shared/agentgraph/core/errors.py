@@ -1,0 +1,198 @@
+"""Every exception agentgraph raises on purpose, and what each means to a caller.
+
+One module, so a reader finds them all in one place, and one table (`ERRORS`) that says
+for each what the HTTP api answers (status and error code) and what the CLI exits with.
+The api and the CLI both read the table; neither keeps a mapping of its own.
+
+Messages say what was expected and what was found, and name the field where there is one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+# CLI exit codes: 0 succeeded, 1 the run failed or was cancelled (or the system could not
+# finish the command), 2 the caller's input was wrong (graph, run input, unknown id).
+EXIT_OK = 0
+EXIT_RUN_FAILED = 1
+EXIT_INVALID = 2
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One thing wrong with a graph or an input, located by a path like nodes[3].after."""
+
+    path: str
+    message: str
+    node_id: str | None = None
+
+    def __str__(self) -> str:
+        return f"{self.path}: {self.message}"
+
+    def to_dict(self) -> dict[str, str | None]:
+        return {"path": self.path, "message": self.message, "node_id": self.node_id}
+
+
+class AgentgraphError(Exception):
+    """Base of every error agentgraph raises on purpose."""
+
+
+class _Problems(AgentgraphError):
+    what = "invalid"
+
+    def __init__(self, problems: Sequence[Problem]) -> None:
+        self.problems = list(problems)
+        count = len(self.problems)
+        lines = "\n".join(f"  {p}" for p in self.problems)
+        super().__init__(f"{self.what}: {count} problem{'s' if count != 1 else ''}\n{lines}")
+
+    @property
+    def summary(self) -> str:
+        return str(self).split("\n", 1)[0]
+
+
+# ---- the caller's input -------------------------------------------------------------------
+
+
+class GraphInvalid(_Problems):
+    what = "invalid graph"
+
+
+class InputInvalid(_Problems):
+    what = "invalid run input"
+
+
+class RequestInvalid(_Problems):
+    """An API request body that is not what the endpoint takes (shape, types, JSON)."""
+
+    what = "invalid request"
+
+
+class RunNotFound(AgentgraphError):
+    def __init__(self, run_id: str) -> None:
+        super().__init__(f"no run with id {run_id!r}")
+        self.run_id = run_id
+
+
+class GraphNotFound(AgentgraphError):
+    def __init__(self, graph_id: str, version: int | None = None) -> None:
+        which = f"version {version} of graph {graph_id!r}" if version else f"graph {graph_id!r}"
+        super().__init__(f"no {which}")
+        self.graph_id = graph_id
+        self.version = version
+
+
+class IdempotencyConflict(AgentgraphError):
+    """The same Idempotency-Key was used with a different request body."""
+
+
+class LlmNotConfigured(AgentgraphError):
+    """A graph needs a model whose provider has no credentials (e.g. no GEMINI_API_KEY)."""
+
+
+# ---- who is calling -----------------------------------------------------------------------
+
+
+class AuthError(AgentgraphError):
+    """The caller could not be authenticated (HTTP 401): no, malformed or invalid token."""
+
+
+class Forbidden(AgentgraphError):
+    """The caller is known but may not do this (HTTP 403)."""
+
+
+class AuthMisconfigured(AgentgraphError):
+    """The deployment's auth settings are unsafe or incomplete (e.g. auth off outside the
+    emulators); every request fails until the environment is fixed."""
+
+
+# ---- the system ---------------------------------------------------------------------------
+
+
+class Contention(AgentgraphError):
+    """A document kept changing under a conditional write, more times than a transition
+    retries. Nothing was written; the same request later will very likely succeed (HTTP
+    503 with Retry-After, and a redelivery for a message)."""
+
+
+class ChunkCorrupt(AgentgraphError):
+    """A chunked value did not reassemble to the length and hash its marker records."""
+
+
+class MalformedMessage(AgentgraphError, ValueError):
+    """A message that no redelivery can fix: it is logged and acked, never retried."""
+
+
+# ---- inside a node: these become the node's error, never an HTTP status ------------------
+
+
+class TemplateProblem(AgentgraphError, ValueError):
+    """A template or condition that does not parse, or refers to something it may not."""
+
+
+class RetryableToolError(AgentgraphError):
+    """Raise from a tool to ask for a retry with backoff (e.g. a flaky HTTP call)."""
+
+
+class OutputTooLarge(AgentgraphError, ValueError):
+    """A node's output is over the size limit (`engine.MAX_OUTPUT_BYTES`)."""
+
+
+class LlmError(AgentgraphError):
+    """A provider failure, already classified. Permanent errors are never retried."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        type: str = "LlmError",
+        retryable: bool,
+        http_status: int | None = None,
+        retry_after_s: float | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.type = type
+        self.message = message
+        self.retryable = retryable
+        self.http_status = http_status
+        self.retry_after_s = retry_after_s
+
+
+# ---- the table ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ErrorKind:
+    """What one error type means to each kind of caller."""
+
+    http_status: int
+    code: str  # the api's `error.code`
+    exit_code: int  # the CLI's
+    retry_after_s: int | None = None  # sent as Retry-After with the HTTP answer
+
+
+# Most specific first: the first row whose type the exception is an instance of applies.
+ERRORS: tuple[tuple[type[AgentgraphError], ErrorKind], ...] = (
+    (GraphInvalid, ErrorKind(400, "invalid_graph", EXIT_INVALID)),
+    (InputInvalid, ErrorKind(400, "invalid_input", EXIT_INVALID)),
+    (RequestInvalid, ErrorKind(400, "invalid_request", EXIT_INVALID)),
+    (LlmNotConfigured, ErrorKind(400, "model_not_configured", EXIT_INVALID)),
+    (AuthError, ErrorKind(401, "unauthenticated", EXIT_INVALID)),
+    (Forbidden, ErrorKind(403, "forbidden", EXIT_INVALID)),
+    (RunNotFound, ErrorKind(404, "not_found", EXIT_INVALID)),
+    (GraphNotFound, ErrorKind(404, "not_found", EXIT_INVALID)),
+    (IdempotencyConflict, ErrorKind(409, "idempotency_conflict", EXIT_INVALID)),
+    (Contention, ErrorKind(503, "contention", EXIT_RUN_FAILED, retry_after_s=1)),
+    (AuthMisconfigured, ErrorKind(500, "misconfigured", EXIT_RUN_FAILED)),
+)
+
+INTERNAL = ErrorKind(500, "internal", EXIT_RUN_FAILED)
+
+
+def kind_of(exc: BaseException) -> ErrorKind:
+    """The row of `ERRORS` for an exception; INTERNAL for anything not raised on purpose."""
+    for error_type, kind in ERRORS:
+        if isinstance(exc, error_type):
+            return kind
+    return INTERNAL
