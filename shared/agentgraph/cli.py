@@ -16,11 +16,17 @@ from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
 import typer
-import yaml
 from rich.console import Console
 
 from agentgraph.core import names
-from agentgraph.core.errors import AgentgraphError, GraphInvalid, InputInvalid, RunNotFound
+from agentgraph.core.documents import parse_yaml
+from agentgraph.core.errors import (
+    AgentgraphError,
+    GraphInvalid,
+    InputInvalid,
+    RequestInvalid,
+    RunNotFound,
+)
 from agentgraph.core.run_json import run_to_json
 from agentgraph.core.status import RunStatus
 from agentgraph.view import (
@@ -93,9 +99,9 @@ def load_document(path: Path) -> dict[str, Any]:
     if not path.exists():
         raise _fail(f"{path}: no such file")
     try:
-        data = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as exc:
-        raise _fail(f"{path}: not valid YAML/JSON: {exc}") from exc
+        data = parse_yaml(path.read_bytes(), str(path))
+    except RequestInvalid as exc:
+        raise _fail("\n".join(str(p) for p in exc.problems)) from exc
     if not isinstance(data, dict):
         raise _fail(
             f"{path}: expected a mapping with 'name' and 'nodes', found {type(data).__name__}"

@@ -8,16 +8,17 @@ these models and the functions decode with them, so the two ends cannot disagree
 
 from __future__ import annotations
 
-import json
 from typing import Any, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from agentgraph.core.errors import MalformedMessage
+from agentgraph.core.documents import parse_json
+from agentgraph.core.errors import MalformedMessage, RequestInvalid
 from agentgraph.core.model import NAME_PATTERN, NODE_ID_PATTERN
 from agentgraph.core.status import NodeStatus
 
-RUN_ID_PATTERN = r"^[A-Za-z0-9_-]{1,128}$"
+# Like node ids, run ids may not start with "__": Firestore reserves ids such as __x__.
+RUN_ID_PATTERN = r"^(?:[A-Za-z0-9-][A-Za-z0-9_-]{0,127}|_(?:[A-Za-z0-9-][A-Za-z0-9_-]{0,126})?)$"
 M = TypeVar("M", bound=BaseModel)
 ONE_GRAPH = "give exactly one of 'graph' (a definition) or 'graph_id' (a stored graph)"
 
@@ -77,9 +78,9 @@ class EventRunRequest(RunRequest):
 def decode(model: type[M], data: bytes | str, what: str = "message") -> M:
     """Parse and validate JSON into `model`, or raise MalformedMessage saying what is wrong."""
     try:
-        value = json.loads(data)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise MalformedMessage(f"{what}: not JSON: {exc}") from exc
+        value = parse_json(data, what)
+    except RequestInvalid as exc:
+        raise MalformedMessage("; ".join(str(p) for p in exc.problems)) from exc
     try:
         return model.model_validate(value)
     except ValidationError as exc:

@@ -13,7 +13,8 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 NAME_PATTERN = r"^[a-z0-9-]{1,63}$"
-NODE_ID_PATTERN = r"^[a-z0-9_-]{1,63}$"
+# Ids become Firestore document ids, which may not look like __x__: no id starts with "__".
+NODE_ID_PATTERN = r"^(?:[a-z0-9-][a-z0-9_-]{0,62}|_(?:[a-z0-9-][a-z0-9_-]{0,61})?)$"
 POOL_PATTERN = r"^[a-z0-9-]{1,30}$"
 MAX_NODES = 2000
 

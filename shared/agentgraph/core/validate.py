@@ -3,27 +3,39 @@
 Nothing is written anywhere until `load_graph` returns, so an invalid graph leaves no
 trace. Problems are collected, not raised one by one: a user fixing a graph wants the
 full list, the way a compiler reports every error in a file.
+
+A graph is untrusted input (docs/security.md), so the cheap limits come first and end
+validation at once when broken — nesting depth, document size, node and edge counts —
+and nothing after them costs more than about linear time in the document: ancestors are
+bit sets built in one topological pass, schemas never fetch and their patterns run on
+RE2, templates are parsed (never rendered) and checked for what the sandbox refuses.
 """
 
 from __future__ import annotations
 
 import difflib
 import json
+from collections import deque
 from collections.abc import Callable, Collection, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-import jsonschema
 from pydantic import ValidationError
 
+from agentgraph.core.documents import MAX_DEPTH, too_deep
 from agentgraph.core.errors import GraphInvalid, InputInvalid, Problem, TemplateProblem
 from agentgraph.core.graph import Graph, Node
-from agentgraph.core.model import Defaults, GraphSpec, NodeSpec, OnError, RetryPolicy
+from agentgraph.core.model import MAX_NODES, Defaults, GraphSpec, NodeSpec, OnError, RetryPolicy
+from agentgraph.core.schemas import errors as schema_errors
+from agentgraph.core.schemas import json_path as _json_path
+from agentgraph.core.schemas import schema_problems as _schema_problems
 from agentgraph.core.templates import references
 
 DEFAULT_TIMEOUT_S = 120.0
 DEFAULT_POOL = "default"
 MAX_INPUT_BYTES = 10 * 1024 * 1024
+MAX_GRAPH_BYTES = 4 * 1024 * 1024  # the graph document as compact JSON
+MAX_EDGES = 20_000  # `after` entries over the whole graph
 
 
 def load_graph(
@@ -34,6 +46,7 @@ def load_graph(
 ) -> Graph:
     """Validate a parsed graph document and build the core's Graph, or raise GraphInvalid
     listing every problem. `tools` and `model_known` enable the name checks."""
+    _check_limits(data)
     problems: list[Problem] = []
     spec = _check_document(data, problems)
     raw_nodes = data.get("nodes") if isinstance(data, Mapping) else None
@@ -51,7 +64,7 @@ def load_graph(
             Problem(f"nodes[{index[first]}].after", f"cycle: {' -> '.join(cycle)}", first)
         )
     ancestors = _ancestors({s.id: [p for p in s.after if p in index] for _, s in specs})
-    reads = {s.id: _check_templates(i, s, index, ancestors[s.id], problems) for i, s in specs}
+    reads = {s.id: _check_templates(i, s, index, ancestors.get(s.id), problems) for i, s in specs}
     _check_names(specs, defaults, tools, model_known, problems)
     input_schema = data.get("input") if isinstance(data, Mapping) else None
     if isinstance(input_schema, dict):
@@ -68,16 +81,49 @@ def validate_input(graph: Graph, value: Any) -> None:
         raise InputInvalid(
             [Problem("input", f"is {size:,} bytes; the limit is {MAX_INPUT_BYTES:,} bytes")]
         )
+    deep = too_deep(value)
+    if deep is not None:
+        raise InputInvalid([Problem(f"input{deep}", f"nested deeper than {MAX_DEPTH} levels")])
     if graph.input_schema is None:
         return
-    validator_cls = jsonschema.validators.validator_for(graph.input_schema)
-    validator = validator_cls(graph.input_schema)
     problems = [
         Problem(_json_path("input", error.absolute_path), error.message)
-        for error in sorted(validator.iter_errors(value), key=lambda e: list(e.absolute_path))
+        for error in schema_errors(graph.input_schema, value)
     ]
     if problems:
         raise InputInvalid(problems)
+
+
+def _check_limits(data: Any) -> None:
+    """The limits whose breach makes every later check pointless or expensive: raised
+    at once, alone, before the document is walked again."""
+    deep = too_deep(data)
+    if deep is not None:
+        raise GraphInvalid([Problem(f"graph{deep}", f"nested deeper than {MAX_DEPTH} levels")])
+    try:
+        size = len(json.dumps(data, ensure_ascii=False, separators=(",", ":"), default=str))
+    except (TypeError, ValueError) as exc:
+        raise GraphInvalid([Problem("graph", f"is not plain JSON data: {exc}")]) from exc
+    if size > MAX_GRAPH_BYTES:
+        raise GraphInvalid(
+            [Problem("graph", f"is {size:,} bytes as JSON; the limit is {MAX_GRAPH_BYTES:,}")]
+        )
+    raw_nodes = data.get("nodes") if isinstance(data, Mapping) else None
+    if not isinstance(raw_nodes, list):
+        return
+    if len(raw_nodes) > MAX_NODES:
+        raise GraphInvalid(
+            [Problem("nodes", f"has {len(raw_nodes):,} nodes; the limit is {MAX_NODES:,}")]
+        )
+    edges = sum(
+        len(n["after"])
+        for n in raw_nodes
+        if isinstance(n, dict) and isinstance(n.get("after"), list)
+    )
+    if edges > MAX_EDGES:
+        raise GraphInvalid(
+            [Problem("nodes", f"has {edges:,} edges ('after' entries); the limit is {MAX_EDGES:,}")]
+        )
 
 
 # ---- document and per-node shape -------------------------------------------------------
@@ -240,19 +286,48 @@ def _cycle_path(graph: Mapping[str, list[str]], members: set[str]) -> list[str]:
     return list(reversed(loop))
 
 
-def _ancestors(after: Mapping[str, list[str]]) -> dict[str, set[str]]:
-    result: dict[str, set[str]] = {}
-    for node in after:
-        seen: set[str] = set()
-        todo = list(after[node])
-        while todo:
-            parent = todo.pop()
-            if parent not in seen and parent in after:
-                seen.add(parent)
-                todo.extend(after[parent])
-        seen.discard(node)
-        result[node] = seen
-    return result
+def _ancestors(after: Mapping[str, list[str]]) -> dict[str, frozenset[str]]:
+    """Each node's ancestors, for nodes not on or below a cycle (those are reported as a
+    cycle; their template references are checked once the cycle is gone).
+
+    One topological pass with a bit set per node (a Python int, OR-ed from the parents):
+    about nodes x edges / 64 machine operations, where walking up from every node is
+    quadratic on a chain."""
+    ids = list(after)
+    bit = {node: 1 << i for i, node in enumerate(ids)}
+    masks: dict[str, int] = {}
+    for node in _kahn(after):
+        mask = 0
+        for parent in after[node]:
+            mask |= masks[parent] | bit[parent]
+        masks[node] = mask
+    return {node: frozenset(_members(mask, ids)) for node, mask in masks.items()}
+
+
+def _members(mask: int, ids: list[str]) -> Iterator[str]:
+    while mask:
+        low = mask & -mask
+        yield ids[low.bit_length() - 1]
+        mask ^= low
+
+
+def _kahn(after: Mapping[str, list[str]]) -> list[str]:
+    """Kahn's order, stable in document order; nodes on or below a cycle are left out."""
+    remaining = {node: len(parents) for node, parents in after.items()}
+    children: dict[str, list[str]] = {node: [] for node in after}
+    for node, parents in after.items():
+        for parent in parents:
+            children[parent].append(node)
+    order: list[str] = []
+    ready = deque(node for node, count in remaining.items() if count == 0)
+    while ready:
+        node = ready.popleft()
+        order.append(node)
+        for child in children[node]:
+            remaining[child] -= 1
+            if remaining[child] == 0:
+                ready.append(child)
+    return order
 
 
 @dataclass(frozen=True)
@@ -284,8 +359,13 @@ def _arg_templates(path: str, value: Any) -> Iterator[_Template]:
 
 
 def _check_templates(
-    i: int, spec: NodeSpec, index: Mapping[str, int], ancestors: set[str], problems: list[Problem]
+    i: int,
+    spec: NodeSpec,
+    index: Mapping[str, int],
+    ancestors: frozenset[str] | None,
+    problems: list[Problem],
 ) -> frozenset[str]:
+    """`ancestors` is None for a node on or below a cycle: its ancestry is undefined."""
     reads: set[str] = set()
     for template in _templates_of(spec):
         where = f"nodes[{i}].{template.field}"
@@ -302,6 +382,7 @@ def _check_templates(
                     spec.id,
                 )
             )
+        problems.extend(Problem(where, unsafe, spec.id) for unsafe in refs.unsafe)
         if refs.dynamic_node_access:
             problems.append(
                 Problem(
@@ -315,7 +396,7 @@ def _check_templates(
                 problems.append(
                     Problem(where, f"refers to unknown node {ref!r}{_suggest(ref, index)}", spec.id)
                 )
-            elif ref not in ancestors:
+            elif ancestors is not None and ref not in ancestors:
                 problems.append(
                     Problem(
                         where,
@@ -323,7 +404,7 @@ def _check_templates(
                         spec.id,
                     )
                 )
-        reads |= refs.nodes & ancestors
+        reads |= refs.nodes & (ancestors or frozenset())
     return frozenset(reads)
 
 
@@ -339,7 +420,7 @@ def _check_names(
             problems.append(
                 Problem(
                     f"nodes[{i}].tool",
-                    f"unknown tool {s.tool!r}{_suggest(s.tool, tools)}; known tools: {', '.join(sorted(tools)) or 'none'}",
+                    f"unknown tool {s.tool!r}{_suggest(s.tool, tools)}",
                     s.id,
                 )
             )
@@ -373,20 +454,6 @@ def _check_names(
             )
 
 
-def _schema_problems(path: str, schema: dict[str, Any]) -> list[Problem]:
-    try:
-        jsonschema.validators.validator_for(schema).check_schema(schema)
-    except jsonschema.SchemaError as exc:
-        return [
-            Problem(_json_path(path, exc.absolute_path), f"not a valid JSON Schema: {exc.message}")
-        ]
-    return []
-
-
-def _json_path(prefix: str, parts: Any) -> str:
-    return prefix + "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in parts)
-
-
 # ---- building the core graph -----------------------------------------------------------
 
 
@@ -403,28 +470,9 @@ def _build(
             children[parent].append(s.id)
     nodes = {
         node_id: _resolve(by_id[node_id], defaults, children[node_id], reads[node_id])
-        for node_id in _topological(by_id)
+        for node_id in _kahn({node_id: list(s.after) for node_id, s in by_id.items()})
     }
     return Graph(spec.name, nodes, spec.input, spec.description)
-
-
-def _topological(by_id: Mapping[str, NodeSpec]) -> list[str]:
-    """Kahn's order, stable in document order, so runs and views list nodes predictably."""
-    remaining = {node_id: len(s.after) for node_id, s in by_id.items()}
-    children: dict[str, list[str]] = {node_id: [] for node_id in by_id}
-    for node_id, s in by_id.items():
-        for parent in s.after:
-            children[parent].append(node_id)
-    order: list[str] = []
-    ready = [n for n, count in remaining.items() if count == 0]
-    while ready:
-        node_id = ready.pop(0)
-        order.append(node_id)
-        for child in children[node_id]:
-            remaining[child] -= 1
-            if remaining[child] == 0:
-                ready.append(child)
-    return order
 
 
 def _pick(node_value: Any, default_value: Any, fallback: Any) -> Any:

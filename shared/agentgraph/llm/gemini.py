@@ -29,6 +29,8 @@ from google.genai import errors, types
 from agentgraph.core.errors import LlmError
 from agentgraph.core.names import ENV_GEMINI_API_KEY, ENV_GEMINI_BASE_URL, ENV_PROJECT
 from agentgraph.core.ports import LlmRequest, LlmResponse, OnPartial, Usage
+from agentgraph.core.schemas import errors as schema_errors
+from agentgraph.core.schemas import schema_problems
 from agentgraph.llm.pricing import canonical_model, cost_usd
 
 ENV_GOOGLE_API_KEY = "GOOGLE_API_KEY"
@@ -404,14 +406,13 @@ def _retry_after_s(exc: errors.APIError) -> float | None:
 
 
 def _check_schema(schema: dict[str, Any], model: str) -> None:
-    try:
-        jsonschema.validators.validator_for(schema).check_schema(schema)
-    except jsonschema.SchemaError as exc:
+    problems = schema_problems("output_schema", schema)
+    if problems:
         raise LlmError(
-            f"output_schema for {model} is not a valid JSON Schema: {exc.message}",
+            f"output_schema for {model} is not a valid JSON Schema: {problems[0]}",
             type="InvalidSchema",
             retryable=False,
-        ) from exc
+        )
 
 
 def _parse_json(text: str, schema: dict[str, Any] | None) -> tuple[Any, str | None]:
@@ -422,8 +423,7 @@ def _parse_json(text: str, schema: dict[str, Any] | None) -> tuple[Any, str | No
     except json.JSONDecodeError as exc:
         return None, f"is not valid JSON ({exc.msg} at line {exc.lineno} column {exc.colno})"
     if schema is not None:
-        validator = jsonschema.validators.validator_for(schema)(schema)
-        error = jsonschema.exceptions.best_match(validator.iter_errors(data))
+        error = jsonschema.exceptions.best_match(schema_errors(schema, data))
         if error is not None:
             return None, f"does not match output_schema ({error.message} at {error.json_path})"
     return data, None
