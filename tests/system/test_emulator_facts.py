@@ -1,4 +1,4 @@
-"""DESIGN.md's "Facts measured here", re-checked with the real clients on the emulators.
+"""docs/design.md, "Facts measured here", re-checked with the real clients on the emulators.
 
 The gcp backend is built on these facts; if an emulator or client upgrade changes one,
 this file names it before a contract test fails somewhere far away.

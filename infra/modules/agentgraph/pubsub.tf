@@ -1,6 +1,7 @@
-# Topics and push subscriptions. Messages carry ids only (DESIGN.md), so topics use
-# Google-managed encryption. Every push carries an OIDC token of the invoker account, and every
-# push subscription dead-letters after var.dead_letter_max_delivery_attempts deliveries.
+# Topics and push subscriptions. Messages carry ids only (docs/design.md, "Messages and acks"),
+# so topics use Google-managed encryption. Every push carries an OIDC token of the invoker
+# account, and every push subscription dead-letters after var.dead_letter_max_delivery_attempts
+# deliveries.
 
 locals {
   # One push subscription per pool, so a slow pool never holds back another: node-ready
