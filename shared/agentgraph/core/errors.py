@@ -107,6 +107,16 @@ class AuthMisconfigured(AgentgraphError):
     emulators); every request fails until the environment is fixed."""
 
 
+class LimitExceeded(AgentgraphError):
+    """A per-owner limit (core/limits.py) would be exceeded: HTTP 429 with Retry-After; in
+    a running run, the node about to call a model fails with this message."""
+
+    def __init__(self, limit: str, message: str, *, retry_after_s: float) -> None:
+        super().__init__(f"limit {limit!r} reached: {message}")
+        self.limit = limit
+        self.retry_after_s = retry_after_s
+
+
 # ---- the system ---------------------------------------------------------------------------
 
 
@@ -183,6 +193,7 @@ ERRORS: tuple[tuple[type[AgentgraphError], ErrorKind], ...] = (
     (RunNotFound, ErrorKind(404, "not_found", EXIT_INVALID)),
     (GraphNotFound, ErrorKind(404, "not_found", EXIT_INVALID)),
     (IdempotencyConflict, ErrorKind(409, "idempotency_conflict", EXIT_INVALID)),
+    (LimitExceeded, ErrorKind(429, "limit_exceeded", EXIT_RUN_FAILED, retry_after_s=60)),
     (Contention, ErrorKind(503, "contention", EXIT_RUN_FAILED, retry_after_s=1)),
     (AuthMisconfigured, ErrorKind(500, "misconfigured", EXIT_RUN_FAILED)),
 )
@@ -191,8 +202,12 @@ INTERNAL = ErrorKind(500, "internal", EXIT_RUN_FAILED)
 
 
 def kind_of(exc: BaseException) -> ErrorKind:
-    """The row of `ERRORS` for an exception; INTERNAL for anything not raised on purpose."""
+    """The row of `ERRORS` for an exception; INTERNAL for anything not raised on purpose.
+    An error that knows when to come back (LimitExceeded) says so in `retry_after_s`."""
     for error_type, kind in ERRORS:
         if isinstance(exc, error_type):
+            own = getattr(exc, "retry_after_s", None)
+            if own is not None:
+                return ErrorKind(kind.http_status, kind.code, kind.exit_code, max(1, round(own)))
             return kind
     return INTERNAL

@@ -96,3 +96,9 @@ ENV_ADMINS = "AGENTGRAPH_ADMINS"
 
 # Audiences the api accepts on Google ID tokens (comma-separated); default: the request URL.
 ENV_API_AUDIENCE = "AGENTGRAPH_API_AUDIENCE"
+
+# Per-owner limits (core/limits.py); Terraform sets them from variables of the same meaning.
+ENV_LIMIT_RUNS_PER_MINUTE = "AGENTGRAPH_LIMIT_RUNS_PER_MINUTE"
+ENV_LIMIT_RUNNING_RUNS = "AGENTGRAPH_LIMIT_RUNNING_RUNS"
+ENV_LIMIT_DAILY_USD = "AGENTGRAPH_LIMIT_DAILY_USD"
+ENV_LIMIT_DAILY_TOKENS = "AGENTGRAPH_LIMIT_DAILY_TOKENS"
