@@ -15,6 +15,7 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol, runtime_checkable
 
+from agentgraph.core.limits import OwnerActivity, OwnerLimits
 from agentgraph.core.status import NodeStatus, RunStatus
 
 
@@ -369,4 +370,19 @@ class ToolRegistry(Protocol):
 
     def get(self, name: str) -> Callable[..., Any]:
         """The callable, sync or async; KeyError for unknown names."""
+        ...
+
+
+# ---- Owner activity port (per-owner limits) ----------------------------------------------
+
+
+class OwnerActivityReader(Protocol):
+    """Counts what an owner has done, from the runs themselves (core/limits.py)."""
+
+    async def activity(self, owner: str, now: float, limits: OwnerLimits) -> OwnerActivity:
+        """An OwnerActivity: runs started in the last minute, running, spent today."""
+        ...
+
+    async def spend_today(self, owner: str, now: float) -> tuple[float, int]:
+        """USD and tokens of the owner's runs created since midnight UTC."""
         ...

@@ -1,0 +1,81 @@
+"""What an owner has done, counted on the Firestore emulator with aggregation queries:
+the numbers the per-owner limits are decided on, with no counter document written."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import pytest
+from google.cloud import firestore
+from test_utils.system import EmulatorCreds
+
+from agentgraph.backends.gcp.firestore_owner_activity import FirestoreOwnerActivity
+from agentgraph.backends.gcp.firestore_store import FirestoreStore
+from agentgraph.core.limits import DAY_S, OwnerLimits
+from agentgraph.core.ports import NodeRecord, RunRecord, Usage
+from agentgraph.core.status import NodeStatus, RunStatus
+
+pytestmark = pytest.mark.emulator
+
+NOW = 1000 * DAY_S + 7200.0  # 02:00 UTC on some day
+
+
+@pytest.fixture
+async def stores(
+    emulator_stack: Any, unique_name: Callable[[str], str]
+) -> AsyncIterator[tuple[FirestoreStore, FirestoreOwnerActivity]]:
+    client = firestore.AsyncClient(project=unique_name("owners"), credentials=EmulatorCreds())
+    yield FirestoreStore(client), FirestoreOwnerActivity(client)
+    await client._firestore_api.transport.close()
+
+
+async def start(
+    store: FirestoreStore, run_id: str, owner: str, at: float, *, status: RunStatus, usd: float = 0
+) -> None:
+    run = RunRecord(
+        run_id=run_id,
+        graph_name="g",
+        graph={"name": "g", "nodes": [{"id": "a", "tool": "noop"}]},
+        input=None,
+        status=status,
+        created_at=at,
+        node_count=1,
+        owner=owner,
+        usage=Usage(input_tokens=100, output_tokens=10, cost_usd=usd),
+    )
+    node = NodeRecord(run_id, "a", NodeStatus.READY, [], [])
+    await store.create_run(run, [node])
+
+
+async def test_runs_in_the_last_minute_running_runs_and_todays_spend_are_counted(
+    stores: tuple[FirestoreStore, FirestoreOwnerActivity],
+) -> None:
+    store, activity = stores
+    await start(store, "yesterday", "ann", NOW - 3 * 3600, status=RunStatus.SUCCEEDED, usd=5)
+    await start(store, "early", "ann", NOW - 600, status=RunStatus.SUCCEEDED, usd=0.25)
+    for i, ago in enumerate((50, 40, 30)):
+        await start(store, f"recent-{i}", "ann", NOW - ago, status=RunStatus.RUNNING, usd=0.5)
+    await start(store, "other-owner", "bob", NOW - 5, status=RunStatus.RUNNING, usd=9)
+
+    limits = OwnerLimits(runs_per_minute=2)
+    found = await activity.activity("ann", NOW, limits)
+
+    assert found.started_last_minute == 3
+    assert found.oldest_start_in_minute == NOW - 40  # the 2nd newest: its leaving frees one
+    assert found.running == 3
+    assert found.usd_today == pytest.approx(1.75)  # "yesterday" is before midnight UTC
+    assert found.tokens_today == 4 * 110
+
+
+async def test_an_owner_with_no_runs_has_done_nothing(
+    stores: tuple[FirestoreStore, FirestoreOwnerActivity],
+) -> None:
+    _, activity = stores
+    found = await activity.activity("nobody", NOW, OwnerLimits())
+    assert (found.started_last_minute, found.running, found.usd_today, found.tokens_today) == (
+        0,
+        0,
+        0.0,
+        0,
+    )
