@@ -11,6 +11,7 @@ import difflib
 import json
 from collections.abc import Callable, Collection, Iterator, Mapping
 from dataclasses import dataclass
+from graphlib import TopologicalSorter
 from typing import Any
 
 import jsonschema
@@ -409,21 +410,21 @@ def _build(
 
 
 def _topological(by_id: Mapping[str, NodeSpec]) -> list[str]:
-    """Kahn's order, stable in document order, so runs and views list nodes predictably."""
-    remaining = {node_id: len(s.after) for node_id, s in by_id.items()}
-    children: dict[str, list[str]] = {node_id: [] for node_id in by_id}
+    """Breadth-first topological order, stable in document order (every node is added
+    before any edge, so ties keep their place), so runs and views list nodes predictably.
+    Only called on an acyclic graph: cycles are found and reported by `_find_cycles`,
+    which names one cycle per strongly connected component where graphlib names one."""
+    sorter: TopologicalSorter[str] = TopologicalSorter()
+    for node_id in by_id:
+        sorter.add(node_id)
     for node_id, s in by_id.items():
-        for parent in s.after:
-            children[parent].append(node_id)
+        sorter.add(node_id, *s.after)
+    sorter.prepare()
     order: list[str] = []
-    ready = [n for n, count in remaining.items() if count == 0]
-    while ready:
-        node_id = ready.pop(0)
-        order.append(node_id)
-        for child in children[node_id]:
-            remaining[child] -= 1
-            if remaining[child] == 0:
-                ready.append(child)
+    while sorter.is_active():
+        ready = sorter.get_ready()
+        order.extend(ready)
+        sorter.done(*ready)
     return order
 
 
