@@ -5,6 +5,8 @@ run status change, creating node documents, cancelling a batch of nodes) goes th
 `until_settled`: one policy for how often and how far apart, and one error when it gives
 up, `core.errors.Contention` (the api answers 503 with Retry-After, a message handler
 lets the message be redelivered). Nothing is written by an attempt that lost.
+`until_found` is its counterpart for reads: waiting a moment for a document another writer
+is still writing.
 """
 
 from __future__ import annotations
@@ -17,7 +19,9 @@ from tenacity import (
     AsyncRetrying,
     RetryError,
     retry_if_exception_type,
+    retry_if_result,
     stop_after_attempt,
+    wait_exponential,
     wait_random_exponential,
 )
 
@@ -51,3 +55,22 @@ async def until_settled(
     except RetryError as exc:
         raise Contention(f"{what}: kept losing to concurrent writes ({tries} tries)") from exc
     raise AssertionError("unreachable: tenacity either returns, raises or retries")
+
+
+async def until_found(read: Callable[[], Awaitable[T | None]], tries: int = 6) -> T | None:
+    """`read()` until it finds something, waiting 50 ms, 100 ms, … 800 ms between tries
+    (about 1.5 s in all); None when it never does."""
+    retrying = AsyncRetrying(
+        stop=stop_after_attempt(tries),
+        wait=wait_exponential(multiplier=0.05, max=0.8),
+        retry=retry_if_result(lambda found: found is None),
+        retry_error_callback=lambda _state: None,
+    )
+    found: T | None = None
+    async for trying in retrying:
+        with trying:
+            found = await read()
+        outcome = trying.retry_state.outcome
+        if outcome is not None and not outcome.failed:
+            trying.retry_state.set_result(found)
+    return found

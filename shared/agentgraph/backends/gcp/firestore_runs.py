@@ -26,7 +26,7 @@ from google.cloud.firestore_v1.base_query import FieldFilter
 
 from agentgraph.backends.gcp import chunks
 from agentgraph.backends.gcp import firestore_docs as docs
-from agentgraph.backends.gcp.contention import TryAgain, until_settled
+from agentgraph.backends.gcp.contention import TryAgain, until_found, until_settled
 from agentgraph.backends.gcp.firestore_io import FirestoreIO
 from agentgraph.core import names, transitions
 from agentgraph.core.errors import IdempotencyConflict
@@ -72,11 +72,11 @@ class RunWrites(FirestoreIO):
     ) -> RunRecord:
         key = (await self._get(key_ref)).to_dict()
         run_id = key["run_id"]
-        for delay in (0.0, 0.05, 0.1, 0.2, 0.4, 0.8):  # its creator may still be writing
-            await asyncio.sleep(delay)
-            existing = await self.get_run(run_id)
-            if existing is not None:
-                return existing
+        existing = await until_found(
+            lambda: self.get_run(run_id)
+        )  # its creator may still be writing
+        if existing is not None:
+            return existing
         if key.get("request_hash") != run.request_hash:
             raise IdempotencyConflict(
                 f"idempotency key {run.idempotency_key!r} names run {run_id}, which was never "
