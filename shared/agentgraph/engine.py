@@ -17,7 +17,6 @@ import logging
 import random
 import secrets
 import time
-from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -28,11 +27,10 @@ from agentgraph.core.errors import (
     LlmError,
     OutputTooLarge,
     RetryableToolError,
-    RunNotFound,
     TemplateProblem,
 )
 from agentgraph.core.graph import Graph, Node
-from agentgraph.core.model import OnError
+from agentgraph.core.lru import Lru
 from agentgraph.core.ports import (
     Dispatcher,
     Event,
@@ -47,28 +45,39 @@ from agentgraph.core.ports import (
     ToolRegistry,
     Usage,
 )
-from agentgraph.core.readiness import Decision, ParentResult, Verdict
-from agentgraph.core.status import TERMINAL_NODE, NodeStatus, RunStatus
+from agentgraph.core.readiness import Decision, Verdict
+from agentgraph.core.status import NodeStatus, RunStatus
 from agentgraph.core.templates import condition_holds, render, render_value
 from agentgraph.core.validate import load_graph, validate_input
+from agentgraph.engine_fanin import FanIn, template_values
+from agentgraph.engine_recovery import RUN_ENDED_WHILE_RUNNING, Recovery
 
 log = logging.getLogger("agentgraph.engine")
 
 MAX_OUTPUT_BYTES = 10 * 1024 * 1024
 LEASE_MARGIN_S = 30.0
-RUN_ENDED_WHILE_RUNNING = "run ended while it was running"
 _GRAPHS_KEPT = 64
+_GRAPH_BYTES = 64 * 1024 * 1024  # compiled graphs, measured by their document's JSON text
+_RUNS_KEPT = 256
+_RUN_BYTES = 64 * 1024 * 1024  # run contexts hold run inputs (up to 10 MiB each)
 _ENDED_KEPT = 4096
 
 
 @dataclass(frozen=True)
-class _RunContext:
+class RunContext:
+    """What every message of a run needs: its compiled graph and its input."""
+
     graph: Graph
     input: Any
+    input_bytes: int = 0  # the input's JSON size, what the engine's memory of it costs
 
 
-class Engine:
-    """One engine per process; it caches each run's compiled graph (immutable per run)."""
+class Engine(FanIn, Recovery):
+    """One engine per process; it caches each run's compiled graph (immutable per run).
+
+    Its three message kinds are split over three modules: node-ready here (`execute`),
+    node-finished in `engine_fanin.py` (`complete`), retries and recovery in
+    `engine_recovery.py` (`retry`, `cancel`, `sweep`, `resume`)."""
 
     def __init__(
         self,
@@ -94,9 +103,11 @@ class Engine:
         self.partial_interval_s = partial_interval_s
         self.sweep_grace_s = sweep_grace_s
         self.check_llm_config = check_llm_config
-        self._runs: OrderedDict[str, _RunContext] = OrderedDict()
-        self._graphs: OrderedDict[tuple[str, ...], Graph] = OrderedDict()
-        self._ended: OrderedDict[str, None] = OrderedDict()
+        self._runs: Lru[str, RunContext] = Lru(_RUNS_KEPT, _RUN_BYTES, _context_size)
+        self._graphs: Lru[tuple[str, ...], tuple[Graph, int]] = Lru(
+            _GRAPHS_KEPT, _GRAPH_BYTES, lambda entry: entry[1]
+        )
+        self._ended: Lru[str, None] = Lru(_ENDED_KEPT)
 
     # ---- starting -------------------------------------------------------------------
 
@@ -121,14 +132,11 @@ class Engine:
         except (TypeError, ValueError):
             return build()
         key = (*scope, hashlib.sha256(text.encode()).hexdigest())
-        graph = self._graphs.get(key)
-        if graph is not None:
-            self._graphs.move_to_end(key)
-            return graph
+        cached = self._graphs.get(key)
+        if cached is not None:
+            return cached[0]
         graph = build()
-        self._graphs[key] = graph
-        while len(self._graphs) > _GRAPHS_KEPT:
-            self._graphs.popitem(last=False)
+        self._graphs.put(key, (graph, len(text)))
         return graph
 
     async def start_run(
@@ -153,7 +161,7 @@ class Engine:
             check_models(m for n in graph.nodes.values() for m in (n.model, n.fallback_model) if m)
         now = self.clock()
         run_id = run_id or new_run_id(now)
-        context = _RunContext(graph, input)
+        context = RunContext(graph, input, _json_size(input))
         roots = {root: self._decide_root(context, graph[root]) for root in graph.roots}
         records = [
             self._initial_record(run_id, node, roots.get(node.id), now)
@@ -205,7 +213,7 @@ class Engine:
         roots = await self.store.get_outputs(run.run_id, context.graph.roots)
         await self._dispatch_roots(run.run_id, roots.values())
 
-    def _decide_root(self, context: _RunContext, node: Node) -> Decision:
+    def _decide_root(self, context: RunContext, node: Node) -> Decision:
         if node.when is None:
             return Decision(Verdict.READY)
         return readiness.apply_condition(
@@ -336,7 +344,7 @@ class Engine:
             await self.retries.schedule(run_id, node.id, attempt + 1, record.next_attempt_at)
 
     async def _perform(
-        self, run_id: str, context: _RunContext, node: Node, attempt: int
+        self, run_id: str, context: RunContext, node: Node, attempt: int
     ) -> tuple[Any, Usage, str | None]:
         values = await self._template_context(run_id, context, node.reads)
         if node.kind == "tool":
@@ -389,311 +397,33 @@ class Engine:
 
         return write
 
-    # ---- node-finished: the fan-in ---------------------------------------------------
-
-    async def complete(self, run_id: str, node_id: str, status: NodeStatus | str) -> None:
-        """Record this node's arrival at each child, once per edge; the arrival that
-        completes a child's set of parents decides the child. A sink may end the run."""
-        context = await self._context(run_id)
-        if context is None or node_id not in context.graph.nodes:
-            log.warning("node-finished for unknown run/node %s/%s: dropped", run_id, node_id)
-            return
-        status = NodeStatus(status)
-        graph = context.graph
-        node = graph[node_id]
-        if status == NodeStatus.FAILED and node.on_error == OnError.FAIL_RUN:
-            record = await self.store.get_node(run_id, node_id)
-            error = record.error.to_dict() if record and record.error else {}
-            await self._end_run(run_id, RunStatus.FAILED, {"node_id": node_id, **error})
-            return
-        if status == NodeStatus.CANCELLED:
-            return
-        if len(node.children) == 1:
-            await self._arrive(run_id, context, node_id, status, node.children[0])
-        else:
-            await asyncio.gather(
-                *(self._arrive(run_id, context, node_id, status, c) for c in node.children)
-            )
-        if not node.children:
-            await self._finish_run_if_done(run_id, context)
-
-    async def _arrive(
-        self,
-        run_id: str,
-        context: _RunContext,
-        parent_id: str,
-        status: NodeStatus,
-        child_id: str,
-    ) -> None:
-        """A child with one parent needs no arrival record: this arrival is the last, and
-        the conditional waiting -> ready|skipped|failed that decides it is already
-        exactly-once (a duplicate finds it decided and, like a duplicate arrival, only
-        re-sends what `_finish_decision` owes)."""
-        child = context.graph[child_id]
-        finished = (parent_id, status)
-        if len(child.parents) == 1:
-            if not await self._decide_child(run_id, context, child, finished):
-                await self._finish_decision(run_id, context, child)
-            return
-        count = await self.store.record_arrival(run_id, child_id, parent_id)
-        if count is None:  # duplicate: finish what a crash may have cut short
-            await self._finish_decision(run_id, context, child)
-        elif count >= len(child.parents):
-            await self._decide_child(run_id, context, child, finished)
-
-    async def _finish_decision(self, run_id: str, context: _RunContext, child: Node) -> None:
-        """A repeated node-finished: the first delivery may have died after the last
-        arrival but before deciding the child, or after deciding to skip or fail it but
-        before sending its node-finished; nothing else would ever send that one, as the
-        child is terminal. Re-sending it is safe (receivers are idempotent).
-
-        A child decided ready gets no second node-ready here: duplicates usually race the
-        original, and a node-ready a crash lost is re-sent by the sweeper (or `resume`),
-        which finds nodes left ready too long."""
-        record = await self.store.get_node(run_id, child.id)
-        if record is None:
-            return
-        # A one-parent child keeps no arrival count: its only parent has finished.
-        arrived = len(child.parents) == 1 or record.arrivals >= len(child.parents)
-        if record.status == NodeStatus.WAITING and arrived:
-            await self._decide_child(run_id, context, child)
-        elif record.status in (NodeStatus.SKIPPED, NodeStatus.FAILED) and not record.executions:
-            await self.dispatcher.node_finished(run_id, child.id, record.status)
-
-    async def _decide_child(
-        self,
-        run_id: str,
-        context: _RunContext,
-        child: Node,
-        finished: tuple[str, NodeStatus] | None = None,
-    ) -> bool:
-        """Decide a child whose parents have all arrived; False when the child was no
-        longer waiting (decided by an earlier delivery, or cancelled).
-
-        `finished` is the parent whose node-finished message this is, with its status:
-        a final status never changes once written, and the message is sent only after
-        it was, so that parent's record need not be read (unless it was skipped: the
-        skip's reason decides whether the skip is contagious)."""
-        known: dict[str, ParentResult] = {}
-        if finished is not None and finished[1] in (NodeStatus.SUCCEEDED, NodeStatus.FAILED):
-            parent_id, parent_status = finished
-            known[parent_id] = ParentResult(parent_status, context.graph[parent_id].on_error)
-        rest = [p for p in child.parents if p not in known]
-        parents = await self.store.get_outputs(run_id, rest) if rest else {}
-        decision = readiness.decide(
-            {
-                **known,
-                **{
-                    pid: ParentResult(rec.status, context.graph[pid].on_error, rec.skip_reason)
-                    for pid, rec in parents.items()
-                },
-            }
-        )
-        now = self.clock()
-        if decision.verdict == Verdict.READY and run_id in self._ended:
-            decision = Decision(Verdict.CANCEL, readiness.RUN_ENDED)
-        if decision.verdict == Verdict.READY and child.when is not None:
-            extra = await self.store.get_outputs(run_id, sorted(child.reads - set(parents)))
-            values = _template_values(context.input, {**parents, **extra}, child.reads)
-            try:
-                decision = readiness.apply_condition(condition_holds(child.when, values))
-            except TemplateProblem as exc:
-                if await self.store.resolve_node(
-                    run_id, child.id, NodeStatus.FAILED, now, reason=f"when: {exc}"
-                ):
-                    await self.dispatcher.node_finished(run_id, child.id, NodeStatus.FAILED)
-                    return True
-                return False
-        if decision.verdict == Verdict.READY:
-            if await self.store.resolve_node(run_id, child.id, NodeStatus.READY, now):
-                await self.dispatcher.node_ready(run_id, child.id, 1, child.pool)
-                return True
-        elif decision.verdict == Verdict.SKIP:
-            if await self.store.resolve_node(
-                run_id, child.id, NodeStatus.SKIPPED, now, reason=decision.reason
-            ):
-                await self.dispatcher.node_finished(run_id, child.id, NodeStatus.SKIPPED)
-                return True
-        elif decision.verdict == Verdict.CANCEL:
-            return await self.store.resolve_node(
-                run_id, child.id, NodeStatus.CANCELLED, now, reason=decision.reason
-            )
-        return False
-
-    async def _finish_run_if_done(self, run_id: str, context: _RunContext) -> None:
-        """Only sinks call this: the last node of a run to reach a final status is always
-        a sink, and it does so after every other node's status was written."""
-        run = await self.store.get_run(run_id)
-        if run is None or run.status.terminal:
-            return
-        if sum(run.counts.get(s.value, 0) for s in TERMINAL_NODE) < run.node_count:
-            return
-        graph = context.graph
-        outcome = RunStatus.SUCCEEDED
-        error = None
-        if run.counts.get(NodeStatus.FAILED.value, 0):
-            statuses = {r.node_id: r.status for r in await self.store.list_nodes(run_id)}
-            outcome = readiness.run_outcome(graph, statuses) or RunStatus.SUCCEEDED
-            if outcome == RunStatus.FAILED:
-                failed = next(
-                    n
-                    for n in graph.nodes
-                    if statuses[n] == NodeStatus.FAILED and graph[n].on_error == OnError.FAIL_RUN
-                )
-                error = {"node_id": failed, "message": f"node {failed!r} failed"}
-        sinks = await self.store.get_outputs(run_id, graph.sinks)
-        outputs = {
-            sid: rec.output for sid, rec in sinks.items() if rec.status == NodeStatus.SUCCEEDED
-        }
-        await self.store.set_run_status(
-            run_id,
-            (RunStatus.RUNNING, RunStatus.PENDING),
-            outcome,
-            self.clock(),
-            outputs=outputs,
-            error=error,
-        )
-
-    async def _end_run(self, run_id: str, status: RunStatus, error: dict[str, Any] | None) -> bool:
-        """Fail or cancel: the run first (so nothing new starts), then whatever has not
-        started. Repeating it is harmless, which is what a redelivery needs."""
-        changed = await self.store.set_run_status(
-            run_id, (RunStatus.PENDING, RunStatus.RUNNING), status, self.clock(), error=error
-        )
-        # Remembered so this process starts nothing of the run from now on: a sibling
-        # finishing while the cancel below is in flight must not make a child ready
-        # that the cancel's query has already passed (no read needed to know).
-        self._ended[run_id] = None
-        while len(self._ended) > _ENDED_KEPT:
-            self._ended.popitem(last=False)
-        await self.store.cancel_not_started(run_id, self.clock())
-        return changed
-
-    # ---- retries, cancellation, recovery ---------------------------------------------
-
-    async def retry(self, run_id: str, node_id: str, attempt: int) -> None:
-        """A delayed retry came due: make the node ready for `attempt` and dispatch it."""
-        context = await self._context(run_id)
-        if context is None or node_id not in context.graph.nodes:
-            log.warning("retry for unknown run/node %s/%s: dropped", run_id, node_id)
-            return
-        pool = context.graph[node_id].pool
-        if await self.store.requeue_node(run_id, node_id, attempt, self.clock()):
-            await self.dispatcher.node_ready(run_id, node_id, attempt, pool)
-            return
-        record = await self.store.get_node(run_id, node_id)
-        if record and record.status == NodeStatus.READY and record.attempt == attempt:
-            await self.dispatcher.node_ready(run_id, node_id, attempt, pool)
-
-    async def cancel(self, run_id: str) -> bool:
-        """Cancel a run: nodes not started are cancelled; running ones finish their call
-        but start nothing after them. False if the run had already ended."""
-        if await self.store.get_run(run_id) is None:
-            raise RunNotFound(run_id)
-        return await self._end_run(run_id, RunStatus.CANCELLED, {"message": "cancelled"})
-
-    async def sweep(self) -> int:
-        """Re-dispatch what a dead function left behind; returns how many messages it sent.
-        Safe to run at any time and as often as wanted."""
-        now = self.clock()
-        sent = 0
-        for record in await self.store.stale_nodes(now, self.sweep_grace_s):
-            if record.status in (NodeStatus.READY, NodeStatus.RUNNING):
-                await self.dispatcher.node_ready(
-                    record.run_id, record.node_id, record.attempt, record.pool
-                )
-            elif record.status == NodeStatus.RETRYING:
-                await self.retry(record.run_id, record.node_id, record.attempt + 1)
-            sent += 1
-        return sent
-
-    async def resume(self, run_id: str) -> RunRecord:
-        """Continue a run whose process died: redo what was in flight, re-send every
-        finished node's completion (idempotent), and re-arm pending retries."""
-        run = await self.store.get_run(run_id)
-        if run is None:
-            raise RunNotFound(run_id)
-        if run.status.terminal:  # died after the run ended: nothing will finish these
-            for record in await self.store.list_nodes(run_id):
-                if record.status == NodeStatus.RUNNING:
-                    await self.store.resolve_node(
-                        run_id,
-                        record.node_id,
-                        NodeStatus.CANCELLED,
-                        self.clock(),
-                        reason=RUN_ENDED_WHILE_RUNNING,
-                        expected=(NodeStatus.RUNNING,),
-                    )
-            return run
-        context = await self._context(run_id)
-        assert context is not None
-        now = self.clock()
-        for record in await self.store.list_nodes(run_id):
-            if record.status == NodeStatus.RUNNING:
-                await self.store.resolve_node(
-                    run_id, record.node_id, NodeStatus.READY, now, expected=(NodeStatus.RUNNING,)
-                )
-                await self.dispatcher.node_ready(
-                    run_id, record.node_id, record.attempt, record.pool
-                )
-            elif record.status == NodeStatus.READY:
-                await self.dispatcher.node_ready(
-                    run_id, record.node_id, record.attempt, record.pool
-                )
-            elif record.status == NodeStatus.RETRYING:
-                await self.retries.schedule(
-                    run_id, record.node_id, record.attempt + 1, record.next_attempt_at or now
-                )
-            elif record.status in TERMINAL_NODE:
-                await self.dispatcher.node_finished(run_id, record.node_id, record.status)
-        return run
-
     # ---- helpers ----------------------------------------------------------------------
 
-    async def _context(self, run_id: str) -> _RunContext | None:
+    async def _context(self, run_id: str) -> RunContext | None:
         context = self._runs.get(run_id)
         if context is not None:
-            self._runs.move_to_end(run_id)
             return context
         run = await self.store.get_run(run_id)
         return None if run is None else self._context_of(run)
 
-    def _context_of(self, run: RunRecord) -> _RunContext:
+    def _context_of(self, run: RunRecord) -> RunContext:
         """The run's graph snapshot compiled (cached by document) with its input."""
-        context = _RunContext(
+        context = RunContext(
             self._cached_graph(run.graph, ("snapshot",), lambda: load_graph(run.graph)),
             run.input,
+            _json_size(run.input),
         )
         self._remember(run.run_id, context)
         return context
 
-    def _remember(self, run_id: str, context: _RunContext) -> None:
-        self._runs[run_id] = context
-        while len(self._runs) > 256:
-            self._runs.popitem(last=False)
+    def _remember(self, run_id: str, context: RunContext) -> None:
+        self._runs.put(run_id, context)
 
     async def _template_context(
-        self, run_id: str, context: _RunContext, reads: frozenset[str]
+        self, run_id: str, context: RunContext, reads: frozenset[str]
     ) -> dict[str, Any]:
         records = await self.store.get_outputs(run_id, sorted(reads)) if reads else {}
-        return _template_values(context.input, records, reads)
-
-
-def _template_values(
-    input: Any, records: Mapping[str, NodeRecord], reads: frozenset[str]
-) -> dict[str, Any]:
-    return {
-        "input": input,
-        "nodes": {
-            node_id: {
-                "output": rec.output,
-                "error": rec.error.to_dict() if rec.error else None,
-                "status": rec.status.value,
-            }
-            for node_id, rec in records.items()
-            if node_id in reads
-        },
-    }
+        return template_values(context.input, records, reads)
 
 
 def classify(exc: BaseException, attempt: int, timeout_s: float) -> NodeError:
@@ -711,6 +441,18 @@ def classify(exc: BaseException, attempt: int, timeout_s: float) -> NodeError:
     if isinstance(exc, RetryableToolError):
         return NodeError(type(exc).__name__, str(exc), True, None, attempt)
     return NodeError(type(exc).__name__, str(exc) or repr(exc), False, None, attempt)
+
+
+def _json_size(value: Any) -> int:
+    """Bytes of a value as JSON (an estimate for what holding it costs)."""
+    try:
+        return len(json.dumps(value, ensure_ascii=False))
+    except (TypeError, ValueError):
+        return 0
+
+
+def _context_size(context: RunContext) -> int:
+    return 1024 + context.input_bytes
 
 
 def _check_output_size(output: Any) -> None:

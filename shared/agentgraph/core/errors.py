@@ -102,7 +102,12 @@ class Forbidden(AgentgraphError):
     """The caller is known but may not do this (HTTP 403)."""
 
 
-class AuthMisconfigured(AgentgraphError):
+class Misconfigured(AgentgraphError):
+    """The deployment's environment is incomplete or unsafe (a variable a function needs is
+    not set); every request that needs it fails until the environment is fixed."""
+
+
+class AuthMisconfigured(Misconfigured):
     """The deployment's auth settings are unsafe or incomplete (e.g. auth off outside the
     emulators); every request fails until the environment is fixed."""
 
@@ -124,6 +129,11 @@ class Contention(AgentgraphError):
     """A document kept changing under a conditional write, more times than a transition
     retries. Nothing was written; the same request later will very likely succeed (HTTP
     503 with Retry-After, and a redelivery for a message)."""
+
+
+class RunStuck(AgentgraphError):
+    """A run that has not ended although nothing of it is in flight any more: a bug in
+    agentgraph (a run must never be left stuck); `agentgraph resume` continues it."""
 
 
 class ChunkCorrupt(AgentgraphError):
@@ -195,7 +205,8 @@ ERRORS: tuple[tuple[type[AgentgraphError], ErrorKind], ...] = (
     (IdempotencyConflict, ErrorKind(409, "idempotency_conflict", EXIT_INVALID)),
     (LimitExceeded, ErrorKind(429, "limit_exceeded", EXIT_RUN_FAILED, retry_after_s=60)),
     (Contention, ErrorKind(503, "contention", EXIT_RUN_FAILED, retry_after_s=1)),
-    (AuthMisconfigured, ErrorKind(500, "misconfigured", EXIT_RUN_FAILED)),
+    (Misconfigured, ErrorKind(500, "misconfigured", EXIT_RUN_FAILED)),
+    (RunStuck, ErrorKind(500, "run_stuck", EXIT_RUN_FAILED)),
 )
 
 INTERNAL = ErrorKind(500, "internal", EXIT_RUN_FAILED)

@@ -6,7 +6,8 @@ which one it has, so the contract tests in `tests/contract/` hold both to one be
 
 Store methods are the state machine's transitions. Each one is conditional (it names the
 state it expects) and atomic, and returns whether it happened, so a duplicate delivery
-finds the transition already done and does nothing.
+finds the transition already done and does nothing. What each transition may do is decided
+in one place, `core/transitions.py`; a store reads, asks it, and persists the answer.
 """
 
 from __future__ import annotations

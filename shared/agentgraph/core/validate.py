@@ -312,7 +312,9 @@ def _members(mask: int, ids: list[str]) -> Iterator[str]:
 
 
 def _kahn(after: Mapping[str, list[str]]) -> list[str]:
-    """Kahn's order, stable in document order; nodes on or below a cycle are left out."""
+    """Kahn's order, stable in document order; nodes on or below a cycle are left out.
+    (Not graphlib's TopologicalSorter: it refuses a graph with a cycle outright, and
+    validation still wants the ancestors of the acyclic rest to check its templates.)"""
     remaining = {node: len(parents) for node, parents in after.items()}
     children: dict[str, list[str]] = {node: [] for node in after}
     for node, parents in after.items():

@@ -14,6 +14,7 @@ import threading
 from typing import TYPE_CHECKING, Any
 
 from agentgraph.core import names
+from agentgraph.core.errors import Misconfigured
 
 if TYPE_CHECKING:
     from agentgraph.engine import Engine
@@ -84,7 +85,7 @@ def _retries_from_env(cls: Any) -> Any:
 
 class _NoRetryUrl:
     async def schedule(self, run_id: str, node_id: str, attempt: int, at: float) -> None:
-        raise RuntimeError(
+        raise Misconfigured(
             f"{names.ENV_RETRY_URL} is not set in this function, so it cannot schedule the "
             f"retry of {run_id}/{node_id} attempt {attempt}; only exec-<pool> functions "
             "schedule retries"

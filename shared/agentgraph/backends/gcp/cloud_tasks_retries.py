@@ -21,6 +21,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from agentgraph.core import names
+from agentgraph.core.errors import Misconfigured
 from agentgraph.core.messages import NodeReady
 
 DEFAULT_LOCATION = "us-central1"
@@ -63,7 +64,7 @@ class CloudTasksRetries:
             n for n, v in ((names.ENV_PROJECT, project), (names.ENV_RETRY_URL, url)) if not v
         ]
         if missing:
-            raise RuntimeError(
+            raise Misconfigured(
                 f"Cloud Tasks retries need {' and '.join(missing)} (where the retry function "
                 "listens); set it in the function's environment"
             )

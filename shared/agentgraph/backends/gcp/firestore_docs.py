@@ -33,6 +33,7 @@ from agentgraph.backends.gcp import chunks
 from agentgraph.core import names
 from agentgraph.core.ports import Event, NodeError, NodeRecord, RunRecord, Usage
 from agentgraph.core.status import NodeStatus, RunStatus
+from agentgraph.core.transitions import Change, RunChange
 
 NODE_BUDGET = 950_000  # bytes of a node document (1 MiB cap, with room for field names)
 RUN_INPUTS_BUDGET = 600_000  # graph + input inline on the run document
@@ -107,6 +108,48 @@ def node_record(data: Mapping[str, Any], output: Any = None) -> NodeRecord:
         partial=data.get("partial"),
         executions=int(data.get("executions", 0)),
     )
+
+
+def change_fields(node: NodeRecord, change: Change) -> tuple[dict[str, Any], list[chunks.Chunked]]:
+    """A decided node change as document fields, and the chunks its output needs (written
+    before the commit that names them). `node` is the record it was decided on: the
+    output's inline budget is what the rest of the node document leaves."""
+    fields: dict[str, Any] = {}
+    chunked: list[chunks.Chunked] = []
+    for name, value in change.fields.items():
+        if name == "status":
+            fields[name] = NodeStatus(value).value
+        elif name == "error":
+            fields[name] = error_doc(value)
+        elif name == "usage":
+            fields[name] = value.to_dict()
+        elif name == "partial":
+            fields[name] = cap(value, PARTIAL_CAP)
+        elif name != "output":
+            fields[name] = value
+    if "output" in change.fields:
+        after = change.applied(node)
+        rest = chunks.dumps([after.parents, after.children, error_doc(after.error), after.model])
+        texts = {"output": chunks.dumps(change.fields["output"])}
+        inline, chunked = chunks.plan(texts, NODE_BUDGET - chunks.size(rest))
+        fields.update(value_fields(inline, chunked))
+    return fields, list(chunked)
+
+
+def run_change_fields(change: RunChange, outputs: Mapping[str, Any]) -> dict[str, Any]:
+    """A decided run change as document fields; `outputs` are the outputs' `value_fields`
+    (their chunks are written before the change is decided)."""
+    fields: dict[str, Any] = {}
+    for name, value in change.fields.items():
+        if name == "status":
+            fields[name] = RunStatus(value).value
+        elif name == "error":
+            fields[name] = capped_error(value)
+        elif name == "outputs":
+            fields.update(outputs)
+        else:
+            fields[name] = value
+    return fields
 
 
 def run_doc(run: RunRecord, values: dict[str, Any]) -> dict[str, Any]:

@@ -18,6 +18,7 @@ import threading
 from typing import Any
 
 from agentgraph.core import names
+from agentgraph.core.errors import Misconfigured
 from agentgraph.core.messages import NodeFinished, NodeReady
 from agentgraph.core.status import NodeStatus
 
@@ -44,7 +45,7 @@ class PubSubDispatcher:
         by the client itself (insecure channel, anonymous credentials)."""
         project = os.environ.get(names.ENV_PROJECT)
         if not project:
-            raise RuntimeError(
+            raise Misconfigured(
                 f"{names.ENV_PROJECT} is not set: the Pub/Sub dispatcher needs the project id"
             )
         return cls(project)

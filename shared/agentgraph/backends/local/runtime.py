@@ -17,6 +17,7 @@ from collections import Counter
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from agentgraph.core.errors import RunStuck
 from agentgraph.core.ports import LlmProvider, RunRecord, Store, ToolRegistry
 from agentgraph.core.status import NodeStatus
 from agentgraph.engine import Engine
@@ -203,7 +204,7 @@ class LocalRuntime:
         timeout: float | None = None,
         on_change: Callable[[], Awaitable[None]] | None = None,
     ) -> RunRecord:
-        """Until the run ends. Raises RuntimeError if nothing is left to do and the run has
+        """Until the run ends. Raises RunStuck if nothing is left to do and the run has
         not ended (that would be a bug: a run must never be left stuck).
 
         Event-driven: while messages of the run are in flight in this process it sleeps
@@ -223,7 +224,7 @@ class LocalRuntime:
                     if run.status.terminal and not delivery.busy_with(run_id):
                         return run
                     if delivery.idle and not run.status.terminal:
-                        raise RuntimeError(
+                        raise RunStuck(
                             f"run {run_id} is stuck: nothing in flight, status {run.status}"
                         )
                     wake = delivery.changed  # another process may end it; poll on changes

@@ -1,0 +1,165 @@
+"""What the Firestore store's parts share: the client and document references, reads and
+writes counted in billing units, and JSON values too large for one document.
+
+Reads and writes are counted in `self.stats` in billing units (a document read; a document
+write, its field transforms included) so benchmarks can report operations per node.
+Values too large for one document (inputs and outputs up to 10 MiB, big graph snapshots)
+go to chunk documents (`chunks.py`), written before the document that names them, and
+every reader reassembles and verifies them transparently.
+
+Event ids are the writer's clock in microseconds (monotonic per process) plus a random
+suffix; see `firestore_store.py` for how the timeline is ordered.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import secrets
+import time
+from collections import Counter
+from collections.abc import Sequence
+from typing import Any, Self
+
+from google.api_core.exceptions import AlreadyExists, FailedPrecondition
+from google.cloud import firestore
+
+from agentgraph.backends.gcp import chunks
+from agentgraph.backends.gcp import firestore_docs as docs
+from agentgraph.core import names
+from agentgraph.core.ports import NodeRecord, RunRecord
+
+
+class Writes:
+    """A batch that counts the documents it writes (a transform rides on its document)."""
+
+    def __init__(self, client: firestore.AsyncClient) -> None:
+        self.batch = client.batch()
+        self.count = 0
+
+    def create(self, ref: Any, data: dict[str, Any]) -> None:
+        self.batch.create(ref, data)
+        self.count += 1
+
+    def set(self, ref: Any, data: dict[str, Any]) -> None:
+        self.batch.set(ref, data)
+        self.count += 1
+
+    def update(self, ref: Any, data: dict[str, Any], option: Any = None) -> None:
+        self.batch.update(ref, data, option=option)
+        self.count += 1
+
+
+class FirestoreIO:
+    """The client, document references, counted reads and writes, and large values: what
+    every part of the Firestore store builds on."""
+
+    def __init__(self, client: firestore.AsyncClient) -> None:
+        self.client = client
+        self.stats: Counter[str] = Counter()
+        self._last_us = 0
+
+    @classmethod
+    def from_env(cls) -> Self:
+        """For GOOGLE_CLOUD_PROJECT and AGENTGRAPH_FIRESTORE_DATABASE; with
+        FIRESTORE_EMULATOR_HOST set, anonymous credentials on the emulator."""
+        project = os.environ.get(names.ENV_PROJECT) or None
+        credentials = None
+        if os.environ.get(names.ENV_FIRESTORE_EMULATOR):
+            from google.auth.credentials import AnonymousCredentials
+
+            if project is None:
+                raise ValueError(
+                    f"{names.ENV_FIRESTORE_EMULATOR} is set but {names.ENV_PROJECT} is not: "
+                    "set it to the project the emulator data belongs to (every function and "
+                    "test must use the same one)"
+                )
+            credentials = AnonymousCredentials()
+        database = os.environ.get(names.ENV_FIRESTORE_DATABASE) or None
+        return cls(
+            firestore.AsyncClient(project=project, database=database, credentials=credentials)
+        )
+
+    # ---- references and counted I/O ----------------------------------------------------
+
+    def _run_ref(self, run_id: str) -> Any:
+        return self.client.collection(names.COLLECTION_RUNS).document(run_id)
+
+    def _node_ref(self, run_id: str, node_id: str) -> Any:
+        return self._run_ref(run_id).collection(names.COLLECTION_NODES).document(node_id)
+
+    def _event_ref(self, run_id: str) -> Any:
+        self._last_us = max(time.time_ns() // 1000, self._last_us + 1)
+        event_id = f"{self._last_us:016d}-{secrets.token_hex(4)}"
+        return self._run_ref(run_id).collection(names.COLLECTION_EVENTS).document(event_id)
+
+    def _writes(self) -> Writes:
+        return Writes(self.client)
+
+    def _before_commit(self, writes: Writes) -> None:
+        """Called on the SYNCPOINT lines: where orchestrate lets another caller go first."""
+
+    async def _commit(self, writes: Writes) -> list[Any]:
+        self.stats["commits"] += 1
+        try:
+            results = await writes.batch.commit()
+        except (FailedPrecondition, AlreadyExists):
+            self.stats["conflicts"] += 1
+            raise
+        self.stats["writes"] += writes.count
+        return list(results)
+
+    async def _get(self, ref: Any, field_paths: list[str] | None = None) -> Any:
+        self.stats["reads"] += 1
+        return await ref.get(field_paths=field_paths)
+
+    async def _get_all(
+        self, refs: Sequence[Any], field_paths: list[str] | None = None
+    ) -> list[Any]:
+        if not refs:
+            return []
+        self.stats["reads"] += len(refs)
+        return [s async for s in self.client.get_all(list(refs), field_paths=field_paths)]
+
+    async def _query(self, query: Any) -> list[Any]:
+        found = [s async for s in query.stream()]
+        self.stats["reads"] += max(1, len(found))  # an empty result is billed as one read
+        return found
+
+    # ---- large values ------------------------------------------------------------------
+
+    async def _write_chunks(self, parent: Any, values: Sequence[chunks.Chunked]) -> None:
+        """Chunk documents, before the document that will name them (idempotent)."""
+        commits = []
+        for value in values:
+            pieces = list(enumerate(zip(value.ids(), value.pieces, strict=True)))
+            for start in range(0, len(pieces), chunks.CHUNKS_PER_COMMIT):
+                writes = self._writes()
+                for index, (chunk_id, piece) in pieces[start : start + chunks.CHUNKS_PER_COMMIT]:
+                    ref = parent.collection(names.COLLECTION_CHUNKS).document(chunk_id)
+                    writes.set(ref, {"data": piece, "index": index, "of": len(pieces)})
+                commits.append(self._commit(writes))
+        await asyncio.gather(*commits)
+
+    async def _text(self, parent: Any, data: dict[str, Any], field: str) -> str | None:
+        """A JSON value's text, inline or reassembled from its chunks."""
+        marker = data.get(f"{field}_ref")
+        if not marker:
+            text: str | None = data.get(f"{field}_json")
+            return text
+        ids = chunks.chunk_ids(marker["prefix"], marker["chunks"])
+        refs = [parent.collection(names.COLLECTION_CHUNKS).document(i) for i in ids]
+        found = {s.id: s.get("data") for s in await self._get_all(refs) if s.exists}
+        return chunks.join(marker, [found[i] for i in ids if i in found], parent.path)
+
+    async def _node(self, snap: Any) -> NodeRecord:
+        data = snap.to_dict()
+        return docs.node_record(
+            data, chunks.loads(await self._text(snap.reference, data, "output"))
+        )
+
+    async def _run(self, snap: Any) -> RunRecord:
+        data = snap.to_dict()
+        fields = ("graph", "input", "outputs")
+        texts = await asyncio.gather(*(self._text(snap.reference, data, f) for f in fields))
+        return docs.run_record(snap.id, data, dict(zip(fields, texts, strict=True)))

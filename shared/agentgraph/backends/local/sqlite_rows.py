@@ -1,0 +1,287 @@
+"""How the store's records map to SQLite rows (the schema and its codec), and how a
+decided `transitions.Change` is persisted: the SQL side of the state machine, without
+any of its rules.
+
+JSON values (graph, input, outputs, node outputs, errors, usage) are stored as JSON text.
+Node counts per status and usage totals live as JSON on the run row (the layout mirrors
+Firestore's run document); each transition moves them with one `json_set` UPDATE in SQL,
+never a read-modify-write through Python.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections import Counter
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from agentgraph.core.ports import Event, NodeError, NodeRecord, RunRecord, Usage
+from agentgraph.core.status import NodeStatus, RunStatus
+from agentgraph.core.transitions import Change, RunChange
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS runs (
+  run_id TEXT PRIMARY KEY, graph_name TEXT NOT NULL, graph TEXT NOT NULL, input TEXT,
+  status TEXT NOT NULL, created_at REAL NOT NULL, started_at REAL, finished_at REAL,
+  node_count INTEGER NOT NULL, counts TEXT NOT NULL, usage TEXT NOT NULL, outputs TEXT,
+  error TEXT, owner TEXT, idempotency_key TEXT, request_hash TEXT
+);
+CREATE UNIQUE INDEX IF NOT EXISTS runs_idempotency ON runs(owner, idempotency_key)
+  WHERE idempotency_key IS NOT NULL;
+CREATE INDEX IF NOT EXISTS runs_created ON runs(created_at);
+CREATE TABLE IF NOT EXISTS nodes (
+  run_id TEXT NOT NULL, node_id TEXT NOT NULL, seq INTEGER NOT NULL, status TEXT NOT NULL,
+  attempt INTEGER NOT NULL, parents TEXT NOT NULL, children TEXT NOT NULL, pool TEXT NOT NULL,
+  arrivals INTEGER NOT NULL DEFAULT 0, output TEXT, error TEXT, started_at REAL,
+  finished_at REAL, duration_ms INTEGER, usage TEXT NOT NULL, lease_until REAL,
+  next_attempt_at REAL, updated_at REAL, model TEXT, skip_reason TEXT, partial TEXT,
+  executions INTEGER NOT NULL DEFAULT 0,
+  PRIMARY KEY (run_id, node_id)
+);
+CREATE INDEX IF NOT EXISTS nodes_status ON nodes(status);
+CREATE TABLE IF NOT EXISTS arrivals (
+  run_id TEXT NOT NULL, child_id TEXT NOT NULL, parent_id TEXT NOT NULL,
+  PRIMARY KEY (run_id, child_id, parent_id)
+);
+CREATE TABLE IF NOT EXISTS events (
+  seq INTEGER PRIMARY KEY AUTOINCREMENT, run_id TEXT NOT NULL, at REAL NOT NULL,
+  kind TEXT NOT NULL, node_id TEXT, status TEXT, attempt INTEGER, message TEXT
+);
+CREATE INDEX IF NOT EXISTS events_run ON events(run_id, seq);
+"""
+
+RETURNING = sqlite3.sqlite_version_info >= (3, 35, 0)  # UPDATE … RETURNING
+
+NODE_COLUMNS = (
+    "run_id, node_id, status, attempt, parents, children, pool, arrivals, output, error, "
+    "started_at, finished_at, duration_ms, usage, lease_until, next_attempt_at, updated_at, "
+    "model, skip_reason, partial, executions"
+)
+
+
+def dumps(value: Any) -> str | None:
+    return None if value is None else json.dumps(value, ensure_ascii=False)
+
+
+def loads(text: str | None) -> Any:
+    return None if text is None else json.loads(text)
+
+
+def run_record(row: sqlite3.Row) -> RunRecord:
+    return RunRecord(
+        run_id=row["run_id"],
+        graph_name=row["graph_name"],
+        graph=json.loads(row["graph"]),
+        input=loads(row["input"]),
+        status=RunStatus(row["status"]),
+        created_at=row["created_at"],
+        started_at=row["started_at"],
+        finished_at=row["finished_at"],
+        node_count=row["node_count"],
+        counts=json.loads(row["counts"]),
+        usage=Usage.from_dict(json.loads(row["usage"])),
+        outputs=loads(row["outputs"]),
+        error=loads(row["error"]),
+        owner=row["owner"],
+        idempotency_key=row["idempotency_key"],
+        request_hash=row["request_hash"],
+    )
+
+
+def run_row(run: RunRecord) -> tuple[Any, ...]:
+    """The values of `INSERT INTO runs VALUES (…)`, in column order."""
+    return (
+        run.run_id,
+        run.graph_name,
+        json.dumps(run.graph),
+        dumps(run.input),
+        run.status.value,
+        run.created_at,
+        run.started_at,
+        run.finished_at,
+        run.node_count,
+        json.dumps(run.counts),
+        json.dumps(run.usage.to_dict()),
+        dumps(run.outputs),
+        dumps(run.error),
+        run.owner,
+        run.idempotency_key,
+        run.request_hash,
+    )
+
+
+def node_record(row: sqlite3.Row) -> NodeRecord:
+    return NodeRecord(
+        run_id=row["run_id"],
+        node_id=row["node_id"],
+        status=NodeStatus(row["status"]),
+        attempt=row["attempt"],
+        parents=json.loads(row["parents"]),
+        children=json.loads(row["children"]),
+        pool=row["pool"],
+        arrivals=row["arrivals"],
+        output=loads(row["output"]),
+        error=NodeError.from_dict(loads(row["error"])),
+        started_at=row["started_at"],
+        finished_at=row["finished_at"],
+        duration_ms=row["duration_ms"],
+        usage=Usage.from_dict(json.loads(row["usage"])),
+        lease_until=row["lease_until"],
+        next_attempt_at=row["next_attempt_at"],
+        updated_at=row["updated_at"],
+        model=row["model"],
+        skip_reason=row["skip_reason"],
+        partial=row["partial"],
+        executions=row["executions"],
+    )
+
+
+def node_rows(run: RunRecord, nodes: Iterable[NodeRecord]) -> list[tuple[Any, ...]]:
+    """The values of `INSERT_NODE`, one tuple per node in creation order."""
+    return [
+        (
+            run.run_id,
+            n.node_id,
+            seq,
+            n.status.value,
+            n.attempt,
+            json.dumps(n.parents),
+            json.dumps(n.children),
+            n.pool,
+            json.dumps(n.usage.to_dict()),
+            run.created_at,
+            n.skip_reason,
+            n.finished_at,
+        )
+        for seq, n in enumerate(nodes)
+    ]
+
+
+INSERT_NODE = (
+    "INSERT INTO nodes (run_id, node_id, seq, status, attempt, parents, children, pool, "
+    "usage, updated_at, skip_reason, finished_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)"
+)
+
+
+def select_node(conn: sqlite3.Connection, run_id: str, node_id: str) -> NodeRecord | None:
+    row = conn.execute(
+        f"SELECT {NODE_COLUMNS} FROM nodes WHERE run_id=? AND node_id=?", (run_id, node_id)
+    ).fetchone()
+    return node_record(row) if row else None
+
+
+def insert_event(conn: sqlite3.Connection, event: Event) -> None:
+    conn.execute(
+        "INSERT INTO events (run_id, at, kind, node_id, status, attempt, message) "
+        "VALUES (?,?,?,?,?,?,?)",
+        (
+            event.run_id,
+            event.at,
+            event.kind,
+            event.node_id,
+            event.status,
+            event.attempt,
+            event.message,
+        ),
+    )
+
+
+def event_record(row: sqlite3.Row) -> Event:
+    return Event(
+        row["run_id"],
+        row["at"],
+        row["kind"],
+        row["node_id"],
+        row["status"],
+        row["attempt"],
+        row["message"],
+        row["seq"],
+    )
+
+
+def _column(name: str, value: Any) -> Any:
+    """A NodeRecord field's value as its column holds it."""
+    if name == "status":
+        return NodeStatus(value).value
+    if name == "error":
+        return None if value is None else json.dumps(value.to_dict())
+    if name == "usage":
+        return json.dumps(value.to_dict())
+    if name == "output":
+        return dumps(value)
+    return value
+
+
+def persist(conn: sqlite3.Connection, run_id: str, node_id: str, change: Change) -> bool:
+    """Write a decided change, only if the node is still in the status and attempt it was
+    decided on; with it, move the run's counts and usage and append its event."""
+    names = list(change.fields)
+    sets = ", ".join(f"{name}=?" for name in names)
+    changed = conn.execute(
+        f"UPDATE nodes SET {sets} WHERE run_id=? AND node_id=? AND status=? AND attempt=?",
+        (
+            *(_column(name, change.fields[name]) for name in names),
+            run_id,
+            node_id,
+            change.status.value,
+            change.attempt,
+        ),
+    ).rowcount
+    if not changed:
+        return False
+    move_counts(conn, run_id, change.moves, change.usage)
+    if change.event is not None:
+        insert_event(conn, change.event)
+    return True
+
+
+def persist_run(
+    conn: sqlite3.Connection, run_id: str, current: RunStatus, change: RunChange
+) -> bool:
+    """Write a decided run status change, only if the run is still in `current`."""
+    fields: Mapping[str, Any] = change.fields
+    sets = ", ".join(f"{name}=?" for name in fields)
+    values = [
+        dumps(v) if k in ("outputs", "error") else RunStatus(v).value if k == "status" else v
+        for k, v in fields.items()
+    ]
+    changed = conn.execute(
+        f"UPDATE runs SET {sets} WHERE run_id=? AND status=?", (*values, run_id, current.value)
+    ).rowcount
+    if changed:
+        insert_event(conn, change.event)
+    return bool(changed)
+
+
+def move_counts(
+    conn: sqlite3.Connection,
+    run_id: str,
+    moves: Iterable[tuple[NodeStatus, NodeStatus]],
+    usage: Usage | None = None,
+) -> None:
+    """Move node counts between statuses (and add usage) on the run row, in SQL: one
+    UPDATE with `json_set`, the run row is never decoded for it."""
+    delta: Counter[str] = Counter()
+    for old, new in moves:
+        delta[old.value] -= 1
+        delta[new.value] += 1
+    pairs: list[str] = []
+    params: list[Any] = []
+    for status, change in delta.items():
+        if change:
+            path = f'$."{status}"'
+            pairs.append("?, COALESCE(json_extract(counts, ?), 0) + ?")
+            params += [path, path, change]
+    sets = [f"counts=json_set(counts, {', '.join(pairs)})"] if pairs else []
+    spent = {k: v for k, v in usage.to_dict().items() if v} if usage is not None else {}
+    if spent:
+        terms = []
+        for key, value in spent.items():
+            path = f"$.{key}"
+            total = "COALESCE(json_extract(usage, ?), 0) + ?"
+            terms.append(f"?, round({total}, 9)" if key == "cost_usd" else f"?, {total}")
+            params += [path, path, value]
+        sets.append(f"usage=json_set(usage, {', '.join(terms)})")
+    if sets:
+        conn.execute(f"UPDATE runs SET {', '.join(sets)} WHERE run_id=?", (*params, run_id))

@@ -1,0 +1,258 @@
+"""The node and run state machine, written once: pure decisions over a stored record.
+
+Every store transition is read → decide → persist. This module is the "decide": given the
+record as read (and what the caller asks for), each function returns the `Change` to
+persist, or None when this delivery must do nothing (a duplicate, a stale attempt, a node
+already decided). The stores only read, encode and persist the change, each with a
+compare-and-set on the state it was decided on (SQLite: an UPDATE guarded by status and
+attempt inside one transaction; Firestore: a `last_update_time` precondition), so a
+decision never applies to a state it was not made for. Both stores therefore follow the
+same rules and write the same timeline, event texts included.
+
+A `Change` speaks in `NodeRecord` field names and Python values (NodeStatus, NodeError,
+Usage, the output value); how they become columns or document fields is the store's.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from agentgraph.core.ports import Event, NodeError, NodeRecord, Outcome, Usage
+from agentgraph.core.status import NOT_STARTED, TERMINAL_NODE, NodeStatus, RunStatus
+
+TAKEN_OVER = "lease expired; taken over"
+RUN_ENDED = "run_ended"  # the skip reason of a node cancelled because its run ended
+
+Move = tuple[NodeStatus, NodeStatus]
+
+
+@dataclass(frozen=True)
+class Change:
+    """What one node transition writes, decided from the record it read.
+
+    `status` and `attempt` are the state it was decided on: the store's write must apply
+    only if the node is still in it. `moves` shift the run's node counts from one status
+    to another; `usage` adds to the run's totals."""
+
+    status: NodeStatus
+    attempt: int
+    fields: Mapping[str, Any]
+    event: Event | None = None
+    moves: tuple[Move, ...] = ()
+    usage: Usage | None = None
+
+    def applied(self, node: NodeRecord) -> NodeRecord:
+        """The record as it is after this change."""
+        return replace(node, **self.fields)
+
+
+@dataclass(frozen=True)
+class RunChange:
+    """What a run status change writes (the run's own fields and its event)."""
+
+    fields: Mapping[str, Any]
+    event: Event = field(compare=False)
+
+
+def claim(node: NodeRecord, attempt: int, now: float, lease_until: float) -> Change | None:
+    """ready(attempt) -> running; or take over running(attempt) whose lease expired (the
+    executor died mid-attempt). A takeover moves no count: the node was already running."""
+    if node.attempt != attempt:
+        return None
+    takeover = node.status == NodeStatus.RUNNING and (node.lease_until or 0) < now
+    if node.status != NodeStatus.READY and not takeover:
+        return None
+    return Change(
+        node.status,
+        node.attempt,
+        {
+            "status": NodeStatus.RUNNING,
+            "started_at": now,
+            "lease_until": lease_until,
+            "updated_at": now,
+            "executions": node.executions + 1,
+        },
+        _node_event(node, now, NodeStatus.RUNNING, attempt, TAKEN_OVER if takeover else None),
+        () if takeover else ((NodeStatus.READY, NodeStatus.RUNNING),),
+    )
+
+
+def finish(node: NodeRecord, attempt: int, outcome: Outcome, now: float) -> Change | None:
+    """running(attempt) -> succeeded | failed, with the attempt's output, error and usage."""
+    if not _running(node, attempt):
+        return None
+    failure = outcome.error
+    return Change(
+        node.status,
+        node.attempt,
+        {
+            "status": outcome.status,
+            "output": outcome.output,
+            "error": failure,
+            "usage": node.usage + outcome.usage,
+            "model": outcome.model,
+            "finished_at": now,
+            "duration_ms": int((now - (node.started_at or now)) * 1000),
+            "lease_until": None,
+            "partial": None,
+            "updated_at": now,
+        },
+        _node_event(
+            node,
+            now,
+            outcome.status,
+            attempt,
+            f"{failure.type}: {failure.message}" if failure else None,
+        ),
+        ((NodeStatus.RUNNING, outcome.status),),
+        outcome.usage,
+    )
+
+
+def schedule_retry(
+    node: NodeRecord,
+    attempt: int,
+    error: NodeError,
+    next_attempt_at: float,
+    now: float,
+    usage: Usage | None = None,
+) -> Change | None:
+    """running(attempt) -> retrying; attempt + 1 becomes ready at `next_attempt_at`."""
+    if not _running(node, attempt):
+        return None
+    spent = usage or Usage()
+    message = (
+        f"attempt {attempt} failed ({error.type}: {error.message}); "
+        f"attempt {attempt + 1} in {max(0.0, next_attempt_at - now):.2f}s"
+    )
+    return Change(
+        node.status,
+        node.attempt,
+        {
+            "status": NodeStatus.RETRYING,
+            "error": error,
+            "next_attempt_at": next_attempt_at,
+            "lease_until": None,
+            "partial": None,
+            "usage": node.usage + spent,
+            "updated_at": now,
+        },
+        Event(node.run_id, now, "retry", node.node_id, NodeStatus.RETRYING.value, attempt, message),
+        ((NodeStatus.RUNNING, NodeStatus.RETRYING),),
+        spent,
+    )
+
+
+def requeue(node: NodeRecord, attempt: int, now: float) -> Change | None:
+    """retrying(attempt - 1) -> ready(attempt): a delayed retry came due."""
+    if node.status != NodeStatus.RETRYING or node.attempt != attempt - 1:
+        return None
+    return Change(
+        node.status,
+        node.attempt,
+        {
+            "status": NodeStatus.READY,
+            "attempt": attempt,
+            "next_attempt_at": None,
+            "updated_at": now,
+        },
+        _node_event(node, now, NodeStatus.READY, attempt),
+        ((NodeStatus.RETRYING, NodeStatus.READY),),
+    )
+
+
+def resolve(
+    node: NodeRecord,
+    status: NodeStatus,
+    now: float,
+    reason: str | None = None,
+    expected: Sequence[NodeStatus] = (NodeStatus.WAITING,),
+) -> Change | None:
+    """One of `expected` -> `status` without running the node (ready, skipped, cancelled,
+    or failed by a condition that does not evaluate). The reason is the skip reason, or
+    the failure's message."""
+    if node.status not in expected:
+        return None
+    fields: dict[str, Any] = {"status": status, "lease_until": None, "updated_at": now}
+    if status == NodeStatus.FAILED:
+        fields["error"] = NodeError("ConditionError", reason or "failed", False, None, node.attempt)
+    elif reason is not None:
+        fields["skip_reason"] = reason
+    if status in TERMINAL_NODE:
+        fields["finished_at"] = now
+    return Change(
+        node.status,
+        node.attempt,
+        fields,
+        _node_event(node, now, status, node.attempt, reason),
+        ((node.status, status),),
+    )
+
+
+def cancel(node: NodeRecord, now: float) -> Change | None:
+    """A node that has not started -> cancelled, because its run ended. A reason it
+    already had (why it would have been skipped) is kept."""
+    if node.status not in NOT_STARTED:
+        return None
+    return Change(
+        node.status,
+        node.attempt,
+        {
+            "status": NodeStatus.CANCELLED,
+            "finished_at": now,
+            "updated_at": now,
+            "skip_reason": node.skip_reason or RUN_ENDED,
+        },
+        Event(node.run_id, now, "node_status", node.node_id, NodeStatus.CANCELLED.value),
+        ((node.status, NodeStatus.CANCELLED),),
+    )
+
+
+def set_partial(node: NodeRecord, attempt: int, text: str) -> Change | None:
+    """The streamed text so far, kept only while this attempt is running."""
+    if not _running(node, attempt):
+        return None
+    return Change(node.status, node.attempt, {"partial": text})
+
+
+def set_run_status(
+    run_id: str,
+    current: RunStatus,
+    expected: Sequence[RunStatus],
+    status: RunStatus,
+    now: float,
+    *,
+    outputs: dict[str, Any] | None = None,
+    error: dict[str, Any] | None = None,
+) -> RunChange | None:
+    """One of `expected` -> `status`; a final status stamps finished_at. Outputs and error
+    are written only when given (a cancel keeps no outputs, and writes no None over them)."""
+    if current not in expected:
+        return None
+    fields: dict[str, Any] = {"status": status}
+    if status.terminal:
+        fields["finished_at"] = now
+    if outputs is not None:
+        fields["outputs"] = outputs
+    if error is not None:
+        fields["error"] = error
+    message = error.get("message") if error else None
+    return RunChange(fields, Event(run_id, now, "run_status", status=status.value, message=message))
+
+
+def run_started(run_id: str, graph_name: str, status: RunStatus, now: float, nodes: int) -> Event:
+    """The first line of every run's timeline."""
+    message = f"run of {graph_name!r} started with {nodes} nodes"
+    return Event(run_id, now, "run_status", None, status.value, None, message)
+
+
+def _running(node: NodeRecord, attempt: int) -> bool:
+    return node.status == NodeStatus.RUNNING and node.attempt == attempt
+
+
+def _node_event(
+    node: NodeRecord, now: float, status: NodeStatus, attempt: int, message: str | None = None
+) -> Event:
+    return Event(node.run_id, now, "node_status", node.node_id, status.value, attempt, message)

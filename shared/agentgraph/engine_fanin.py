@@ -1,0 +1,235 @@
+"""The engine's node-finished half: the fan-in from a finished node to its children, and
+the end of a run. Part of `Engine` (`engine.py`), split off along the message kinds.
+
+Each step is safe to repeat: arrivals are recorded once per edge, a child is decided by
+one conditional transition, and a repeated delivery only re-sends what a crash may have
+cut short (see `_finish_decision`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, Any
+
+from agentgraph.core import readiness
+from agentgraph.core.errors import TemplateProblem
+from agentgraph.core.graph import Node
+from agentgraph.core.lru import Lru
+from agentgraph.core.model import OnError
+from agentgraph.core.ports import Dispatcher, NodeRecord, Store
+from agentgraph.core.readiness import Decision, ParentResult, Verdict
+from agentgraph.core.status import TERMINAL_NODE, NodeStatus, RunStatus
+from agentgraph.core.templates import condition_holds
+
+if TYPE_CHECKING:
+    from agentgraph.engine import RunContext
+
+log = logging.getLogger("agentgraph.engine")
+
+
+class FanIn:
+    """node-finished: arrivals, deciding children, ending runs."""
+
+    store: Store
+    dispatcher: Dispatcher
+    clock: Callable[[], float]
+    _ended: Lru[str, None]  # runs this process ended: it starts nothing of them any more
+
+    if TYPE_CHECKING:  # provided by Engine
+
+        async def _context(self, run_id: str) -> RunContext | None: ...
+
+    async def complete(self, run_id: str, node_id: str, status: NodeStatus | str) -> None:
+        """Record this node's arrival at each child, once per edge; the arrival that
+        completes a child's set of parents decides the child. A sink may end the run."""
+        context = await self._context(run_id)
+        if context is None or node_id not in context.graph.nodes:
+            log.warning("node-finished for unknown run/node %s/%s: dropped", run_id, node_id)
+            return
+        status = NodeStatus(status)
+        graph = context.graph
+        node = graph[node_id]
+        if status == NodeStatus.FAILED and node.on_error == OnError.FAIL_RUN:
+            record = await self.store.get_node(run_id, node_id)
+            error = record.error.to_dict() if record and record.error else {}
+            await self._end_run(run_id, RunStatus.FAILED, {"node_id": node_id, **error})
+            return
+        if status == NodeStatus.CANCELLED:
+            return
+        if len(node.children) == 1:
+            await self._arrive(run_id, context, node_id, status, node.children[0])
+        else:
+            await asyncio.gather(
+                *(self._arrive(run_id, context, node_id, status, c) for c in node.children)
+            )
+        if not node.children:
+            await self._finish_run_if_done(run_id, context)
+
+    async def _arrive(
+        self,
+        run_id: str,
+        context: RunContext,
+        parent_id: str,
+        status: NodeStatus,
+        child_id: str,
+    ) -> None:
+        """A child with one parent needs no arrival record: this arrival is the last, and
+        the conditional waiting -> ready|skipped|failed that decides it is already
+        exactly-once (a duplicate finds it decided and, like a duplicate arrival, only
+        re-sends what `_finish_decision` owes)."""
+        child = context.graph[child_id]
+        finished = (parent_id, status)
+        if len(child.parents) == 1:
+            if not await self._decide_child(run_id, context, child, finished):
+                await self._finish_decision(run_id, context, child)
+            return
+        count = await self.store.record_arrival(run_id, child_id, parent_id)
+        if count is None:  # duplicate: finish what a crash may have cut short
+            await self._finish_decision(run_id, context, child)
+        elif count >= len(child.parents):
+            await self._decide_child(run_id, context, child, finished)
+
+    async def _finish_decision(self, run_id: str, context: RunContext, child: Node) -> None:
+        """A repeated node-finished: the first delivery may have died after the last
+        arrival but before deciding the child, or after deciding to skip or fail it but
+        before sending its node-finished; nothing else would ever send that one, as the
+        child is terminal. Re-sending it is safe (receivers are idempotent).
+
+        A child decided ready gets no second node-ready here: duplicates usually race the
+        original, and a node-ready a crash lost is re-sent by the sweeper (or `resume`),
+        which finds nodes left ready too long."""
+        record = await self.store.get_node(run_id, child.id)
+        if record is None:
+            return
+        # A one-parent child keeps no arrival count: its only parent has finished.
+        arrived = len(child.parents) == 1 or record.arrivals >= len(child.parents)
+        if record.status == NodeStatus.WAITING and arrived:
+            await self._decide_child(run_id, context, child)
+        elif record.status in (NodeStatus.SKIPPED, NodeStatus.FAILED) and not record.executions:
+            await self.dispatcher.node_finished(run_id, child.id, record.status)
+
+    async def _decide_child(
+        self,
+        run_id: str,
+        context: RunContext,
+        child: Node,
+        finished: tuple[str, NodeStatus] | None = None,
+    ) -> bool:
+        """Decide a child whose parents have all arrived; False when the child was no
+        longer waiting (decided by an earlier delivery, or cancelled).
+
+        `finished` is the parent whose node-finished message this is, with its status:
+        a final status never changes once written, and the message is sent only after
+        it was, so that parent's record need not be read (unless it was skipped: the
+        skip's reason decides whether the skip is contagious)."""
+        known: dict[str, ParentResult] = {}
+        if finished is not None and finished[1] in (NodeStatus.SUCCEEDED, NodeStatus.FAILED):
+            parent_id, parent_status = finished
+            known[parent_id] = ParentResult(parent_status, context.graph[parent_id].on_error)
+        rest = [p for p in child.parents if p not in known]
+        parents = await self.store.get_outputs(run_id, rest) if rest else {}
+        decision = readiness.decide(
+            {
+                **known,
+                **{
+                    pid: ParentResult(rec.status, context.graph[pid].on_error, rec.skip_reason)
+                    for pid, rec in parents.items()
+                },
+            }
+        )
+        now = self.clock()
+        if decision.verdict == Verdict.READY and run_id in self._ended:
+            decision = Decision(Verdict.CANCEL, readiness.RUN_ENDED)
+        if decision.verdict == Verdict.READY and child.when is not None:
+            extra = await self.store.get_outputs(run_id, sorted(child.reads - set(parents)))
+            values = template_values(context.input, {**parents, **extra}, child.reads)
+            try:
+                decision = readiness.apply_condition(condition_holds(child.when, values))
+            except TemplateProblem as exc:
+                if await self.store.resolve_node(
+                    run_id, child.id, NodeStatus.FAILED, now, reason=f"when: {exc}"
+                ):
+                    await self.dispatcher.node_finished(run_id, child.id, NodeStatus.FAILED)
+                    return True
+                return False
+        if decision.verdict == Verdict.READY:
+            if await self.store.resolve_node(run_id, child.id, NodeStatus.READY, now):
+                await self.dispatcher.node_ready(run_id, child.id, 1, child.pool)
+                return True
+        elif decision.verdict == Verdict.SKIP:
+            if await self.store.resolve_node(
+                run_id, child.id, NodeStatus.SKIPPED, now, reason=decision.reason
+            ):
+                await self.dispatcher.node_finished(run_id, child.id, NodeStatus.SKIPPED)
+                return True
+        elif decision.verdict == Verdict.CANCEL:
+            return await self.store.resolve_node(
+                run_id, child.id, NodeStatus.CANCELLED, now, reason=decision.reason
+            )
+        return False
+
+    async def _finish_run_if_done(self, run_id: str, context: RunContext) -> None:
+        """Only sinks call this: the last node of a run to reach a final status is always
+        a sink, and it does so after every other node's status was written."""
+        run = await self.store.get_run(run_id)
+        if run is None or run.status.terminal:
+            return
+        if sum(run.counts.get(s.value, 0) for s in TERMINAL_NODE) < run.node_count:
+            return
+        graph = context.graph
+        outcome = RunStatus.SUCCEEDED
+        error = None
+        if run.counts.get(NodeStatus.FAILED.value, 0):
+            statuses = {r.node_id: r.status for r in await self.store.list_nodes(run_id)}
+            outcome = readiness.run_outcome(graph, statuses) or RunStatus.SUCCEEDED
+            if outcome == RunStatus.FAILED:
+                failed = next(
+                    n
+                    for n in graph.nodes
+                    if statuses[n] == NodeStatus.FAILED and graph[n].on_error == OnError.FAIL_RUN
+                )
+                error = {"node_id": failed, "message": f"node {failed!r} failed"}
+        sinks = await self.store.get_outputs(run_id, graph.sinks)
+        outputs = {
+            sid: rec.output for sid, rec in sinks.items() if rec.status == NodeStatus.SUCCEEDED
+        }
+        await self.store.set_run_status(
+            run_id,
+            (RunStatus.RUNNING, RunStatus.PENDING),
+            outcome,
+            self.clock(),
+            outputs=outputs,
+            error=error,
+        )
+
+    async def _end_run(self, run_id: str, status: RunStatus, error: dict[str, Any] | None) -> bool:
+        """Fail or cancel: the run first (so nothing new starts), then whatever has not
+        started. Repeating it is harmless, which is what a redelivery needs."""
+        changed = await self.store.set_run_status(
+            run_id, (RunStatus.PENDING, RunStatus.RUNNING), status, self.clock(), error=error
+        )
+        # Remembered so this process starts nothing of the run from now on: a sibling
+        # finishing while the cancel below is in flight must not make a child ready
+        # that the cancel's query has already passed (no read needed to know).
+        self._ended.put(run_id, None)
+        await self.store.cancel_not_started(run_id, self.clock())
+        return changed
+
+
+def template_values(
+    input: Any, records: Mapping[str, NodeRecord], reads: frozenset[str]
+) -> dict[str, Any]:
+    return {
+        "input": input,
+        "nodes": {
+            node_id: {
+                "output": rec.output,
+                "error": rec.error.to_dict() if rec.error else None,
+                "status": rec.status.value,
+            }
+            for node_id, rec in records.items()
+            if node_id in reads
+        },
+    }

@@ -1,0 +1,116 @@
+"""The engine's recovery half: delayed retries coming due, cancelling a run, and
+re-sending what a dead process left behind (the sweeper, `agentgraph resume`). Part of
+`Engine` (`engine.py`).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from agentgraph.core.errors import RunNotFound
+from agentgraph.core.ports import Dispatcher, RetryScheduler, RunRecord, Store
+from agentgraph.core.status import TERMINAL_NODE, NodeStatus, RunStatus
+
+if TYPE_CHECKING:
+    from agentgraph.engine import RunContext
+
+log = logging.getLogger("agentgraph.engine")
+
+RUN_ENDED_WHILE_RUNNING = "run ended while it was running"
+
+
+class Recovery:
+    """Retries, cancellation, the sweeper and resume."""
+
+    store: Store
+    dispatcher: Dispatcher
+    retries: RetryScheduler
+    clock: Callable[[], float]
+    sweep_grace_s: float
+
+    if TYPE_CHECKING:  # provided by Engine
+
+        async def _context(self, run_id: str) -> RunContext | None: ...
+
+        async def _end_run(
+            self, run_id: str, status: RunStatus, error: dict[str, Any] | None
+        ) -> bool: ...
+
+    async def retry(self, run_id: str, node_id: str, attempt: int) -> None:
+        """A delayed retry came due: make the node ready for `attempt` and dispatch it."""
+        context = await self._context(run_id)
+        if context is None or node_id not in context.graph.nodes:
+            log.warning("retry for unknown run/node %s/%s: dropped", run_id, node_id)
+            return
+        pool = context.graph[node_id].pool
+        if await self.store.requeue_node(run_id, node_id, attempt, self.clock()):
+            await self.dispatcher.node_ready(run_id, node_id, attempt, pool)
+            return
+        record = await self.store.get_node(run_id, node_id)
+        if record and record.status == NodeStatus.READY and record.attempt == attempt:
+            await self.dispatcher.node_ready(run_id, node_id, attempt, pool)
+
+    async def cancel(self, run_id: str) -> bool:
+        """Cancel a run: nodes not started are cancelled; running ones finish their call
+        but start nothing after them. False if the run had already ended."""
+        if await self.store.get_run(run_id) is None:
+            raise RunNotFound(run_id)
+        return await self._end_run(run_id, RunStatus.CANCELLED, {"message": "cancelled"})
+
+    async def sweep(self) -> int:
+        """Re-dispatch what a dead function left behind; returns how many messages it sent.
+        Safe to run at any time and as often as wanted."""
+        now = self.clock()
+        sent = 0
+        for record in await self.store.stale_nodes(now, self.sweep_grace_s):
+            if record.status in (NodeStatus.READY, NodeStatus.RUNNING):
+                await self.dispatcher.node_ready(
+                    record.run_id, record.node_id, record.attempt, record.pool
+                )
+            elif record.status == NodeStatus.RETRYING:
+                await self.retry(record.run_id, record.node_id, record.attempt + 1)
+            sent += 1
+        return sent
+
+    async def resume(self, run_id: str) -> RunRecord:
+        """Continue a run whose process died: redo what was in flight, re-send every
+        finished node's completion (idempotent), and re-arm pending retries."""
+        run = await self.store.get_run(run_id)
+        if run is None:
+            raise RunNotFound(run_id)
+        if run.status.terminal:  # died after the run ended: nothing will finish these
+            for record in await self.store.list_nodes(run_id):
+                if record.status == NodeStatus.RUNNING:
+                    await self.store.resolve_node(
+                        run_id,
+                        record.node_id,
+                        NodeStatus.CANCELLED,
+                        self.clock(),
+                        reason=RUN_ENDED_WHILE_RUNNING,
+                        expected=(NodeStatus.RUNNING,),
+                    )
+            return run
+        context = await self._context(run_id)
+        assert context is not None
+        now = self.clock()
+        for record in await self.store.list_nodes(run_id):
+            if record.status == NodeStatus.RUNNING:
+                await self.store.resolve_node(
+                    run_id, record.node_id, NodeStatus.READY, now, expected=(NodeStatus.RUNNING,)
+                )
+                await self.dispatcher.node_ready(
+                    run_id, record.node_id, record.attempt, record.pool
+                )
+            elif record.status == NodeStatus.READY:
+                await self.dispatcher.node_ready(
+                    run_id, record.node_id, record.attempt, record.pool
+                )
+            elif record.status == NodeStatus.RETRYING:
+                await self.retries.schedule(
+                    run_id, record.node_id, record.attempt + 1, record.next_attempt_at or now
+                )
+            elif record.status in TERMINAL_NODE:
+                await self.dispatcher.node_finished(run_id, record.node_id, record.status)
+        return run
