@@ -43,17 +43,37 @@ class FanIn:
 
     async def complete(self, run_id: str, node_id: str, status: NodeStatus | str) -> None:
         """Record this node's arrival at each child, once per edge; the arrival that
-        completes a child's set of parents decides the child. A sink may end the run."""
+        completes a child's set of parents decides the child. A sink may end the run.
+
+        The status in the message is a hint: decisions follow the node's stored record,
+        so a forged or stale node-finished ("failed" for a node that is running, or that
+        succeeded) changes nothing. That costs one read per message."""
         context = await self._context(run_id)
         if context is None or node_id not in context.graph.nodes:
             log.warning("node-finished for unknown run/node %s/%s: dropped", run_id, node_id)
             return
-        status = NodeStatus(status)
+        record = await self.store.get_node(run_id, node_id)
+        if record is None or not record.status.terminal:
+            log.warning(
+                "node-finished for %s/%s, which is %s in the store: ignored",
+                run_id,
+                node_id,
+                record.status.value if record else "absent",
+            )
+            return
+        if record.status != status:
+            log.warning(
+                "node-finished for %s/%s says %s; the store says %s: following the store",
+                run_id,
+                node_id,
+                status,
+                record.status.value,
+            )
+        status = record.status
         graph = context.graph
         node = graph[node_id]
         if status == NodeStatus.FAILED and node.on_error == OnError.FAIL_RUN:
-            record = await self.store.get_node(run_id, node_id)
-            error = record.error.to_dict() if record and record.error else {}
+            error = record.error.to_dict() if record.error else {}
             await self._end_run(run_id, RunStatus.FAILED, {"node_id": node_id, **error})
             return
         if status == NodeStatus.CANCELLED:

@@ -472,3 +472,22 @@ async def test_recovering_a_run_that_ended_cancels_nodes_left_running(harness: H
         nodes["slow"].status == S.CANCELLED
         and nodes["slow"].skip_reason == "run ended while it was running"
     )
+
+
+async def test_a_forged_node_finished_changes_nothing(harness: Harness) -> None:
+    """node-finished is a hint: the fan-in follows the stored node, so a message saying a
+    running node failed neither fails the run nor decides its child."""
+    started = await harness.start(
+        graph(
+            {"id": "long", "tool": "sleep", "args": {"seconds": 0.5, "key": "long"}},
+            const("next", after=["long"]),
+        )
+    )
+    await harness.until(started.run_id, lambda n: n["long"].status == S.RUNNING)
+    await harness.engine.complete(started.run_id, "long", S.FAILED)
+    await harness.engine.complete(started.run_id, "next", S.FAILED)
+    nodes = await harness.nodes(started.run_id)
+    assert nodes["next"].status == S.WAITING
+    run = await harness.wait(started.run_id)
+    assert run.status == RunStatus.SUCCEEDED
+    assert harness.calls["next"] == 1
