@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 from agentgraph.core.status import TERMINAL_NODE, NodeStatus, RunStatus
@@ -154,6 +154,7 @@ async def check(harness: Harness, case: Case) -> None:
     expected, expected_run = reference(case)
 
     assert run.status.value == expected_run, (got, expected)
+    event(f"run {expected_run}")  # --hypothesis-show-statistics shows what was covered
     assert all(r.status in TERMINAL_NODE for r in nodes.values())
     ended = sum(run.counts.get(s.value, 0) for s in TERMINAL_NODE)
     assert ended == len(nodes) and not run.counts.get(NodeStatus.RUNNING.value)
@@ -177,6 +178,8 @@ async def check(harness: Harness, case: Case) -> None:
     for spec in case.nodes:
         allowed = {expected[spec.id], CANCELLED}
         assert got[spec.id] in allowed, (spec, got, expected)
+        if got[spec.id] != expected[spec.id]:
+            event("a node the reference ran was cancelled by the failure")
         if got[spec.id] in (SUCCEEDED, FAILED):
             assert calls[spec.id] == spec.calls_to_end, spec
         elif got[spec.id] == SKIPPED:
@@ -187,31 +190,28 @@ async def check(harness: Harness, case: Case) -> None:
         assert got[node_id] == CANCELLED and calls[node_id] == 0, (node_id, got)
 
 
-PROPERTY = {
-    "deadline": None,
-    "derandomize": True,
-    "suppress_health_check": [HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
-}
+def property_on(backend: Any, examples: int) -> Any:
+    """The property as a test on one backend, with as many examples as it affords."""
+
+    @pytest.mark.parametrize("harness", [backend], indirect=True)
+    @settings(
+        max_examples=examples,
+        deadline=None,
+        derandomize=True,  # the same examples every run: no flaky CI
+        suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+    )
+    @given(case=cases())
+    async def test(harness: Harness, case: Case) -> None:
+        await check(harness, case)
+
+    return test
 
 
-@pytest.mark.parametrize("harness", ["local"], indirect=True)
-@settings(max_examples=200, **PROPERTY)
-@given(case=cases())
-async def test_random_runs_end_as_the_reference_scheduler_says_on_local(
-    harness: Harness, case: Case
-) -> None:
-    await check(harness, case)
-
-
-@pytest.mark.parametrize(
-    "harness", [pytest.param("firestore", marks=pytest.mark.emulator)], indirect=True
+# One harness serves every example of a test: each example is its own run.
+test_random_runs_end_as_the_reference_scheduler_says_on_local = property_on("local", 200)
+test_random_runs_end_as_the_reference_scheduler_says_on_firestore = property_on(
+    pytest.param("firestore", marks=pytest.mark.emulator), 25
 )
-@settings(max_examples=25, **PROPERTY)
-@given(case=cases())
-async def test_random_runs_end_as_the_reference_scheduler_says_on_firestore(
-    harness: Harness, case: Case
-) -> None:
-    await check(harness, case)
 
 
 def test_the_reference_applies_the_readme_rules() -> None:
