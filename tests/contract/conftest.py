@@ -8,12 +8,14 @@ when `tests/contract/` passes on it.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import inspect
 import time
-from collections import Counter
+from collections import Counter, defaultdict
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pytest
 
@@ -42,6 +44,35 @@ BACKENDS = [
 SWEEP_GRACE_S = 0.5
 
 
+class WatchedStore:
+    """A backend's store that sets `changed` after every write it makes (every method but
+    the reads), so a test waits for a condition on the store's state by re-checking it
+    once per write instead of polling: the state changes only through these writes."""
+
+    _READS = ("get_", "list_", "stale_")
+
+    def __init__(self, inner: Store, changed: asyncio.Event) -> None:
+        self._inner = inner
+        self._changed = changed
+
+    def __getattr__(self, name: str) -> Any:
+        attribute = getattr(self._inner, name)
+        if name.startswith(self._READS) or not inspect.iscoroutinefunction(attribute):
+            return attribute
+
+        async def write(*args: Any, **kwargs: Any) -> Any:
+            try:
+                return await attribute(*args, **kwargs)
+            finally:
+                self._changed.set()
+
+        return write
+
+
+def watched(store: Store, changed: asyncio.Event) -> Store:
+    return cast(Store, WatchedStore(store, changed))
+
+
 @dataclass
 class Harness:
     """What a contract test needs from a backend."""
@@ -51,6 +82,10 @@ class Harness:
     store: Store
     tools: Registry
     calls: Counter[str] = field(default_factory=Counter)
+    gates: defaultdict[str, asyncio.Event] = field(
+        default_factory=lambda: defaultdict(asyncio.Event)
+    )
+    changed: asyncio.Event = field(default_factory=asyncio.Event)
     _wait: Callable[[str, float], Awaitable[RunRecord]] | None = None
     _crash: Callable[[], Awaitable[None]] | None = None
     _recover: Callable[[str], Awaitable[None]] | None = None
@@ -75,10 +110,38 @@ class Harness:
     async def until(
         self, run_id: str, check: Callable[[dict[str, NodeRecord]], bool], timeout: float = 10
     ) -> None:
+        """Until `check` holds for the run's nodes (re-checked after every store write)."""
+
+        async def holds() -> bool:
+            return check(await self.nodes(run_id))
+
+        await self._eventually(holds, timeout)
+
+    async def until_run(
+        self, run_id: str, check: Callable[[RunRecord], bool], timeout: float = 10
+    ) -> None:
+        """Until `check` holds for the run record (re-checked after every store write)."""
+
+        async def holds() -> bool:
+            run = await self.store.get_run(run_id)
+            return run is not None and check(run)
+
+        await self._eventually(holds, timeout)
+
+    async def _eventually(self, holds: Callable[[], Awaitable[bool]], timeout: float) -> None:
         deadline = time.monotonic() + timeout
-        while not check(await self.nodes(run_id)):
-            assert time.monotonic() < deadline, "condition not reached in time"
-            await asyncio.sleep(0.01)
+        while True:
+            self.changed.clear()  # before reading: a write after the read wakes us
+            if await holds():
+                return
+            remaining = deadline - time.monotonic()
+            assert remaining > 0, f"condition not reached within {timeout} s"
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.changed.wait(), remaining)
+
+    def release(self, key: str) -> None:
+        """Let every `hold` tool call with this key return."""
+        self.gates[key].set()
 
     async def crash(self) -> None:
         """Everything in flight dies at once, the way a process or function dies."""
@@ -91,8 +154,9 @@ class Harness:
         await self._recover(run_id)
 
 
-def scripted_tools(calls: Counter[str]) -> Registry:
-    """Tools whose behaviour the tests choose through their args; every call is counted."""
+def scripted_tools(calls: Counter[str], gates: defaultdict[str, asyncio.Event]) -> Registry:
+    """Tools whose behaviour the tests choose through their args; every call is counted.
+    `hold` returns only once the test releases its key (`Harness.release`)."""
     tools = default_registry.child()
 
     @tools.tool
@@ -115,7 +179,13 @@ def scripted_tools(calls: Counter[str]) -> Registry:
     @tools.tool
     async def sleep(seconds: float, key: str = "sleep", value: Any = None) -> Any:
         calls[key] += 1
-        await asyncio.sleep(seconds)
+        await asyncio.sleep(seconds)  # the sleep is the behaviour: a tool that takes a while
+        return value
+
+    @tools.tool
+    async def hold(key: str, value: Any = None) -> Any:
+        calls[key] += 1
+        await gates[key].wait()
         return value
 
     @tools.tool
@@ -147,12 +217,18 @@ async def _in_process(name: str, make_store: Callable[[], Store]) -> AsyncIterat
     """A store with LocalRuntime's in-process delivery. A crash closes the runtime with
     everything in flight; recovery is a new runtime (and store) resuming the run."""
     calls: Counter[str] = Counter()
-    tools = scripted_tools(calls)
+    gates: defaultdict[str, asyncio.Event] = defaultdict(asyncio.Event)
+    changed = asyncio.Event()
+    tools = scripted_tools(calls, gates)
     runtimes: list[LocalRuntime] = []
 
     async def open_runtime() -> None:
         runtime = LocalRuntime(
-            make_store(), default_router(), tools, workers=8, partial_interval_s=0.0
+            watched(make_store(), changed),
+            default_router(),
+            tools,
+            workers=8,
+            partial_interval_s=0.0,
         )
         await runtime.__aenter__()
         runtimes.append(runtime)
@@ -168,7 +244,7 @@ async def _in_process(name: str, make_store: Callable[[], Store]) -> AsyncIterat
         await open_runtime()
         await runtimes[-1].resume(run_id)
 
-    h = Harness(name, None, None, tools, calls, wait, crash, recover)  # type: ignore[arg-type]
+    h = Harness(name, None, None, tools, calls, gates, changed, wait, crash, recover)  # type: ignore[arg-type]
     await open_runtime()
     yield h
     await runtimes[-1].close()
@@ -219,8 +295,9 @@ async def _gcp(stack: EmulatorStack, project: str, queue: str) -> AsyncIterator[
     from .gcp_delivery import Clock, Delivery, WallClockRetries
 
     calls: Counter[str] = Counter()
-    tools = scripted_tools(calls)
-    h = Harness("gcp", None, None, tools, calls)  # type: ignore[arg-type]
+    gates: defaultdict[str, asyncio.Event] = defaultdict(asyncio.Event)
+    tools = scripted_tools(calls, gates)
+    h = Harness("gcp", None, None, tools, calls, gates)  # type: ignore[arg-type]
     delivery = Delivery(
         project,
         pubsub_host=stack.pubsub.host,
@@ -243,7 +320,7 @@ async def _gcp(stack: EmulatorStack, project: str, queue: str) -> AsyncIterator[
         """A fresh function instance: a new store and engine (no cached leases or graphs)
         on the process's clients."""
         engine = Engine(
-            FirestoreStore(client),
+            watched(FirestoreStore(client), h.changed),
             dispatcher,
             WallClockRetries(retries, clock),
             default_router(),

@@ -197,6 +197,7 @@ class PullConsumer:
                 continue
             except GoogleAPICallError as exc:  # keep pulling, as Pub/Sub keeps pushing
                 log.warning("%s: pull failed (%s); pulling again", self.path, exc)
+                # the sleep is the behaviour modelled: Pub/Sub backs off before pushing again
                 await asyncio.sleep(0.1)
                 continue
             for received in response.received_messages:
@@ -243,6 +244,7 @@ class PullConsumer:
         """Keep messages whose handlers are still working from being redelivered (the real
         clients' lease management; a push request holds its message for its duration)."""
         while True:
+            # the sleep is the behaviour modelled: the client's lease timer, a third of the deadline
             await asyncio.sleep(ACK_DEADLINE_S / 3)
             if self._handling:
                 with contextlib.suppress(GoogleAPICallError):

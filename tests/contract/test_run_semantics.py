@@ -91,13 +91,15 @@ async def test_a_child_with_many_parents_runs_exactly_once_after_all_of_them(
 
 
 async def test_independent_branches_run_at_the_same_time(harness: Harness) -> None:
-    branches = [
-        {"id": f"s{i}", "tool": "sleep", "args": {"seconds": 0.3, "key": f"s{i}"}} for i in range(4)
-    ]
-    run = await harness.run(graph(*branches))
-    nodes = await harness.nodes(run.run_id)
-    spans = [(n.started_at, n.finished_at) for n in nodes.values()]
-    assert max(start for start, _ in spans) < min(end for _, end in spans)  # all four overlapped
+    branches = [{"id": f"s{i}", "tool": "hold", "args": {"key": "branch"}} for i in range(4)]
+    started = await harness.start(graph(*branches))
+    # None of them can finish before the test lets them: all four running is the proof.
+    await harness.until(
+        started.run_id, lambda n: all(node.status == S.RUNNING for node in n.values())
+    )
+    harness.release("branch")
+    run = await harness.wait(started.run_id)
+    assert run.status == RunStatus.SUCCEEDED and harness.calls["branch"] == 4
 
 
 async def test_a_false_condition_skips_the_node_and_descendants_with_no_other_parent(
@@ -134,16 +136,21 @@ async def test_a_root_condition_reads_the_input(harness: Harness) -> None:
 async def test_fail_run_failure_fails_the_run_and_cancels_what_has_not_started(
     harness: Harness,
 ) -> None:
-    run = await harness.run(
+    started = await harness.start(
         graph(
             {"id": "bad", "tool": "boom", "args": {"message": "disk full"}},
-            {"id": "slow", "tool": "sleep", "args": {"seconds": 0.3}},
+            {"id": "slow", "tool": "hold", "args": {"key": "slow", "value": 1}},
             const("after_bad", after=["bad"]),
             const("after_slow", after=["slow"]),
         )
     )
+    # `slow` is still running when the failure has spread; only then may it finish.
+    await harness.until_run(started.run_id, lambda r: r.status == RunStatus.FAILED)
+    harness.release("slow")
+    run = await harness.wait(started.run_id)
     nodes = await harness.nodes(run.run_id)
     assert run.status == RunStatus.FAILED
+    assert nodes["slow"].status == S.SUCCEEDED  # what was running finishes its call
     assert run.error and run.error["node_id"] == "bad" and run.error["message"] == "disk full"
     assert nodes["bad"].error.type == "ValueError"  # type: ignore[union-attr]
     assert nodes["after_bad"].status == S.CANCELLED
@@ -276,12 +283,13 @@ async def test_cancelling_mid_run_cancels_unstarted_nodes_and_ends_the_run(
 ) -> None:
     started = await harness.start(
         graph(
-            {"id": "long", "tool": "sleep", "args": {"seconds": 0.5, "key": "long"}},
+            {"id": "long", "tool": "hold", "args": {"key": "long"}},
             const("next", after=["long"]),
         )
     )
     await harness.until(started.run_id, lambda n: n["long"].status == S.RUNNING)
     assert await harness.engine.cancel(started.run_id)
+    harness.release("long")  # the running call finishes after the cancel
     run = await harness.wait(started.run_id)
     nodes = await harness.nodes(run.run_id)
     assert run.status == RunStatus.CANCELLED
@@ -405,14 +413,15 @@ async def test_a_crash_mid_run_resumes_without_rerunning_finished_nodes(harness:
             {
                 "id": "slow",
                 "after": ["first"],
-                "tool": "sleep",
-                "args": {"seconds": 0.4, "key": "slow", "value": 2},
+                "tool": "hold",
+                "args": {"key": "slow", "value": 2},
             },
             const("last", "{{ nodes.first.output + nodes.slow.output }}", ["slow"]),
         )
     )
     await harness.until(started.run_id, lambda n: n["slow"].status == S.RUNNING)
-    await harness.crash()
+    await harness.crash()  # `slow` dies mid-call: it cannot have returned yet
+    harness.release("slow")  # its repeat returns at once
     await harness.recover(started.run_id)
     run = await harness.wait(started.run_id)
     nodes = await harness.nodes(run.run_id)
@@ -453,14 +462,13 @@ async def test_recovering_a_run_that_ended_cancels_nodes_left_running(harness: H
         graph(
             {"id": "bad", "after": ["gate"], "tool": "boom"},
             const("gate"),
-            {"id": "slow", "tool": "sleep", "args": {"seconds": 5, "key": "slow"}},
+            {"id": "slow", "tool": "hold", "args": {"key": "slow"}},  # never released
         )
     )
     await harness.until(
         started.run_id, lambda n: n["bad"].status == S.FAILED and n["slow"].status == S.RUNNING
     )
-    while (await harness.store.get_run(started.run_id)).status != RunStatus.FAILED:  # type: ignore[union-attr]
-        await asyncio.sleep(0.01)
+    await harness.until_run(started.run_id, lambda r: r.status == RunStatus.FAILED)
     await harness.crash()
     await harness.recover(started.run_id)
     run = await harness.wait(started.run_id)

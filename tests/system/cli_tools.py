@@ -9,9 +9,15 @@ from agentgraph.tools import tool
 
 
 @tool
-async def nap(seconds: float, marker: str | None = None, value: object = None) -> object:
-    """Sleep, then append to a marker file so tests can count real executions."""
-    await asyncio.sleep(seconds)
+async def nap(
+    seconds: float, marker: str | None = None, value: object = None, started: str | None = None
+) -> object:
+    """Sleep, then append to a marker file so tests can count real executions; `started`
+    is appended to first, so a test knows the call is under way."""
+    if started:
+        with Path(started).open("a") as handle:
+            handle.write("x")
+    await asyncio.sleep(seconds)  # the sleep is the behaviour: a call still running at Ctrl-C
     if marker:
         with Path(marker).open("a") as handle:
             handle.write("x")

@@ -34,7 +34,7 @@ async def e2e_sleep(
 ) -> object:
     """Sleep, then return `value`, counting the call (when it started)."""
     _mark(marker, key)
-    await asyncio.sleep(seconds)
+    await asyncio.sleep(seconds)  # the sleep is the behaviour: a tool that takes a while
     return value
 
 

@@ -7,11 +7,12 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 import yaml
+
+from tests.waiting import eventually
 
 ROOT = Path(__file__).parents[2]
 TOOLS = str(ROOT / "tests" / "system" / "cli_tools.py")
@@ -148,7 +149,12 @@ def test_ctrl_c_leaves_the_run_resumable_and_resume_keeps_finished_nodes(tmp_pat
                     "id": "slow",
                     "after": ["quick"],
                     "tool": "nap",
-                    "args": {"seconds": 3, "marker": str(marker) + ".slow", "value": 2},
+                    "args": {
+                        "seconds": 3,
+                        "marker": str(marker) + ".slow",
+                        "started": str(marker) + ".slow-started",
+                        "value": 2,
+                    },
                 },
                 {
                     "id": "last",
@@ -169,11 +175,7 @@ def test_ctrl_c_leaves_the_run_resumable_and_resume_keeps_finished_nodes(tmp_pat
         # A shell's background jobs inherit SIGINT ignored; a terminal's Ctrl-C does not.
         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
-    deadline = time.monotonic() + 30
-    while not (tmp_path / "marker.quick").exists():
-        assert time.monotonic() < deadline
-        time.sleep(0.05)
-    time.sleep(0.5)  # `slow` is now running
+    eventually((tmp_path / "marker.slow-started").exists)  # `slow` is mid-call
     process.send_signal(signal.SIGINT)
     _, stderr = process.communicate(timeout=30)
     assert process.returncode != 0
@@ -188,3 +190,4 @@ def test_ctrl_c_leaves_the_run_resumable_and_resume_keeps_finished_nodes(tmp_pat
     assert (
         tmp_path / "marker.slow"
     ).read_text() == "x"  # interrupted mid-call: ran once to the end
+    assert (tmp_path / "marker.slow-started").read_text() == "xx"  # and was started again

@@ -23,10 +23,17 @@ from typing import Any
 import pytest
 from google.api_core.exceptions import AlreadyExists
 from google.cloud import firestore
-from test_utils.retry import RetryResult
 
+from agentgraph.backends.gcp import handlers
+from agentgraph.backends.gcp.pubsub_envelope import pubsub_message
+from agentgraph.backends.local import SqliteStore
 from agentgraph.core import names
+from agentgraph.core.status import NodeStatus
+from agentgraph.engine import Engine
+from agentgraph.llm import default_router
+from agentgraph.tools import default_registry
 from emulator import harness
+from tests.waiting import eventually
 
 pytestmark = pytest.mark.emulator
 
@@ -108,12 +115,6 @@ def receive(event):
 """
 
 
-class _QuietLog:
-    """RetryResult logs each retry as a warning; these waits are expected, so debug."""
-
-    warning = staticmethod(_log.debug)
-
-
 @dataclass
 class _Receiver:
     server: harness.FunctionServer
@@ -125,12 +126,14 @@ class _Receiver:
         events = [json.loads(line) for line in self.events_file.read_text().splitlines()]
         return [e for e in events if e["data"]["message"]["attributes"].get("run_id") == run_id]
 
-    def wait_for(self, run_id: str, pool: str) -> list[dict[str, Any]]:
-        def arrived(events: list[dict[str, Any]]) -> bool:
-            return any(e["data"]["message"]["attributes"].get("pool") == pool for e in events)
+    def wait_for(self, run_id: str, *pools: str) -> list[dict[str, Any]]:
+        """The run's events once one of each pool has arrived."""
 
-        wait = RetryResult(arrived, max_tries=30, delay=0.2, backoff=1, logger=_QuietLog())
-        return list(wait(self.events_for)(run_id))
+        def arrived(events: list[dict[str, Any]]) -> bool:
+            seen = {e["data"]["message"]["attributes"].get("pool") for e in events}
+            return set(pools) <= seen
+
+        return eventually(lambda: self.events_for(run_id), arrived, timeout=10, interval=0.1)
 
 
 @pytest.fixture(scope="module")
@@ -199,19 +202,37 @@ def test_push_subscription_delivers_node_ready_as_a_pubsub_cloudevent_with_attri
     assert message["messageId"] == message_id
 
 
-@pytest.mark.xfail(
-    reason="The Pub/Sub emulator of gcloud 528 (cloud-pubsub-emulator 0.8.20) stores a "
-    "subscription's filter but delivers every message (push and pull); filtering came "
-    "with gcloud 555. exec-<pool> must check the pool attribute itself.",
-    strict=False,
-)
-def test_push_subscription_filter_keeps_other_pools_messages_out(
+class _Dispatched:
+    """The engine's outgoing messages, recorded: the test hands deliveries over itself."""
+
+    def __init__(self) -> None:
+        self.ready: list[tuple[str, str, int, str]] = []
+        self.finished: list[tuple[str, str, str]] = []
+
+    async def node_ready(self, run_id: str, node_id: str, attempt: int, pool: str) -> None:
+        self.ready.append((run_id, node_id, attempt, pool))
+
+    async def node_finished(self, run_id: str, node_id: str, status: Any) -> None:
+        self.finished.append((run_id, node_id, str(status)))
+
+    async def schedule(self, run_id: str, node_id: str, attempt: int, at: float) -> None:
+        raise AssertionError("no retry expected")
+
+
+def test_the_emulator_ignores_push_filters_so_exec_acks_another_pools_message_unrun(
     emulator_stack: harness.EmulatorStack,
     cloudevent_receiver: _Receiver,
     push_subscription: Any,
     pubsub_publisher: Any,
     unique_name: Any,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    """The Pub/Sub emulator of gcloud 528 (cloud-pubsub-emulator 0.8.20) stores a
+    subscription's filter but delivers every message, push and pull (filtering came with
+    gcloud 555; if an upgrade makes the first assertion fail, the emulator filters now and
+    this fact is gone). So exec-<pool> must check the pool attribute itself: a message of
+    another pool is returned from (acked) without running anything."""
     project, topic = emulator_stack.project, names.TOPIC_NODE_READY
     push_subscription(
         topic,
@@ -224,12 +245,44 @@ def test_push_subscription_filter_keeps_other_pools_messages_out(
         data, attributes = _node_ready(run_id, pool)
         pubsub_publisher.publish(topic_path, data, **attributes).result(timeout=10)
 
-    cloudevent_receiver.wait_for(run_id, names.DEFAULT_POOL)
-    time.sleep(0.5)  # the gpu message was published first; give it time to show up
-    pools = [
-        e["data"]["message"]["attributes"]["pool"] for e in cloudevent_receiver.events_for(run_id)
-    ]
-    assert "gpu" not in pools
+    # The emulator fact: the message the filter would have dropped is pushed as well.
+    events = cloudevent_receiver.wait_for(run_id, "gpu", names.DEFAULT_POOL)
+    by_pool = {e["data"]["message"]["attributes"]["pool"]: e["data"] for e in events}
+
+    # What exec-default does with each push (the run exists; its node "review" is ready).
+    calls: list[str] = []
+    tools = default_registry.child()
+
+    @tools.tool
+    def review() -> str:
+        calls.append("review")
+        return "reviewed"
+
+    monkeypatch.setenv(names.ENV_POOL, names.DEFAULT_POOL)
+    graph = {"name": "pools", "nodes": [{"id": "review", "tool": "review"}]}
+
+    async def deliver() -> tuple[NodeStatus | None, NodeStatus | None, _Dispatched]:
+        sent = _Dispatched()
+        store = SqliteStore(tmp_path / "runs.db")
+        try:
+            engine = Engine(store, sent, sent, default_router(), tools)
+            await engine.start_run(graph, run_id=run_id)
+            await handlers.execute(engine, pubsub_message(by_pool["gpu"]))
+            after_gpu = await store.get_node(run_id, "review")
+            await handlers.execute(engine, pubsub_message(by_pool[names.DEFAULT_POOL]))
+            after_default = await store.get_node(run_id, "review")
+        finally:
+            store.close()
+        return (
+            after_gpu.status if after_gpu else None,
+            after_default.status if after_default else None,
+            sent,
+        )
+
+    after_gpu, after_default, sent = asyncio.run(deliver())
+    assert after_gpu == NodeStatus.READY  # returned (acked) with nothing run
+    assert after_default == NodeStatus.SUCCEEDED and calls == ["review"]
+    assert sent.finished == [(run_id, "review", "succeeded")]
 
 
 # --------------------------------------------------------------------------------------

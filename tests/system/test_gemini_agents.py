@@ -6,7 +6,6 @@ The engine owns retries, backoff and the fallback model; the stub injects the fa
 
 from __future__ import annotations
 
-import asyncio
 import itertools
 import time
 from collections.abc import AsyncIterator, Iterator
@@ -31,11 +30,17 @@ def stub() -> Iterator[GeminiStub]:
 
 
 @pytest.fixture
-async def runtime(stub: GeminiStub, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[LocalRuntime]:
+def on_stub(stub: GeminiStub, monkeypatch: pytest.MonkeyPatch) -> GeminiStub:
+    """The Gemini client of this process talks to the (reset) stub."""
     stub.reset()
     monkeypatch.setenv("GOOGLE_GEMINI_BASE_URL", stub.url)
     for name in ("GEMINI_API_KEY", "GOOGLE_API_KEY", "GOOGLE_GENAI_USE_VERTEXAI"):
         monkeypatch.delenv(name, raising=False)
+    return stub
+
+
+@pytest.fixture
+async def runtime(on_stub: GeminiStub) -> AsyncIterator[LocalRuntime]:
     store = SqliteStore(":memory:")
     router = default_router({"gemini-2.5-flash-lite": 2})
     async with LocalRuntime(
@@ -94,24 +99,36 @@ async def test_json_output_satisfies_the_schema(runtime: LocalRuntime) -> None:
     assert run.outputs == {"j": {"verdict": "approve", "score": 1}}
 
 
-async def test_streamed_text_is_visible_while_the_node_runs(runtime: LocalRuntime) -> None:
+class _PartialsSeen(SqliteStore):
+    """Reads the node back after every partial-text write: what a reader sees then."""
+
+    def __init__(self) -> None:
+        super().__init__(":memory:")
+        self.seen: list[tuple[str, NodeStatus, str | None]] = []  # (written, status, read)
+
+    async def set_partial(self, run_id: str, node_id: str, attempt: int, text: str) -> None:
+        await super().set_partial(run_id, node_id, attempt, text)
+        node = await self.get_node(run_id, node_id)
+        assert node is not None
+        self.seen.append((text, node.status, node.partial))
+
+
+async def test_streamed_text_is_visible_while_the_node_runs(on_stub: GeminiStub) -> None:
     words = " ".join(f"w{i}" for i in range(12))
-    started = await runtime.start(
-        graph(agent("s", "gemini-2.5-flash~chunkdelay=150ms", words, stream=True))
+    store = _PartialsSeen()
+    async with LocalRuntime(
+        store, default_router(), default_registry, workers=2, partial_interval_s=0.0
+    ) as runtime:
+        run = await runtime.run(
+            graph(agent("s", "gemini-2.5-flash~chunkdelay=150ms", words, stream=True))
+        )
+    store.close()
+    assert len(store.seen) >= 2
+    assert all(
+        read == written and status == NodeStatus.RUNNING for written, status, read in store.seen
     )
-    seen: list[str] = []
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        node = (await nodes_of(runtime, started.run_id))["s"]
-        if node.partial and (not seen or node.partial != seen[-1]):
-            seen.append(node.partial)
-        if node.status == NodeStatus.SUCCEEDED:
-            break
-        await asyncio.sleep(0.02)
-    run = await runtime.wait(started.run_id)
-    assert len(seen) >= 2 and all(
-        later.startswith(earlier) for earlier, later in itertools.pairwise(seen)
-    )
+    texts = [written for written, _, _ in store.seen]
+    assert all(later.startswith(earlier) for earlier, later in itertools.pairwise(texts))
     assert run.outputs == {"s": f"[gemini-2.5-flash] {words}"}
 
 

@@ -133,7 +133,8 @@ def _pydantic_problems(
     prefix: str, error: ValidationError, node_id: str | None
 ) -> Iterator[Problem]:
     for item in error.errors():
-        path = _json_path(prefix, item["loc"]).lstrip(".")
+        # A top-level key "" has no path of its own: name the document instead.
+        path = _json_path(prefix, item["loc"]).lstrip(".") or "graph"
         message = item["msg"].removeprefix("Value error, ")
         if item["type"] == "extra_forbidden":
             message = "unknown field"
