@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 DEMO_DB := .agentgraph/demo.db
 
-.PHONY: help run test lint lint-infra test-rules format unit e2e bench emulators demo-emulators package deploy destroy clean
+.PHONY: help run test lint lock lint-infra test-rules format unit e2e bench emulators demo-emulators package deploy destroy clean
 CHECKOV_VERSION := 3.3.30
 PROJECT ?=
 REGION ?= us-central1
@@ -23,18 +23,33 @@ $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 
-# Stamps record which extras are installed; they are redone when pyproject.toml changes.
-$(VENV)/.run-installed: pyproject.toml | $(BIN)/python
-	$(BIN)/pip install --quiet -e .
-	@touch $@
+# Dependencies come from the hash-checked lock files in requirements/ (pip-tools; `make lock`
+# upgrades them on purpose); the package itself is installed without resolving anything.
+# `pip check` fails when pyproject.toml asks for something the lock does not satisfy.
+# Stamps record what is installed; they are redone when a lock file changes.
+LOCK_DEV := requirements/dev.txt
+LOCK_FUNCTIONS := requirements/functions.txt
 
-$(VENV)/.test-installed: pyproject.toml | $(BIN)/python
-	$(BIN)/pip install --quiet -e '.[test]'
+$(VENV)/.test-installed: $(LOCK_DEV) pyproject.toml | $(BIN)/python
+	$(BIN)/pip install --quiet --require-hashes -r $(LOCK_DEV)
+	$(BIN)/pip install --quiet --no-deps --no-build-isolation -e .
+	$(BIN)/pip check
 	@touch $@ $(VENV)/.run-installed
 
-$(VENV)/.bench-installed: pyproject.toml | $(BIN)/python
-	$(BIN)/pip install --quiet -e '.[test,bench]'
-	@touch $@ $(VENV)/.test-installed $(VENV)/.run-installed
+$(VENV)/.run-installed: $(LOCK_DEV) pyproject.toml | $(BIN)/python
+	$(MAKE) $(VENV)/.test-installed
+	@touch $@
+
+# Re-resolve both lock files from pyproject.toml: the upgrade is a reviewed change.
+PIP_COMPILE = $(BIN)/pip-compile --quiet --generate-hashes --strip-extras --unsafe-package agentgraph --no-emit-index-url --no-emit-find-links --upgrade
+lock: $(VENV)/.test-installed
+	CUSTOM_COMPILE_COMMAND="make lock" $(PIP_COMPILE) --extra test -o $(LOCK_DEV) pyproject.toml
+	CUSTOM_COMPILE_COMMAND="make lock" $(PIP_COMPILE) --extra gcp -o $(LOCK_FUNCTIONS) pyproject.toml
+
+# The peers the benchmarks compare with are not deployed, so they are not locked.
+$(VENV)/.bench-installed: $(VENV)/.test-installed
+	$(BIN)/pip install --quiet 'langgraph>=0.2' 'langgraph-checkpoint-sqlite>=2'
+	@touch $@
 
 run: $(VENV)/.run-installed
 	$(BIN)/agentgraph run examples/code-review.yaml --tools agentgraph.tools.code_review --set code=@examples/sample_code.py --db $(DEMO_DB)
@@ -94,11 +109,12 @@ test: lint .venv-checkov/bin/checkov test-rules
 	$(BIN)/pytest -q
 
 # The deployable archive for Cloud Functions: functions/ + the agentgraph package +
-# requirements.txt. Byte-for-byte reproducible, so an unchanged archive redeploys nothing.
+# requirements.txt (the hash-checked functions lock: Cloud Build installs exactly that set).
+# Byte-for-byte reproducible, so an unchanged archive redeploys nothing.
 package: $(VENV)/.run-installed
 	rm -rf build/function-source build/function-source.zip && mkdir -p build/function-source
 	cp functions/main.py functions/openapi.yaml build/function-source/ && cp -r shared/agentgraph build/function-source/
-	$(BIN)/python -c 'import tomllib;p=tomllib.load(open("pyproject.toml","rb"))["project"];print("\n".join(p["dependencies"]+p["optional-dependencies"]["gcp"]))' > build/function-source/requirements.txt
+	cp $(LOCK_FUNCTIONS) build/function-source/requirements.txt
 	find build/function-source -name __pycache__ -prune -exec rm -rf {} +
 	find build/function-source -exec touch -t 198001010000 {} +
 	cd build/function-source && find . -type f | LC_ALL=C sort | zip -X -q ../function-source.zip -@
