@@ -24,6 +24,8 @@ module "agentgraph" {
   allowed_invokers  = var.allowed_invokers
   tool_modules      = var.tool_modules
   api_admins        = var.api_admins
+  api_audiences     = var.api_audiences
+  owner_limits      = var.owner_limits
 
   source_archive         = coalesce(var.source_archive, "${local.repo_root}/build/function-source.zip")
   firestore_rules_file   = "${local.repo_root}/firestore.rules"

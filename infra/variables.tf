@@ -53,6 +53,23 @@ variable "api_admins" {
   default     = []
 }
 
+variable "api_audiences" {
+  description = "Extra audiences the api accepts in Google ID tokens (its own URL always is)."
+  type        = list(string)
+  default     = []
+}
+
+variable "owner_limits" {
+  description = "Per-owner limits: runs_per_minute, running_runs, daily_usd, daily_tokens."
+  type = object({
+    runs_per_minute = optional(number, 60)
+    running_runs    = optional(number, 20)
+    daily_usd       = optional(number, 20)
+    daily_tokens    = optional(number, 5000000)
+  })
+  default = {}
+}
+
 variable "source_archive" {
   description = "Function source zip; defaults to build/function-source.zip at the repository root (`make package`)."
   type        = string

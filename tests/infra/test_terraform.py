@@ -46,6 +46,11 @@ DEPLOYED_ENV = {
     names.ENV_MAX_CONCURRENCY,
     names.ENV_POOL,
     names.ENV_ADMINS,
+    names.ENV_API_AUDIENCE,
+    names.ENV_LIMIT_RUNS_PER_MINUTE,
+    names.ENV_LIMIT_RUNNING_RUNS,
+    names.ENV_LIMIT_DAILY_USD,
+    names.ENV_LIMIT_DAILY_TOKENS,
 }
 LOCAL_ONLY_ENV = {
     names.ENV_DB: "SQLite file of the local backend",
@@ -54,7 +59,6 @@ LOCAL_ONLY_ENV = {
     names.ENV_TASKS_EMULATOR: "emulator only",
     names.ENV_AUTH_MODE: "'off' is for emulators only; production keeps the default",
     names.ENV_GEMINI_BASE_URL: "points google-genai at a local stub",
-    names.ENV_API_AUDIENCE: "optional; by default the api accepts its own URL as the audience",
 }
 # Deployed variables that only some functions get; every other deployed one is on all of them.
 ENV_ONLY_ON = {
@@ -63,6 +67,7 @@ ENV_ONLY_ON = {
     names.ENV_MAX_CONCURRENCY: {"exec"},
     names.ENV_POOL: {"exec"},
     names.ENV_ADMINS: {"api"},
+    names.ENV_API_AUDIENCE: {"api"},
 }
 
 PRIMITIVE_ROLES = {"roles/owner", "roles/editor", "roles/viewer"}
@@ -319,6 +324,25 @@ def test_each_function_gets_the_common_env_and_only_its_own_extras(
     env = function_env(module_tf, functions(module_tf)[resource])
     expected = {var for var in DEPLOYED_ENV if resource in ENV_ONLY_ON.get(var, set(FUNCTIONS))}
     assert env == expected
+
+
+def test_the_api_audience_is_configuration_never_a_request_header(module_tf: TfConfig) -> None:
+    env = module_tf.env_map("${local.api_only_env}")
+    audience = env[names.ENV_API_AUDIENCE]
+    assert "local.api_own_url" in audience and "var.api_audiences" in audience
+    own = module_tf.locals["api_own_url"]
+    assert own == "https://${var.region}-${var.project}.cloudfunctions.net/api"
+
+
+def test_owner_limits_reach_every_function_from_one_variable(module_tf: TfConfig) -> None:
+    common = module_tf.env_map("${local.common_env}")
+    for env, field in (
+        (names.ENV_LIMIT_RUNS_PER_MINUTE, "runs_per_minute"),
+        (names.ENV_LIMIT_RUNNING_RUNS, "running_runs"),
+        (names.ENV_LIMIT_DAILY_USD, "daily_usd"),
+        (names.ENV_LIMIT_DAILY_TOKENS, "daily_tokens"),
+    ):
+        assert common[env] == f"${{tostring(var.owner_limits.{field})}}"
 
 
 def test_exec_learns_the_retry_url_and_the_tasks_identity_from_terraform(

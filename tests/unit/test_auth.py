@@ -76,9 +76,10 @@ def keys(monkeypatch: pytest.MonkeyPatch) -> LocalKeys:
     caching = auth._CachingRequest()
     caching._inner = local  # type: ignore[assignment]
     monkeypatch.setattr(auth, "_request", caching)
-    for variable in (names.ENV_AUTH_MODE, auth.ENV_ADMINS, auth.ENV_API_AUDIENCE):
+    for variable in (names.ENV_AUTH_MODE, auth.ENV_ADMINS):
         monkeypatch.delenv(variable, raising=False)
     monkeypatch.setenv(names.ENV_PROJECT, PROJECT)
+    monkeypatch.setenv(auth.ENV_API_AUDIENCE, AUDIENCE)  # Terraform sets the api's own URL
     return local
 
 
@@ -126,6 +127,41 @@ def test_the_audience_comes_from_the_environment_when_set(
     assert auth.caller(bearer(token(aud="https://other"), host="ignored")).uid == "1234"
     with pytest.raises(AuthError, match="rejected"):
         auth.caller(bearer(token()))
+
+
+def test_an_audience_chosen_by_the_request_headers_is_refused(keys: LocalKeys) -> None:
+    """A Google-signed token minted for another service, sent with a Host (or
+    X-Forwarded-Host) naming that service, is not a token for this api."""
+    other = "https://other-service.run.app"
+    forged = Request(
+        Headers(
+            {
+                "Authorization": f"Bearer {token(aud=other)}",
+                "Host": "other-service.run.app",
+                "X-Forwarded-Host": "other-service.run.app",
+            }
+        )
+    )
+    with pytest.raises(AuthError, match="rejected"):
+        auth.caller(forged)
+
+
+def test_without_a_configured_audience_the_host_header_does_not_become_one(
+    keys: LocalKeys, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv(auth.ENV_API_AUDIENCE)
+    with pytest.raises(AuthMisconfigured, match=auth.ENV_API_AUDIENCE):
+        auth.caller(bearer(token()))
+
+
+def test_an_email_without_email_verified_does_not_make_an_admin(
+    keys: LocalKeys, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv(auth.ENV_ADMINS, "ada@example.com")
+    unverified = jwt.decode(token(), verify=False)
+    del unverified["email_verified"]
+    caller = auth.caller(bearer(jwt.encode(SIGNER, unverified).decode()))
+    assert caller.is_admin is False and caller.email is None
 
 
 @pytest.mark.parametrize(

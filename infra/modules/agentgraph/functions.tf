@@ -20,10 +20,20 @@ locals {
     # The identity of Cloud Tasks and Cloud Scheduler calls: exec puts it in the retry tasks,
     # retry and sweep admit no other caller.
     (local.env_tasks_service_acct) = google_service_account.invoker.email
+    # Per-owner limits: checked by the api when a run starts, by exec before a model call.
+    (local.env_limit_runs_per_min) = tostring(var.owner_limits.runs_per_minute)
+    (local.env_limit_running_runs) = tostring(var.owner_limits.running_runs)
+    (local.env_limit_daily_usd)    = tostring(var.owner_limits.daily_usd)
+    (local.env_limit_daily_tokens) = tostring(var.owner_limits.daily_tokens)
   }
 
+  # The audience of Google ID tokens the api accepts comes from here, never from a request:
+  # its own URL (known before it exists: the cloudfunctions.net form), plus var.api_audiences.
+  api_own_url = "https://${var.region}-${var.project}.cloudfunctions.net/api"
+
   api_only_env = {
-    (local.env_admins) = join(",", var.api_admins)
+    (local.env_admins)       = join(",", var.api_admins)
+    (local.env_api_audience) = join(",", concat([local.api_own_url], var.api_audiences))
   }
 
   # exec schedules retries: where Cloud Tasks should POST them.

@@ -38,4 +38,9 @@ locals {
   env_max_concurrency    = "AGENTGRAPH_MAX_CONCURRENCY"
   env_pool               = "AGENTGRAPH_POOL"
   env_admins             = "AGENTGRAPH_ADMINS"
+  env_api_audience       = "AGENTGRAPH_API_AUDIENCE"
+  env_limit_runs_per_min = "AGENTGRAPH_LIMIT_RUNS_PER_MINUTE"
+  env_limit_running_runs = "AGENTGRAPH_LIMIT_RUNNING_RUNS"
+  env_limit_daily_usd    = "AGENTGRAPH_LIMIT_DAILY_USD"
+  env_limit_daily_tokens = "AGENTGRAPH_LIMIT_DAILY_TOKENS"
 }

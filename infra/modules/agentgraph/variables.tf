@@ -103,6 +103,28 @@ variable "api_admins" {
   default     = []
 }
 
+variable "api_audiences" {
+  description = "Extra audiences the api accepts in Google ID tokens (e.g. a custom domain's URL). The api's own URL (https://REGION-PROJECT.cloudfunctions.net/api) is always accepted; the audience is never taken from a request's headers."
+  type        = list(string)
+  default     = []
+}
+
+variable "owner_limits" {
+  description = "Per-owner limits the api and exec enforce (429 with Retry-After at start; a node fails before a model call over the daily budget). Counted from the runs, with no counter document."
+  type = object({
+    runs_per_minute = optional(number, 60)
+    running_runs    = optional(number, 20)
+    daily_usd       = optional(number, 20)
+    daily_tokens    = optional(number, 5000000)
+  })
+  default = {}
+
+  validation {
+    condition     = alltrue([for v in values(var.owner_limits) : v > 0])
+    error_message = "Every owner limit must be a positive number."
+  }
+}
+
 variable "source_archive" {
   description = "Path of the zip that holds functions/main.py, the agentgraph package and requirements.txt (built by `make package` into build/function-source.zip)."
   type        = string

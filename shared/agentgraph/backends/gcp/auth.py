@@ -5,12 +5,15 @@
 - `AGENTGRAPH_AUTH=off` makes every caller the anonymous admin "local". It is refused
   (AuthMisconfigured) unless FIRESTORE_EMULATOR_HOST is set, so a production function with
   a stray "off" fails closed instead of opening every run to everyone.
-- Otherwise `Authorization: Bearer <token>` must be a Google ID token (audience
-  AGENTGRAPH_API_AUDIENCE, comma-separated, or the URL the request came to) or a Firebase
-  ID token of this project (GOOGLE_CLOUD_PROJECT). The caller's uid is the token's `sub`:
+- Otherwise `Authorization: Bearer <token>` must be a Google ID token for one of the
+  audiences in AGENTGRAPH_API_AUDIENCE (comma-separated; Terraform sets the api's own URL)
+  or a Firebase ID token of this project (GOOGLE_CLOUD_PROJECT). The audience is never
+  derived from the request: Host and X-Forwarded-Host are the caller's to choose, and a
+  token minted for another service must not pass here because a header says so. The caller's uid is the token's `sub`:
   the Firebase uid that the Firestore rules compare run owners with.
 - Admins: a uid or email listed in AGENTGRAPH_ADMINS (comma-separated), or a Firebase
-  token with the custom claim `admin: true` (the same claim the rules honour).
+  token with the custom claim `admin: true` (the same claim the rules honour). An email
+  counts only when the token says `email_verified: true`; a missing claim is not verified.
 
 `service_caller(request, audiences)` admits only a Google-signed token of the service
 account in AGENTGRAPH_TASKS_SERVICE_ACCOUNT: Cloud Tasks and Cloud Scheduler calls.
@@ -74,7 +77,7 @@ def caller(request: HasHeaders) -> Caller:
         return Caller(LOCAL_UID, is_admin=True)
     claims = _verify_user_token(_bearer(request), _api_audiences(request))
     uid = str(claims["sub"])
-    email = claims.get("email") if claims.get("email_verified", True) else None
+    email = claims.get("email") if claims.get("email_verified") is True else None
     admins = _split(os.environ.get(ENV_ADMINS, ""))
     is_admin = uid in admins or (email is not None and email in admins)
     is_admin = is_admin or claims.get("admin") is True
@@ -100,7 +103,7 @@ def service_caller(request: HasHeaders, audiences: Iterable[str]) -> Caller:
     audiences = [a for a in audiences if a]
     claims = _verify(_bearer(request), audiences, firebase=False)
     email = claims.get("email")
-    if email != expected or not claims.get("email_verified", False):
+    if email != expected or claims.get("email_verified") is not True:
         raise Forbidden(f"this function admits only {expected}; the token is of {email or '?'}")
     return Caller(str(claims["sub"]), is_admin=True, email=email)
 
@@ -126,11 +129,8 @@ def _bearer(request: HasHeaders) -> str:
 
 
 def _api_audiences(request: HasHeaders) -> list[str]:
-    configured = _split(os.environ.get(ENV_API_AUDIENCE, ""))
-    if configured:
-        return configured
-    derived = request_audience(request)
-    return [derived] if derived else []
+    """From configuration only (see the module docstring); `request` is not consulted."""
+    return _split(os.environ.get(ENV_API_AUDIENCE, ""))
 
 
 def _verify_user_token(token: str, audiences: list[str]) -> dict[str, Any]:
