@@ -87,6 +87,10 @@ class IdempotencyConflict(AgentgraphError):
     """The same Idempotency-Key was used with a different request body."""
 
 
+class PayloadTooLarge(AgentgraphError):
+    """An API request body over the size limit (refused before or while it is read)."""
+
+
 class LlmNotConfigured(AgentgraphError):
     """A graph needs a model whose provider has no credentials (e.g. no GEMINI_API_KEY)."""
 
@@ -183,16 +187,22 @@ ERRORS: tuple[tuple[type[AgentgraphError], ErrorKind], ...] = (
     (RunNotFound, ErrorKind(404, "not_found", EXIT_INVALID)),
     (GraphNotFound, ErrorKind(404, "not_found", EXIT_INVALID)),
     (IdempotencyConflict, ErrorKind(409, "idempotency_conflict", EXIT_INVALID)),
+    (PayloadTooLarge, ErrorKind(413, "payload_too_large", EXIT_INVALID)),
     (Contention, ErrorKind(503, "contention", EXIT_RUN_FAILED, retry_after_s=1)),
     (AuthMisconfigured, ErrorKind(500, "misconfigured", EXIT_RUN_FAILED)),
 )
 
 INTERNAL = ErrorKind(500, "internal", EXIT_RUN_FAILED)
+# A backing service failed in a way a retry can fix (the backend names those types).
+UNAVAILABLE = ErrorKind(503, "unavailable", EXIT_RUN_FAILED, retry_after_s=1)
 
 
-def kind_of(exc: BaseException) -> ErrorKind:
-    """The row of `ERRORS` for an exception; INTERNAL for anything not raised on purpose."""
+def kind_of(exc: BaseException, transient: tuple[type[BaseException], ...] = ()) -> ErrorKind:
+    """The row of `ERRORS` for an exception; UNAVAILABLE for one of the backend's
+    `transient` types; INTERNAL for anything else not raised on purpose."""
     for error_type, kind in ERRORS:
         if isinstance(exc, error_type):
             return kind
+    if transient and isinstance(exc, transient):
+        return UNAVAILABLE
     return INTERNAL
