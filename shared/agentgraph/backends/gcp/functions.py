@@ -161,7 +161,9 @@ def _task_name(request: Request) -> str:
 
 # ---- Pub/Sub push ---------------------------------------------------------------------------
 
-ACK = Response(status_code=204)
+def _ack() -> Response:
+    """200: Pub/Sub push takes any 2xx as the ack (functions-framework said "OK")."""
+    return Response("OK", media_type="text/plain")
 
 
 async def pubsub_push(
@@ -177,7 +179,7 @@ async def pubsub_push(
         log.error(
             "%s: malformed message %s acked and dropped: %s", what, _message_id(envelope), exc
         )
-        return ACK
+        return _ack()
     try:
         await _run_control(lambda engine: handler(engine, message), timeout=None)
     except MalformedMessage as exc:
@@ -188,7 +190,7 @@ async def pubsub_push(
             exc,
             message.data[:200],
         )
-    return ACK
+    return _ack()
 
 
 async def exec_push(request: Request) -> Response:
