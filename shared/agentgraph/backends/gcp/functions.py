@@ -161,6 +161,7 @@ def _task_name(request: Request) -> str:
 
 # ---- Pub/Sub push ---------------------------------------------------------------------------
 
+
 def _ack() -> Response:
     """200: Pub/Sub push takes any 2xx as the ack (functions-framework said "OK")."""
     return Response("OK", media_type="text/plain")
