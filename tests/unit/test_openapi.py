@@ -4,12 +4,14 @@ answer it documents is one the api really gives."""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+from jsonschema import Draft202012Validator
 
 from agentgraph.api import ENDPOINTS, MAX_BODY_BYTES
 from agentgraph.api.openapi import document, openapi_path, to_yaml
@@ -45,6 +47,16 @@ def test_the_document_lists_exactly_the_routes_served(client: Client) -> None:
     assert documented == served
     assert DOCUMENT["openapi"] == "3.1.0"
     assert client.call("GET", "/openapi.json").json() == DOCUMENT
+
+
+def test_every_schema_is_valid_json_schema_and_every_ref_resolves() -> None:
+    for schema in DOCUMENT["components"]["schemas"].values():
+        Draft202012Validator.check_schema(schema)  # raises SchemaError naming the fault
+
+    refs = set(re.findall(r"'\$ref': '#/components/(\w+)/(\w+)'", repr(DOCUMENT)))
+    assert refs, "the document refers to its components"
+    missing = {(kind, name) for kind, name in refs if name not in DOCUMENT["components"][kind]}
+    assert not missing
 
 
 # ---- every documented answer, produced --------------------------------------------------------
