@@ -288,8 +288,6 @@ class Endpoint:
     uses_store: bool = True
 
 
-_LOCATION = True
-
 ENDPOINTS: tuple[Endpoint, ...] = (
     Endpoint(
         "POST",
@@ -298,11 +296,11 @@ ENDPOINTS: tuple[Endpoint, ...] = (
         "Start a run",
         Api.create_run,
         {
-            201: Reply("The run was created.", models.RunSummary, _LOCATION),
+            201: Reply("The run was created.", models.RunSummary, location=True),
             200: Reply(
                 "The run created earlier with this Idempotency-Key and body.",
                 models.RunSummary,
-                _LOCATION,
+                location=True,
             ),
         },
         raises=(RequestInvalid, GraphInvalid, InputInvalid, LlmNotConfigured),
@@ -377,8 +375,10 @@ ENDPOINTS: tuple[Endpoint, ...] = (
         "Store a new version of a graph definition",
         Api.create_graph,
         {
-            201: Reply("A new version was stored.", models.GraphVersion, _LOCATION),
-            200: Reply("The definition equals the latest version.", models.GraphVersion, _LOCATION),
+            201: Reply("A new version was stored.", models.GraphVersion, location=True),
+            200: Reply(
+                "The definition equals the latest version.", models.GraphVersion, location=True
+            ),
         },
         raises=(RequestInvalid, GraphInvalid, Forbidden),
         body=GraphSpec,
