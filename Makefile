@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 DEMO_DB := .agentgraph/demo.db
 
-.PHONY: help run test lint lock lint-infra test-rules format unit e2e bench emulators demo-emulators package deploy destroy clean
+.PHONY: help run test lint lock lint-infra test-rules format unit e2e bench emulators demo-emulators openapi package deploy destroy clean
 CHECKOV_VERSION := 3.3.30
 PROJECT ?=
 REGION ?= us-central1
@@ -17,6 +17,7 @@ help:
 	@echo "make emulators  the whole gcp backend on this machine: emulators + functions (foreground)"
 	@echo "make demo-emulators  the demo graph through the HTTP api of that stack"
 	@echo "make e2e        only the end-to-end tests of the functions on the emulators"
+	@echo "make openapi    regenerate functions/openapi.yaml from the api's routes and models"
 	@echo "make deploy PROJECT=p [REGION=r]   terraform apply in infra/ (see infra/README.md)"
 
 $(BIN)/python:
@@ -63,6 +64,11 @@ lint: $(VENV)/.test-installed
 format: $(VENV)/.test-installed
 	$(BIN)/ruff format shared functions emulator tests bench
 	$(BIN)/ruff check --fix shared functions emulator tests bench
+
+# The OpenAPI document is generated from the api's routes and models (agentgraph.api.openapi);
+# tests/unit/test_openapi.py fails when functions/openapi.yaml is not what this writes.
+openapi: $(VENV)/.test-installed
+	$(BIN)/python -m agentgraph.api.openapi > functions/openapi.yaml
 
 unit: $(VENV)/.test-installed
 	$(BIN)/pytest tests/unit -q

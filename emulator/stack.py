@@ -55,8 +55,7 @@ class FunctionSpec:
 
     name: str
     target: str
-    signature_type: str  # http | cloudevent
-    topic: str | None = None  # push subscription source, for cloudevent functions
+    topic: str | None = None  # push subscription source, for the Pub/Sub functions
     subscription: str | None = None
     filter: str | None = None
     env: tuple[tuple[str, str], ...] = ()
@@ -66,20 +65,18 @@ class FunctionSpec:
 def function_specs(pools: Sequence[str]) -> list[FunctionSpec]:
     """The functions of a deployment with these pools (the same set Terraform makes)."""
     specs = [
-        FunctionSpec("api", names.ENTRY_API, "http"),
-        FunctionSpec("retry", names.ENTRY_RETRY, "http"),
-        FunctionSpec("sweep", names.ENTRY_SWEEP, "http"),
+        FunctionSpec("api", names.ENTRY_API),
+        FunctionSpec("retry", names.ENTRY_RETRY),
+        FunctionSpec("sweep", names.ENTRY_SWEEP),
         FunctionSpec(
             "complete",
             names.ENTRY_COMPLETE,
-            "cloudevent",
             names.TOPIC_NODE_FINISHED,
             names.SUBSCRIPTION_COMPLETE,
         ),
         FunctionSpec(
             "start_from_event",
             names.ENTRY_START_FROM_EVENT,
-            "cloudevent",
             names.TOPIC_RUN_REQUESTS,
             names.SUBSCRIPTION_RUN_REQUESTS,
         ),
@@ -89,7 +86,6 @@ def function_specs(pools: Sequence[str]) -> list[FunctionSpec]:
             FunctionSpec(
                 names.exec_function(pool),
                 names.ENTRY_EXEC,
-                "cloudevent",
                 names.TOPIC_NODE_READY,
                 names.exec_subscription(pool),
                 names.pool_filter(pool),
@@ -226,7 +222,6 @@ class Stack:
             names.ENV_AUTH_MODE: "off",
             names.ENV_RETRY_URL: retry_url,
             names.ENV_GEMINI_BASE_URL: self.stub.url,
-            "THREADS": "16",  # gunicorn threads per function: concurrent pushes
             "PYTHONPATH": os.pathsep.join(
                 p for p in (str(REPO_ROOT), os.environ.get("PYTHONPATH", "")) if p
             ),
@@ -244,7 +239,6 @@ class Stack:
             server = harness.FunctionServer(
                 spec.target,
                 FUNCTIONS_SOURCE,
-                signature_type=spec.signature_type,
                 port=ports[spec.name],
                 env={**env, **dict(spec.env)},
                 log_dir=log_dir,
@@ -264,7 +258,7 @@ class Stack:
             time.sleep(0.05)
 
     def push_endpoint(self, function: str, topic: str) -> str:
-        """Push URL of a CloudEvent function; the topic path fills the event's source."""
+        """Push URL of a Pub/Sub function (its subscription posts to it), with the topic path."""
         return f"{self.servers[function].url}/projects/{self.project}/topics/{topic}"
 
     def _subscribe(self) -> None:

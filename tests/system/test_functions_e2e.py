@@ -5,22 +5,30 @@ The functions run in their own processes exactly as `python -m emulator.stack` r
 (emulator/stack.py), in a project of their own on the session's emulators so nothing else
 the session publishes reaches them. Executions are counted twice: by the store
 (`executions`, the events) and by the tools themselves (a marker file per test).
+
+No test sleeps to wait: each polls what it waits for (`until`, with a deadline). To know
+that every message published so far has been delivered, a test publishes a barrier (a
+message for a run that does not exist, which the function logs and drops) and waits for
+it in the function's log: the emulator pushes a subscription's messages in the order they
+were published, and a message answered with an error is pushed again at once (the stack's
+subscriptions have no retry policy), ahead of later ones.
 """
 
 from __future__ import annotations
 
 import base64
 import json
+import logging
 import re
-import time
 import uuid
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
 import pytest
+from test_utils.retry import BackoffFailed, RetryResult
 from test_utils.system import EmulatorCreds
 
 from agentgraph.core import names
@@ -32,6 +40,10 @@ pytestmark = [pytest.mark.emulator, pytest.mark.slow]
 PROJECT = "e2e-agentgraph"
 TOOLS = Path(__file__).with_name("e2e_tools.py")
 TERMINAL = ("succeeded", "failed", "cancelled")
+NODE_FINAL = ("succeeded", "failed", "skipped", "cancelled")
+POLL_S = 0.1
+T = TypeVar("T")
+_log = logging.getLogger("agentgraph.tests.e2e")
 
 
 # ---- fixtures ---------------------------------------------------------------------------
@@ -96,15 +108,31 @@ def start(api: httpx.Client, graph: dict, input: Any = None, **headers: str) -> 
     return dict(response.json())
 
 
+class _QuietLog:
+    """RetryResult reports every try as a warning; waiting is expected here."""
+
+    warning = staticmethod(_log.debug)
+
+
+def until(read: Callable[[], T], done: Callable[[T], bool], timeout: float, what: str) -> T:
+    """`read()` again every POLL_S until `done` says yes; fail saying `what` after `timeout`."""
+    tries = max(1, round(timeout / POLL_S))
+    wait = RetryResult(done, max_tries=tries, delay=POLL_S, backoff=1, logger=_QuietLog())
+    try:
+        return wait(read)()
+    except BackoffFailed:
+        pytest.fail(f"{what} within {timeout} s (last: {read()!r:.500})")
+
+
 def wait_run(api: httpx.Client, run_id: str, timeout: float = 60) -> dict:
-    """Poll GET /runs/{id} until the run has ended (and its nodes settled)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        run = api.get(f"/runs/{run_id}").json()
-        if run["status"] in TERMINAL:
-            return dict(run)
-        assert time.monotonic() < deadline, f"run {run_id} still {run['status']}: {run['counts']}"
-        time.sleep(0.1)
+    """GET /runs/{id} until the run has ended (and its nodes settled)."""
+    run = until(
+        lambda: api.get(f"/runs/{run_id}").json(),
+        lambda run: run["status"] in TERMINAL,
+        timeout,
+        f"run {run_id} has not ended",
+    )
+    return dict(run)
 
 
 def events(api: httpx.Client, run_id: str) -> list[dict]:
@@ -132,6 +160,34 @@ def log_of(stack: Stack, function: str) -> str:
     path = stack.servers[function].log_path
     assert path is not None
     return path.read_text(errors="replace")
+
+
+def publish(stack: Stack, topic: str, data: bytes, **attributes: str) -> str:
+    """Publish one message to the stack's topic; its message id."""
+    publisher = harness.publisher_client(stack.emulators.pubsub.host)
+    try:
+        path = publisher.topic_path(PROJECT, topic)
+        return str(publisher.publish(path, data, **attributes).result(timeout=30))
+    finally:
+        publisher.stop()
+
+
+def barrier(stack: Stack, topic: str, function: str, deliveries: int = 1) -> None:
+    """Wait until every message published to `topic` so far has been handled by `function`
+    (`deliveries` times when more subscriptions push the topic to it): see the module
+    docstring."""
+    run_id = f"barrier-{uuid.uuid4().hex[:12]}"
+    if topic == names.TOPIC_NODE_READY:
+        data = {"run_id": run_id, "node_id": "barrier", "attempt": 1}
+    else:
+        data = {"run_id": run_id, "node_id": "barrier", "status": "succeeded"}
+    publish(stack, topic, json.dumps(data).encode(), pool="default")
+    until(
+        lambda: log_of(stack, function).count(f"{run_id}/barrier"),
+        lambda seen: seen >= deliveries,
+        30,
+        f"the barrier on {topic} was not handled {deliveries} times by {function}",
+    )
 
 
 # ---- runs ---------------------------------------------------------------------------------
@@ -233,7 +289,10 @@ def test_every_message_delivered_twice_still_executes_each_attempt_once(
             ],
         }
         run = wait_run(api, start(api, graph)["run_id"])
-        time.sleep(1.0)  # let the late duplicates arrive and be turned away
+        # Every duplicate has been delivered (and turned away) once the barriers have been,
+        # through both subscriptions.
+        barrier(stack, names.TOPIC_NODE_READY, "exec-default", deliveries=2)
+        barrier(stack, names.TOPIC_NODE_FINISHED, "complete", deliveries=2)
         run = api.get(f"/runs/{run['run_id']}").json()
     finally:
         stack.remove_push_subscription("e2e-dup-ready")
@@ -300,7 +359,9 @@ def test_a_retryable_failure_comes_back_through_cloud_tasks_with_growing_delays(
     assert events(api, run["run_id"]) == timeline
 
 
-def test_cancelling_mid_run_stops_what_has_not_started(api: httpx.Client, marker: Path) -> None:
+def test_cancelling_mid_run_stops_what_has_not_started(
+    api: httpx.Client, stack: Stack, marker: Path
+) -> None:
     graph = {
         "name": "cancel-me",
         "nodes": [
@@ -313,14 +374,18 @@ def test_cancelling_mid_run_stops_what_has_not_started(api: httpx.Client, marker
         ],
     }
     run_id = start(api, graph)["run_id"]
-    deadline = time.monotonic() + 20
-    while nodes_of(api.get(f"/runs/{run_id}").json())["slow"]["status"] != "running":
-        assert time.monotonic() < deadline
-        time.sleep(0.05)
+
+    def slow_node() -> str:
+        return str(nodes_of(api.get(f"/runs/{run_id}").json())["slow"]["status"])
+
+    until(slow_node, lambda status: status == "running", 20, "the slow node did not start")
 
     cancelled = api.post(f"/runs/{run_id}/cancel")
     again = api.post(f"/runs/{run_id}/cancel")
-    time.sleep(3.5)  # the running node finishes its call; nothing may start after it
+    # The running node finishes its call; its node-finished must start nothing after it.
+    until(slow_node, lambda status: status in NODE_FINAL, 20, "the slow node did not finish")
+    barrier(stack, names.TOPIC_NODE_FINISHED, "complete")
+    barrier(stack, names.TOPIC_NODE_READY, "exec-default")
     run = api.get(f"/runs/{run_id}").json()
 
     assert (cancelled.status_code, cancelled.json()["cancelled"]) == (200, True)
@@ -338,16 +403,13 @@ def test_start_from_event_makes_one_run_per_message_even_when_redelivered(
     body = json.dumps(
         {"graph": {"name": "evented", "nodes": [value_node("only", marker)]}, "owner": owner}
     ).encode()
-    publisher = harness.publisher_client(stack.emulators.pubsub.host)
-    try:
-        topic = publisher.topic_path(PROJECT, names.TOPIC_RUN_REQUESTS)
-        message_id = publisher.publish(topic, body).result(timeout=30)
-    finally:
-        publisher.stop()
-    deadline = time.monotonic() + 30
-    while not (runs := api.get("/runs", params={"owner": owner}).json()["runs"]):
-        assert time.monotonic() < deadline, "no run from the run-requests message"
-        time.sleep(0.1)
+    message_id = publish(stack, names.TOPIC_RUN_REQUESTS, body)
+    runs = until(
+        lambda: api.get("/runs", params={"owner": owner}).json()["runs"],
+        bool,
+        30,
+        "no run from the run-requests message",
+    )
     # The same message pushed again (a redelivery) finds its run.
     push = stack.push_endpoint("start_from_event", names.TOPIC_RUN_REQUESTS)
     assert httpx.post(push, json=envelope(body, message_id)).status_code == 200
@@ -477,16 +539,14 @@ def test_malformed_cloud_events_are_acked_and_logged_with_their_message_id(
 
 
 def test_a_malformed_message_through_pubsub_is_acked_not_redelivered(stack: Stack) -> None:
-    publisher = harness.publisher_client(stack.emulators.pubsub.host)
-    try:
-        topic = publisher.topic_path(PROJECT, names.TOPIC_NODE_READY)
-        message_id = publisher.publish(topic, b"{garbage", pool="default").result(timeout=30)
-    finally:
-        publisher.stop()
-    deadline = time.monotonic() + 10
-    while f"malformed message {message_id}" not in log_of(stack, "exec-default"):
-        assert time.monotonic() < deadline, "the message never reached exec"
-        time.sleep(0.1)
-    time.sleep(2.0)  # a non-2xx answer would have been redelivered by now
+    message_id = publish(stack, names.TOPIC_NODE_READY, b"{garbage", pool="default")
+    until(
+        lambda: log_of(stack, "exec-default"),
+        lambda log: f"malformed message {message_id}" in log,
+        10,
+        "the message never reached exec",
+    )
+    # A message answered with an error would be pushed again ahead of a later one.
+    barrier(stack, names.TOPIC_NODE_READY, "exec-default")
 
     assert log_of(stack, "exec-default").count(f"malformed message {message_id}") == 1

@@ -3,23 +3,34 @@ what they publish and post is exactly what the functions decode."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Coroutine, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import pytest
 from test_utils.retry import RetryResult
 
-from agentgraph.backends.gcp import loop
 from agentgraph.backends.gcp.cloud_tasks_retries import CloudTasksRetries, task_id
 from agentgraph.backends.gcp.pubsub_dispatcher import PubSubDispatcher
 from agentgraph.core import names
 from agentgraph.core.messages import NodeFinished, NodeReady
 from agentgraph.core.status import NodeStatus
 from emulator import harness
+
+
+def run_in_order(*calls: Coroutine[Any, Any, Any], timeout: float = 30) -> None:
+    """Await the calls one after the other on one new event loop (the async clients bind
+    to the loop of their first call)."""
+
+    async def each() -> None:
+        for call in calls:
+            await call
+
+    asyncio.run(asyncio.wait_for(each(), timeout))
 
 
 @pytest.fixture
@@ -64,8 +75,10 @@ def test_node_ready_carries_ids_as_data_and_attributes_with_the_pool(
     read = pull(names.TOPIC_NODE_READY)
     dispatcher = PubSubDispatcher(emulator_stack.project)
     try:
-        loop.run(dispatcher.node_ready("run-1", "node_a", 3, "gpu"), timeout=30)
-        loop.run(dispatcher.node_finished("run-1", "node_a", NodeStatus.SUCCEEDED), timeout=30)
+        run_in_order(
+            dispatcher.node_ready("run-1", "node_a", 3, "gpu"),
+            dispatcher.node_finished("run-1", "node_a", NodeStatus.SUCCEEDED),
+        )
     finally:
         dispatcher.close()
 
@@ -87,7 +100,7 @@ def test_node_finished_carries_the_status(emulator_stack: harness.EmulatorStack,
     read = pull(names.TOPIC_NODE_FINISHED)
     dispatcher = PubSubDispatcher(emulator_stack.project)
     try:
-        loop.run(dispatcher.node_finished("run-2", "b", NodeStatus.SKIPPED), timeout=30)
+        run_in_order(dispatcher.node_finished("run-2", "b", NodeStatus.SKIPPED))
     finally:
         dispatcher.close()
 
@@ -134,7 +147,7 @@ def test_a_retry_is_posted_as_json_no_earlier_than_its_time(
         emulator_host=emulator_stack.tasks.host,
     )
     due = time.time() + 1.5
-    loop.run(retries.schedule("run-3", "node_b", 2, due), timeout=30)
+    run_in_order(retries.schedule("run-3", "node_b", 2, due))
 
     got = RetryResult(bool, max_tries=10, delay=0.5)(lambda: list(received))()
     at, headers, body = got[0]

@@ -15,8 +15,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.x509.oid import NameOID
 from google.auth import crypt, jwt
+from starlette.datastructures import Headers
 
-from agentgraph.api import Headers
 from agentgraph.backends.gcp import auth
 from agentgraph.core import names
 from agentgraph.core.errors import AuthError, AuthMisconfigured, Forbidden

@@ -87,6 +87,10 @@ class IdempotencyConflict(AgentgraphError):
     """The same Idempotency-Key was used with a different request body."""
 
 
+class PayloadTooLarge(AgentgraphError):
+    """An API request body over the size limit (refused before or while it is read)."""
+
+
 class LlmNotConfigured(AgentgraphError):
     """A graph needs a model whose provider has no credentials (e.g. no GEMINI_API_KEY)."""
 
@@ -203,6 +207,7 @@ ERRORS: tuple[tuple[type[AgentgraphError], ErrorKind], ...] = (
     (RunNotFound, ErrorKind(404, "not_found", EXIT_INVALID)),
     (GraphNotFound, ErrorKind(404, "not_found", EXIT_INVALID)),
     (IdempotencyConflict, ErrorKind(409, "idempotency_conflict", EXIT_INVALID)),
+    (PayloadTooLarge, ErrorKind(413, "payload_too_large", EXIT_INVALID)),
     (LimitExceeded, ErrorKind(429, "limit_exceeded", EXIT_RUN_FAILED, retry_after_s=60)),
     (Contention, ErrorKind(503, "contention", EXIT_RUN_FAILED, retry_after_s=1)),
     (Misconfigured, ErrorKind(500, "misconfigured", EXIT_RUN_FAILED)),
@@ -210,15 +215,20 @@ ERRORS: tuple[tuple[type[AgentgraphError], ErrorKind], ...] = (
 )
 
 INTERNAL = ErrorKind(500, "internal", EXIT_RUN_FAILED)
+# A backing service failed in a way a retry can fix (the backend names those types).
+UNAVAILABLE = ErrorKind(503, "unavailable", EXIT_RUN_FAILED, retry_after_s=1)
 
 
-def kind_of(exc: BaseException) -> ErrorKind:
-    """The row of `ERRORS` for an exception; INTERNAL for anything not raised on purpose.
-    An error that knows when to come back (LimitExceeded) says so in `retry_after_s`."""
+def kind_of(exc: BaseException, transient: tuple[type[BaseException], ...] = ()) -> ErrorKind:
+    """The row of `ERRORS` for an exception; UNAVAILABLE for one of the backend's
+    `transient` types; INTERNAL for anything else not raised on purpose. An error that
+    knows when to come back (LimitExceeded) says so in `retry_after_s`."""
     for error_type, kind in ERRORS:
         if isinstance(exc, error_type):
             own = getattr(exc, "retry_after_s", None)
             if own is not None:
                 return ErrorKind(kind.http_status, kind.code, kind.exit_code, max(1, round(own)))
             return kind
+    if transient and isinstance(exc, transient):
+        return UNAVAILABLE
     return INTERNAL

@@ -53,7 +53,12 @@ class RunRequest(BaseModel):
     unless `version` is given).
     """
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(
+        extra="forbid",
+        frozen=True,
+        # What `_one_graph` checks, for the OpenAPI document and other schema readers.
+        json_schema_extra={"oneOf": [{"required": ["graph"]}, {"required": ["graph_id"]}]},
+    )
 
     graph: dict[str, Any] | None = None
     graph_id: str | None = Field(None, pattern=NAME_PATTERN)

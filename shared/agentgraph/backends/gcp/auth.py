@@ -43,7 +43,7 @@ _CLOCK_SKEW_S = 10
 
 
 class HasHeaders(Protocol):
-    """A request: Flask's, or agentgraph.api.ApiRequest."""
+    """A request (Starlette's): anything with case-insensitive `headers`."""
 
     @property
     def headers(self) -> Any: ...

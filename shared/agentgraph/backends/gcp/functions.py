@@ -1,25 +1,42 @@
-"""Glue between functions-framework (Flask requests, CloudEvents) and the handlers.
+"""Glue between functions-framework's ASGI stack (Starlette requests) and the handlers.
 
-`functions/main.py` declares the entry points and calls these; everything here runs the
-engine's coroutines on the process's one event loop (`loop.run`) with the engine built
-once per process (`open_engine`).
+`functions/main.py` declares the entry points with `functions_framework.aio.http`, so the
+framework serves them with Starlette on uvicorn and every coroutine here runs on the
+server's own event loop. The Firestore, Pub/Sub and Cloud Tasks async clients bind their
+gRPC channels to the loop of their first call; the engine is built once per process
+(`open_engine`) on first use, inside a request, so its clients live on that one loop for
+the life of the worker. (gunicorn forks the worker after importing `functions/main.py`;
+nothing here starts a loop, a thread or a client at import, so nothing crosses the fork.)
+
+The Pub/Sub functions are HTTP functions that read the push request themselves, not
+`aio.cloud_event` ones: the topics deliver through push subscriptions straight to the
+functions' URLs (infra/modules/agentgraph/pubsub.tf), so the request is a Pub/Sub push
+envelope, not a CloudEvent. The framework's Flask stack converts such an envelope into a
+CloudEvent; its ASGI stack (3.10) does not and answers 400, which Pub/Sub would redeliver
+forever. The envelope is what `pubsub_message` reads either way.
 
 Status codes are the delivery contract: for Pub/Sub push and Cloud Tasks, 2xx acks and
-anything else redelivers. A CloudEvent function that returns acks; one that raises
-answers 500, so Pub/Sub redelivers.
+anything else redelivers. A handler that returns acks; one that raises answers 500 (the
+framework's error middleware), so the message or task comes again.
 """
 
 from __future__ import annotations
 
+import asyncio
+import json
 import logging
 import os
 import threading
 from collections.abc import Awaitable, Callable
-from pathlib import Path
 from typing import Any
 
-from agentgraph.api import Api, ApiRequest, ApiResponse, Headers, error
-from agentgraph.backends.gcp import TRANSIENT_ERRORS, auth, handlers, loop, open_engine
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from agentgraph.api import Api, Caller
+from agentgraph.api.errors import error_response, response_for
+from agentgraph.backends.gcp import TRANSIENT_ERRORS, auth, handlers, open_engine
 from agentgraph.backends.gcp.pubsub_envelope import PubSubMessage, pubsub_message
 from agentgraph.core import names
 from agentgraph.core.errors import AuthError, AuthMisconfigured, Forbidden, MalformedMessage
@@ -47,8 +64,8 @@ def open_graphs() -> Any:
         return _graphs
 
 
-def open_api(openapi_path: Path | str | None = None) -> Api:
-    """The process's Api (engine, graph store, token verification, OpenAPI document)."""
+def open_api() -> Api:
+    """The process's Api (engine, graph store, ID-token verification)."""
     global _api
     graphs = open_graphs()
     with _lock:
@@ -56,129 +73,116 @@ def open_api(openapi_path: Path | str | None = None) -> Api:
             _api = Api(
                 open_engine(),
                 graphs,
-                authenticate=auth.caller,
-                openapi=_load_openapi(openapi_path),
+                authenticate=authenticate,
                 transient=TRANSIENT_ERRORS,
+                deadline_s=API_TIMEOUT_S,
             )
         return _api
 
 
-def _load_openapi(path: Path | str | None) -> dict[str, Any]:
-    if path is None or not Path(path).exists():
-        return {}
-    import yaml
-
-    loaded = yaml.safe_load(Path(path).read_text())
-    return loaded if isinstance(loaded, dict) else {}
+def authenticate(request: Any) -> Caller:
+    """The api's caller from a verified ID token (backends.gcp.auth)."""
+    verified = auth.caller(request)
+    return Caller(verified.uid, is_admin=verified.is_admin, email=verified.email)
 
 
 # ---- HTTP ----------------------------------------------------------------------------------
 
 
-def http_api(request: Any, openapi_path: Path | str | None = None) -> Any:
-    """The `api` function: Flask request in, Flask response out."""
-    api_request = ApiRequest(
-        method=request.method,
-        path=request.path,
-        headers=Headers(request.headers.items()),
-        query={k: v for k, v in request.args.items()},
-        body=request.stream,
-        content_length=request.content_length,
-    )
+class Forward(Response):
+    """A response that hands the whole request to an ASGI app.
+
+    functions-framework returns a Response from the function as it is, and Starlette then
+    calls it with the request's scope, receive and send: so the api reads the body itself
+    (refusing an oversized one while it streams in) and routes with its own router.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await self.app(scope, receive, send)
+
+
+async def http_api(request: Request) -> Response:
+    """The `api` function: the request goes to the process's Api."""
     try:
-        api = open_api(openapi_path)
+        api = open_api()
     except Exception as exc:  # configuration: say what is missing, as JSON like the rest
         log.exception("the api could not be set up")
-        return to_flask(error(500, "misconfigured", f"the api could not be set up: {exc}"))
-    try:
-        response = loop.run(api.handle(api_request), API_TIMEOUT_S)
-    except TimeoutError:
-        response = error(503, "timeout", "the request took too long; retry", Retry_After="1")
-    return to_flask(response)
+        return error_response(500, "misconfigured", f"the api could not be set up: {exc}")
+    return Forward(api)
 
 
-def http_retry(request: Any) -> Any:
+async def http_retry(request: Request) -> Response:
     """The `retry` function: a Cloud Task came due. 2xx acks the task; 5xx makes Cloud
     Tasks try again (with the queue's backoff), so transient failures are retried."""
-
-    def audiences() -> list[str]:
-        return [a for a in (os.environ.get(names.ENV_RETRY_URL), _own_url(request)) if a]
-
-    denied = _admit_service(request, audiences())
+    audiences = [a for a in (os.environ.get(names.ENV_RETRY_URL), _own_url(request)) if a]
+    denied = await _admit_service(request, audiences)
     if denied is not None:
-        return to_flask(denied)
-    body = request.get_data(cache=False)
+        return denied
+    body = await request.body()
     try:
-        due = _run_control(lambda engine: handlers.retry(engine, body))
+        due = await _run_control(lambda engine: handlers.retry(engine, body))
     except MalformedMessage as exc:
         log.error("retry task %s dropped: %s", _task_name(request), exc)
         # 2xx on purpose: Cloud Tasks would otherwise retry a body that can never work.
-        return to_flask(ApiResponse(202, {"dropped": str(exc)}))
-    return to_flask(
-        ApiResponse(200, {"run_id": due.run_id, "node_id": due.node_id, "attempt": due.attempt})
-    )
+        return JSONResponse({"dropped": str(exc)}, status_code=202)
+    return JSONResponse({"run_id": due.run_id, "node_id": due.node_id, "attempt": due.attempt})
 
 
-def http_sweep(request: Any) -> Any:
+async def http_sweep(request: Request) -> Response:
     """The `sweep` function (Cloud Scheduler, every minute): re-dispatch what dead
     functions left behind; answers how many messages it sent."""
-    denied = _admit_service(request, [_own_url(request) or ""])
+    denied = await _admit_service(request, [_own_url(request) or ""])
     if denied is not None:
-        return to_flask(denied)
-    sent = _run_control(lambda engine: engine.sweep())
-    return to_flask(ApiResponse(200, {"dispatched": sent}))
+        return denied
+    sent = await _run_control(lambda engine: engine.sweep())
+    return JSONResponse({"dispatched": sent})
 
 
-def _admit_service(request: Any, audiences: list[str]) -> ApiResponse | None:
+async def _admit_service(request: Request, audiences: list[str]) -> Response | None:
     try:
-        auth.service_caller(request, audiences)
-    except AuthError as exc:
-        return error(401, "unauthenticated", str(exc), WWW_Authenticate="Bearer")
-    except Forbidden as exc:
-        return error(403, "forbidden", str(exc))
-    except AuthMisconfigured as exc:
-        log.error("auth is misconfigured: %s", exc)
-        return error(500, "misconfigured", str(exc))
+        await asyncio.to_thread(auth.service_caller, request, audiences)
+    except (AuthError, Forbidden, AuthMisconfigured) as exc:
+        return response_for(exc, request)
     return None
 
 
-def _own_url(request: Any) -> str | None:
+def _own_url(request: Request) -> str | None:
     """The URL this function was called at, as OIDC audiences name it (https, no query)."""
     base = auth.request_audience(request)
-    return f"{base}{request.path}".rstrip("/") if base else None
+    return f"{base}{request.url.path}".rstrip("/") if base else None
 
 
-def _task_name(request: Any) -> str:
+def _task_name(request: Request) -> str:
     return str(request.headers.get("X-CloudTasks-TaskName", "?"))
 
 
-def to_flask(response: ApiResponse) -> Any:
-    from flask import Response
-
-    return Response(
-        response.json_bytes(),
-        status=response.status,
-        headers=response.headers,
-        mimetype="application/json" if response.body is not None else None,
-    )
+# ---- Pub/Sub push ---------------------------------------------------------------------------
 
 
-# ---- CloudEvents (Pub/Sub push) -------------------------------------------------------------
+def _ack() -> Response:
+    """200: Pub/Sub push takes any 2xx as the ack (functions-framework said "OK")."""
+    return Response("OK", media_type="text/plain")
 
 
-def pubsub_event(
-    event: Any, handler: Callable[[Engine, PubSubMessage], Awaitable[Any]], what: str
-) -> None:
-    """Run `handler` for a Pub/Sub CloudEvent; return (ack) when it is done or when the
-    message is malformed (logged with its id), raise (redeliver) on anything else."""
+async def pubsub_push(
+    request: Request, handler: Callable[[Engine, PubSubMessage], Awaitable[Any]], what: str
+) -> Response:
+    """Run `handler` for the message of a Pub/Sub push request; answer 2xx (ack) when it
+    is done or when the message is malformed (logged with its id), raise (500: redeliver)
+    on anything else."""
+    envelope = await _json_or_none(request)
     try:
-        message = pubsub_message(event.data)
+        message = pubsub_message(envelope)
     except MalformedMessage as exc:
-        # The framework makes the Pub/Sub message id the CloudEvent id.
-        log.error("%s: malformed message %s acked and dropped: %s", what, _event_id(event), exc)
-        return
+        log.error(
+            "%s: malformed message %s acked and dropped: %s", what, _message_id(envelope), exc
+        )
+        return _ack()
     try:
-        _run_control(lambda engine: handler(engine, message), timeout=None)
+        await _run_control(lambda engine: handler(engine, message), timeout=None)
     except MalformedMessage as exc:
         log.error(
             "%s: malformed message %s acked and dropped: %s (data %r)",
@@ -187,51 +191,56 @@ def pubsub_event(
             exc,
             message.data[:200],
         )
+    return _ack()
 
 
-def exec_event(event: Any) -> None:
-    pubsub_event(event, handlers.execute, "exec_node")
+async def exec_push(request: Request) -> Response:
+    return await pubsub_push(request, handlers.execute, "exec_node")
 
 
-def complete_event(event: Any) -> None:
-    pubsub_event(event, handlers.complete, "complete")
+async def complete_push(request: Request) -> Response:
+    return await pubsub_push(request, handlers.complete, "complete")
 
 
-def start_event(event: Any) -> None:
+async def start_push(request: Request) -> Response:
     graphs = open_graphs()
 
     async def start(engine: Engine, message: PubSubMessage) -> None:
         run = await handlers.start_from_event(engine, graphs, message)
         log.info("run-requests message %s → run %s", message.message_id, run.run_id)
 
-    pubsub_event(event, start, "start_from_event")
+    return await pubsub_push(request, start, "start_from_event")
 
 
-def _event_id(event: Any) -> str:
+async def _json_or_none(request: Request) -> Any:
     try:
-        return str(event["id"])
+        return json.loads(await request.body())
+    except (ValueError, UnicodeDecodeError):
+        return None
+
+
+def _message_id(envelope: Any) -> str:
+    try:
+        return str(envelope["message"]["messageId"])
     except (KeyError, TypeError):
         return "?"
 
 
-def _run_control(
+async def _run_control(
     work: Callable[[Engine], Awaitable[Any]], timeout: float | None = CONTROL_TIMEOUT_S
 ) -> Any:
     engine = open_engine()
-
-    async def call() -> Any:
+    async with asyncio.timeout(timeout):
         return await work(engine)
-
-    return loop.run(call(), timeout)
 
 
 __all__ = [
-    "complete_event",
-    "exec_event",
+    "complete_push",
+    "exec_push",
     "http_api",
     "http_retry",
     "http_sweep",
     "open_api",
     "open_graphs",
-    "start_event",
+    "start_push",
 ]

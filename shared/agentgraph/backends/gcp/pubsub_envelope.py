@@ -1,5 +1,5 @@
-"""The Pub/Sub push envelope: what functions-framework hands a CloudEvent function for a
-`google.cloud.pubsub.topic.v1.messagePublished` event, unwrapped into the parts we use.
+"""The Pub/Sub push envelope (the body of a push request, and the `data` of a
+`google.cloud.pubsub.topic.v1.messagePublished` CloudEvent), unwrapped into the parts we use.
 
 Kept beside the dispatcher that publishes the messages, out of the core: the core's
 messages (`core/messages.py`) know nothing of how Pub/Sub carries them.
@@ -18,7 +18,7 @@ from agentgraph.core.errors import MalformedMessage
 
 @dataclass(frozen=True)
 class PubSubMessage:
-    """The parts of a Pub/Sub push CloudEvent that the functions use."""
+    """The parts of a Pub/Sub push message that the functions use."""
 
     message_id: str
     data: bytes
@@ -26,10 +26,10 @@ class PubSubMessage:
 
 
 def pubsub_message(event_data: Any) -> PubSubMessage:
-    """Unwrap `data.message` of a `google.cloud.pubsub.topic.v1.messagePublished` event."""
+    """Unwrap `message` of a push envelope `{"message": {...}, "subscription": ...}`."""
     if not isinstance(event_data, Mapping) or not isinstance(event_data.get("message"), Mapping):
         raise MalformedMessage(
-            f"expected a Pub/Sub CloudEvent with data.message, found {type(event_data).__name__}"
+            f"expected a Pub/Sub push envelope with a message, found {type(event_data).__name__}"
         )
     message = event_data["message"]
     message_id = str(message.get("messageId") or message.get("message_id") or "?")

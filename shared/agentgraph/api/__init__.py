@@ -1,0 +1,19 @@
+"""The HTTP api: an ASGI app (Starlette) over the engine and a graph store.
+
+- `routes`: what each endpoint does, and `ENDPOINTS`, the one table that serves and
+  documents them;
+- `models`: the request and response bodies (pydantic);
+- `bodies`: reading a request (size limit, JSON or YAML, headers, query parameters);
+- `errors`: every error answer, from the table in `agentgraph.core.errors`;
+- `openapi`: the OpenAPI document, generated from the table and the models;
+- `caller`: who is calling (the server passes an `authenticate` callable).
+
+Whoever serves it (the `api` Cloud Function, `agentgraph.backends.gcp.functions`) passes the
+token check; tests call it through Starlette's TestClient, without a server.
+"""
+
+from agentgraph.api.bodies import MAX_BODY_BYTES
+from agentgraph.api.caller import Authenticate, Caller
+from agentgraph.api.routes import ENDPOINTS, Api, canonical_hash
+
+__all__ = ["ENDPOINTS", "MAX_BODY_BYTES", "Api", "Authenticate", "Caller", "canonical_hash"]

@@ -1,0 +1,421 @@
+"""The api's routes: what each endpoint does, and the table that serves and documents them.
+
+`ENDPOINTS` is the one list of routes: `Api` serves it through Starlette's router (paths
+like `/runs/{run_id:id}`, so Starlette answers unknown paths and wrong methods), and
+`agentgraph.api.openapi` generates the OpenAPI document from it and the body models. Each
+endpoint names the errors it raises on purpose; their statuses come from the table in
+`agentgraph.core.errors`, so the documented answers are the ones the handler can give.
+
+A run or graph of another caller is a 404, exactly like one that does not exist, so ids
+reveal nothing. `POST /runs` is idempotent with an `Idempotency-Key` header: the store
+keeps one run per (owner, key) with the hash of the canonical request body, so the same
+key and body give the same run (201 the first time, 200 after), and the same key with
+another body is a 409.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from functools import cached_property
+from typing import Any
+
+from pydantic import BaseModel
+from starlette.applications import Starlette
+from starlette.convertors import StringConvertor, register_url_convertor
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from agentgraph.api import bodies, models
+from agentgraph.api.caller import Authenticate, Caller
+from agentgraph.api.errors import response_for, route_errors
+from agentgraph.core.errors import (
+    AgentgraphError,
+    Forbidden,
+    GraphInvalid,
+    GraphNotFound,
+    IdempotencyConflict,
+    InputInvalid,
+    LlmNotConfigured,
+    Problem,
+    RequestInvalid,
+    RunNotFound,
+)
+from agentgraph.core.messages import RunRequest
+from agentgraph.core.model import GraphSpec
+from agentgraph.core.ports import GraphStore, RunRecord
+from agentgraph.engine import Engine, new_run_id
+
+MAX_LIST = 200
+ID_PATTERN = "[A-Za-z0-9_-]{1,128}"
+
+
+class _IdConvertor(StringConvertor):
+    """Run and graph ids in paths: anything else is no route (404) before any lookup."""
+
+    regex = ID_PATTERN
+
+
+register_url_convertor("id", _IdConvertor())
+
+
+def canonical_hash(value: Any) -> str:
+    """sha256 of the canonical JSON of a value: key order and spacing do not matter."""
+    text = json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def _json(body: BaseModel, status: int = 200, headers: Mapping[str, str] | None = None) -> Response:
+    return JSONResponse(body.model_dump(mode="json"), status_code=status, headers=headers)
+
+
+class Api:
+    """The HTTP api as an ASGI app over an engine and a graph store. One per process;
+    requests run concurrently on the server's event loop.
+
+    `authenticate` verifies the caller (blocking is fine: it runs on a worker thread).
+    `transient` are the backend's failure types that a retry can fix (503, Retry-After);
+    `deadline_s` bounds each request so it answers before the platform's own timeout.
+    """
+
+    def __init__(
+        self,
+        engine: Engine,
+        graphs: GraphStore,
+        *,
+        authenticate: Authenticate,
+        transient: tuple[type[BaseException], ...] = (),
+        deadline_s: float | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.engine = engine
+        self.graphs = graphs
+        self.authenticate = authenticate
+        self.transient: tuple[type[BaseException], ...] = (TimeoutError, *transient)
+        self.deadline_s = deadline_s
+        self.clock = clock
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and len(scope["path"]) > 1 and scope["path"].endswith("/"):
+            scope = {**scope, "path": scope["path"].rstrip("/")}
+        await self.app(scope, receive, send)
+
+    @cached_property
+    def app(self) -> ASGIApp:
+        routes = [
+            Route(e.path, self._endpoint(e), methods=[e.method], name=e.operation_id)
+            for e in ENDPOINTS
+        ]
+        app = Starlette(routes=routes, exception_handlers=route_errors(routes))
+        app.router.redirect_slashes = False
+        return app
+
+    def _endpoint(self, endpoint: Endpoint) -> Callable[[Request], Awaitable[Response]]:
+        async def serve(request: Request) -> Response:
+            try:
+                async with asyncio.timeout(self.deadline_s):
+                    caller = None
+                    if not endpoint.public:
+                        caller = await asyncio.to_thread(self.authenticate, request)
+                    return await endpoint.handler(self, request, caller)
+            except Exception as exc:
+                return response_for(exc, request, self.transient)
+
+        return serve
+
+    @cached_property
+    def openapi(self) -> dict[str, Any]:
+        from agentgraph.api.openapi import document
+
+        return document(ENDPOINTS)
+
+    # ---- runs ---------------------------------------------------------------------------
+
+    async def create_run(self, request: Request, caller: Caller | None) -> Response:
+        assert caller is not None
+        body = await bodies.json_body(request)
+        key = bodies.idempotency_key(request)
+        spec = bodies.validated(RunRequest, body)
+        document = await self._resolve_graph(spec, caller)
+        request_hash = canonical_hash(body)
+        run_id = new_run_id(self.clock())
+        try:
+            run = await self.engine.start_run(
+                document,
+                spec.input,
+                owner=caller.uid,
+                idempotency_key=key,
+                request_hash=request_hash if key else None,
+                run_id=run_id,
+            )
+        except GraphInvalid as exc:
+            if spec.graph is None:
+                raise
+            raise GraphInvalid(
+                [Problem(f"graph.{p.path}", p.message, p.node_id) for p in exc.problems]
+            ) from exc
+        location = {"Location": f"/runs/{run.run_id}"}
+        if run.run_id == run_id:
+            return _json(models.RunSummary.of(run), 201, location)
+        if run.request_hash != request_hash:
+            raise IdempotencyConflict(
+                f"Idempotency-Key {key!r} was used for run {run.run_id} with a different "
+                "request body; use a new key for a new run"
+            )
+        return _json(models.RunSummary.of(run), 200, location)
+
+    async def _resolve_graph(self, spec: RunRequest, caller: Caller) -> dict[str, Any]:
+        if spec.graph is not None:
+            return spec.graph
+        assert spec.graph_id is not None
+        stored = await self.graphs.get(spec.graph_id, spec.version)
+        if stored is None or not caller.may_see(stored.owner):
+            raise GraphNotFound(spec.graph_id, spec.version)
+        return stored.definition
+
+    async def _visible_run(self, caller: Caller | None, run_id: str) -> RunRecord:
+        assert caller is not None
+        run = await self.engine.store.get_run(run_id)
+        if run is None or not caller.may_see(run.owner):
+            raise RunNotFound(run_id)
+        return run
+
+    async def get_run(self, request: Request, caller: Caller | None) -> Response:
+        run = await self._visible_run(caller, request.path_params["run_id"])
+        nodes = await self.engine.store.list_nodes(run.run_id)
+        return _json(models.Run.with_nodes(run, nodes))
+
+    async def list_runs(self, request: Request, caller: Caller | None) -> Response:
+        assert caller is not None
+        limit = bodies.int_param(request, "limit", 50, 1, MAX_LIST)
+        owner = request.query_params.get("owner") if caller.is_admin else caller.uid
+        runs = await self.engine.store.list_runs(owner=owner, limit=limit)
+        return _json(models.RunList(runs=[models.RunSummary.of(r) for r in runs]))
+
+    async def get_events(self, request: Request, caller: Caller | None) -> Response:
+        run = await self._visible_run(caller, request.path_params["run_id"])
+        after = bodies.int_param(request, "after", 0, 0, 2**62)
+        events = await self.engine.store.list_events(run.run_id, after=after or None)
+        return _json(models.EventsPage(events=[models.Event.of(e) for e in events]))
+
+    async def cancel_run(self, request: Request, caller: Caller | None) -> Response:
+        run = await self._visible_run(caller, request.path_params["run_id"])
+        changed = await self.engine.cancel(run.run_id)
+        after = await self.engine.store.get_run(run.run_id) or run
+        summary = models.RunSummary.of(after).model_dump()
+        return _json(models.CancelledRun(**summary, cancelled=changed))
+
+    # ---- graphs -------------------------------------------------------------------------
+
+    async def create_graph(self, request: Request, caller: Caller | None) -> Response:
+        assert caller is not None
+        document = await bodies.graph_body(request)
+        graph = self.engine.compile(document)
+        stored, created = await self.graphs.save(
+            graph.name, document, canonical_hash(document), caller.uid, caller.is_admin
+        )
+        return _json(
+            models.GraphVersion.of(stored),
+            201 if created else 200,
+            {"Location": f"/graphs/{stored.id}?version={stored.version}"},
+        )
+
+    async def get_graph(self, request: Request, caller: Caller | None) -> Response:
+        assert caller is not None
+        graph_id = request.path_params["graph_id"]
+        version = bodies.int_param(request, "version", 0, 1, 2**31) or None
+        stored = await self.graphs.get(graph_id, version)
+        if stored is None or not caller.may_see(stored.owner):
+            raise GraphNotFound(graph_id, version)
+        return _json(models.StoredGraphBody.with_definition(stored))
+
+    # ---- service ------------------------------------------------------------------------
+
+    async def health(self, request: Request, caller: Caller | None) -> Response:
+        return _json(models.Health())
+
+    async def get_openapi(self, request: Request, caller: Caller | None) -> Response:
+        return JSONResponse(self.openapi)
+
+
+# ---- the route table ------------------------------------------------------------------------
+
+Handler = Callable[[Api, Request, Caller | None], Awaitable[Response]]
+
+
+@dataclass(frozen=True)
+class Reply:
+    """A successful answer: its description, body model and whether it sets Location."""
+
+    description: str
+    model: type[BaseModel]
+    location: bool = False
+
+
+@dataclass(frozen=True)
+class Param:
+    """A query or header parameter (path parameters come from the path)."""
+
+    name: str
+    where: str  # query | header
+    schema: Mapping[str, Any]
+    description: str = ""
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """One route. Besides the `raises` it names, every endpoint may answer 401 (unless
+    public), 413 (when it reads a body) and 503 (when it uses the store)."""
+
+    method: str
+    path: str  # Starlette's, with convertors: /runs/{run_id:id}
+    operation_id: str
+    summary: str
+    handler: Handler
+    replies: Mapping[int, Reply]
+    raises: tuple[type[AgentgraphError], ...] = ()
+    public: bool = False
+    body: type[BaseModel] | None = None
+    body_types: tuple[str, ...] = ("application/json",)
+    params: tuple[Param, ...] = ()
+    description: str = ""
+    uses_store: bool = True
+
+
+ENDPOINTS: tuple[Endpoint, ...] = (
+    Endpoint(
+        "POST",
+        "/runs",
+        "createRun",
+        "Start a run",
+        Api.create_run,
+        {
+            201: Reply("The run was created.", models.RunSummary, location=True),
+            200: Reply(
+                "The run created earlier with this Idempotency-Key and body.",
+                models.RunSummary,
+                location=True,
+            ),
+        },
+        raises=(RequestInvalid, GraphInvalid, InputInvalid, LlmNotConfigured),
+        body=RunRequest,
+        params=(
+            Param(
+                "Idempotency-Key",
+                "header",
+                {"type": "string", "maxLength": bodies.MAX_IDEMPOTENCY_KEY},
+                "1 to 256 printable ASCII characters without spaces; a UUID is a good key.",
+            ),
+        ),
+        description="Validates the graph and the input, writes the run and its nodes, and "
+        "dispatches the root nodes. With an `Idempotency-Key`, repeating the request returns "
+        "the same run (200); the same key with a different body is a 409.",
+    ),
+    Endpoint(
+        "GET",
+        "/runs",
+        "listRuns",
+        "Recent runs of the caller (admins: of everyone, or of ?owner=)",
+        Api.list_runs,
+        {200: Reply("Newest first.", models.RunList)},
+        raises=(RequestInvalid,),
+        params=(
+            Param("limit", "query", {"type": "integer", "minimum": 1, "maximum": MAX_LIST}),
+            Param("owner", "query", {"type": "string"}, "admins only"),
+        ),
+    ),
+    Endpoint(
+        "GET",
+        "/runs/{run_id:id}",
+        "getRun",
+        "A run with every node",
+        Api.get_run,
+        {200: Reply("The run.", models.Run)},
+        raises=(RunNotFound,),
+    ),
+    Endpoint(
+        "GET",
+        "/runs/{run_id:id}/events",
+        "getRunEvents",
+        "The run's timeline (status changes, retries, errors)",
+        Api.get_events,
+        {200: Reply("Events in order.", models.EventsPage)},
+        raises=(RunNotFound, RequestInvalid),
+        params=(
+            Param(
+                "after",
+                "query",
+                {"type": "integer", "minimum": 0},
+                "Only events with a larger `seq` (to follow a run).",
+            ),
+        ),
+    ),
+    Endpoint(
+        "POST",
+        "/runs/{run_id:id}/cancel",
+        "cancelRun",
+        "Cancel a run",
+        Api.cancel_run,
+        {200: Reply("The run after the cancellation.", models.CancelledRun)},
+        raises=(RunNotFound,),
+        description="Nodes that have not started are cancelled; running nodes finish their "
+        "call but start nothing after them. Cancelling a run that already ended changes "
+        "nothing (`cancelled: false`).",
+    ),
+    Endpoint(
+        "POST",
+        "/graphs",
+        "createGraph",
+        "Store a new version of a graph definition",
+        Api.create_graph,
+        {
+            201: Reply("A new version was stored.", models.GraphVersion, location=True),
+            200: Reply(
+                "The definition equals the latest version.", models.GraphVersion, location=True
+            ),
+        },
+        raises=(RequestInvalid, GraphInvalid, Forbidden),
+        body=GraphSpec,
+        body_types=("application/json", "application/yaml"),
+        description="The body is the definition itself (JSON, or YAML with a YAML content "
+        "type). It is validated first. The graph's `name` is its id; each change makes a new "
+        "version, and posting the latest definition again returns that version (200). A "
+        "graph name that belongs to another user is a 403.",
+    ),
+    Endpoint(
+        "GET",
+        "/graphs/{graph_id:id}",
+        "getGraph",
+        "A stored graph (the latest version, or ?version=)",
+        Api.get_graph,
+        {200: Reply("The definition.", models.StoredGraphBody)},
+        raises=(GraphNotFound, RequestInvalid),
+        params=(Param("version", "query", {"type": "integer", "minimum": 1}),),
+    ),
+    Endpoint(
+        "GET",
+        "/healthz",
+        "health",
+        "Liveness",
+        Api.health,
+        {200: Reply("The function is up.", models.Health)},
+        public=True,
+        uses_store=False,
+    ),
+    Endpoint(
+        "GET",
+        "/openapi.json",
+        "openapi",
+        "This document",
+        Api.get_openapi,
+        {200: Reply("OpenAPI 3.1", models.OpenApiDocument)},
+        public=True,
+        uses_store=False,
+    ),
+)
