@@ -30,6 +30,7 @@ from agentgraph.core.errors import (
     TemplateProblem,
 )
 from agentgraph.core.graph import Graph, Node
+from agentgraph.core.limits import OwnerLimits, check_spend
 from agentgraph.core.lru import Lru
 from agentgraph.core.ports import (
     Dispatcher,
@@ -39,6 +40,7 @@ from agentgraph.core.ports import (
     NodeError,
     NodeRecord,
     Outcome,
+    OwnerActivityReader,
     RetryScheduler,
     RunRecord,
     Store,
@@ -70,6 +72,7 @@ class RunContext:
     graph: Graph
     input: Any
     input_bytes: int = 0  # the input's JSON size, what the engine's memory of it costs
+    owner: str | None = None  # whose limits the run's model calls count against
 
 
 class Engine(FanIn, Recovery):
@@ -92,6 +95,8 @@ class Engine(FanIn, Recovery):
         partial_interval_s: float = 1.0,
         sweep_grace_s: float = 60.0,
         check_llm_config: bool = True,
+        owner_activity: OwnerActivityReader | None = None,
+        owner_limits: OwnerLimits | None = None,
     ) -> None:
         self.store = store
         self.dispatcher = dispatcher
@@ -103,6 +108,10 @@ class Engine(FanIn, Recovery):
         self.partial_interval_s = partial_interval_s
         self.sweep_grace_s = sweep_grace_s
         self.check_llm_config = check_llm_config
+        # With both, a model call of a run whose owner is over the daily budget fails the
+        # node instead (core/limits.py); without, nothing is counted (the local backend).
+        self.owner_activity = owner_activity
+        self.owner_limits = owner_limits or OwnerLimits()
         self._runs: Lru[str, RunContext] = Lru(_RUNS_KEPT, _RUN_BYTES, _context_size)
         self._graphs: Lru[tuple[str, ...], tuple[Graph, int]] = Lru(
             _GRAPHS_KEPT, _GRAPH_BYTES, lambda entry: entry[1]
@@ -120,6 +129,23 @@ class Engine(FanIn, Recovery):
             lambda: load_graph(document, tools=tools, model_known=self.llm.supports),
         )
 
+    async def compile_off_loop(self, document: Mapping[str, Any]) -> Graph:
+        """`compile`, with the work on a worker thread: validating a large or hostile graph
+        takes up to about a second of CPU, and the other requests of the same instance
+        (its health check too) must not wait for it on the event loop."""
+        tools = self.tools.names()
+        scope = ("checked", *tools)
+        key, size = await asyncio.to_thread(_graph_key, document, scope)
+        cached = self._graphs.get(key) if key is not None else None
+        if cached is not None:
+            return cached[0]
+        graph = await asyncio.to_thread(
+            load_graph, document, tools=tools, model_known=self.llm.supports
+        )
+        if key is not None:
+            self._graphs.put(key, (graph, size))
+        return graph
+
     def _cached_graph(
         self, document: Mapping[str, Any], scope: tuple[str, ...], build: Callable[[], Graph]
     ) -> Graph:
@@ -127,16 +153,14 @@ class Engine(FanIn, Recovery):
         again and again; a Graph is immutable, so one compiled graph serves every run of
         the same document text (and the same tool names). A document that is not plain
         JSON is compiled every time."""
-        try:
-            text = json.dumps(document, ensure_ascii=False, separators=(",", ":"))
-        except (TypeError, ValueError):
+        key, size = _graph_key(document, scope)
+        if key is None:
             return build()
-        key = (*scope, hashlib.sha256(text.encode()).hexdigest())
         cached = self._graphs.get(key)
         if cached is not None:
             return cached[0]
         graph = build()
-        self._graphs.put(key, (graph, len(text)))
+        self._graphs.put(key, (graph, size))
         return graph
 
     async def start_run(
@@ -154,15 +178,17 @@ class Engine(FanIn, Recovery):
         Raises GraphInvalid / InputInvalid before anything is written. With an
         idempotency key already used, returns the earlier run and dispatches nothing.
         """
-        graph = self.compile(document)
-        validate_input(graph, input)
+        graph = await self.compile_off_loop(document)
         check_models = getattr(self.llm, "check_models", None)
         if self.check_llm_config and check_models is not None:
             check_models(m for n in graph.nodes.values() for m in (n.model, n.fallback_model) if m)
+        context = RunContext(graph, input, 0, owner)
+        # The input's schema and size, and the roots' conditions: CPU bounded by the
+        # limits, off the event loop for the same reason as validation.
+        roots, size = await asyncio.to_thread(self._prepare_roots, context)
+        context = RunContext(graph, input, size, owner)
         now = self.clock()
         run_id = run_id or new_run_id(now)
-        context = RunContext(graph, input, _json_size(input))
-        roots = {root: self._decide_root(context, graph[root]) for root in graph.roots}
         records = [
             self._initial_record(run_id, node, roots.get(node.id), now)
             for node in graph.nodes.values()
@@ -353,6 +379,7 @@ class Engine(FanIn, Recovery):
         assert node.prompt is not None
         model = node.model_for_attempt(attempt)
         assert model is not None
+        await self._check_budget(context)
         request = LlmRequest(
             model=model,
             prompt=render(node.prompt, values),
@@ -371,6 +398,15 @@ class Engine(FanIn, Recovery):
         response = await self.llm.generate(request, on_partial)
         output = response.data if node.output == "json" else response.text
         return output, response.usage, response.model
+
+    async def _check_budget(self, context: RunContext) -> None:
+        """Before a model call: is the run's owner within today's budget? Over it, the
+        node fails with LimitExceeded (permanent), saying which budget and until when."""
+        if self.owner_activity is None or context.owner is None:
+            return
+        now = self.clock()
+        usd, tokens = await self.owner_activity.spend_today(context.owner, now)
+        check_spend(self.owner_limits, usd, tokens, now)
 
     async def _call_tool(self, name: str, args: Any) -> Any:
         function = self.tools.get(name)
@@ -406,12 +442,20 @@ class Engine(FanIn, Recovery):
         run = await self.store.get_run(run_id)
         return None if run is None else self._context_of(run)
 
+    def _prepare_roots(self, context: RunContext) -> tuple[dict[str, Decision], int]:
+        validate_input(context.graph, context.input)
+        roots = {
+            root: self._decide_root(context, context.graph[root]) for root in context.graph.roots
+        }
+        return roots, _json_size(context.input)
+
     def _context_of(self, run: RunRecord) -> RunContext:
         """The run's graph snapshot compiled (cached by document) with its input."""
         context = RunContext(
             self._cached_graph(run.graph, ("snapshot",), lambda: load_graph(run.graph)),
             run.input,
             _json_size(run.input),
+            run.owner,
         )
         self._remember(run.run_id, context)
         return context
@@ -441,6 +485,16 @@ def classify(exc: BaseException, attempt: int, timeout_s: float) -> NodeError:
     if isinstance(exc, RetryableToolError):
         return NodeError(type(exc).__name__, str(exc), True, None, attempt)
     return NodeError(type(exc).__name__, str(exc) or repr(exc), False, None, attempt)
+
+
+def _graph_key(document: Mapping[str, Any], scope: tuple[str, ...]) -> tuple[Any, int]:
+    """The cache key of a graph document (its canonical text's hash) and that text's
+    size; (None, 0) for a document that is not plain JSON (then compiled every time)."""
+    try:
+        text = json.dumps(document, ensure_ascii=False, separators=(",", ":"))
+    except (TypeError, ValueError, RecursionError):
+        return None, 0
+    return (*scope, hashlib.sha256(text.encode()).hexdigest()), len(text)
 
 
 def _json_size(value: Any) -> int:

@@ -13,7 +13,9 @@ from starlette.testclient import TestClient
 
 from agentgraph.api import Api, Caller
 from agentgraph.backends.local import SqliteStore
+from agentgraph.backends.local.sqlite_owner_activity import SqliteOwnerActivity
 from agentgraph.core.errors import AuthError, Forbidden
+from agentgraph.core.limits import OwnerLimits
 from agentgraph.core.ports import StoredGraph
 from agentgraph.core.status import NodeStatus
 from agentgraph.engine import Engine
@@ -23,6 +25,8 @@ from agentgraph.tools import default_registry
 ALICE = Caller("alice")
 BOB = Caller("bob")
 ADMIN = Caller("root", is_admin=True)
+# Small, so a test reaches each one with a few requests.
+LIMITS = OwnerLimits(runs_per_minute=5, running_runs=50, daily_usd=1.0, daily_tokens=10_000)
 
 GRAPH = {
     "name": "pair",
@@ -158,10 +162,18 @@ class Client:
 
 
 @contextmanager
-def api_client() -> Iterator[Client]:
+def api_client(limits: OwnerLimits = LIMITS) -> Iterator[Client]:
     store = SqliteStore(":memory:")
     dispatched = Dispatched()
-    engine = Engine(store, dispatched, dispatched, default_router(), default_registry)
+    engine = Engine(
+        store,
+        dispatched,
+        dispatched,
+        default_router(),
+        default_registry,
+        owner_activity=SqliteOwnerActivity(store),
+        owner_limits=limits,
+    )
     holder: list[Client] = []
     api = Api(
         engine,

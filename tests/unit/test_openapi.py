@@ -16,7 +16,7 @@ from jsonschema import Draft202012Validator
 from agentgraph.api import ENDPOINTS, MAX_BODY_BYTES
 from agentgraph.api.openapi import document, openapi_path, to_yaml
 from agentgraph.core.errors import Contention
-from tests.unit.api_client import BOB, GRAPH, Client, api_client
+from tests.unit.api_client import BOB, GRAPH, LIMITS, Client, api_client
 
 OPENAPI_YAML = Path(__file__).parents[2] / "functions" / "openapi.yaml"
 DOCUMENT = document(ENDPOINTS)
@@ -103,6 +103,9 @@ SPECIFIC: dict[tuple[str, int], Callable[[Client], httpx.Response]] = {
     ("createRun", 200): _twice("POST", "/runs", RUN, **{"Idempotency-Key": "k"}),
     ("createRun", 400): lambda c: c.call("POST", "/runs", NO_TOPIC),
     ("createRun", 404): lambda c: c.call("POST", "/runs", {"graph_id": "nope", "input": {}}),
+    ("createRun", 429): lambda c: [
+        c.call("POST", "/runs", RUN) for _ in range(LIMITS.runs_per_minute + 1)
+    ][-1],
     ("createRun", 409): lambda c: (
         c.call("POST", "/runs", RUN, headers={"Idempotency-Key": "k"}),
         c.call("POST", "/runs", NO_TOPIC, headers={"Idempotency-Key": "k"}),

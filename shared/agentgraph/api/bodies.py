@@ -5,14 +5,14 @@ naming where it is (`body`, `headers.Idempotency-Key`, `query.limit`), or Payloa
 
 from __future__ import annotations
 
-import json
+import asyncio
 import re
 from typing import Any, TypeVar
 
-import yaml
 from pydantic import BaseModel, ValidationError
 from starlette.requests import Request
 
+from agentgraph.core.documents import parse_json, parse_yaml
 from agentgraph.core.errors import PayloadTooLarge, Problem, RequestInvalid
 from agentgraph.core.messages import ONE_GRAPH
 from agentgraph.core.validate import MAX_INPUT_BYTES
@@ -49,7 +49,8 @@ async def read_body(request: Request, limit: int = MAX_BODY_BYTES) -> bytes:
 
 
 async def json_body(request: Request) -> Any:
-    return _parse_json(await read_body(request))
+    """The body as JSON, parsed on a worker thread: a body may be 11 MiB."""
+    return await asyncio.to_thread(_parse_json, await read_body(request))
 
 
 async def graph_body(request: Request) -> dict[str, Any]:
@@ -58,12 +59,9 @@ async def graph_body(request: Request) -> dict[str, Any]:
     content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
     data = await read_body(request)
     if content_type in YAML_TYPES:
-        try:
-            document = yaml.safe_load(data)
-        except yaml.YAMLError as exc:
-            raise RequestInvalid([Problem("body", f"is not valid YAML: {exc}")]) from exc
+        document = await asyncio.to_thread(parse_yaml, data)
     else:
-        document = _parse_json(data)
+        document = await asyncio.to_thread(_parse_json, data)
     if not isinstance(document, dict):
         raise RequestInvalid(
             [Problem("body", f"expected a graph definition (a mapping), found {kind(document)}")]
@@ -127,7 +125,4 @@ def kind(value: Any) -> str:
 def _parse_json(data: bytes) -> Any:
     if not data.strip():
         raise RequestInvalid([Problem("body", "is empty; expected a JSON object")])
-    try:
-        return json.loads(data)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise RequestInvalid([Problem("body", f"is not valid JSON: {exc}")]) from exc
+    return parse_json(data)

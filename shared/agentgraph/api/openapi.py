@@ -57,6 +57,10 @@ ERROR_RESPONSES: dict[int, tuple[str, str]] = {
     404: ("NotFound", "No such run or graph (or not the caller's)."),
     409: ("Conflict", "The Idempotency-Key was used with a different body."),
     413: ("TooLarge", "The body is over 11 MiB (run inputs may be up to 10 MiB)."),
+    429: (
+        "LimitExceeded",
+        "A per-owner limit (runs per minute, running runs, daily budget); see Retry-After.",
+    ),
     503: ("Unavailable", "Contention or a backing service briefly unavailable; see Retry-After."),
 }
 

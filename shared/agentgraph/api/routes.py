@@ -42,18 +42,20 @@ from agentgraph.core.errors import (
     GraphNotFound,
     IdempotencyConflict,
     InputInvalid,
+    LimitExceeded,
     LlmNotConfigured,
     Problem,
     RequestInvalid,
     RunNotFound,
 )
-from agentgraph.core.messages import RunRequest
+from agentgraph.core.limits import check_start
+from agentgraph.core.messages import RUN_ID_REGEX, RunRequest
 from agentgraph.core.model import GraphSpec
 from agentgraph.core.ports import GraphStore, RunRecord
 from agentgraph.engine import Engine, new_run_id
 
 MAX_LIST = 200
-ID_PATTERN = "[A-Za-z0-9_-]{1,128}"
+ID_PATTERN = RUN_ID_REGEX  # also what graph names fit in; never a Firestore-reserved __x__
 
 
 class _IdConvertor(StringConvertor):
@@ -142,8 +144,9 @@ class Api:
         body = await bodies.json_body(request)
         key = bodies.idempotency_key(request)
         spec = bodies.validated(RunRequest, body)
+        await self._check_limits(caller)
         document = await self._resolve_graph(spec, caller)
-        request_hash = canonical_hash(body)
+        request_hash = await asyncio.to_thread(canonical_hash, body)
         run_id = new_run_id(self.clock())
         try:
             run = await self.engine.start_run(
@@ -169,6 +172,16 @@ class Api:
                 "request body; use a new key for a new run"
             )
         return _json(models.RunSummary.of(run), 200, location)
+
+    async def _check_limits(self, caller: Caller) -> None:
+        """Per-owner limits (core/limits.py), counted from the caller's runs; admins are
+        not limited. Over a limit: LimitExceeded, a 429 with Retry-After."""
+        activity = self.engine.owner_activity
+        if activity is None or caller.is_admin:
+            return
+        now = self.clock()
+        limits = self.engine.owner_limits
+        check_start(limits, await activity.activity(caller.uid, now, limits), now)
 
     async def _resolve_graph(self, spec: RunRequest, caller: Caller) -> dict[str, Any]:
         if spec.graph is not None:
@@ -216,7 +229,7 @@ class Api:
     async def create_graph(self, request: Request, caller: Caller | None) -> Response:
         assert caller is not None
         document = await bodies.graph_body(request)
-        graph = self.engine.compile(document)
+        graph = await self.engine.compile_off_loop(document)
         stored, created = await self.graphs.save(
             graph.name, document, canonical_hash(document), caller.uid, caller.is_admin
         )
@@ -303,7 +316,7 @@ ENDPOINTS: tuple[Endpoint, ...] = (
                 location=True,
             ),
         },
-        raises=(RequestInvalid, GraphInvalid, InputInvalid, LlmNotConfigured),
+        raises=(RequestInvalid, GraphInvalid, InputInvalid, LlmNotConfigured, LimitExceeded),
         body=RunRequest,
         params=(
             Param(

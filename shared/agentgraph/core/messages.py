@@ -18,7 +18,8 @@ from agentgraph.core.model import NAME_PATTERN, NODE_ID_PATTERN
 from agentgraph.core.status import NodeStatus
 
 # Like node ids, run ids may not start with "__": Firestore reserves ids such as __x__.
-RUN_ID_PATTERN = r"^(?:[A-Za-z0-9-][A-Za-z0-9_-]{0,127}|_(?:[A-Za-z0-9-][A-Za-z0-9_-]{0,126})?)$"
+RUN_ID_REGEX = r"(?:[A-Za-z0-9-][A-Za-z0-9_-]{0,127}|_(?:[A-Za-z0-9-][A-Za-z0-9_-]{0,126})?)"
+RUN_ID_PATTERN = f"^{RUN_ID_REGEX}$"
 M = TypeVar("M", bound=BaseModel)
 ONE_GRAPH = "give exactly one of 'graph' (a definition) or 'graph_id' (a stored graph)"
 

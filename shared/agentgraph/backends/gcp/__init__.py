@@ -56,14 +56,17 @@ def reset() -> None:
 
 def _build_engine() -> Engine:
     from agentgraph.backends.gcp.cloud_tasks_retries import CloudTasksRetries
+    from agentgraph.backends.gcp.firestore_owner_activity import FirestoreOwnerActivity
     from agentgraph.backends.gcp.pubsub_dispatcher import PubSubDispatcher
+    from agentgraph.core.limits import OwnerLimits
     from agentgraph.engine import Engine
     from agentgraph.llm import default_router
     from agentgraph.tools import default_registry, load_modules
 
     load_modules(m.strip() for m in os.environ.get(names.ENV_TOOLS, "").split(","))
+    store = open_store()
     return Engine(
-        open_store(),
+        store,
         PubSubDispatcher.from_env(),
         _retries_from_env(CloudTasksRetries),
         default_router(),
@@ -72,6 +75,9 @@ def _build_engine() -> Engine:
         # (only exec-<pool> functions get the secret): checking keys there would refuse
         # every Gemini graph.
         check_llm_config=False,
+        # Per-owner limits (AGENTGRAPH_LIMIT_*), counted from the runs on the same client.
+        owner_activity=FirestoreOwnerActivity(store.client),
+        owner_limits=OwnerLimits.from_env(os.environ),
     )
 
 
