@@ -512,6 +512,9 @@ def test_malformed_cloud_events_are_acked_and_logged_with_their_message_id(
         "bad-fields": json.dumps({"run_id": "r", "node_id": "n"}).encode(),
         "bad-types": json.dumps({"run_id": "r", "node_id": "n", "attempt": "x"}).encode(),
         "bad-empty": b"",
+        # Firestore reserves ids like __x__; nesting 100,000 deep exhausts every walker.
+        "bad-reserved-id": json.dumps({"run_id": "__x__", "node_id": "n", "attempt": 1}).encode(),
+        "bad-deep": b"[" * 100_000 + b"]" * 100_000,
     }
     answers = {
         mid: httpx.post(push, json=envelope(data, mid, pool="default")).status_code
@@ -527,6 +530,16 @@ def test_malformed_cloud_events_are_acked_and_logged_with_their_message_id(
             json.dumps({"run_id": "r", "node_id": "n", "status": "??"}).encode(), "bad-status"
         ),
     ).status_code
+    answers["bad-finished-id"] = httpx.post(
+        complete,
+        json=envelope(
+            json.dumps({"run_id": "__poison__", "node_id": "n", "status": "failed"}).encode(),
+            "bad-finished-id",
+        ),
+    ).status_code
+    answers["bad-finished-deep"] = httpx.post(
+        complete, json=envelope(b"[" * 100_000 + b"]" * 100_000, "bad-finished-deep")
+    ).status_code
 
     retry = httpx.post(stack.url("retry") + "/", content=b"{not json")
     answers["retry"] = 200 if retry.status_code == 202 else retry.status_code
@@ -534,7 +547,7 @@ def test_malformed_cloud_events_are_acked_and_logged_with_their_message_id(
     assert set(answers.values()) == {200}, answers
     assert "dropped" in retry.json()
     logs = log_of(stack, "exec-default") + log_of(stack, "complete")
-    for message_id in [*cases, "bad-base64", "bad-status"]:
+    for message_id in [*cases, "bad-base64", "bad-status", "bad-finished-id", "bad-finished-deep"]:
         assert f"malformed message {message_id} acked and dropped" in logs, message_id
 
 

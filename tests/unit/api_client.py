@@ -14,7 +14,7 @@ from starlette.testclient import TestClient
 from agentgraph.api import Api, Caller
 from agentgraph.backends.local import SqliteStore
 from agentgraph.backends.local.sqlite_owner_activity import SqliteOwnerActivity
-from agentgraph.core.errors import AuthError, Forbidden
+from agentgraph.core.errors import AuthError
 from agentgraph.core.limits import OwnerLimits
 from agentgraph.core.ports import StoredGraph
 from agentgraph.core.status import NodeStatus
@@ -64,25 +64,24 @@ class MemoryGraphs:
     """The GraphStore port in a dict, with the same rules as FirestoreGraphs."""
 
     def __init__(self) -> None:
-        self.versions: dict[str, list[StoredGraph]] = {}
+        self.versions: dict[tuple[str, str], list[StoredGraph]] = {}
 
     async def save(
-        self, graph_id: str, definition: dict[str, Any], digest: str, owner: str, admin: bool
+        self, owner: str, graph_id: str, definition: dict[str, Any], digest: str
     ) -> tuple[StoredGraph, bool]:
-        versions = self.versions.setdefault(graph_id, [])
-        if versions and versions[0].owner != owner and not admin:
-            raise Forbidden(f"graph {graph_id!r} belongs to another user")
+        versions = self.versions.setdefault((owner, graph_id), [])
         if versions and versions[-1].hash == digest:
             return versions[-1], False
-        owner = (versions[0].owner or owner) if versions else owner
         stored = StoredGraph(
             graph_id, len(versions) + 1, definition, digest, owner, 1.0, len(versions) + 1
         )
         versions.append(stored)
         return stored, True
 
-    async def get(self, graph_id: str, version: int | None = None) -> StoredGraph | None:
-        versions = self.versions.get(graph_id) or []
+    async def get(
+        self, owner: str, graph_id: str, version: int | None = None
+    ) -> StoredGraph | None:
+        versions = self.versions.get((owner, graph_id)) or []
         if not versions or (version or len(versions)) > len(versions):
             return None
         found = versions[(version or len(versions)) - 1]

@@ -241,13 +241,16 @@ def test_post_graphs_validates_versions_and_dedupes(client: Client) -> None:
     first = client.call("POST", "/graphs", GRAPH)
     same = client.call("POST", "/graphs", GRAPH)
     invalid = client.call("POST", "/graphs", {"name": "pair", "nodes": [{"id": "a"}]})
-    taken = client.call("POST", "/graphs", {**GRAPH, "description": "mine"}, as_caller=BOB)
+    bobs = client.call("POST", "/graphs", {**GRAPH, "description": "mine"}, as_caller=BOB)
 
     assert (first.status_code, first.json()["id"], first.json()["version"]) == (201, "pair", 1)
     assert first.json()["hash"] == canonical_hash(GRAPH)
     assert (same.status_code, same.json()["version"]) == (200, 1)
     assert invalid.status_code == 400 and code(invalid) == "invalid_graph"
-    assert taken.status_code == 403
+    # Names are per owner: Bob's "pair" is his own first version, Alice's is untouched.
+    assert (bobs.status_code, bobs.json()["version"]) == (201, 1)
+    alices = client.call("GET", "/graphs/pair").json()["definition"]
+    assert "description" not in alices
 
 
 def test_post_graphs_accepts_yaml(client: Client) -> None:

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from agentgraph.core.limits import OwnerLimits
 from tests.unit.api_client import ADMIN, BOB, GRAPH, api_client, code
 
@@ -96,3 +98,22 @@ def test_an_unknown_tool_is_named_without_listing_the_registered_ones() -> None:
     message = json.dumps(response.json())
     assert response.status_code == 400 and "unknown tool 'rm_rf'" in message
     assert "known tools" not in message
+
+
+async def test_a_setup_failure_answers_without_the_exception_text(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    from starlette.requests import Request
+
+    from agentgraph.backends.gcp import functions
+
+    def broken() -> None:
+        raise RuntimeError("cannot read /secrets/gemini-key at 10.0.0.7")
+
+    monkeypatch.setattr(functions, "open_api", broken)
+    request = Request({"type": "http", "method": "GET", "path": "/runs", "headers": []})
+    response = await functions.http_api(request)
+
+    assert response.status_code == 500
+    assert b"secrets" not in response.body and b"10.0.0.7" not in response.body
+    assert "cannot read /secrets/gemini-key" in caplog.text  # the operator still learns it

@@ -16,7 +16,7 @@ from jsonschema import Draft202012Validator
 from agentgraph.api import ENDPOINTS, MAX_BODY_BYTES
 from agentgraph.api.openapi import document, openapi_path, to_yaml
 from agentgraph.core.errors import Contention
-from tests.unit.api_client import BOB, GRAPH, LIMITS, Client, api_client
+from tests.unit.api_client import GRAPH, LIMITS, Client, api_client
 
 OPENAPI_YAML = Path(__file__).parents[2] / "functions" / "openapi.yaml"
 DOCUMENT = document(ENDPOINTS)
@@ -119,10 +119,6 @@ SPECIFIC: dict[tuple[str, int], Callable[[Client], httpx.Response]] = {
     ("cancelRun", 404): lambda c: c.call("POST", "/runs/nope/cancel"),
     ("createGraph", 200): _twice("POST", "/graphs", GRAPH),
     ("createGraph", 400): lambda c: c.call("POST", "/graphs", {"name": "x", "nodes": []}),
-    ("createGraph", 403): lambda c: (
-        c.call("POST", "/graphs", GRAPH),
-        c.call("POST", "/graphs", {**GRAPH, "description": "b"}, as_caller=BOB),
-    )[1],
     ("getGraph", 400): lambda c: c.call("GET", "/graphs/pair", query={"version": "x"}),
     ("getGraph", 404): lambda c: c.call("GET", "/graphs/nope"),
 }

@@ -37,7 +37,6 @@ from agentgraph.api.caller import Authenticate, Caller
 from agentgraph.api.errors import response_for, route_errors
 from agentgraph.core.errors import (
     AgentgraphError,
-    Forbidden,
     GraphInvalid,
     GraphNotFound,
     IdempotencyConflict,
@@ -187,8 +186,8 @@ class Api:
         if spec.graph is not None:
             return spec.graph
         assert spec.graph_id is not None
-        stored = await self.graphs.get(spec.graph_id, spec.version)
-        if stored is None or not caller.may_see(stored.owner):
+        stored = await self.graphs.get(caller.uid, spec.graph_id, spec.version)
+        if stored is None:
             raise GraphNotFound(spec.graph_id, spec.version)
         return stored.definition
 
@@ -230,9 +229,8 @@ class Api:
         assert caller is not None
         document = await bodies.graph_body(request)
         graph = await self.engine.compile_off_loop(document)
-        stored, created = await self.graphs.save(
-            graph.name, document, canonical_hash(document), caller.uid, caller.is_admin
-        )
+        digest = await asyncio.to_thread(canonical_hash, document)
+        stored, created = await self.graphs.save(caller.uid, graph.name, document, digest)
         return _json(
             models.GraphVersion.of(stored),
             201 if created else 200,
@@ -243,8 +241,8 @@ class Api:
         assert caller is not None
         graph_id = request.path_params["graph_id"]
         version = bodies.int_param(request, "version", 0, 1, 2**31) or None
-        stored = await self.graphs.get(graph_id, version)
-        if stored is None or not caller.may_see(stored.owner):
+        stored = await self.graphs.get(caller.uid, graph_id, version)
+        if stored is None:
             raise GraphNotFound(graph_id, version)
         return _json(models.StoredGraphBody.with_definition(stored))
 
@@ -393,13 +391,13 @@ ENDPOINTS: tuple[Endpoint, ...] = (
                 "The definition equals the latest version.", models.GraphVersion, location=True
             ),
         },
-        raises=(RequestInvalid, GraphInvalid, Forbidden),
+        raises=(RequestInvalid, GraphInvalid),
         body=GraphSpec,
         body_types=("application/json", "application/yaml"),
         description="The body is the definition itself (JSON, or YAML with a YAML content "
         "type). It is validated first. The graph's `name` is its id; each change makes a new "
-        "version, and posting the latest definition again returns that version (200). A "
-        "graph name that belongs to another user is a 403.",
+        "version, and posting the latest definition again returns that version (200). "
+        "Names are per caller: another caller's graph of the same name is another graph.",
     ),
     Endpoint(
         "GET",

@@ -305,17 +305,20 @@ class StoredGraph:
 
 
 class GraphStore(Protocol):
-    """Versioned graph definitions (`graphs/{name}/versions/{n}` on Firestore)."""
+    """Versioned graph definitions, named per owner: two owners' graphs of one name are
+    two graphs, so a name reveals nothing about other owners and cannot be squatted."""
 
     async def save(
-        self, graph_id: str, definition: dict[str, Any], digest: str, owner: str, admin: bool
+        self, owner: str, graph_id: str, definition: dict[str, Any], digest: str
     ) -> tuple[StoredGraph, bool]:
-        """Store a new version, or return the latest one when its hash is `digest`
-        (created=False). Forbidden when the graph belongs to another owner."""
+        """Store a new version of the owner's graph, or return the latest one when its
+        hash is `digest` (created=False)."""
         ...
 
-    async def get(self, graph_id: str, version: int | None = None) -> StoredGraph | None:
-        """A version (the latest when None), or None."""
+    async def get(
+        self, owner: str, graph_id: str, version: int | None = None
+    ) -> StoredGraph | None:
+        """A version of the owner's graph (the latest when None), or None."""
         ...
 
 

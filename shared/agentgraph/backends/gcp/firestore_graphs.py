@@ -1,7 +1,9 @@
-"""Versioned graph definitions on Firestore (`graphs/{name}/versions/{n}`).
+"""Versioned graph definitions on Firestore (`graphs/{owner key}-{name}/versions/{n}`).
 
-`graphs/{name}` holds the owner and the latest version number and hash; each version is an
-immutable document. Saving is one transaction on `graphs/{name}`: publishing a graph is
+Names are per owner: the document id is a hash of the owner (uids may hold characters a
+document id may not) and the graph's name, so another owner's name is neither visible nor
+taken. `graphs/{id}` holds the owner, the name and the latest version number and hash;
+each version is an immutable document. Saving is one transaction on `graphs/{name}`: publishing a graph is
 rare, so the one hot document the transaction locks is never contended the way a fan-in
 would be. Saving the same definition again returns the latest version instead of making a
 new one, so a deploy script can POST its graphs on every run.
@@ -12,6 +14,7 @@ of arrays, for one), and a definition is only ever read whole.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import time
@@ -19,7 +22,7 @@ from collections.abc import Callable
 from typing import Any
 
 from agentgraph.core import names
-from agentgraph.core.errors import Forbidden, Problem, RequestInvalid
+from agentgraph.core.errors import Problem, RequestInvalid
 from agentgraph.core.ports import StoredGraph
 
 MAX_DEFINITION_BYTES = 900 * 1024  # under Firestore's 1 MiB per document, with room
@@ -45,11 +48,12 @@ class FirestoreGraphs:
             )
         return cls(client)
 
-    def _graph(self, graph_id: str) -> Any:
-        return self.client.collection(names.COLLECTION_GRAPHS).document(graph_id)
+    def _graph(self, owner: str, graph_id: str) -> Any:
+        owner_key = hashlib.sha256(owner.encode()).hexdigest()[:32]
+        return self.client.collection(names.COLLECTION_GRAPHS).document(f"{owner_key}-{graph_id}")
 
     async def save(
-        self, graph_id: str, definition: dict[str, Any], digest: str, owner: str, admin: bool
+        self, owner: str, graph_id: str, definition: dict[str, Any], digest: str
     ) -> tuple[StoredGraph, bool]:
         from google.cloud import firestore
 
@@ -64,18 +68,16 @@ class FirestoreGraphs:
                     )
                 ]
             )
-        head_ref = self._graph(graph_id)
+        head_ref = self._graph(owner, graph_id)
         now = self.clock()
 
         @firestore.async_transactional  # type: ignore[untyped-decorator]
         async def save_in(transaction: Any) -> tuple[StoredGraph, bool]:
             head = await head_ref.get(transaction=transaction)
             data = head.to_dict() if head.exists else {}
-            if head.exists and data.get("owner") != owner and not admin:
-                raise Forbidden(f"graph {graph_id!r} belongs to another user; choose another name")
             latest = int(data.get("latest", 0))
             if latest and data.get("latest_hash") == digest:
-                stored = await self.get(graph_id, latest)
+                stored = await self.get(owner, graph_id, latest)
                 if stored is not None:
                     return stored, False
             version = latest + 1
@@ -93,28 +95,28 @@ class FirestoreGraphs:
                 head_ref,
                 {
                     "name": graph_id,
-                    "owner": data.get("owner", owner),
+                    "owner": owner,
                     "latest": version,
                     "latest_hash": digest,
                     "created_at": data.get("created_at", now),
                     "updated_at": now,
                 },
             )
-            return StoredGraph(
-                graph_id, version, definition, digest, data.get("owner", owner), now, version
-            ), True
+            return StoredGraph(graph_id, version, definition, digest, owner, now, version), True
 
         result: tuple[StoredGraph, bool] = await save_in(self.client.transaction())
         return result
 
-    async def get(self, graph_id: str, version: int | None = None) -> StoredGraph | None:
-        head = await self._graph(graph_id).get()
+    async def get(
+        self, owner: str, graph_id: str, version: int | None = None
+    ) -> StoredGraph | None:
+        head = await self._graph(owner, graph_id).get()
         if not head.exists:
             return None
         latest = int(head.get("latest"))
         number = version or latest
         snapshot = (
-            await self._graph(graph_id)
+            await self._graph(owner, graph_id)
             .collection(names.COLLECTION_VERSIONS)
             .document(str(number))
             .get()

@@ -108,9 +108,11 @@ async def http_api(request: Request) -> Response:
     """The `api` function: the request goes to the process's Api."""
     try:
         api = open_api()
-    except Exception as exc:  # configuration: say what is missing, as JSON like the rest
+    except Exception:  # configuration: the log says what is missing; callers learn nothing
         log.exception("the api could not be set up")
-        return error_response(500, "misconfigured", f"the api could not be set up: {exc}")
+        return error_response(
+            500, "misconfigured", "the api could not be set up; see the function's logs"
+        )
     return Forward(api)
 
 
@@ -150,7 +152,15 @@ async def _admit_service(request: Request, audiences: list[str]) -> Response | N
 
 
 def _own_url(request: Request) -> str | None:
-    """The URL this function was called at, as OIDC audiences name it (https, no query)."""
+    """The URL this function was called at, as OIDC audiences name it (https, no query).
+
+    Taken from the request, unlike the api's audience: retry and sweep admit only the
+    invoker service account, and Cloud Run IAM (run.invoker granted to that account alone,
+    internal ingress) has already checked the token's audience against this service before
+    the request reaches the code; this check is the second one. Terraform cannot name a
+    function's own URL in its own environment (a self-reference), and the api, which
+    admits allUsers and so has no such first check, takes its audience from configuration
+    only (docs/security.md)."""
     base = auth.request_audience(request)
     return f"{base}{request.url.path}".rstrip("/") if base else None
 

@@ -70,7 +70,7 @@ async def start_from_event(engine: Engine, graphs: GraphStore, message: PubSubMe
     document = request.graph
     if document is None:
         assert request.graph_id is not None
-        stored = await graphs.get(request.graph_id, request.version)
+        stored = await graphs.get(request.owner or EVENT_OWNER, request.graph_id, request.version)
         if stored is None:
             raise MalformedMessage(str(GraphNotFound(request.graph_id, request.version)))
         document = stored.definition
