@@ -240,3 +240,10 @@ def test_a_poison_node_ready_is_malformed(data: str | bytes) -> None:
 def test_a_poison_node_finished_is_malformed() -> None:
     with pytest.raises(MalformedMessage):
         decode(NodeFinished, json.dumps({"run_id": "__x__", "node_id": "a", "status": "failed"}))
+
+
+def test_a_graph_document_over_4_mib_is_refused_alone() -> None:
+    nodes = [{"id": f"n{i}", "prompt": "x" * 99_000, "model": "echo"} for i in range(45)]
+    found = problems_of({"name": "g", "nodes": nodes})
+    assert len(found) == 1 and found[0].startswith("graph: is 4,")
+    assert "the limit is 4,194,304" in found[0]
