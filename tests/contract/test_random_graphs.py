@@ -208,7 +208,7 @@ def property_on(backend: Any, examples: int) -> Any:
 
 
 # One harness serves every example of a test: each example is its own run.
-test_random_runs_end_as_the_reference_scheduler_says_on_local = property_on("local", 200)
+test_random_runs_end_as_the_reference_scheduler_says_on_local = property_on("local", 1000)
 test_random_runs_end_as_the_reference_scheduler_says_on_firestore = property_on(
     pytest.param("firestore", marks=pytest.mark.emulator), 25
 )
