@@ -7,9 +7,10 @@ are the ones that execute. What stands in for the Google-managed plumbing, and w
 faithful:
 
 - Pub/Sub push → `PullConsumer`. Each subscription is pulled and every message is wrapped in
-  the push envelope that functions-framework hands to a CloudEvent function, then parsed by
-  `agentgraph.core.messages.pubsub_message` and given to `agentgraph.backends.gcp.handlers.execute` /
-  `complete`: the same decode-and-dispatch as `backends/gcp/functions.pubsub_event`. As with
+  the push envelope Pub/Sub POSTs to a push endpoint, then parsed by
+  `agentgraph.backends.gcp.pubsub_envelope.pubsub_message` and given to
+  `agentgraph.backends.gcp.handlers.execute` / `complete`: the same decode-and-dispatch as
+  `backends/gcp/functions.pubsub_push`. As with
   a push subscription, a message is acked only when the handler returned (or the message is
   malformed: logged and acked, never redelivered), and redelivered when it raised. The
   emulator ignores a subscription's retry policy on pull, so the consumer applies the
@@ -124,7 +125,7 @@ class InFlight:
 
 
 def push_envelope(message: Any, subscription: str) -> dict[str, Any]:
-    """`event.data` of the CloudEvent functions-framework makes from a Pub/Sub push."""
+    """The body of the HTTP request a push subscription sends for `message`."""
     return {
         "message": {
             "data": base64.b64encode(message.data).decode(),
@@ -211,7 +212,7 @@ class PullConsumer:
                 )
 
     async def _deliver(self, received: Any) -> None:
-        """`functions.pubsub_event` on the test's loop and engine."""
+        """`functions.pubsub_push` on the test's loop and engine."""
         ack_id = received.ack_id
         run_id = received.message.attributes.get("run_id", "?")
         try:

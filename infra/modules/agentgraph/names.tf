@@ -1,5 +1,5 @@
 # The cloud names the code reads from shared/agentgraph/core/names.py, spelled once for Terraform.
-# tests/infra/test_terraform.py imports agentgraph.names and fails if any of these drifts from
+# tests/infra/test_terraform.py imports agentgraph.core.names and fails if any of these drifts from
 # it, or if a topic, subscription, queue, entry point or environment variable is declared here
 # without a constant there (or the other way round).
 

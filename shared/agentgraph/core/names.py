@@ -94,7 +94,8 @@ ENV_POOL = "AGENTGRAPH_POOL"
 # tokens with the custom claim admin: true. Set by infra/ from its api_admins variable.
 ENV_ADMINS = "AGENTGRAPH_ADMINS"
 
-# Audiences the api accepts on Google ID tokens (comma-separated); default: the request URL.
+# Audiences the api accepts on Google ID tokens (comma-separated); never taken from a request:
+# unset, no Google ID token passes (docs/security.md). Terraform sets the api's own URL.
 ENV_API_AUDIENCE = "AGENTGRAPH_API_AUDIENCE"
 
 # Per-owner limits (core/limits.py); Terraform sets them from variables of the same meaning.

@@ -1,5 +1,5 @@
-"""The Pub/Sub push envelope (the body of a push request, and the `data` of a
-`google.cloud.pubsub.topic.v1.messagePublished` CloudEvent), unwrapped into the parts we use.
+"""The Pub/Sub push envelope (the body of a push request, which the functions read
+directly: no CloudEvent conversion), unwrapped into the parts we use.
 
 Kept beside the dispatcher that publishes the messages, out of the core: the core's
 messages (`core/messages.py`) know nothing of how Pub/Sub carries them.
