@@ -26,6 +26,7 @@ from agentgraph.core.errors import (
     InputInvalid,
     RequestInvalid,
     RunNotFound,
+    kind_of,
 )
 from agentgraph.core.run_json import run_to_json
 from agentgraph.core.status import RunStatus
@@ -348,12 +349,9 @@ def main() -> None:
         sys.exit(code if isinstance(code, int) else 0)
     except _Exit as exc:
         sys.exit(exc.code)
-    except (GraphInvalid, InputInvalid) as exc:
+    except AgentgraphError as exc:  # the exit code is the errors table's (core/errors.py)
         err.print(f"[bold red]error:[/] {exc}", highlight=False)
-        sys.exit(2)
-    except AgentgraphError as exc:
-        err.print(f"[bold red]error:[/] {exc}", highlight=False)
-        sys.exit(2)
+        sys.exit(kind_of(exc).exit_code)
     except KeyboardInterrupt:
         sys.exit(130)
     except typer.Exit as exc:

@@ -11,6 +11,8 @@ without network access and without backtracking regular expressions.
 
 from __future__ import annotations
 
+import json
+import re
 from collections.abc import Iterator
 from typing import Any
 
@@ -22,7 +24,10 @@ from referencing import Registry
 from agentgraph.core.errors import Problem
 
 _REFERENCE_KEYS = ("$ref", "$dynamicRef", "$recursiveRef")
-_NO_RETRIEVAL = Registry()  # resolves nothing it was not given, and retrieves nothing
+_NO_RETRIEVAL = Registry()
+_PLAIN_KEY = re.compile(
+    r"[A-Za-z0-9_$@-]+"
+)  # resolves nothing it was not given, and retrieves nothing
 
 
 def schema_problems(path: str, schema: Any) -> list[Problem]:
@@ -49,7 +54,16 @@ def errors(schema: dict[str, Any], value: Any) -> list[ValidationError]:
 
 
 def json_path(prefix: str, parts: Any) -> str:
-    return prefix + "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in parts)
+    """`prefix.key[3].other`; a key that is not a plain name is quoted (`["\\r"]`), so a
+    path always shows where it points."""
+    return prefix + "".join(_path_part(p) for p in parts)
+
+
+def _path_part(part: Any) -> str:
+    if isinstance(part, int):
+        return f"[{part}]"
+    text = str(part)
+    return f".{text}" if _PLAIN_KEY.fullmatch(text) else f"[{json.dumps(text)}]"
 
 
 def _unsafe_parts(path: str, schema: Any) -> Iterator[Problem]:
