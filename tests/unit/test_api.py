@@ -8,7 +8,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from agentgraph.api import MAX_BODY_BYTES, canonical_hash
+from agentgraph.api import ENDPOINTS, MAX_BODY_BYTES, canonical_hash
+from agentgraph.api.openapi import document
 from agentgraph.core.errors import Contention
 from tests.unit.api_client import ADMIN, BOB, GRAPH, Client, Transient, api_client, code
 
@@ -61,6 +62,21 @@ def test_same_idempotency_key_with_another_body_is_a_conflict(client: Client) ->
 
     assert response.status_code == 409
     assert code(response) == "idempotency_conflict"
+
+
+def test_an_unknown_graph_id_and_a_reused_key_are_answers_the_document_lists(
+    client: Client,
+) -> None:
+    """Found by tests/system/test_api_fuzz.py: POST /runs answered 404 (an unknown
+    graph_id) and 409 (a key reused with another body) but documented neither."""
+    unknown = client.call("POST", "/runs", {"graph_id": "am0"})
+    key = {"Idempotency-Key": "k-2"}
+    client.call("POST", "/runs", {"graph": GRAPH, "input": {"topic": "owls"}}, headers=key)
+    reused = client.call("POST", "/runs", {"graph": GRAPH, "input": {"topic": "x"}}, headers=key)
+    documented = document(ENDPOINTS)["paths"]["/runs"]["post"]["responses"]
+
+    assert (unknown.status_code, reused.status_code) == (404, 409)
+    assert {"404", "409"} <= set(documented)
 
 
 def test_idempotency_keys_are_per_caller(client: Client) -> None:
@@ -232,6 +248,25 @@ def test_list_runs_shows_only_the_callers_runs(client: Client) -> None:
     assert [r["owner"] for r in mine.json()["runs"]] == ["alice"]
     assert len(everyone.json()["runs"]) == 2
     assert bad.status_code == 400
+
+
+@pytest.mark.parametrize("value", ["", "+5", " 5", "5_0", "\u0665", "1e3", "5.0"])
+def test_an_integer_query_parameter_takes_only_ascii_digits(client: Client, value: str) -> None:
+    """Found by tests/system/test_api_fuzz.py: `?limit=` (empty) answered 200 although the
+    document says integer; `int()` also took `+5`, ` 5`, `5_0` and other digits."""
+    run_id = client.call("POST", "/runs", {"graph": GRAPH, "input": {"topic": "t"}}).json()[
+        "run_id"
+    ]
+    client.call("POST", "/graphs", GRAPH)
+
+    answers = [
+        client.call("GET", "/runs", query={"limit": value}),
+        client.call("GET", f"/runs/{run_id}/events", query={"after": value}),
+        client.call("GET", "/graphs/pair", query={"version": value}),
+    ]
+
+    assert [(r.status_code, code(r)) for r in answers] == [(400, "invalid_request")] * 3
+    assert client.call("GET", "/runs", query={"limit": "5"}).status_code == 200
 
 
 # ---- graphs ------------------------------------------------------------------------------------

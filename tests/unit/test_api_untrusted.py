@@ -4,13 +4,19 @@ store reserves. Through Starlette's TestClient on the local store (tests/unit/ap
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
+from functions_framework.aio import create_asgi_app
+from starlette.testclient import TestClient
 
+from agentgraph.backends.gcp import functions as glue
+from agentgraph.core import names
 from agentgraph.core.limits import OwnerLimits
 from tests.unit.api_client import ADMIN, BOB, GRAPH, api_client, code
 
 RUN = {"graph": GRAPH, "input": {"topic": "owls"}}
+FUNCTIONS_MAIN = Path(__file__).parents[2] / "functions" / "main.py"
 
 
 def test_the_61st_run_in_a_minute_gets_429_with_retry_after_naming_the_limit() -> None:
@@ -117,3 +123,21 @@ async def test_a_setup_failure_answers_without_the_exception_text(
     assert response.status_code == 500
     assert b"secrets" not in response.body and b"10.0.0.7" not in response.body
     assert "cannot read /secrets/gemini-key" in caplog.text  # the operator still learns it
+
+
+def test_a_path_with_a_newline_gets_the_apis_json_404_through_functions_framework(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Found by tests/system/test_api_fuzz.py: functions-framework's own router (`.*`)
+    did not match a path with an encoded newline and answered a text/plain 404, so the
+    request never reached the api. Served here as deployed: functions/main.py under the
+    framework's ASGI app, with the api over the local store."""
+    with api_client() as client:
+        monkeypatch.setattr(glue, "open_api", lambda: client.api)
+        app = create_asgi_app(names.ENTRY_API, str(FUNCTIONS_MAIN))
+        with TestClient(app) as http:
+            response = http.get("/runs/a%0Ab")
+
+    assert response.status_code == 404
+    assert response.headers["content-type"] == "application/json"
+    assert code(response) == "not_found"

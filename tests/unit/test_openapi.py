@@ -108,7 +108,7 @@ SPECIFIC: dict[tuple[str, int], Callable[[Client], httpx.Response]] = {
     ][-1],
     ("createRun", 409): lambda c: (
         c.call("POST", "/runs", RUN, headers={"Idempotency-Key": "k"}),
-        c.call("POST", "/runs", NO_TOPIC, headers={"Idempotency-Key": "k"}),
+        c.call("POST", "/runs", {**RUN, "input": {"topic": "u"}}, headers={"Idempotency-Key": "k"}),
     )[1],
     ("listRuns", 400): lambda c: c.call("GET", "/runs", query={"limit": "0"}),
     ("getRun", 404): lambda c: c.call("GET", "/runs/nope"),

@@ -314,7 +314,15 @@ ENDPOINTS: tuple[Endpoint, ...] = (
                 location=True,
             ),
         },
-        raises=(RequestInvalid, GraphInvalid, InputInvalid, LlmNotConfigured, LimitExceeded),
+        raises=(
+            RequestInvalid,
+            GraphInvalid,
+            InputInvalid,
+            LlmNotConfigured,
+            GraphNotFound,
+            IdempotencyConflict,
+            LimitExceeded,
+        ),
         body=RunRequest,
         params=(
             Param(

@@ -30,6 +30,7 @@ import threading
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from starlette.convertors import PathConvertor, register_url_convertor
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.types import ASGIApp, Receive, Scope, Send
@@ -47,6 +48,20 @@ log = logging.getLogger("agentgraph.functions")
 API_TIMEOUT_S = 55.0  # under the api function's 60 s timeout
 CONTROL_TIMEOUT_S = 55.0  # complete, retry, sweep, start_from_event
 # exec: no timeout of ours; the node's timeout_s bounds the work, the function's the rest.
+
+
+class _AnyPath(PathConvertor):
+    """functions-framework routes every path to the function with Starlette's
+    `/{path:path}`, whose `.*` stops at a newline: a path with an encoded newline
+    (`/runs/a%0Ab`) never reached the function, and the framework's router answered a
+    text/plain 404 instead of the api's JSON one (found by tests/system/test_api_fuzz.py).
+    Registered when functions/main.py imports this module, which the framework does before
+    it builds its routes; the api's own routes use no `path` parameter."""
+
+    regex = "(?s:.*)"
+
+
+register_url_convertor("path", _AnyPath())
 
 _lock = threading.Lock()
 _api: Api | None = None
