@@ -19,15 +19,16 @@ request of their subscription (why not `aio.cloud_event`: agentgraph.backends.gc
 
 from __future__ import annotations
 
-import logging
-
 from functions_framework import aio
 from starlette.requests import Request
 from starlette.responses import Response
 
+from agentgraph import observability
 from agentgraph.backends.gcp import functions as glue
 
-logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+# JSON log lines for Cloud Logging (text on a terminal); traces and metrics as
+# AGENTGRAPH_TRACE says (Terraform: gcp, i.e. Cloud Trace and Cloud Monitoring).
+observability.setup("agentgraph-functions")
 
 
 @aio.http

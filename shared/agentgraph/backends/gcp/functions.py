@@ -18,6 +18,10 @@ forever. The envelope is what `pubsub_message` reads either way.
 Status codes are the delivery contract: for Pub/Sub push and Cloud Tasks, 2xx acks and
 anything else redelivers. A handler that returns acks; one that raises answers 500 (the
 framework's error middleware), so the message or task comes again.
+
+Each entry point continues the trace its request carries (`traceparent` in the message
+attributes or the HTTP headers; agentgraph.observability.tracing), so one run is one trace
+across every function that handles it.
 """
 
 from __future__ import annotations
@@ -41,6 +45,8 @@ from agentgraph.backends.gcp.pubsub_envelope import PubSubMessage, pubsub_messag
 from agentgraph.core import names
 from agentgraph.core.errors import AuthError, AuthMisconfigured, Forbidden, MalformedMessage
 from agentgraph.engine import Engine
+from agentgraph.observability import tracing
+from agentgraph.observability.tracing import SpanKind
 
 log = logging.getLogger("agentgraph.functions")
 
@@ -101,7 +107,23 @@ class Forward(Response):
         self.app = app
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        await self.app(scope, receive, send)
+        if not tracing.enabled():
+            await self.app(scope, receive, send)
+            return
+        headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
+        method, path = scope.get("method", "?"), scope.get("path", "/")
+        attributes = {"http.request.method": method, "url.path": path}
+        route = "/" + path.strip("/").split("/", 1)[0]
+        with tracing.continued(
+            headers, f"api {method} {route}", attributes, SpanKind.SERVER
+        ) as current:
+
+            async def traced_send(message: Any) -> None:
+                if message.get("type") == "http.response.start":
+                    current.set_attribute("http.response.status_code", message["status"])
+                await send(message)
+
+            await self.app(scope, receive, traced_send)
 
 
 async def http_api(request: Request) -> Response:
@@ -125,7 +147,13 @@ async def http_retry(request: Request) -> Response:
         return denied
     body = await request.body()
     try:
-        due = await _run_control(lambda engine: handlers.retry(engine, body))
+        with tracing.continued(
+            request.headers,
+            "retry",
+            {"cloud_tasks.task_name": _task_name(request)},
+            SpanKind.SERVER,
+        ):
+            due = await _run_control(lambda engine: handlers.retry(engine, body))
     except MalformedMessage as exc:
         log.error("retry task %s dropped: %s", _task_name(request), exc)
         # 2xx on purpose: Cloud Tasks would otherwise retry a body that can never work.
@@ -139,7 +167,8 @@ async def http_sweep(request: Request) -> Response:
     denied = await _admit_service(request, [_own_url(request) or ""])
     if denied is not None:
         return denied
-    sent = await _run_control(lambda engine: engine.sweep())
+    with tracing.span("sweep", kind=SpanKind.SERVER):
+        sent = await _run_control(lambda engine: engine.sweep())
     return JSONResponse({"dispatched": sent})
 
 
@@ -191,8 +220,10 @@ async def pubsub_push(
             "%s: malformed message %s acked and dropped: %s", what, _message_id(envelope), exc
         )
         return _ack()
+    attributes = {"messaging.system": "gcp_pubsub", "messaging.message.id": message.message_id}
     try:
-        await _run_control(lambda engine: handler(engine, message), timeout=None)
+        with tracing.continued(message.attributes, what, attributes):
+            await _run_control(lambda engine: handler(engine, message), timeout=None)
     except MalformedMessage as exc:
         log.error(
             "%s: malformed message %s acked and dropped: %s (data %r)",

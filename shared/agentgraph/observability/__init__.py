@@ -1,0 +1,51 @@
+"""Traces, metrics and structured logs (OpenTelemetry), outside the pure core.
+
+`setup(service)` is called once per process by whatever hosts the engine (the functions'
+`functions/main.py`, the CLI): it configures logging (`logs`), the tracer provider
+(`tracing`, from AGENTGRAPH_TRACE) and the meter provider (`metrics`). The engine and the
+gcp glue only call `tracing.span`/`continued`/`inject` and the `metrics` instruments,
+which cost nothing measurable while nothing is configured.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any, TextIO
+
+from agentgraph.observability import logs, metrics, tracing
+
+_done = False
+
+
+def resource(service: str) -> Any:
+    """The process's resource: service name, the Cloud Run service (K_SERVICE) when
+    deployed, and the process id (several instances of one function are told apart)."""
+    from opentelemetry.sdk.resources import Resource
+
+    attributes: dict[str, Any] = {
+        "service.name": service,
+        "service.instance.id": f"{os.uname().nodename}-{os.getpid()}",
+        "process.pid": os.getpid(),
+    }
+    if os.environ.get("K_SERVICE"):
+        attributes["faas.name"] = os.environ["K_SERVICE"]
+    return Resource.create(attributes)
+
+
+def setup(service: str, *, log_stream: TextIO | None = None, configure_logs: bool = True) -> None:
+    """Logs, traces and metrics for this process, from the environment. Idempotent."""
+    global _done
+    if configure_logs:
+        logs.configure(log_stream)
+    if _done:
+        return
+    _done = True
+    mode = tracing.mode()
+    if mode == "off":
+        return
+    res = resource(service)
+    tracing.configure(service, res)
+    metrics.configure(mode, res)
+
+
+__all__ = ["logs", "metrics", "setup", "tracing"]
