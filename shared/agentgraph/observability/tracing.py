@@ -152,6 +152,24 @@ def continued(
             otel_context.detach(token)
 
 
+def current_context() -> Any:
+    """The current trace context, to carry through an in-process queue (None when off)."""
+    return otel_context.get_current() if _tracer is not None else None
+
+
+@contextlib.contextmanager
+def attached(context: Any) -> Iterator[None]:
+    """Make a context from `current_context` current inside the block."""
+    if context is None:
+        yield
+        return
+    token = otel_context.attach(context)
+    try:
+        yield
+    finally:
+        otel_context.detach(token)
+
+
 def inject(carrier: dict[str, str]) -> dict[str, str]:
     """Add the current trace context to `carrier` (message attributes, task headers);
     adds nothing when tracing is off or no span is current."""
