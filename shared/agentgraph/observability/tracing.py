@@ -30,7 +30,9 @@ from opentelemetry import context as otel_context
 from opentelemetry import propagate, trace
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
-ENV_TRACE = "AGENTGRAPH_TRACE"
+from agentgraph.core import names
+
+ENV_TRACE = names.ENV_TRACE
 ENV_TRACE_FILE = "AGENTGRAPH_TRACE_FILE"
 ENV_TRACE_CONTENT = "AGENTGRAPH_TRACE_CONTENT"
 DEFAULT_TRACE_FILE = "agentgraph-traces.jsonl"
