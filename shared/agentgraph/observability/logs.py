@@ -13,13 +13,11 @@ prompts, answers or secrets into messages; the formatter adds only the fields ab
 
 from __future__ import annotations
 
-import contextlib
 import contextvars
 import json
 import logging
 import os
 import sys
-from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any, TextIO
 
@@ -38,14 +36,21 @@ _fields: contextvars.ContextVar[dict[str, Any] | None] = contextvars.ContextVar(
 _SEVERITY = {"WARNING": "WARNING", "CRITICAL": "CRITICAL", "ERROR": "ERROR", "INFO": "INFO"}
 
 
-@contextlib.contextmanager
-def log_fields(**fields: Any) -> Iterator[None]:
-    """Every log line inside the block carries these fields (run_id, node_id, attempt)."""
-    token = _fields.set({**(_fields.get() or {}), **fields})
-    try:
-        yield
-    finally:
-        _fields.reset(token)
+class log_fields:
+    """Every log line inside the block carries these fields (run_id, node_id, attempt).
+    A class, not a generator: the engine enters one per node attempt, tracing on or off."""
+
+    __slots__ = ("_fields", "_token")
+
+    def __init__(self, **fields: Any) -> None:
+        self._fields = fields
+
+    def __enter__(self) -> None:
+        outer = _fields.get()
+        self._token = _fields.set({**outer, **self._fields} if outer else self._fields)
+
+    def __exit__(self, *exc: object) -> None:
+        _fields.reset(self._token)
 
 
 def current_fields(record: logging.LogRecord | None = None) -> dict[str, Any]:

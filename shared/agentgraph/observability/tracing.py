@@ -129,19 +129,28 @@ def span(
     )
 
 
-@contextlib.contextmanager
 def continued(
     carrier: Mapping[str, str] | None,
     name: str,
     attributes: Mapping[str, Any] | None = None,
     kind: SpanKind = SpanKind.CONSUMER,
-) -> Iterator[Any]:
+) -> contextlib.AbstractContextManager[Any]:
     """A span that continues the trace whose context `carrier` holds (message attributes,
     request headers): the function side of propagation. A carrier without one starts a
-    new trace."""
+    new trace. The shared no-op (entered as None) when tracing is off."""
     if _tracer is None:
-        yield None
-        return
+        return _NOOP
+    return _continued(carrier, name, attributes, kind)
+
+
+@contextlib.contextmanager
+def _continued(
+    carrier: Mapping[str, str] | None,
+    name: str,
+    attributes: Mapping[str, Any] | None,
+    kind: SpanKind,
+) -> Iterator[Any]:
+    assert _tracer is not None
     parent = propagate.extract(_lower(carrier)) if carrier else None
     token = otel_context.attach(parent) if parent is not None else None
     try:
