@@ -10,6 +10,11 @@ Tasks inside the same trace, and metrics exported beside the spans.
 
 from __future__ import annotations
 
+import json
+import os
+import re
+import subprocess
+import sys
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -169,7 +174,50 @@ def test_metrics_of_node_attempts_and_tokens_are_exported_beside_the_spans(
             "agentgraph.runs.started",
             "agentgraph.node.attempts",
             "agentgraph.node.duration",
+            "agentgraph.node.queue_delay",
             "agentgraph.runs.finished",
         } <= collector.metric_names
 
     collector.wait_for(exported, 30, f"metrics were not exported: {collector.metric_names}")
+
+
+def test_a_local_run_traced_to_a_file_is_drawn_as_a_waterfall_by_trace_view(
+    tmp_path: Path,
+) -> None:
+    graph = {
+        "name": "viewed",
+        "nodes": [
+            {"id": "first", "model": "echo", "prompt": "one"},
+            {"id": "second", "after": ["first"], "model": "echo", "prompt": "two"},
+        ],
+    }
+    (tmp_path / "g.yaml").write_text(json.dumps(graph))
+    env = {
+        **os.environ,
+        "AGENTGRAPH_TRACE": "file",
+        "AGENTGRAPH_TRACE_FILE": str(tmp_path / "traces.jsonl"),
+        "NO_COLOR": "1",
+    }
+
+    def agentgraph(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "agentgraph", *args],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            env=env,
+        )
+
+    ran = agentgraph("run", str(tmp_path / "g.yaml"), "--db", str(tmp_path / "db"), "--json")
+    assert ran.returncode == 0, ran.stderr
+    run_id = json.loads(ran.stdout)["run_id"]
+    viewed = agentgraph("trace-view", run_id)
+
+    assert viewed.returncode == 0, viewed.stderr
+    rows = [
+        re.match(r"\s*(.+?)\s+[\d.]+\s+[\d.]+\s+\|", line) for line in viewed.stdout.splitlines()
+    ]
+    labels = [row[1] for row in rows[1:] if row]
+    assert labels[0] == "run viewed"
+    assert labels.index("node first") < labels.index("chat echo") < labels.index("node second")
+    assert agentgraph("trace-view", "no-such-run").returncode == 1

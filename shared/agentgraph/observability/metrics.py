@@ -35,7 +35,7 @@ class Instruments:
             "agentgraph.node.duration", unit="s", description="claim to finish of an attempt"
         )
         self.queue_delay = meter.create_histogram(
-            "agentgraph.node.queue_delay", unit="s", description="ready to claimed"
+            "agentgraph.node.queue_delay", unit="s", description="node-ready published → delivered"
         )
         self.tokens = meter.create_counter(
             "gen_ai.client.token.usage.total", unit="{token}", description="by model and type"
