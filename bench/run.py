@@ -232,6 +232,14 @@ def markdown(figures: dict[str, Figure], results: dict[str, Any]) -> str:
             f"| `{key}` | {value} | {figure.goal} | {ratio_text if ratio_text != '-' else ''} "
             f"| {mark} |"
         )
+    merged = results["details"].get("merged")
+    if merged:
+        lines.append("")
+        lines.append(
+            f"Kept from the run of {merged['from']} (`--merge`): "
+            + ", ".join(f"`{k}`" for k in merged["keys"])
+            + "."
+        )
     if results["notes"]:
         lines.append("")
         for key, reason in results["notes"].items():
@@ -312,6 +320,10 @@ def main(argv: list[str] | None = None) -> int:
         "versions": _versions(),
         **details,
     }
+    results["details"].pop("merged", None)
+    kept = [k for m in REGISTRY.values() if m not in selected for k in m.keys]
+    if earlier and kept:
+        results["details"]["merged"] = {"from": earlier.get("date"), "keys": kept}
 
     console.print(table(declared, results))
     by_reason: dict[str, list[str]] = {}

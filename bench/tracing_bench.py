@@ -43,10 +43,16 @@ SPLIT_PROJECT = "bench-trace"
 
 
 def _off_verdict(results: Any) -> tuple[str, bool | None] | None:
-    share = ratio(results["trace_off_us_per_node"], (results.get("local_ms_per_node") or 0) * 1000)
+    untraced = results.get("local_ms_per_node_untraced")
+    share = ratio(results["trace_off_us_per_node"], untraced * 1000 if untraced else None)
     if share is None:
         return None
     return f"{share:.2%} of a local node", share < 0.01
+
+
+def _on_verdict(results: Any) -> tuple[str, bool | None] | None:
+    share = ratio(results["trace_on_ms_per_node"], results.get("local_ms_per_node_untraced"))
+    return None if share is None else (f"+{share:.0%} per local node", None)
 
 
 LOCAL_FIGURES = (
@@ -54,11 +60,18 @@ LOCAL_FIGURES = (
         "trace_off_us_per_node",
         "tracing off: the no-op hooks of one node attempt, timed alone",
         "us",
-        "< 1% of local_ms_per_node",
+        "< 1% of a local node",
         _off_verdict,
     ),
+    Figure("local_ms_per_node_untraced", "local per node, tracing off (this run)", "ms"),
     Figure("local_ms_per_node_traced", "local per node with tracing on (SDK, no export)", "ms"),
-    Figure("trace_on_ms_per_node", "tracing on: added per node (traced - untraced)", "ms"),
+    Figure(
+        "trace_on_ms_per_node",
+        "tracing on: added per node (traced - untraced)",
+        "ms",
+        "reported",
+        _on_verdict,
+    ),
 )
 SPLIT_FIGURES = (
     Figure("traced_edge_ms", "emulator edge with tracing on (parent finish → child claim)", "ms"),
@@ -161,6 +174,7 @@ async def measure_local(ctx: Context) -> Figures:
     }
     return {
         "trace_off_us_per_node": round(noop_s * 1e6, 3),
+        "local_ms_per_node_untraced": round(off_ms, 4),
         "local_ms_per_node_traced": round(on_ms, 4),
         "trace_on_ms_per_node": round(on_ms - off_ms, 4),
     }
