@@ -9,12 +9,14 @@ which cost nothing measurable while nothing is configured.
 
 from __future__ import annotations
 
+import logging
 import os
 from typing import Any, TextIO
 
 from agentgraph.observability import logs, metrics, tracing
 
 _done = False
+log = logging.getLogger("agentgraph.observability")
 
 
 def resource(service: str) -> Any:
@@ -29,7 +31,17 @@ def resource(service: str) -> Any:
     }
     if os.environ.get("K_SERVICE"):
         attributes["faas.name"] = os.environ["K_SERVICE"]
-    return Resource.create(attributes)
+    resource = Resource.create(attributes)
+    if tracing.mode() == "gcp":  # the monitored resource Cloud Monitoring files metrics under
+        try:
+            from opentelemetry.resourcedetector.gcp_resource_detector import (
+                GoogleCloudResourceDetector,
+            )
+
+            resource = GoogleCloudResourceDetector(raise_on_error=False).detect().merge(resource)
+        except Exception:  # detection is best effort: spans and logs do not need it
+            log.warning("the Google Cloud resource could not be detected", exc_info=True)
+    return resource
 
 
 def setup(service: str, *, log_stream: TextIO | None = None, configure_logs: bool = True) -> None:
@@ -43,9 +55,13 @@ def setup(service: str, *, log_stream: TextIO | None = None, configure_logs: boo
     mode = tracing.mode()
     if mode == "off":
         return
-    res = resource(service)
-    tracing.configure(service, res)
-    metrics.configure(mode, res)
+    try:
+        res = resource(service)
+        tracing.configure(service, res)
+        metrics.configure(mode, res)
+    except Exception:  # telemetry must never keep a function from serving
+        log.exception("%s=%s could not be set up: tracing stays off", tracing.ENV_TRACE, mode)
+        tracing.use(None)
 
 
 __all__ = ["logs", "metrics", "setup", "tracing"]

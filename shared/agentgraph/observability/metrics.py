@@ -74,7 +74,11 @@ def configure(mode: str, resource: Any = None) -> Any | None:
     else:
         from opentelemetry.exporter.cloud_monitoring import CloudMonitoringMetricsExporter
 
-        exporter = CloudMonitoringMetricsExporter(project_id=os.environ.get("GOOGLE_CLOUD_PROJECT"))
+        # Every instance writes its own time series (a unique label), or concurrent writers
+        # of one series would have their points rejected.
+        exporter = CloudMonitoringMetricsExporter(
+            project_id=os.environ.get("GOOGLE_CLOUD_PROJECT"), add_unique_identifier=True
+        )
     interval = int(os.environ.get("OTEL_METRIC_EXPORT_INTERVAL") or EXPORT_INTERVAL_MS)
     reader = PeriodicExportingMetricReader(exporter, export_interval_millis=interval)
     provider = MeterProvider(metric_readers=[reader], resource=resource)
