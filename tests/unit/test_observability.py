@@ -11,8 +11,11 @@ import json
 import logging
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
@@ -20,8 +23,9 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from agentgraph.backends.gcp.cloud_tasks_retries import CloudTasksRetries
 from agentgraph.backends.gcp.pubsub_dispatcher import PubSubDispatcher
 from agentgraph.backends.local import LocalRuntime, SqliteStore
+from agentgraph.core.errors import RetryableToolError
 from agentgraph.llm import default_router
-from agentgraph.observability import logs, tracing, waterfall
+from agentgraph.observability import logs, metrics, tracing, waterfall
 from agentgraph.observability.otlp_file import OtlpJsonFileExporter
 from agentgraph.tools import Registry
 
@@ -215,3 +219,68 @@ def test_a_terminal_gets_human_lines_and_anything_else_json(
     assert isinstance(logs.formatter_for(Terminal()), logs.JsonFormatter)
     with logs.log_fields(run_id="r1", node_id="a", attempt=1):
         assert log_line(logs.HumanFormatter()).endswith("hello you [r1/a#1]")
+
+
+# ---- metrics -----------------------------------------------------------------------------------
+
+
+async def test_metrics_count_attempts_by_status_retries_by_error_class_and_tokens_by_model(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    reader = InMemoryMetricReader()
+    instruments = metrics.Instruments(MeterProvider(metric_readers=[reader]).get_meter("t"))
+    monkeypatch.setattr(metrics, "instruments", lambda: instruments)
+    calls = 0
+
+    def flaky() -> int:
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            raise RetryableToolError("try again")
+        return calls
+
+    tools = Registry()
+    tools.tool(flaky, name="flaky")
+    graph = {
+        "name": "metered",
+        "nodes": [
+            {
+                "id": "f",
+                "tool": "flaky",
+                "args": {},
+                "retry": {"max_attempts": 2, "initial_delay_s": 0},
+            },
+            {"id": "ask", "after": ["f"], "model": "echo", "prompt": "{{ nodes.f.output }}"},
+        ],
+    }
+    store = SqliteStore(":memory:")
+    try:
+        async with LocalRuntime(store, default_router(), tools) as runtime:
+            run = await runtime.wait((await runtime.start(graph)).run_id, timeout=30)
+    finally:
+        store.close()
+    assert run.status.value == "succeeded"
+
+    points: dict[str, list[Any]] = {}
+    data = reader.get_metrics_data()
+    assert data is not None
+    for resource in data.resource_metrics:
+        for scope in resource.scope_metrics:
+            for metric in scope.metrics:
+                points[metric.name] = list(metric.data.data_points)
+
+    def total(name: str, **attributes: str) -> float:
+        return sum(
+            p.value
+            for p in points[name]
+            if all(p.attributes.get(k) == v for k, v in attributes.items())
+        )
+
+    assert total("agentgraph.runs.started") == 1
+    assert total("agentgraph.runs.finished", status="succeeded") == 1
+    assert total("agentgraph.node.attempts", status="retrying", kind="tool") == 1
+    assert total("agentgraph.node.attempts", status="succeeded") == 2
+    assert total("agentgraph.node.attempts", status="succeeded", model="echo") == 1
+    assert total("agentgraph.node.retries", **{"error.type": "RetryableToolError"}) == 1
+    assert sum(p.count for p in points["agentgraph.node.duration"]) == 3
+    assert total("gen_ai.client.token.usage.total", **{"gen_ai.request.model": "echo"}) > 0
