@@ -13,6 +13,7 @@ node ids, which would make one time series per run.
 from __future__ import annotations
 
 import os
+import sys
 from functools import cache
 from typing import Any
 
@@ -66,7 +67,7 @@ def configure(mode: str, resource: Any = None) -> Any | None:
     if mode == "console":
         from opentelemetry.sdk.metrics.export import ConsoleMetricExporter
 
-        exporter = ConsoleMetricExporter()
+        exporter = ConsoleMetricExporter(out=sys.stderr)
     elif mode == "otlp":
         from opentelemetry.exporter.otlp.proto.http.metric_exporter import OTLPMetricExporter
 
