@@ -23,12 +23,13 @@ from functions_framework import aio
 from starlette.requests import Request
 from starlette.responses import Response
 
-from agentgraph import observability
 from agentgraph.backends.gcp import functions as glue
+from agentgraph.observability import logs
 
-# JSON log lines for Cloud Logging (text on a terminal); traces and metrics as
-# AGENTGRAPH_TRACE says (Terraform: gcp, i.e. Cloud Trace and Cloud Monitoring).
-observability.setup("agentgraph-functions")
+# JSON log lines for Cloud Logging (text on a terminal). Traces and metrics (as
+# AGENTGRAPH_TRACE says; Terraform: gcp, i.e. Cloud Trace and Cloud Monitoring) are set up
+# by the glue on the first request, in the worker process.
+logs.configure()
 
 
 @aio.http

@@ -46,9 +46,17 @@ def resource(service: str) -> Any:
 
 def setup(service: str, *, log_stream: TextIO | None = None, configure_logs: bool = True) -> None:
     """Logs, traces and metrics for this process, from the environment. Idempotent."""
-    global _done
     if configure_logs:
         logs.configure(log_stream)
+    setup_telemetry(service)
+
+
+def setup_telemetry(service: str) -> None:
+    """Traces and metrics from AGENTGRAPH_TRACE, once per process; later calls return at
+    once. The functions call it on each request rather than at import: gunicorn forks the
+    worker after importing `functions/main.py`, and an exporter's gRPC channel or thread
+    must be made in the process that uses it."""
+    global _done
     if _done:
         return
     _done = True
@@ -64,4 +72,4 @@ def setup(service: str, *, log_stream: TextIO | None = None, configure_logs: boo
         tracing.use(None)
 
 
-__all__ = ["logs", "metrics", "setup", "tracing"]
+__all__ = ["logs", "metrics", "setup", "setup_telemetry", "tracing"]

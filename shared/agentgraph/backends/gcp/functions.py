@@ -45,10 +45,11 @@ from agentgraph.backends.gcp.pubsub_envelope import PubSubMessage, pubsub_messag
 from agentgraph.core import names
 from agentgraph.core.errors import AuthError, AuthMisconfigured, Forbidden, MalformedMessage
 from agentgraph.engine import Engine
-from agentgraph.observability import tracing
+from agentgraph.observability import setup_telemetry, tracing
 from agentgraph.observability.tracing import SpanKind
 
 log = logging.getLogger("agentgraph.functions")
+SERVICE = "agentgraph-functions"  # service.name of the functions' spans and metrics
 
 API_TIMEOUT_S = 55.0  # under the api function's 60 s timeout
 CONTROL_TIMEOUT_S = 55.0  # complete, retry, sweep, start_from_event
@@ -128,6 +129,7 @@ class Forward(Response):
 
 async def http_api(request: Request) -> Response:
     """The `api` function: the request goes to the process's Api."""
+    setup_telemetry(SERVICE)
     try:
         api = open_api()
     except Exception:  # configuration: the log says what is missing; callers learn nothing
@@ -141,6 +143,7 @@ async def http_api(request: Request) -> Response:
 async def http_retry(request: Request) -> Response:
     """The `retry` function: a Cloud Task came due. 2xx acks the task; 5xx makes Cloud
     Tasks try again (with the queue's backoff), so transient failures are retried."""
+    setup_telemetry(SERVICE)
     audiences = [a for a in (os.environ.get(names.ENV_RETRY_URL), _own_url(request)) if a]
     denied = await _admit_service(request, audiences)
     if denied is not None:
@@ -164,6 +167,7 @@ async def http_retry(request: Request) -> Response:
 async def http_sweep(request: Request) -> Response:
     """The `sweep` function (Cloud Scheduler, every minute): re-dispatch what dead
     functions left behind; answers how many messages it sent."""
+    setup_telemetry(SERVICE)
     denied = await _admit_service(request, [_own_url(request) or ""])
     if denied is not None:
         return denied
@@ -212,6 +216,7 @@ async def pubsub_push(
     """Run `handler` for the message of a Pub/Sub push request; answer 2xx (ack) when it
     is done or when the message is malformed (logged with its id), raise (500: redeliver)
     on anything else."""
+    setup_telemetry(SERVICE)
     envelope = await _json_or_none(request)
     try:
         message = pubsub_message(envelope)
