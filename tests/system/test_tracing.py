@@ -80,7 +80,7 @@ def ancestors(span: CollectedSpan, by_id: dict[str, CollectedSpan]) -> list[Coll
 
 
 def test_a_run_is_one_trace_from_the_api_through_nodes_model_calls_and_a_cloud_tasks_retry(
-    api: httpx.Client, collector: OtlpCollector, tmp_path: Path
+    api: httpx.Client, collector: OtlpCollector, stack: Stack, tmp_path: Path
 ) -> None:
     nonce = uuid.uuid4().hex
     graph = {
@@ -161,6 +161,16 @@ def test_a_run_is_one_trace_from_the_api_through_nodes_model_calls_and_a_cloud_t
     consumers = {s.name for s in trace if s.kind == CONSUMER}
     assert {"exec_node", "complete"} <= consumers
     assert len({s.pid for s in trace}) >= 4, {s.pid for s in trace}
+
+    # The executor's log lines about the run are JSON, with its node and its trace.
+    log_path = stack.servers["exec-default"].log_path
+    assert log_path is not None
+    lines = [json.loads(line) for line in log_path.read_text().splitlines() if run_id in line]
+    ours = [line for line in lines if line.get("run_id") == run_id]
+    assert ours and {line["node_id"] for line in ours} <= {"fetch", "ask"}
+    assert {line["logging.googleapis.com/trace"] for line in ours} == {
+        f"projects/{PROJECT}/traces/{api_span.trace_id}"
+    }
 
 
 def test_metrics_of_node_attempts_and_tokens_are_exported_beside_the_spans(
