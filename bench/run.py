@@ -26,7 +26,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from bench import local_vs_langgraph, parallel  # noqa: F401  (they register measurements)
+from bench import local_vs_langgraph, parallel, tracing_bench  # noqa: F401  (they register measurements)
 from bench.measure import (
     EMULATOR_FIGURES,
     REGISTRY,
@@ -51,6 +51,7 @@ KEYS = (
     "parallel_efficiency_local",
     "parallel_efficiency_langgraph",
     *(f.key for f in EMULATOR_FIGURES),
+    *(f.key for f in tracing_bench.FIGURES),
 )
 _GCP_MODULES = (
     "agentgraph.backends.gcp.firestore_store",
@@ -231,6 +232,14 @@ def markdown(figures: dict[str, Figure], results: dict[str, Any]) -> str:
             f"| `{key}` | {value} | {figure.goal} | {ratio_text if ratio_text != '-' else ''} "
             f"| {mark} |"
         )
+    merged = results["details"].get("merged")
+    if merged:
+        lines.append("")
+        lines.append(
+            f"Kept from the run of {merged['from']} (`--merge`): "
+            + ", ".join(f"`{k}`" for k in merged["keys"])
+            + "."
+        )
     if results["notes"]:
         lines.append("")
         for key, reason in results["notes"].items():
@@ -251,6 +260,14 @@ def rewrite_doc(path: Path, table_text: str) -> bool:
     return True
 
 
+def _earlier(path: Path) -> dict[str, Any]:
+    """The results an earlier run wrote (for --merge); empty when there are none."""
+    try:
+        return dict(json.loads(path.read_text()))
+    except (OSError, ValueError):
+        return {}
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
@@ -260,6 +277,11 @@ def main(argv: list[str] | None = None) -> int:
         "--repeat", type=int, default=DEFAULT_REPEAT, help="timed rounds after a warm-up"
     )
     parser.add_argument("--output", type=Path, default=RESULTS)
+    parser.add_argument(
+        "--merge",
+        action="store_true",
+        help="keep the figures of measurements not run from the existing output file",
+    )
     args = parser.parse_args(argv)
     if args.repeat < 1:
         parser.error(f"--repeat must be at least 1, got {args.repeat}")
@@ -282,15 +304,26 @@ def main(argv: list[str] | None = None) -> int:
         console = Console(width=150)  # a log file: do not fold the table into 80 columns
     date = datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
     figures, notes, details, clean = asyncio.run(run_all(selected, args.repeat, console))
+    earlier = _earlier(args.output) if args.merge else {}
     for item in REGISTRY.values():
         if item not in selected:
             for key in item.keys:
-                notes[key] = f"not run (--only {args.only})"
+                figures[key] = earlier.get(key)
+                notes[key] = earlier.get("notes", {}).get(key, f"not run (--only {args.only})")
     results: dict[str, Any] = {key: figures.get(key) for key in KEYS}
     results["machine"] = machine()
     results["date"] = date
     results["notes"] = {key: notes[key] for key in KEYS if results[key] is None}
-    results["details"] = {"repeat": args.repeat, "versions": _versions(), **details}
+    results["details"] = {
+        **(earlier.get("details") or {}),
+        "repeat": args.repeat,
+        "versions": _versions(),
+        **details,
+    }
+    results["details"].pop("merged", None)
+    kept = [k for m in REGISTRY.values() if m not in selected for k in m.keys]
+    if earlier and kept:
+        results["details"]["merged"] = {"from": earlier.get("date"), "keys": kept}
 
     console.print(table(declared, results))
     by_reason: dict[str, list[str]] = {}

@@ -19,15 +19,17 @@ request of their subscription (why not `aio.cloud_event`: agentgraph.backends.gc
 
 from __future__ import annotations
 
-import logging
-
 from functions_framework import aio
 from starlette.requests import Request
 from starlette.responses import Response
 
 from agentgraph.backends.gcp import functions as glue
+from agentgraph.observability import logs
 
-logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+# JSON log lines for Cloud Logging (text on a terminal). Traces and metrics (as
+# AGENTGRAPH_TRACE says; Terraform: gcp, i.e. Cloud Trace and Cloud Monitoring) are set up
+# by the glue on the first request, in the worker process.
+logs.configure()
 
 
 @aio.http

@@ -18,6 +18,7 @@ from typing import Annotated, Any, TypeVar
 import typer
 from rich.console import Console
 
+from agentgraph import observability
 from agentgraph.core import names
 from agentgraph.core.documents import parse_yaml
 from agentgraph.core.errors import (
@@ -147,6 +148,7 @@ def _open_local(
     from agentgraph.llm import default_router, parse_concurrency
     from agentgraph.tools import default_registry, load_modules
 
+    observability.setup("agentgraph-cli", configure_logs=False)  # AGENTGRAPH_TRACE
     load_modules(tools or [])
     load_modules(os.environ.get(names.ENV_TOOLS, "").split(","))
     try:
@@ -340,6 +342,26 @@ def graph(
     runtime = _open_local(":memory:", 1, tools)
     compiled = runtime.engine.compile(load_document(file))
     out.print(draw_graph(compiled, format), highlight=False, markup=False)
+
+
+@app.command("trace-view")
+def trace_view(
+    run_id: str,
+    file: Annotated[
+        Path | None,
+        typer.Option(help="OTLP JSON lines file (default: $AGENTGRAPH_TRACE_FILE)."),
+    ] = None,
+) -> None:
+    """A run's spans as a waterfall (runs traced with AGENTGRAPH_TRACE=file)."""
+    from agentgraph.observability import tracing, waterfall
+
+    path = file or Path(os.environ.get(tracing.ENV_TRACE_FILE) or tracing.DEFAULT_TRACE_FILE)
+    if not path.exists():
+        raise _fail(f"no trace file {path}: run with AGENTGRAPH_TRACE=file to write one")
+    lines = waterfall.render(waterfall.run_spans(waterfall.read_spans(path), run_id))
+    if not lines:
+        raise _fail(f"no spans of run {run_id} in {path}", 1)
+    out.print("\n".join(lines), highlight=False, markup=False, soft_wrap=True)
 
 
 def main() -> None:

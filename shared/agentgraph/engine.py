@@ -53,6 +53,9 @@ from agentgraph.core.templates import condition_holds, render, render_value
 from agentgraph.core.validate import load_graph, validate_input
 from agentgraph.engine_fanin import FanIn, template_values
 from agentgraph.engine_recovery import RUN_ENDED_WHILE_RUNNING, Recovery
+from agentgraph.observability import engine_telemetry as telemetry
+from agentgraph.observability import metrics, tracing
+from agentgraph.observability.logs import log_fields
 
 log = logging.getLogger("agentgraph.engine")
 
@@ -214,6 +217,8 @@ class Engine(FanIn, Recovery):
         if stored.run_id != run_id:
             await self._redispatch_roots(stored)
             return stored
+        metrics.instruments().runs_started.add(1)
+        tracing.set_attributes({tracing.RUN_ID: run_id, "agentgraph.graph": graph.name})
         self._remember(run_id, context)
         await self._dispatch_roots(run_id, records)
         return stored
@@ -268,7 +273,18 @@ class Engine(FanIn, Recovery):
 
     async def execute(self, run_id: str, node_id: str, attempt: int) -> None:
         """Claim, run and record one attempt. Returns only after the node-finished
-        message (or the retry) is handed over, so acking after this never loses a node."""
+        message (or the retry) is handed over, so acking after this never loses a node.
+
+        One span per attempt (claim → run → finish), current while the next message is
+        published, so the node's children and its retry continue from it."""
+        attributes = {tracing.RUN_ID: run_id, tracing.NODE_ID: node_id, tracing.ATTEMPT: attempt}
+        with (
+            log_fields(run_id=run_id, node_id=node_id, attempt=attempt),
+            tracing.span(f"node {node_id}", attributes),
+        ):
+            await self._execute(run_id, node_id, attempt)
+
+    async def _execute(self, run_id: str, node_id: str, attempt: int) -> None:
         context = await self._context(run_id)
         if context is None or node_id not in context.graph.nodes:
             log.warning("node-ready for unknown run/node %s/%s: dropped", run_id, node_id)
@@ -285,10 +301,12 @@ class Engine(FanIn, Recovery):
                 expected=(NodeStatus.READY,),
             )
             return
-        claimed = await self.store.claim_node(
-            run_id, node_id, attempt, now, now + node.timeout_s + LEASE_MARGIN_S
-        )
+        with tracing.span("claim"):
+            claimed = await self.store.claim_node(
+                run_id, node_id, attempt, now, now + node.timeout_s + LEASE_MARGIN_S
+            )
         if claimed is None:
+            tracing.annotate(agentgraph__node__claimed=False)
             await self._redeliver_after_duplicate(run_id, node, attempt)
             return
         if claimed.executions > claimed.attempt:
@@ -307,6 +325,7 @@ class Engine(FanIn, Recovery):
             )
         usage = Usage()
         model: str | None = None
+        began = time.monotonic()
         try:
             async with asyncio.timeout(node.timeout_s):  # no extra task, unlike wait_for
                 output, usage, model = await self._perform(run_id, context, node, attempt)
@@ -318,13 +337,18 @@ class Engine(FanIn, Recovery):
             error = classify(exc, attempt, node.timeout_s)
             usage = getattr(exc, "usage", usage)
             action = readiness.after_failure(node, attempt, error, self.rng)
+            tracing.mark_error(error.type, error.message)
             if isinstance(action, readiness.Retry):
+                telemetry.record_attempt(node, "retrying", node.model_for_attempt(attempt), began)
                 await self._schedule_retry(run_id, node, attempt, error, action, usage)
                 return
             outcome = Outcome(
                 NodeStatus.FAILED, error=error, usage=usage, model=node.model_for_attempt(attempt)
             )
-        if await self.store.finish_node(run_id, node_id, attempt, outcome, self.clock()):
+        telemetry.record_attempt(node, outcome.status.value, outcome.model, began)
+        with tracing.span("finish"):
+            finished = await self.store.finish_node(run_id, node_id, attempt, outcome, self.clock())
+        if finished:
             await self.dispatcher.node_finished(run_id, node_id, outcome.status)
 
     async def _cancel_takeover_of_ended_run(self, run_id: str, node_id: str) -> bool:
@@ -355,8 +379,11 @@ class Engine(FanIn, Recovery):
     ) -> None:
         now = self.clock()
         at = now + action.delay_s
-        if await self.store.schedule_retry(run_id, node.id, attempt, error, at, now, usage):
-            await self.retries.schedule(run_id, node.id, action.next_attempt, at)
+        metrics.instruments().retries.add(1, {"error.type": error.type})
+        attributes = {"error.type": error.type, "agentgraph.retry.delay_s": action.delay_s}
+        with tracing.span("retry.schedule", attributes):
+            if await self.store.schedule_retry(run_id, node.id, attempt, error, at, now, usage):
+                await self.retries.schedule(run_id, node.id, action.next_attempt, at)
 
     async def _redeliver_after_duplicate(self, run_id: str, node: Node, attempt: int) -> None:
         """A delivery that could not claim: if the first delivery recorded its result but
@@ -375,7 +402,12 @@ class Engine(FanIn, Recovery):
         values = await self._template_context(run_id, context, node.reads)
         if node.kind == "tool":
             assert node.tool is not None
-            return await self._call_tool(node.tool, render_value(node.args, values)), Usage(), None
+            args = render_value(node.args, values)
+            with tracing.span(
+                f"execute_tool {node.tool}",
+                {tracing.GENAI_OPERATION: "execute_tool", tracing.GENAI_TOOL_NAME: node.tool},
+            ):
+                return await self._call_tool(node.tool, args), Usage(), None
         assert node.prompt is not None
         model = node.model_for_attempt(attempt)
         assert model is not None
@@ -395,7 +427,9 @@ class Engine(FanIn, Recovery):
             stream=node.stream,
         )
         on_partial = self._partial_writer(run_id, node.id, attempt) if node.stream else None
-        response = await self.llm.generate(request, on_partial)
+        with tracing.span(f"chat {model}", telemetry.llm_attributes(request)):
+            response = await self.llm.generate(request, on_partial)
+            telemetry.record_llm(response.model, response.usage, response.text)
         output = response.data if node.output == "json" else response.text
         return output, response.usage, response.model
 

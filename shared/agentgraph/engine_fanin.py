@@ -22,6 +22,7 @@ from agentgraph.core.ports import Dispatcher, NodeRecord, Store
 from agentgraph.core.readiness import Decision, ParentResult, Verdict
 from agentgraph.core.status import TERMINAL_NODE, NodeStatus, RunStatus
 from agentgraph.core.templates import condition_holds
+from agentgraph.observability import metrics, tracing
 
 if TYPE_CHECKING:
     from agentgraph.engine import RunContext
@@ -137,6 +138,17 @@ class FanIn:
         child: Node,
         finished: tuple[str, NodeStatus] | None = None,
     ) -> bool:
+        """`_decide`, as one span of the run's trace (the fan-in decision)."""
+        with tracing.span(f"fanin {child.id}", {tracing.NODE_ID: child.id}):
+            return await self._decide(run_id, context, child, finished)
+
+    async def _decide(
+        self,
+        run_id: str,
+        context: RunContext,
+        child: Node,
+        finished: tuple[str, NodeStatus] | None = None,
+    ) -> bool:
         """Decide a child whose parents have all arrived; False when the child was no
         longer waiting (decided by an earlier delivery, or cancelled).
 
@@ -174,6 +186,7 @@ class FanIn:
                     await self.dispatcher.node_finished(run_id, child.id, NodeStatus.FAILED)
                     return True
                 return False
+        tracing.annotate(agentgraph__fanin__verdict=decision.verdict.value)
         if decision.verdict == Verdict.READY:
             if await self.store.resolve_node(run_id, child.id, NodeStatus.READY, now):
                 await self.dispatcher.node_ready(run_id, child.id, 1, child.pool)
@@ -215,14 +228,15 @@ class FanIn:
         outputs = {
             sid: rec.output for sid, rec in sinks.items() if rec.status == NodeStatus.SUCCEEDED
         }
-        await self.store.set_run_status(
+        if await self.store.set_run_status(
             run_id,
             (RunStatus.RUNNING, RunStatus.PENDING),
             outcome,
             self.clock(),
             outputs=outputs,
             error=error,
-        )
+        ):
+            metrics.instruments().runs_finished.add(1, {"status": outcome.value})
 
     async def _end_run(self, run_id: str, status: RunStatus, error: dict[str, Any] | None) -> bool:
         """Fail or cancel: the run first (so nothing new starts), then whatever has not
@@ -230,6 +244,8 @@ class FanIn:
         changed = await self.store.set_run_status(
             run_id, (RunStatus.PENDING, RunStatus.RUNNING), status, self.clock(), error=error
         )
+        if changed:
+            metrics.instruments().runs_finished.add(1, {"status": status.value})
         # Remembered so this process starts nothing of the run from now on: a sibling
         # finishing while the cancel below is in flight must not make a child ready
         # that the cancel's query has already passed (no read needed to know).

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 from agentgraph.core.errors import RunNotFound
 from agentgraph.core.ports import Dispatcher, RetryScheduler, RunRecord, Store
 from agentgraph.core.status import TERMINAL_NODE, NodeStatus, RunStatus
+from agentgraph.observability import metrics, tracing
 
 if TYPE_CHECKING:
     from agentgraph.engine import RunContext
@@ -72,6 +73,9 @@ class Recovery:
             elif record.status == NodeStatus.RETRYING:
                 await self.retry(record.run_id, record.node_id, record.attempt + 1)
             sent += 1
+        if sent:
+            metrics.instruments().sweep_recoveries.add(sent)
+        tracing.annotate(agentgraph__sweep__dispatched=sent)
         return sent
 
     async def resume(self, run_id: str) -> RunRecord:

@@ -51,6 +51,7 @@ DEPLOYED_ENV = {
     names.ENV_LIMIT_RUNNING_RUNS,
     names.ENV_LIMIT_DAILY_USD,
     names.ENV_LIMIT_DAILY_TOKENS,
+    names.ENV_TRACE,
 }
 LOCAL_ONLY_ENV = {
     names.ENV_DB: "SQLite file of the local backend",
@@ -425,7 +426,7 @@ def test_no_primitive_role_is_granted_anywhere(module_tf: TfConfig, root_tf: TfC
         assert not found
 
 
-def test_project_level_grants_are_limited_to_firestore_logs_and_build_sources(
+def test_project_level_grants_are_limited_to_firestore_logs_telemetry_and_build_sources(
     module_tf: TfConfig,
 ) -> None:
     roles = {g["role"] for g in module_tf.of_type("google_project_iam_member").values()}
@@ -433,6 +434,8 @@ def test_project_level_grants_are_limited_to_firestore_logs_and_build_sources(
         "roles/datastore.user",
         "roles/logging.logWriter",
         "roles/storage.objectViewer",
+        "roles/cloudtrace.agent",  # write-only: spans (agentgraph.observability)
+        "roles/monitoring.metricWriter",  # write-only: metrics
     }
     assert "google_project_iam_binding" not in module_tf.resources
     assert "google_project_iam_policy" not in module_tf.resources
@@ -444,6 +447,16 @@ def test_there_is_one_service_account_per_function_role(module_tf: TfConfig) -> 
     accounts = module_tf.of_type("google_service_account")
     assert set(accounts) == {"runtime", "invoker", "build"}
     assert accounts["runtime"]["for_each"] == "${local.runtime_accounts}"
+
+
+def test_every_runtime_role_may_write_traces_and_metrics_when_telemetry_is_on(
+    module_tf: TfConfig,
+) -> None:
+    grants = module_tf.of_type("google_project_iam_member")
+    for name, role in (("trace_agent", "roles/cloudtrace.agent"), ("metric_writer", "roles/monitoring.metricWriter")):
+        assert grants[name]["role"] == role
+        assert "local.runtime_accounts" in grants[name]["for_each"]
+        assert "var.telemetry" in grants[name]["for_each"]
 
 
 def test_every_runtime_role_may_use_firestore(module_tf: TfConfig) -> None:

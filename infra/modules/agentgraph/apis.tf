@@ -9,11 +9,13 @@ locals {
     "cloudresourcemanager.googleapis.com",
     "cloudscheduler.googleapis.com", # the sweep job
     "cloudtasks.googleapis.com",     # delayed retries
+    "cloudtrace.googleapis.com",     # one trace per run (AGENTGRAPH_TRACE=gcp)
     "firebaserules.googleapis.com",  # Firestore security rules
     "firestore.googleapis.com",
     "iam.googleapis.com",
     "iamcredentials.googleapis.com", # OIDC tokens for push, tasks and scheduler
     "logging.googleapis.com",
+    "monitoring.googleapis.com", # run, node, token and retry metrics
     "pubsub.googleapis.com",
     "run.googleapis.com", # gen2 functions run as Cloud Run services
     "secretmanager.googleapis.com",

@@ -25,6 +25,7 @@ locals {
     (local.env_limit_running_runs) = tostring(var.owner_limits.running_runs)
     (local.env_limit_daily_usd)    = tostring(var.owner_limits.daily_usd)
     (local.env_limit_daily_tokens) = tostring(var.owner_limits.daily_tokens)
+    (local.env_trace)              = var.telemetry
   }
 
   # The audience of Google ID tokens the api accepts comes from here, never from a request:

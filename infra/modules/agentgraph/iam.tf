@@ -96,6 +96,25 @@ resource "google_project_iam_member" "datastore_user" {
   member  = google_service_account.runtime[each.key].member
 }
 
+# --- Observability --------------------------------------------------------------------------
+# Every function writes its spans to Cloud Trace and its metrics to Cloud Monitoring
+# (agentgraph.observability, AGENTGRAPH_TRACE=gcp); both roles are write-only.
+resource "google_project_iam_member" "trace_agent" {
+  for_each = var.telemetry == "gcp" ? local.runtime_accounts : {}
+
+  project = var.project
+  role    = "roles/cloudtrace.agent"
+  member  = google_service_account.runtime[each.key].member
+}
+
+resource "google_project_iam_member" "metric_writer" {
+  for_each = var.telemetry == "gcp" ? local.runtime_accounts : {}
+
+  project = var.project
+  role    = "roles/monitoring.metricWriter"
+  member  = google_service_account.runtime[each.key].member
+}
+
 # --- Pub/Sub --------------------------------------------------------------------------------
 resource "google_pubsub_topic_iam_member" "publisher" {
   for_each = local.publish_grants

@@ -43,4 +43,5 @@ locals {
   env_limit_running_runs = "AGENTGRAPH_LIMIT_RUNNING_RUNS"
   env_limit_daily_usd    = "AGENTGRAPH_LIMIT_DAILY_USD"
   env_limit_daily_tokens = "AGENTGRAPH_LIMIT_DAILY_TOKENS"
+  env_trace              = "AGENTGRAPH_TRACE"
 }

@@ -180,3 +180,14 @@ variable "labels" {
   type        = map(string)
   default     = {}
 }
+
+variable "telemetry" {
+  description = "Where the functions send traces and metrics (AGENTGRAPH_TRACE): gcp (Cloud Trace and Cloud Monitoring, roles granted here) or off."
+  type        = string
+  default     = "gcp"
+
+  validation {
+    condition     = contains(["gcp", "off"], var.telemetry)
+    error_message = "telemetry is gcp or off."
+  }
+}

@@ -103,3 +103,6 @@ ENV_LIMIT_RUNS_PER_MINUTE = "AGENTGRAPH_LIMIT_RUNS_PER_MINUTE"
 ENV_LIMIT_RUNNING_RUNS = "AGENTGRAPH_LIMIT_RUNNING_RUNS"
 ENV_LIMIT_DAILY_USD = "AGENTGRAPH_LIMIT_DAILY_USD"
 ENV_LIMIT_DAILY_TOKENS = "AGENTGRAPH_LIMIT_DAILY_TOKENS"
+# Where traces and metrics go: off (default) | console | otlp | file | gcp (Terraform: gcp,
+# Cloud Trace and Cloud Monitoring). agentgraph.observability reads it.
+ENV_TRACE = "AGENTGRAPH_TRACE"

@@ -32,6 +32,7 @@ from agentgraph.core.ports import LlmRequest, LlmResponse, OnPartial, Usage
 from agentgraph.core.schemas import errors as schema_errors
 from agentgraph.core.schemas import schema_problems
 from agentgraph.llm.pricing import canonical_model, cost_usd
+from agentgraph.observability import tracing
 
 ENV_GOOGLE_API_KEY = "GOOGLE_API_KEY"
 ENV_USE_VERTEX = "GOOGLE_GENAI_USE_VERTEXAI"
@@ -320,6 +321,8 @@ def _raise_if_blocked(response: types.GenerateContentResponse, model: str) -> No
         )
     candidates = response.candidates or []
     finish = _enum_name(candidates[0].finish_reason) if candidates else ""
+    if finish:
+        tracing.annotate(gen_ai__response__finish_reasons=[finish.lower()])
     if finish in _SAFETY_FINISH:
         raise LlmError(
             f"Gemini {model} stopped its answer for {finish}. Rephrase the prompt or relax "

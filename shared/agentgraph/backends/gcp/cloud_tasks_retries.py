@@ -11,6 +11,9 @@ In production the task carries an OIDC token of AGENTGRAPH_TASKS_SERVICE_ACCOUNT
 retry function admits only that caller); on the emulator (CLOUD_TASKS_EMULATOR_HOST) the
 client talks over an insecure gRPC channel and sends no token, which the emulator could
 not mint anyway.
+
+The task's headers carry the trace context of the attempt that scheduled it
+(`traceparent`), so the retry, delivered seconds or hours later, joins the run's trace.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from typing import Any
 from agentgraph.core import names
 from agentgraph.core.errors import Misconfigured
 from agentgraph.core.messages import NodeReady
+from agentgraph.observability import tracing
 
 DEFAULT_LOCATION = "us-central1"
 CREATE_TIMEOUT_S = 30.0
@@ -107,7 +111,7 @@ class CloudTasksRetries:
             "http_method": "POST",
             "url": self.url,
             # The emulator adds no Content-Type of its own; production keeps ours.
-            "headers": {"Content-Type": "application/json"},
+            "headers": tracing.inject({"Content-Type": "application/json"}),
             "body": NodeReady(run_id=run_id, node_id=node_id, attempt=attempt).to_bytes(),
         }
         if self.service_account:

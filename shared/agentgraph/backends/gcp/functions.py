@@ -18,6 +18,10 @@ forever. The envelope is what `pubsub_message` reads either way.
 Status codes are the delivery contract: for Pub/Sub push and Cloud Tasks, 2xx acks and
 anything else redelivers. A handler that returns acks; one that raises answers 500 (the
 framework's error middleware), so the message or task comes again.
+
+Each entry point continues the trace its request carries (`traceparent` in the message
+attributes or the HTTP headers; agentgraph.observability.tracing), so one run is one trace
+across every function that handles it.
 """
 
 from __future__ import annotations
@@ -42,8 +46,11 @@ from agentgraph.backends.gcp.pubsub_envelope import PubSubMessage, pubsub_messag
 from agentgraph.core import names
 from agentgraph.core.errors import AuthError, AuthMisconfigured, Forbidden, MalformedMessage
 from agentgraph.engine import Engine
+from agentgraph.observability import setup_telemetry, tracing
+from agentgraph.observability.tracing import SpanKind
 
 log = logging.getLogger("agentgraph.functions")
+SERVICE = "agentgraph-functions"  # service.name of the functions' spans and metrics
 
 API_TIMEOUT_S = 55.0  # under the api function's 60 s timeout
 CONTROL_TIMEOUT_S = 55.0  # complete, retry, sweep, start_from_event
@@ -116,11 +123,28 @@ class Forward(Response):
         self.app = app
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        await self.app(scope, receive, send)
+        if not tracing.enabled():
+            await self.app(scope, receive, send)
+            return
+        headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
+        method, path = scope.get("method", "?"), scope.get("path", "/")
+        attributes = {"http.request.method": method, "url.path": path}
+        route = "/" + path.strip("/").split("/", 1)[0]
+        with tracing.continued(
+            headers, f"api {method} {route}", attributes, SpanKind.SERVER
+        ) as current:
+
+            async def traced_send(message: Any) -> None:
+                if message.get("type") == "http.response.start":
+                    current.set_attribute("http.response.status_code", message["status"])
+                await send(message)
+
+            await self.app(scope, receive, traced_send)
 
 
 async def http_api(request: Request) -> Response:
     """The `api` function: the request goes to the process's Api."""
+    setup_telemetry(SERVICE)
     try:
         api = open_api()
     except Exception:  # configuration: the log says what is missing; callers learn nothing
@@ -134,13 +158,20 @@ async def http_api(request: Request) -> Response:
 async def http_retry(request: Request) -> Response:
     """The `retry` function: a Cloud Task came due. 2xx acks the task; 5xx makes Cloud
     Tasks try again (with the queue's backoff), so transient failures are retried."""
+    setup_telemetry(SERVICE)
     audiences = [a for a in (os.environ.get(names.ENV_RETRY_URL), _own_url(request)) if a]
     denied = await _admit_service(request, audiences)
     if denied is not None:
         return denied
     body = await request.body()
     try:
-        due = await _run_control(lambda engine: handlers.retry(engine, body))
+        with tracing.continued(
+            request.headers,
+            "retry",
+            {"cloud_tasks.task_name": _task_name(request)},
+            SpanKind.SERVER,
+        ):
+            due = await _run_control(lambda engine: handlers.retry(engine, body))
     except MalformedMessage as exc:
         log.error("retry task %s dropped: %s", _task_name(request), exc)
         # 2xx on purpose: Cloud Tasks would otherwise retry a body that can never work.
@@ -151,10 +182,12 @@ async def http_retry(request: Request) -> Response:
 async def http_sweep(request: Request) -> Response:
     """The `sweep` function (Cloud Scheduler, every minute): re-dispatch what dead
     functions left behind; answers how many messages it sent."""
+    setup_telemetry(SERVICE)
     denied = await _admit_service(request, [_own_url(request) or ""])
     if denied is not None:
         return denied
-    sent = await _run_control(lambda engine: engine.sweep())
+    with tracing.span("sweep", kind=SpanKind.SERVER):
+        sent = await _run_control(lambda engine: engine.sweep())
     return JSONResponse({"dispatched": sent})
 
 
@@ -198,6 +231,7 @@ async def pubsub_push(
     """Run `handler` for the message of a Pub/Sub push request; answer 2xx (ack) when it
     is done or when the message is malformed (logged with its id), raise (500: redeliver)
     on anything else."""
+    setup_telemetry(SERVICE)
     envelope = await _json_or_none(request)
     try:
         message = pubsub_message(envelope)
@@ -206,8 +240,10 @@ async def pubsub_push(
             "%s: malformed message %s acked and dropped: %s", what, _message_id(envelope), exc
         )
         return _ack()
+    attributes = {"messaging.system": "gcp_pubsub", "messaging.message.id": message.message_id}
     try:
-        await _run_control(lambda engine: handler(engine, message), timeout=None)
+        with tracing.continued(message.attributes, what, attributes):
+            await _run_control(lambda engine: handler(engine, message), timeout=None)
     except MalformedMessage as exc:
         log.error(
             "%s: malformed message %s acked and dropped: %s (data %r)",

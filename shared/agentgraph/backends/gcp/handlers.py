@@ -15,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import time
 
 from agentgraph.backends.gcp.pubsub_envelope import PubSubMessage
 from agentgraph.core import names
@@ -28,6 +29,7 @@ from agentgraph.core.errors import (
 from agentgraph.core.messages import EventRunRequest, NodeFinished, NodeReady, decode
 from agentgraph.core.ports import GraphStore, RunRecord
 from agentgraph.engine import Engine
+from agentgraph.observability import metrics
 
 log = logging.getLogger("agentgraph.functions")
 
@@ -47,6 +49,9 @@ async def execute(engine: Engine, message: PubSubMessage) -> None:
         )
         return
     ready = decode(NodeReady, message.data, f"node-ready message {message.message_id}")
+    if message.publish_time is not None:  # ready → delivered to an executor
+        delay = max(0.0, time.time() - message.publish_time)
+        metrics.instruments().queue_delay.record(delay, {"pool": their_pool or "default"})
     await engine.execute(ready.run_id, ready.node_id, ready.attempt)
 
 

@@ -8,6 +8,9 @@ every publish before it acks, so the default 10 ms would be added to every edge 
 `node_ready` and `node_finished` return only when Pub/Sub has accepted the message (the
 publish future resolved), so a caller that acks its own message afterwards never loses the
 next step. They await the future without blocking the event loop.
+
+Every message carries the current trace context as attributes (`traceparent`, W3C), so
+the function that receives it continues the run's trace (agentgraph.observability).
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from agentgraph.core import names
 from agentgraph.core.errors import Misconfigured
 from agentgraph.core.messages import NodeFinished, NodeReady
 from agentgraph.core.status import NodeStatus
+from agentgraph.observability import tracing
 
 # Short batching window: messages are published one at a time on the critical path of a
 # run, and each waits for its batch to be sent.
@@ -89,8 +93,14 @@ class PubSubDispatcher:
         return await self._publish(f"projects/{self.project}/topics/{topic}", data, **attributes)
 
     async def _publish(self, topic: str, data: bytes, **attributes: str) -> str:
-        future = self.publisher.publish(topic, data, **attributes)
-        return str(await asyncio.wait_for(asyncio.wrap_future(future), PUBLISH_TIMEOUT_S))
+        name = topic.rsplit("/", 1)[-1]
+        with tracing.span(
+            f"publish {name}",
+            {"messaging.system": "gcp_pubsub", "messaging.destination.name": name},
+            tracing.SpanKind.PRODUCER,
+        ):
+            future = self.publisher.publish(topic, data, **tracing.inject(attributes))
+            return str(await asyncio.wait_for(asyncio.wrap_future(future), PUBLISH_TIMEOUT_S))
 
     def close(self) -> None:
         """Send what is batched and stop the client (for tests and clean shutdowns)."""

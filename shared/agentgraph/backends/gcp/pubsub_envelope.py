@@ -11,6 +11,7 @@ import base64
 import binascii
 from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from agentgraph.core.errors import MalformedMessage
@@ -23,6 +24,7 @@ class PubSubMessage:
     message_id: str
     data: bytes
     attributes: Mapping[str, str]
+    publish_time: float | None = None  # epoch seconds, when Pub/Sub accepted the message
 
 
 def pubsub_message(event_data: Any) -> PubSubMessage:
@@ -41,4 +43,19 @@ def pubsub_message(event_data: Any) -> PubSubMessage:
     attributes = message.get("attributes") or {}
     if not isinstance(attributes, Mapping):
         attributes = {}
-    return PubSubMessage(message_id, data, {str(k): str(v) for k, v in attributes.items()})
+    return PubSubMessage(
+        message_id,
+        data,
+        {str(k): str(v) for k, v in attributes.items()},
+        _epoch(message.get("publishTime") or message.get("publish_time")),
+    )
+
+
+def _epoch(value: Any) -> float | None:
+    """An RFC 3339 publish time as epoch seconds; None when absent or unreadable."""
+    if not isinstance(value, str):
+        return None
+    try:
+        return datetime.fromisoformat(value).timestamp()
+    except ValueError:
+        return None

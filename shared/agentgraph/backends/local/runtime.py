@@ -21,6 +21,7 @@ from agentgraph.core.errors import RunStuck
 from agentgraph.core.ports import LlmProvider, RunRecord, Store, ToolRegistry
 from agentgraph.core.status import NodeStatus
 from agentgraph.engine import Engine
+from agentgraph.observability import tracing
 
 log = logging.getLogger("agentgraph.local")
 
@@ -31,7 +32,9 @@ class _Delivery:
     working' from 'nothing left to do' without scanning queues or reading the store."""
 
     def __init__(self) -> None:
-        self.queue: asyncio.Queue[tuple[str, str, int]] = asyncio.Queue()
+        # Each node-ready carries the trace context it was sent in (None when tracing is
+        # off): the workers outlive every run, so a run's trace must travel with its message.
+        self.queue: asyncio.Queue[tuple[str, str, int, Any]] = asyncio.Queue()
         self.engine: Engine | None = None
         self.tasks: set[asyncio.Task[Any]] = set()
         self.timers: dict[asyncio.TimerHandle, str] = {}
@@ -93,7 +96,7 @@ class _Delivery:
 
     async def node_ready(self, run_id: str, node_id: str, attempt: int, pool: str) -> None:
         self.begin(run_id)
-        self.queue.put_nowait((run_id, node_id, attempt))
+        self.queue.put_nowait((run_id, node_id, attempt, tracing.current_context()))
 
     async def node_finished(self, run_id: str, node_id: str, status: NodeStatus) -> None:
         assert self.engine is not None
@@ -168,8 +171,9 @@ class LocalRuntime:
     async def _work(self) -> None:
         queue = self._delivery.queue
         while True:
-            run_id, node_id, attempt = await queue.get()
-            task = asyncio.create_task(self.engine.execute(run_id, node_id, attempt))
+            run_id, node_id, attempt, trace_context = await queue.get()
+            with tracing.attached(trace_context):  # the task copies it
+                task = asyncio.create_task(self.engine.execute(run_id, node_id, attempt))
             self._delivery.executing[(run_id, node_id)] = task
             try:
                 await task
@@ -195,7 +199,9 @@ class LocalRuntime:
     # ---- the API the CLI and tests use ---------------------------------------------
 
     async def start(self, document: dict[str, Any], input: Any = None, **kwargs: Any) -> RunRecord:
-        return await self.engine.start_run(document, input, **kwargs)
+        """Start a run; with tracing on, its trace's root span (the api request's place)."""
+        with tracing.span(f"run {document.get('name', '?')}", kind=tracing.SpanKind.SERVER):
+            return await self.engine.start_run(document, input, **kwargs)
 
     async def wait(
         self,
