@@ -303,11 +303,19 @@ class Engine(FanIn, Recovery):
             return
         with tracing.span("claim"):
             claimed = await self.store.claim_node(
-                run_id, node_id, attempt, now, now + node.timeout_s + LEASE_MARGIN_S
+                run_id,
+                node_id,
+                attempt,
+                now,
+                now + node.timeout_s + LEASE_MARGIN_S,
+                node.retry.max_takeovers,
             )
         if claimed is None:
             tracing.annotate(agentgraph__node__claimed=False)
             await self._redeliver_after_duplicate(run_id, node, attempt)
+            return
+        if claimed.status == NodeStatus.FAILED:  # its workers were lost too many times
+            await self.dispatcher.node_finished(run_id, node_id, NodeStatus.FAILED)
             return
         if claimed.executions > claimed.attempt:
             if await self._cancel_takeover_of_ended_run(run_id, node_id):

@@ -499,3 +499,38 @@ async def test_a_forged_node_finished_changes_nothing(harness: Harness) -> None:
     run = await harness.wait(started.run_id)
     assert run.status == RunStatus.SUCCEEDED
     assert harness.calls["next"] == 1
+
+
+async def test_a_node_whose_workers_keep_dying_fails_after_max_takeovers(
+    harness: Harness,
+) -> None:
+    """A crash loop ends: the second lost worker is one more than `max_takeovers: 1`
+    allows, so the node fails with "worker lost" instead of being run (and billed) again."""
+    started = await harness.start(
+        graph(
+            {
+                "id": "doomed",
+                "tool": "hold",
+                "args": {"key": "doomed"},
+                "retry": {"max_attempts": 1, "max_takeovers": 1},
+            },
+            const("after", after=["doomed"]),
+        )
+    )
+    for executions in (1, 2):  # the first worker dies; so does the one that took over
+        await harness.until(
+            started.run_id,
+            lambda n, e=executions: n["doomed"].status == S.RUNNING and n["doomed"].executions == e,
+        )
+        await harness.crash()
+        await harness.recover(started.run_id)
+    run = await harness.wait(started.run_id)
+    nodes = await harness.nodes(run.run_id)
+
+    assert run.status == RunStatus.FAILED
+    doomed = nodes["doomed"]
+    assert doomed.status == S.FAILED and doomed.error is not None
+    assert doomed.error.type == "WorkerLost" and "lost 2 times" in doomed.error.message
+    # Never a third execution (the second may die before its call starts).
+    assert 1 <= harness.calls["doomed"] <= 2 and doomed.executions == 2
+    assert nodes["after"].status == S.CANCELLED

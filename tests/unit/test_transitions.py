@@ -235,3 +235,19 @@ def test_a_failed_run_says_why_in_its_timeline() -> None:
 
     assert change is not None and change.event.message == "node 'n1' failed"
     assert "outputs" not in change.fields  # nothing is written over what the run has
+
+
+NOW = 1000.0
+
+
+def test_a_claim_after_more_lost_workers_than_max_takeovers_fails_the_node() -> None:
+    from agentgraph.core.transitions import lost_executions
+
+    expired = node(NodeStatus.RUNNING, attempt=2, executions=4, lease_until=NOW - 1)
+    assert lost_executions(expired) == 3  # attempt 1 recorded once; 3 executions of 2 died
+    allowed = transitions.claim(expired, 2, NOW, NOW + 60, max_takeovers=3)
+    assert allowed is not None and allowed.fields["status"] == NodeStatus.RUNNING
+    failed = transitions.claim(expired, 2, NOW, NOW + 60, max_takeovers=2)
+    assert failed is not None and failed.fields["status"] == NodeStatus.FAILED
+    assert failed.fields["error"].type == "WorkerLost"
+    assert failed.moves == ((NodeStatus.RUNNING, NodeStatus.FAILED),)

@@ -39,6 +39,9 @@ class RetryPolicy(_Strict):
     max_delay_s: float = Field(60.0, ge=0, le=86400)
     multiplier: float = Field(2.0, ge=1, le=10)
     jitter: bool = True
+    # Executions lost with their worker (timeout, out of memory, crash) that are taken over
+    # before the node fails with "worker lost N times" (core/transitions.claim).
+    max_takeovers: int = Field(3, ge=0, le=100)
 
 
 class _NodeSettings(_Strict):

@@ -207,10 +207,17 @@ class Store(Protocol):
         ...
 
     async def claim_node(
-        self, run_id: str, node_id: str, attempt: int, now: float, lease_until: float
+        self,
+        run_id: str,
+        node_id: str,
+        attempt: int,
+        now: float,
+        lease_until: float,
+        max_takeovers: int = 3,
     ) -> NodeRecord | None:
         """ready(attempt) -> running, or take over running(attempt) whose lease expired.
-        None when this delivery must do nothing (duplicate, stale, cancelled)."""
+        None when this delivery must do nothing (duplicate, stale, cancelled). A node
+        whose workers were lost more than `max_takeovers` times comes back failed."""
         ...
 
     async def finish_node(

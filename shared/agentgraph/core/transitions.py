@@ -23,6 +23,7 @@ from agentgraph.core.ports import Event, NodeError, NodeRecord, Outcome, Usage
 from agentgraph.core.status import NOT_STARTED, TERMINAL_NODE, NodeStatus, RunStatus
 
 TAKEN_OVER = "lease expired; taken over"
+DEFAULT_MAX_TAKEOVERS = 3  # RetryPolicy.max_takeovers: lost workers before the node fails
 RUN_ENDED = "run_ended"  # the skip reason of a node cancelled because its run ended
 
 Move = tuple[NodeStatus, NodeStatus]
@@ -56,14 +57,29 @@ class RunChange:
     event: Event = field(compare=False)
 
 
-def claim(node: NodeRecord, attempt: int, now: float, lease_until: float) -> Change | None:
+def claim(
+    node: NodeRecord,
+    attempt: int,
+    now: float,
+    lease_until: float,
+    max_takeovers: int = DEFAULT_MAX_TAKEOVERS,
+) -> Change | None:
     """ready(attempt) -> running; or take over running(attempt) whose lease expired (the
-    executor died mid-attempt). A takeover moves no count: the node was already running."""
+    executor died mid-attempt). A takeover moves no count: the node was already running.
+
+    A node whose workers keep dying (a timeout the platform enforces, out of memory, a
+    crash the node itself causes) would otherwise be run, and its model calls billed,
+    forever: once more than `max_takeovers` executions of it were lost, the claim fails
+    the node instead ("worker lost N times"), a permanent failure that `on_error` handles.
+    """
     if node.attempt != attempt:
         return None
     takeover = node.status == NodeStatus.RUNNING and (node.lease_until or 0) < now
     if node.status != NodeStatus.READY and not takeover:
         return None
+    lost = lost_executions(node)
+    if lost > max_takeovers:
+        return _worker_lost(node, attempt, now, lost)
     return Change(
         node.status,
         node.attempt,
@@ -246,6 +262,38 @@ def run_started(run_id: str, graph_name: str, status: RunStatus, now: float, nod
     """The first line of every run's timeline."""
     message = f"run of {graph_name!r} started with {nodes} nodes"
     return Event(run_id, now, "run_status", None, status.value, None, message)
+
+
+def lost_executions(node: NodeRecord) -> int:
+    """Executions of the node that died before recording anything, for a node about to be
+    claimed (ready, or running with an expired lease): every earlier attempt ended with
+    exactly one execution that recorded its result, so the rest were lost."""
+    return max(0, node.executions - (node.attempt - 1))
+
+
+def _worker_lost(node: NodeRecord, attempt: int, now: float, lost: int) -> Change:
+    error = NodeError(
+        "WorkerLost",
+        f"the worker running attempt {attempt} was lost {lost} times (a timeout, running "
+        "out of memory, or a crash); not trying again",
+        False,
+        None,
+        attempt,
+    )
+    return Change(
+        node.status,
+        node.attempt,
+        {
+            "status": NodeStatus.FAILED,
+            "error": error,
+            "finished_at": now,
+            "lease_until": None,
+            "partial": None,
+            "updated_at": now,
+        },
+        _node_event(node, now, NodeStatus.FAILED, attempt, f"{error.type}: {error.message}"),
+        ((node.status, NodeStatus.FAILED),),
+    )
 
 
 def _running(node: NodeRecord, attempt: int) -> bool:

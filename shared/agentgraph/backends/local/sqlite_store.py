@@ -148,10 +148,16 @@ class SqliteStore(Transactions):
         return await self._read(work) if node_ids else {}
 
     async def claim_node(
-        self, run_id: str, node_id: str, attempt: int, now: float, lease_until: float
+        self,
+        run_id: str,
+        node_id: str,
+        attempt: int,
+        now: float,
+        lease_until: float,
+        max_takeovers: int = transitions.DEFAULT_MAX_TAKEOVERS,
     ) -> NodeRecord | None:
         def decide(node: NodeRecord) -> Change | None:
-            return transitions.claim(node, attempt, now, lease_until)
+            return transitions.claim(node, attempt, now, lease_until, max_takeovers)
 
         return await self._transition(run_id, node_id, decide)
 
