@@ -180,3 +180,9 @@ variable "labels" {
   type        = map(string)
   default     = {}
 }
+
+variable "console_site_id" {
+  description = "Firebase Hosting site id of the web console (default: <project>-agentgraph)."
+  type        = string
+  default     = null
+}
