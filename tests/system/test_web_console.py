@@ -109,7 +109,7 @@ class Page:
         try:
             return WebDriverWait(self.driver, timeout, poll_frequency=0.1).until(lambda _: read())
         except Exception as exc:
-            self.shot("timeout")
+            self.shot("timeout-" + "-".join(what.split()))
             raise AssertionError(f"no {what} within {timeout} s") from exc
 
     def find(self, css: str) -> list[Any]:
@@ -118,8 +118,9 @@ class Page:
         return list(self.driver.find_elements(By.CSS_SELECTOR, css))
 
     def text(self, css: str) -> str:
-        found = self.find(css)
-        return str(found[0].text) if found else ""
+        """In one script, so a view redrawn meanwhile cannot leave a stale element."""
+        script = "const e = document.querySelector(arguments[0]); return e ? e.textContent : ''"
+        return str(self.driver.execute_script(script, css)).strip()
 
     def statuses(self) -> dict[str, str]:
         script = (
@@ -244,7 +245,8 @@ def test_a_20_node_run_started_from_the_page_turns_running_then_succeeded_withou
 def test_a_streaming_agents_text_grows_on_screen(
     stack: Stack, open_page: Callable[[str], Page]
 ) -> None:
-    words = " ".join(f"word{i}" for i in range(60))
+    words = " ".join(f"word{i}" for i in range(100))
+    page = open_page("grace")  # first: the stream must not be over before the page is up
     run_id = start_run(
         stack,
         "grace",
@@ -253,14 +255,13 @@ def test_a_streaming_agents_text_grows_on_screen(
             "nodes": [
                 {
                     "id": "writer",
-                    "model": "gemini-2.5-flash~chunkdelay=250ms",
+                    "model": "gemini-2.5-flash~chunkdelay=400ms",
                     "prompt": words,
                     "stream": True,
                 }
             ],
         },
     )
-    page = open_page("grace")
     page.go(f"#/runs/{run_id}")
     page.wait(lambda: page.find('g.node[data-node-id="writer"]'), "the node")
     page.click_node("writer")
@@ -333,7 +334,7 @@ def test_a_second_user_sees_neither_the_first_users_runs_nor_their_documents(
     assert not bob.find(f'tr[data-run-id="{run_id}"]')
     # Not just hidden: reading her run document, as bob, is refused by the rules.
     bob.go(f"#/runs/{run_id}")
-    refused = bob.wait(lambda: "permission" in bob.text("#run-message").lower(), "a refusal")
+    refused = bob.wait(lambda: "permission-denied" in bob.text("#run-message"), "a refusal")
     bob.shot("second-user-refused")
     with api_as(stack, "bob") as client:
         via_api = client.get(f"/runs/{run_id}")

@@ -181,7 +181,7 @@ export function renderRun(
         }
       },
       (error) => {
-        message.textContent = `Cannot watch the nodes: ${error.message}`;
+        message.textContent = `Cannot watch the nodes (${error.code}): ${error.message}`;
       },
     );
   };
@@ -310,7 +310,7 @@ export function renderRun(
         if (!graphLoaded) void loadGraph(run);
       },
       (error) => {
-        message.textContent = `Cannot read this run: ${error.message}`;
+        message.textContent = `Cannot read this run (${error.code}): ${error.message}`;
       },
     ),
   );

@@ -82,7 +82,7 @@ export function renderRuns(session: Session, root: HTMLElement, listeners: Liste
         status.textContent = snap.empty ? "No runs yet." : "";
       },
       (error) => {
-        status.textContent = `Cannot list runs: ${error.message}`;
+        status.textContent = `Cannot list runs (${error.code}): ${error.message}`;
       },
     );
   };
