@@ -341,3 +341,25 @@ def test_a_second_user_sees_neither_the_first_users_runs_nor_their_documents(
 
     assert refused
     assert via_api.status_code == 404
+
+
+def test_at_phone_width_the_run_fits_the_screen_and_a_node_opens_from_the_keyboard(
+    stack: Stack, open_page: Callable[[str], Page]
+) -> None:
+    from selenium.webdriver.common.keys import Keys
+
+    run_id = start_run(stack, "katherine", {"name": "phone", "nodes": [sleeper("only", 0.1)]})
+    page = open_page("katherine")
+    page.driver.set_window_size(390, 844)
+    page.go(f"#/runs/{run_id}")
+    page.wait(lambda: page.statuses().get("only") == "succeeded", "the node succeeded")
+    node = page.find('g.node[data-node-id="only"]')[0]
+    page.driver.execute_script("arguments[0].focus()", node)
+    node.send_keys(Keys.ENTER)
+    page.wait(lambda: page.text("#node-panel h2") == "only", "the node's panel")
+    page.wait(lambda: "succeeded" in page.text("#node-timeline"), "the node's timeline")
+    page.shot("phone-width")
+
+    width = page.driver.execute_script("return document.documentElement.clientWidth")
+    overflow = page.driver.execute_script("return document.documentElement.scrollWidth")
+    assert overflow <= width

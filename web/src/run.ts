@@ -213,10 +213,16 @@ export function renderRun(
     }
     stopEvents?.();
     events = [];
-    stopEvents = onSnapshot(Q.nodeEventsQuery(F, db, runId, id), (snap) => {
-      events = snap.docs.map((d) => d.data()).sort((a, b) => (a.at ?? 0) - (b.at ?? 0));
-      drawPanel();
-    });
+    stopEvents = onSnapshot(
+      Q.nodeEventsQuery(F, db, runId, id),
+      (snap) => {
+        events = snap.docs.map((d) => d.data()).sort((a, b) => (a.at ?? 0) - (b.at ?? 0));
+        drawPanel();
+      },
+      (error) => {
+        message.textContent = `Cannot read the node's timeline (${error.code}): ${error.message}`;
+      },
+    );
     drawPanel();
     panel.focus();
   };
