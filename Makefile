@@ -145,7 +145,7 @@ package: $(VENV)/.run-installed
 	find build/function-source -exec touch -t 198001010000 {} +
 	cd build/function-source && find . -type f | LC_ALL=C sort | zip -X -q ../function-source.zip -@
 
-deploy: package
+deploy: package web
 	@test -n "$(PROJECT)" || (echo "usage: make deploy PROJECT=my-project [REGION=us-central1]"; exit 2)
 	infra/deploy.sh $(PROJECT) $(REGION)
 
