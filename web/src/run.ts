@@ -193,6 +193,8 @@ export function renderRun(
     const graph = text ? JSON.parse(text) : { nodes: [] };
     specs = new Map((graph.nodes ?? []).map((n: Record<string, unknown>) => [String(n.id), n]));
     view = new GraphView(graphNodes(graph), select);
+    // Small graphs shrink to fit the box; large ones keep their size and scroll.
+    view.element.classList.toggle("fit", specs.size <= 60);
     graphBox.replaceChildren(view.element);
     watchWindow(0);
   };
@@ -224,7 +226,7 @@ export function renderRun(
       },
     );
     drawPanel();
-    panel.focus();
+    panel.focus({ preventScroll: true });
   };
 
   const drawPanel = () => {
