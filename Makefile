@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 DEMO_DB := .agentgraph/demo.db
 
-.PHONY: help run test lint lock lint-infra test-rules format unit e2e bench emulators demo-emulators openapi package deploy destroy clean
+.PHONY: help run test lint lock lint-infra test-rules format unit e2e bench emulators demo-emulators openapi package deploy destroy clean web chromium
 CHECKOV_VERSION := 3.3.30
 PROJECT ?=
 REGION ?= us-central1
@@ -14,7 +14,8 @@ help:
 	@echo "make run        run the demo graph on the embedded local backend"
 	@echo "make test       install, lint (ruff, mypy) and run every test"
 	@echo "make bench      benchmarks (not part of test)"
-	@echo "make emulators  the whole gcp backend on this machine: emulators + functions (foreground)"
+	@echo "make emulators  the whole gcp backend on this machine: emulators + functions + web console (foreground)"
+	@echo "make web        build the web console (web/dist: npm ci + vite build)"
 	@echo "make demo-emulators  the demo graph through the HTTP api of that stack"
 	@echo "make e2e        only the end-to-end tests of the functions on the emulators"
 	@echo "make openapi    regenerate functions/openapi.yaml from the api's routes and models"
@@ -87,7 +88,7 @@ bench: $(VENV)/.bench-installed
 EMULATOR_BASE_PORT ?= 8480
 API_URL := http://127.0.0.1:$(shell echo $$(( $(EMULATOR_BASE_PORT) + 10 )))
 
-emulators: $(VENV)/.test-installed
+emulators: $(VENV)/.test-installed web
 	$(BIN)/python -m emulator.stack --base-port $(EMULATOR_BASE_PORT)
 
 demo-emulators: $(VENV)/.test-installed
@@ -95,6 +96,25 @@ demo-emulators: $(VENV)/.test-installed
 		$(BIN)/python -m emulator.demo --api $(API_URL); \
 	else \
 		$(BIN)/python -m emulator.demo; \
+	fi
+
+# The web console (web/): npm ci from its lock, then tsc + vite build into web/dist; redone
+# when a source or the lock changes. Firebase Hosting serves web/dist (infra/hosting.tf).
+WEB_SOURCES := $(wildcard web/src/*) web/index.html web/vite.config.ts web/tsconfig.json
+web/node_modules/.package-lock.json: web/package-lock.json web/package.json
+	cd web && npm ci --no-audit --no-fund
+	@touch $@
+
+web/dist/index.html: web/node_modules/.package-lock.json $(WEB_SOURCES)
+	cd web && npm run build
+
+web: web/dist/index.html
+
+# The browser tests drive Debian's chromium with its chromedriver (nothing can download a
+# browser build here); installed once, skipped when present. CI runs as root.
+chromium:
+	@if ! command -v chromium >/dev/null || ! command -v chromedriver >/dev/null; then \
+		apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y chromium chromium-driver; \
 	fi
 
 # checkov pins an older `packaging` than pytest allows, so it gets its own venv.
@@ -110,7 +130,7 @@ lint-infra: $(VENV)/.test-installed .venv-checkov/bin/checkov
 test-rules:
 	bash tests/rules/run.sh
 
-test: lint .venv-checkov/bin/checkov test-rules
+test: lint .venv-checkov/bin/checkov test-rules web chromium
 	terraform fmt -check -recursive infra
 	$(BIN)/pytest -q
 
@@ -125,7 +145,7 @@ package: $(VENV)/.run-installed
 	find build/function-source -exec touch -t 198001010000 {} +
 	cd build/function-source && find . -type f | LC_ALL=C sort | zip -X -q ../function-source.zip -@
 
-deploy: package
+deploy: package web
 	@test -n "$(PROJECT)" || (echo "usage: make deploy PROJECT=my-project [REGION=us-central1]"; exit 2)
 	infra/deploy.sh $(PROJECT) $(REGION)
 
@@ -134,4 +154,4 @@ destroy:
 	infra/destroy.sh $(PROJECT) $(REGION)
 
 clean:
-	rm -rf $(VENV) .venv-tasks .venv-checkov .agentgraph build .pytest_cache .mypy_cache .ruff_cache tests/rules/node_modules
+	rm -rf $(VENV) .venv-tasks .venv-checkov .agentgraph build .pytest_cache .mypy_cache .ruff_cache tests/rules/node_modules web/node_modules web/dist

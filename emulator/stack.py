@@ -7,11 +7,15 @@ until Ctrl-C (or SIGTERM), then stops everything it started:
 - the Gemini stub (emulator/gemini_stub.py), so Gemini graphs run offline;
 - each Cloud Function under functions-framework on its own port, exactly as deployed
   (`functions/main.py`, entry points agentgraph.core.names.ENTRY_*), with the environment
-  pointing at the emulators, AGENTGRAPH_AUTH=off, AGENTGRAPH_RETRY_URL at the retry
-  function and GOOGLE_GEMINI_BASE_URL at the stub;
+  pointing at the emulators, AGENTGRAPH_AUTH=emulator (a request without a token is the
+  admin "local", as with "off"; one with an emulator ID token is that user: the web
+  console's), AGENTGRAPH_RETRY_URL at the retry function and GOOGLE_GEMINI_BASE_URL at
+  the stub;
 - the topics, the push subscriptions (node-ready → exec-<pool> for every pool, with the
   pool filter; node-finished → complete; run-requests → start_from_event) and the queue;
-- a sweeper that calls the sweep function every minute, as Cloud Scheduler does.
+- a sweeper that calls the sweep function every minute, as Cloud Scheduler does;
+- with `console=True`, the web console (emulator/console.py) on N+8, which also loads
+  firestore.rules into the Firestore emulator for this project.
 
 The Pub/Sub emulator of gcloud 528 ignores subscription filters, so every exec-<pool>
 also gets AGENTGRAPH_POOL and acks messages of other pools without running them.
@@ -39,6 +43,7 @@ from types import TracebackType
 
 from agentgraph.core import names
 from emulator import harness
+from emulator.console import WEB_DIST, ConsoleServer, load_rules
 from emulator.gemini_stub import GeminiStub
 
 # The demo graph's tools; production loads only the modules its deployment names.
@@ -47,6 +52,7 @@ DEMO_TOOLS = "agentgraph.tools.code_review"
 REPO_ROOT = Path(__file__).resolve().parents[1]
 FUNCTIONS_SOURCE = REPO_ROOT / "functions" / "main.py"
 SWEEP_EVERY_S = 60.0
+CONSOLE_PORT_OFFSET = 8
 
 
 @dataclass(frozen=True)
@@ -113,6 +119,7 @@ class Stack:
         sweep_every_s: float | None = SWEEP_EVERY_S,
         stub_latency_s: float = 0.0,
         emulators: harness.EmulatorStack | None = None,
+        console: bool = False,
     ) -> None:
         """`emulators`: an already running EmulatorStack to use (and leave running), e.g.
         the test session's; with another `project` than its own, this stack's topics,
@@ -139,6 +146,8 @@ class Stack:
         self._sweeper: threading.Thread | None = None
         self._stopping = threading.Event()
         self._started_cleanly = False
+        self.want_console = console
+        self.console: ConsoleServer | None = None
 
     def _fix_emulator_ports(self, base: int) -> None:
         """Fixed ports (base, base+1, base+2) instead of free ones, for a stack by hand."""
@@ -164,6 +173,8 @@ class Stack:
             self._start_functions()
             self.startup_seconds["functions"] = time.monotonic() - functions_began
             self._subscribe()
+            if self.want_console:
+                self._start_console()
             if self.sweep_every_s:
                 self._sweeper = threading.Thread(target=self._sweep_loop, daemon=True)
                 self._sweeper.start()
@@ -183,6 +194,9 @@ class Stack:
                 with contextlib.suppress(Exception):
                     harness.delete_subscription(self.project, name, host=self.emulators.pubsub.host)
         self.subscriptions.clear()
+        if self.console is not None:
+            self.console.stop()
+            self.console = None
         for server in self.servers.values():
             server.stop()
         self.stub.stop()
@@ -219,7 +233,7 @@ class Stack:
         env = {
             **self.env(),
             names.ENV_BACKEND: "gcp",
-            names.ENV_AUTH_MODE: "off",
+            names.ENV_AUTH_MODE: "emulator",
             names.ENV_RETRY_URL: retry_url,
             names.ENV_GEMINI_BASE_URL: self.stub.url,
             "PYTHONPATH": os.pathsep.join(
@@ -256,6 +270,17 @@ class Stack:
                     + ", ".join(f"{s.name} (log {s.log_path})" for s in pending)
                 )
             time.sleep(0.05)
+
+    def _start_console(self) -> None:
+        """The web console, after the rules it relies on are loaded into the emulator."""
+        load_rules(self.emulators.firestore.host, self.project)
+        port = self.base_port + CONSOLE_PORT_OFFSET if self.base_port else 0
+        self.console = ConsoleServer(
+            project=self.project,
+            firestore_host=self.emulators.firestore.host,
+            api_url=self.api_url,
+            port=port,
+        ).start()
 
     def push_endpoint(self, function: str, topic: str) -> str:
         """Push URL of a Pub/Sub function (its subscription posts to it), with the topic path."""
@@ -323,6 +348,8 @@ class Stack:
 
     def describe(self) -> str:
         lines = ["agentgraph emulator stack", ""]
+        if self.console is not None:
+            lines.append(f"  web console       {self.console.url}   (sign in with any user id)")
         lines.append(f"  api               {self.api_url}   (try {self.api_url}/openapi.json)")
         for spec in self.specs:
             if spec.name == "api":
@@ -380,7 +407,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--sweep-every", type=float, default=SWEEP_EVERY_S, help="seconds; 0 turns it off"
     )
+    parser.add_argument(
+        "--no-console",
+        action="store_true",
+        help="do not serve the web console (it is served when web/dist is built)",
+    )
     args = parser.parse_args(argv)
+    console = not args.no_console and (WEB_DIST / "index.html").exists()
+    if not args.no_console and not console:
+        print("web/dist is not built (`make web`): no web console this time", flush=True)
     pools = [p.strip() for p in args.pools.split(",") if p.strip()]
     tools = [str(Path(t).resolve()) if t.endswith(".py") else t for t in args.tools or [DEMO_TOOLS]]
     stop = threading.Event()
@@ -392,6 +427,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         tools=tools,
         log_dir=args.log_dir,
         sweep_every_s=args.sweep_every or None,
+        console=console,
     )
     print("starting the emulators, the Gemini stub and the functions…", flush=True)
     try:

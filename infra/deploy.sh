@@ -49,3 +49,8 @@ terraform -chdir="$here" apply -input=false "${approve[@]}" \
 
 echo
 echo "api: $(terraform -chdir="$here" output -raw api_url)"
+
+# The web console, when it is built (`make deploy` builds it).
+if [[ -f "$repo/web/dist/index.html" ]]; then
+  "$here/hosting.sh" "$project" "$region"
+fi

@@ -37,3 +37,18 @@ output "service_accounts" {
   description = "Service accounts by role."
   value       = module.agentgraph.service_accounts
 }
+
+output "console_url" {
+  description = "The web console (Firebase Hosting)."
+  value       = module.agentgraph.console_url
+}
+
+output "console_site_id" {
+  description = "Firebase Hosting site of the console."
+  value       = module.agentgraph.console_site_id
+}
+
+output "console_firebase_config" {
+  description = "Firebase web config for the console's config.json."
+  value       = module.agentgraph.console_firebase_config
+}

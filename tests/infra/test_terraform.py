@@ -58,7 +58,7 @@ LOCAL_ONLY_ENV = {
     names.ENV_FIRESTORE_EMULATOR: "emulator only",
     names.ENV_PUBSUB_EMULATOR: "emulator only",
     names.ENV_TASKS_EMULATOR: "emulator only",
-    names.ENV_AUTH_MODE: "'off' is for emulators only; production keeps the default",
+    names.ENV_AUTH_MODE: "'off'/'emulator': emulators only; production keeps the default",
     names.ENV_GEMINI_BASE_URL: "points google-genai at a local stub",
 }
 # Deployed variables that only some functions get; every other deployed one is on all of them.

@@ -1,5 +1,6 @@
 // firestore.rules, checked against the Firestore emulator named by FIRESTORE_EMULATOR_HOST.
 // Run through run.sh, which starts the emulator. Each test reads as the rule it pins down.
+import assert from 'node:assert/strict';
 import { after, before, beforeEach, describe, test } from 'node:test';
 import { readFileSync } from 'node:fs';
 import { dirname, resolve } from 'node:path';
@@ -10,6 +11,7 @@ import {
   assertSucceeds,
   initializeTestEnvironment,
 } from '@firebase/rules-unit-testing';
+import * as F from 'firebase/firestore';
 import {
   addDoc,
   collection,
@@ -23,6 +25,9 @@ import {
   updateDoc,
   where,
 } from 'firebase/firestore';
+
+// The console's reads, exactly as the page makes them (web/src/queries.js).
+import * as Q from '../../web/src/queries.js';
 
 // Denied writes are the expected outcome here; keep the SDK from logging each one.
 setLogLevel('silent');
@@ -131,6 +136,75 @@ describe('another signed-in user', () => {
 
   test("cannot list someone else's runs by querying on their uid", async () => {
     await assertFails(getDocs(query(collection(as(BOB), 'runs'), where('owner', '==', ALICE))));
+  });
+});
+
+// Every read the web console makes, built by the console's own code (web/src/queries.js),
+// with the listeners' one-shot equivalents (onSnapshot is checked by the same rules).
+describe("the web console's queries", () => {
+  const CONSOLE_RUN = 'run-console';
+  const marker = { chunks: 2, prefix: 'output-0123456789abcdef' };
+
+  beforeEach(async () => {
+    await env.withSecurityRulesDisabled(async (ctx) => {
+      const db = ctx.firestore();
+      await setDoc(doc(db, 'runs', CONSOLE_RUN), {
+        owner: ALICE, status: 'running', graph_name: 'demo', created_at: 2, graph_ref: marker,
+      });
+      await setDoc(doc(db, 'runs', 'run-older'), { owner: ALICE, status: 'succeeded', created_at: 1 });
+      await setDoc(doc(db, 'runs', 'run-bob'), { owner: BOB, status: 'succeeded', created_at: 3 });
+      for (let seq = 0; seq < 3; seq++) {
+        await setDoc(doc(db, 'runs', CONSOLE_RUN, 'nodes', `n${seq}`), {
+          owner: ALICE, run_id: CONSOLE_RUN, seq, status: 'running', output_ref: marker,
+        });
+      }
+      await setDoc(doc(db, 'runs', CONSOLE_RUN, 'events', 'e1'), { node_id: 'n0', at: 1, kind: 'status' });
+      for (const ref of [
+        ...Q.chunkDocs(F, db, ['runs', CONSOLE_RUN], marker),
+        ...Q.chunkDocs(F, db, ['runs', CONSOLE_RUN, 'nodes', 'n0'], marker),
+      ]) {
+        await setDoc(ref, { data: 'x' });
+      }
+    });
+  });
+
+  test('the owner may make every one of them', async () => {
+    const db = as(ALICE);
+    const page = await assertSucceeds(getDocs(Q.runsQuery(F, db, ALICE)));
+    assert.deepEqual(page.docs.map((d) => d.id), [CONSOLE_RUN, 'run-older']);
+    await assertSucceeds(getDocs(Q.runsQuery(F, db, ALICE, page.docs[0])));
+    await assertSucceeds(getDoc(Q.runDoc(F, db, CONSOLE_RUN)));
+    const window = await assertSucceeds(getDocs(Q.nodesWindowQuery(F, db, CONSOLE_RUN, 0)));
+    assert.deepEqual(window.docs.map((d) => d.id), ['n0', 'n1', 'n2']);
+    await assertSucceeds(getDocs(Q.nodesWindowQuery(F, db, CONSOLE_RUN, Q.NODE_WINDOW)));
+    await assertSucceeds(getDoc(Q.nodeDoc(F, db, CONSOLE_RUN, 'n1')));
+    await assertSucceeds(getDocs(Q.nodeEventsQuery(F, db, CONSOLE_RUN, 'n0')));
+    for (const ref of Q.chunkDocs(F, db, ['runs', CONSOLE_RUN], marker)) await assertSucceeds(getDoc(ref));
+    for (const ref of Q.chunkDocs(F, db, ['runs', CONSOLE_RUN, 'nodes', 'n0'], marker)) {
+      await assertSucceeds(getDoc(ref));
+    }
+  });
+
+  test('another user is refused every one of them', async () => {
+    const db = as(BOB);
+    await assertFails(getDocs(Q.runsQuery(F, db, ALICE)));
+    await assertFails(getDoc(Q.runDoc(F, db, CONSOLE_RUN)));
+    await assertFails(getDocs(Q.nodesWindowQuery(F, db, CONSOLE_RUN, 0)));
+    await assertFails(getDoc(Q.nodeDoc(F, db, CONSOLE_RUN, 'n1')));
+    await assertFails(getDocs(Q.nodeEventsQuery(F, db, CONSOLE_RUN, 'n0')));
+    for (const ref of Q.chunkDocs(F, db, ['runs', CONSOLE_RUN, 'nodes', 'n0'], marker)) {
+      await assertFails(getDoc(ref));
+    }
+    // Their own list is allowed and holds none of Alice's runs.
+    const own = await assertSucceeds(getDocs(Q.runsQuery(F, db, BOB)));
+    assert.deepEqual(own.docs.map((d) => d.id), ['run-bob']);
+  });
+
+  test('an unauthenticated client is refused the list and the run', async () => {
+    const db = env.unauthenticatedContext().firestore();
+    await assertFails(getDocs(Q.runsQuery(F, db, ALICE)));
+    await assertFails(getDoc(Q.runDoc(F, db, CONSOLE_RUN)));
+    await assertFails(getDocs(Q.nodesWindowQuery(F, db, CONSOLE_RUN, 0)));
   });
 });
 

@@ -363,6 +363,13 @@ def test_a_trailing_slash_names_the_same_route(client: Client) -> None:
     assert client.call("GET", "/healthz/").json() == {"status": "ok"}
 
 
+def test_the_consoles_api_prefix_names_the_same_route(client: Client) -> None:
+    # Firebase Hosting forwards the console's /api/** to the api with the prefix kept.
+    assert client.call("GET", "/api/runs").status_code == 200
+    assert client.call("GET", "/api/healthz").json() == {"status": "ok"}
+    assert client.call("GET", "/apirnus").status_code == 404
+
+
 def test_an_id_that_cannot_exist_is_no_route(client: Client) -> None:
     response = client.call("GET", "/runs/" + "x" * 129)
 

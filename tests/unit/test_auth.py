@@ -3,6 +3,7 @@ here and published the way Google publishes its keys (a local stand-in for the e
 
 from __future__ import annotations
 
+import base64
 import datetime
 import json
 import time
@@ -231,6 +232,72 @@ def test_auth_off_is_only_allowed_on_the_emulators(monkeypatch: pytest.MonkeyPat
 
     monkeypatch.setenv(names.ENV_FIRESTORE_EMULATOR, "127.0.0.1:8080")
     assert auth.caller(Request(Headers({}))) == auth.Caller(auth.LOCAL_UID, is_admin=True)
+
+
+def emulator_token(**claims: Any) -> str:
+    """What the Firebase JS SDK's `mockUserToken` / the Auth emulator send: unsigned."""
+
+    def part(value: dict[str, Any]) -> str:
+        return base64.urlsafe_b64encode(json.dumps(value).encode()).decode().rstrip("=")
+
+    now = int(time.time())
+    payload = {
+        "iss": f"https://securetoken.google.com/{PROJECT}",
+        "aud": PROJECT,
+        "sub": "alice",
+        "iat": now,
+        "exp": now + 3600,
+        **claims,
+    }
+    return f"{part({'alg': 'none', 'type': 'JWT'})}.{part(payload)}."
+
+
+def test_emulator_auth_is_refused_outside_the_emulators_like_auth_off(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv(names.ENV_AUTH_MODE, "emulator")
+    monkeypatch.setenv(names.ENV_PROJECT, PROJECT)
+    monkeypatch.delenv(names.ENV_FIRESTORE_EMULATOR, raising=False)
+    with pytest.raises(AuthMisconfigured, match=names.ENV_FIRESTORE_EMULATOR):
+        auth.caller(bearer(emulator_token()))
+    with pytest.raises(AuthMisconfigured, match=names.ENV_FIRESTORE_EMULATOR):
+        auth.caller(Request(Headers({})))
+    with pytest.raises(AuthMisconfigured, match=names.ENV_FIRESTORE_EMULATOR):
+        auth.service_caller(Request(Headers({})), ["https://retry"])
+
+
+def test_on_the_emulators_an_unsigned_emulator_token_names_the_caller(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv(names.ENV_AUTH_MODE, "emulator")
+    monkeypatch.setenv(names.ENV_PROJECT, PROJECT)
+    monkeypatch.setenv(names.ENV_FIRESTORE_EMULATOR, "127.0.0.1:8080")
+
+    assert auth.caller(bearer(emulator_token())) == auth.Caller("alice")
+    assert auth.caller(bearer(emulator_token(sub="bob", admin=True))).is_admin
+    # Without a token it is "off": the CLI and the demo on the emulators keep working.
+    assert auth.caller(Request(Headers({}))) == auth.Caller(auth.LOCAL_UID, is_admin=True)
+
+
+@pytest.mark.parametrize(
+    "claims",
+    [
+        {"aud": "another-project"},
+        {"iss": "https://securetoken.google.com/another-project"},
+        {"exp": int(time.time()) - 3600},
+        {"sub": ""},
+    ],
+)
+def test_an_emulator_token_of_another_project_or_expired_is_refused(
+    monkeypatch: pytest.MonkeyPatch, claims: dict[str, Any]
+) -> None:
+    monkeypatch.setenv(names.ENV_AUTH_MODE, "emulator")
+    monkeypatch.setenv(names.ENV_PROJECT, PROJECT)
+    monkeypatch.setenv(names.ENV_FIRESTORE_EMULATOR, "127.0.0.1:8080")
+    with pytest.raises(AuthError):
+        auth.caller(bearer(emulator_token(**claims)))
+    with pytest.raises(AuthError):
+        auth.caller(bearer("not-a-jwt"))
 
 
 def test_service_calls_admit_only_the_tasks_service_account(

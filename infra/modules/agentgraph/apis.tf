@@ -7,10 +7,13 @@ locals {
     "cloudbuild.googleapis.com",       # builds the functions
     "cloudfunctions.googleapis.com",   # Cloud Functions gen2
     "cloudresourcemanager.googleapis.com",
-    "cloudscheduler.googleapis.com", # the sweep job
-    "cloudtasks.googleapis.com",     # delayed retries
-    "cloudtrace.googleapis.com",     # one trace per run (AGENTGRAPH_TRACE=gcp)
-    "firebaserules.googleapis.com",  # Firestore security rules
+    "cloudscheduler.googleapis.com",  # the sweep job
+    "cloudtasks.googleapis.com",      # delayed retries
+    "cloudtrace.googleapis.com",      # one trace per run (AGENTGRAPH_TRACE=gcp)
+    "firebase.googleapis.com",        # the console's Firebase project and web app
+    "firebasehosting.googleapis.com", # the console (web/dist)
+    "identitytoolkit.googleapis.com", # Firebase Auth: the console's Google sign-in
+    "firebaserules.googleapis.com",   # Firestore security rules
     "firestore.googleapis.com",
     "iam.googleapis.com",
     "iamcredentials.googleapis.com", # OIDC tokens for push, tasks and scheduler

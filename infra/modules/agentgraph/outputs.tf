@@ -56,3 +56,23 @@ output "source_bucket" {
   description = "Bucket that holds the uploaded function source archives."
   value       = google_storage_bucket.source.name
 }
+
+output "console_url" {
+  description = "The web console on Firebase Hosting."
+  value       = google_firebase_hosting_site.console.default_url
+}
+
+output "console_site_id" {
+  description = "Firebase Hosting site of the console (deploy.sh uploads web/dist to it)."
+  value       = google_firebase_hosting_site.console.site_id
+}
+
+output "console_firebase_config" {
+  description = "The Firebase web config the console's config.json carries (not secret)."
+  value = {
+    projectId  = var.project
+    appId      = google_firebase_web_app.console.app_id
+    apiKey     = data.google_firebase_web_app_config.console.api_key
+    authDomain = data.google_firebase_web_app_config.console.auth_domain
+  }
+}

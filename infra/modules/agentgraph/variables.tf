@@ -191,3 +191,9 @@ variable "telemetry" {
     error_message = "telemetry is gcp or off."
   }
 }
+
+variable "console_site_id" {
+  description = "Firebase Hosting site id of the web console (default: <project>-agentgraph)."
+  type        = string
+  default     = null
+}

@@ -54,6 +54,7 @@ from agentgraph.core.ports import GraphStore, RunRecord
 from agentgraph.engine import Engine, new_run_id
 
 MAX_LIST = 200
+CONSOLE_PREFIX = "/api"  # the web console reaches the api at /api/** (infra hosting.tf)
 ID_PATTERN = RUN_ID_REGEX  # also what graph names fit in; never a Firestore-reserved __x__
 
 
@@ -103,6 +104,9 @@ class Api:
         self.clock = clock
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["path"].startswith(CONSOLE_PREFIX + "/"):
+            # Firebase Hosting forwards the console's /api/** here with the prefix kept.
+            scope = {**scope, "path": scope["path"][len(CONSOLE_PREFIX) :]}
         if scope["type"] == "http" and len(scope["path"]) > 1 and scope["path"].endswith("/"):
             scope = {**scope, "path": scope["path"].rstrip("/")}
         await self.app(scope, receive, send)

@@ -5,6 +5,13 @@
 - `AGENTGRAPH_AUTH=off` makes every caller the anonymous admin "local". It is refused
   (AuthMisconfigured) unless FIRESTORE_EMULATOR_HOST is set, so a production function with
   a stray "off" fails closed instead of opening every run to everyone.
+- `AGENTGRAPH_AUTH=emulator` is "off" plus identities for the web console on the emulators:
+  a bearer token is read WITHOUT checking a signature (the unsigned `alg: none` tokens the
+  Firestore emulator accepts as `mockUserToken`, and the Firebase Auth emulator mints), and
+  its `sub` is the caller, so runs started from the console belong to the signed-in user
+  whom the Firestore rules then check. A request without a token is "local", as with "off"
+  (the CLI and the demo). It is refused outside the emulators exactly like "off": it grants
+  nothing "off" does not.
 - Otherwise `Authorization: Bearer <token>` must be a Google ID token for one of the
   audiences in AGENTGRAPH_API_AUDIENCE (comma-separated; Terraform sets the api's own URL)
   or a Firebase ID token of this project (GOOGLE_CLOUD_PROJECT). The audience is never
@@ -23,6 +30,8 @@ without a network round trip.
 
 from __future__ import annotations
 
+import base64
+import json
 import os
 import threading
 import time
@@ -58,22 +67,36 @@ class Caller:
     email: str | None = None
 
 
-def auth_off() -> bool:
-    """Whether auth is switched off, which only the emulators allow."""
-    if os.environ.get(names.ENV_AUTH_MODE, "").strip().lower() != "off":
-        return False
+AUTH_OFF = "off"
+AUTH_EMULATOR = "emulator"
+_EMULATOR_ONLY_MODES = (AUTH_OFF, AUTH_EMULATOR)
+
+
+def auth_mode() -> str:
+    """The mode: "" (verify tokens), "off" or "emulator"; the last two only on the emulators."""
+    mode = os.environ.get(names.ENV_AUTH_MODE, "").strip().lower()
+    if mode not in _EMULATOR_ONLY_MODES:
+        return ""
     if not os.environ.get(names.ENV_FIRESTORE_EMULATOR):
         raise AuthMisconfigured(
-            f"{names.ENV_AUTH_MODE}=off is only allowed against the emulators "
+            f"{names.ENV_AUTH_MODE}={mode} is only allowed against the emulators "
             f"({names.ENV_FIRESTORE_EMULATOR} is not set); remove {names.ENV_AUTH_MODE} "
             "to verify ID tokens"
         )
-    return True
+    return mode
+
+
+def auth_off() -> bool:
+    """Whether tokens are not verified ("off" or "emulator"), which only the emulators allow."""
+    return auth_mode() != ""
 
 
 def caller(request: HasHeaders) -> Caller:
     """The verified caller of an API request (see the module docstring); AuthError if none."""
-    if auth_off():
+    mode = auth_mode()
+    if mode == AUTH_EMULATOR and request.headers.get("Authorization"):
+        return _emulator_caller(_bearer(request))
+    if mode:
         return Caller(LOCAL_UID, is_admin=True)
     claims = _verify_user_token(_bearer(request), _api_audiences(request))
     uid = str(claims["sub"])
@@ -177,6 +200,32 @@ def _verify(token: str, audiences: list[str], *, firebase: bool) -> dict[str, An
     if not claims.get("sub"):
         raise AuthError("the ID token has no subject")
     return dict(claims)
+
+
+def _emulator_caller(token: str) -> Caller:
+    """The caller an emulator token names (unsigned; see the module docstring). Its issuer
+    and audience must still be this project's, and it must not have expired."""
+    project = os.environ.get(names.ENV_PROJECT, "")
+    parts = token.split(".")
+    try:
+        if len(parts) != 3:
+            raise ValueError("not three dot-separated parts")
+        padded = parts[1] + "=" * (-len(parts[1]) % 4)
+        claims = json.loads(base64.urlsafe_b64decode(padded))
+        if not isinstance(claims, dict):
+            raise ValueError("the payload is not an object")
+    except ValueError as exc:
+        raise AuthError(f"the bearer token is not a JWT: {exc}") from exc
+    if claims.get("iss") != _FIREBASE_ISSUER + project or claims.get("aud") != project:
+        raise AuthError(f"the emulator token is not one of project {project!r}")
+    exp = claims.get("exp")
+    if isinstance(exp, int | float) and exp < time.time() - _CLOCK_SKEW_S:
+        raise AuthError("the emulator token has expired")
+    uid = claims.get("sub") or claims.get("user_id")
+    if not isinstance(uid, str) or not uid:
+        raise AuthError("the emulator token has no subject")
+    email = claims.get("email") if claims.get("email_verified") is True else None
+    return Caller(uid, is_admin=claims.get("admin") is True, email=email)
 
 
 def _split(value: str) -> list[str]:

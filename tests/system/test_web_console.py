@@ -1,0 +1,365 @@
+"""The web console in headless Chromium (Debian's package, driven by Selenium) against the
+emulator stack: every function, the Gemini stub, the Firestore emulator with
+firestore.rules loaded, and the console server (emulator/console.py).
+
+The page reads Firestore directly as the signed-in user (mock user tokens, so the rules
+are enforced) and calls the api with that user's token (AGENTGRAPH_AUTH=emulator).
+Nothing here reloads the page after it opened a run: the statuses arrive by listeners.
+Screenshots go to build/screenshots/<this test run>/ (printed at the end of the run).
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import shutil
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any, TypeVar
+
+import httpx
+import pytest
+
+from emulator import harness
+from emulator.console import WEB_DIST
+from emulator.stack import Stack
+
+pytestmark = [pytest.mark.emulator, pytest.mark.slow]
+
+PROJECT = "console-agentgraph"
+TOOLS = Path(__file__).with_name("e2e_tools.py")
+REPO = Path(__file__).resolve().parents[2]
+CHROMIUM = "/usr/bin/chromium"
+CHROMEDRIVER = "/usr/bin/chromedriver"
+WAIT_S = 90.0
+T = TypeVar("T")
+
+if not (shutil.which(CHROMIUM) and shutil.which(CHROMEDRIVER)):
+    pytest.skip(
+        "Debian's chromium and chromium-driver are needed (make test installs them)",
+        allow_module_level=True,
+    )
+
+
+# ---- fixtures ---------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def stack(
+    emulator_stack: harness.EmulatorStack, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Stack]:
+    if not (WEB_DIST / "index.html").exists():
+        pytest.fail("web/dist is not built: `make web` (make test builds it first)")
+    with Stack(
+        emulators=emulator_stack,
+        project=PROJECT,
+        tools=[str(TOOLS)],
+        log_dir=tmp_path_factory.mktemp("console-logs"),
+        sweep_every_s=None,
+        console=True,
+    ) as running:
+        yield running
+
+
+@pytest.fixture(scope="session")
+def screenshots() -> Path:
+    """build/screenshots/<run>: one folder per test run, named by when it started."""
+    folder = REPO / "build" / "screenshots" / time.strftime("%Y%m%d-%H%M%S")
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
+class Page:
+    """One browser (its own profile, so its own signed-in user) on the console."""
+
+    def __init__(self, url: str, screenshots: Path) -> None:
+        from selenium import webdriver
+        from selenium.webdriver.chrome.service import Service
+
+        options = webdriver.ChromeOptions()
+        options.binary_location = CHROMIUM
+        for argument in (
+            "--headless=new",
+            "--no-sandbox",  # root in CI
+            "--disable-dev-shm-usage",
+            "--window-size=1280,900",
+        ):
+            options.add_argument(argument)
+        self.driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
+        self.url = url
+        self.screenshots = screenshots
+
+    def sign_in(self, uid: str) -> None:
+        from selenium.webdriver.common.by import By
+
+        self.driver.get(self.url + "/#/runs")
+        self.wait(lambda: self.driver.find_elements(By.ID, "uid"), "the sign-in form")
+        self.driver.find_element(By.ID, "uid").send_keys(uid + "\n")
+        self.wait(lambda: self.text("#signed-in-as"), "signed in")
+        # Set once; a reload would lose it, so the tests can tell none happened.
+        self.driver.execute_script("window.__noReload = true")
+
+    def go(self, hash_path: str) -> None:
+        self.driver.execute_script("location.hash = arguments[0]", hash_path)
+
+    def wait(self, read: Callable[[], T], what: str, timeout: float = WAIT_S) -> T:
+        from selenium.webdriver.support.ui import WebDriverWait
+
+        try:
+            return WebDriverWait(self.driver, timeout, poll_frequency=0.1).until(lambda _: read())
+        except Exception as exc:
+            self.shot("timeout-" + "-".join(what.split()))
+            raise AssertionError(f"no {what} within {timeout} s") from exc
+
+    def find(self, css: str) -> list[Any]:
+        from selenium.webdriver.common.by import By
+
+        return list(self.driver.find_elements(By.CSS_SELECTOR, css))
+
+    def text(self, css: str) -> str:
+        """In one script, so a view redrawn meanwhile cannot leave a stale element."""
+        script = "const e = document.querySelector(arguments[0]); return e ? e.textContent : ''"
+        return str(self.driver.execute_script(script, css)).strip()
+
+    def statuses(self) -> dict[str, str]:
+        script = (
+            "return Object.fromEntries([...document.querySelectorAll('g.node')]"
+            ".map(g => [g.dataset.nodeId, g.dataset.status]))"
+        )
+        return dict(self.driver.execute_script(script))
+
+    def click_node(self, node_id: str) -> None:
+        self.find(f'g.node[data-node-id="{node_id}"]')[0].click()
+
+    def not_reloaded(self) -> bool:
+        return bool(self.driver.execute_script("return window.__noReload === true"))
+
+    def shot(self, name: str) -> Path:
+        path = self.screenshots / f"{name}.png"
+        self.driver.save_screenshot(str(path))
+        return path
+
+    def close(self) -> None:
+        self.driver.quit()
+
+
+@pytest.fixture
+def open_page(stack: Stack, screenshots: Path) -> Iterator[Callable[[str], Page]]:
+    pages: list[Page] = []
+
+    def open_as(uid: str) -> Page:
+        assert stack.console is not None
+        page = Page(stack.console.url, screenshots)
+        pages.append(page)
+        page.sign_in(uid)
+        return page
+
+    yield open_as
+    for page in pages:
+        page.close()
+
+
+def emulator_token(uid: str) -> str:
+    """The unsigned token the page sends for `uid` (web/src/session.ts)."""
+
+    def part(value: dict[str, Any]) -> str:
+        return base64.urlsafe_b64encode(json.dumps(value).encode()).decode().rstrip("=")
+
+    now = int(time.time())
+    claims = {
+        "iss": f"https://securetoken.google.com/{PROJECT}",
+        "aud": PROJECT,
+        "sub": uid,
+        "user_id": uid,
+        "iat": now,
+        "exp": now + 3600,
+    }
+    return f"{part({'alg': 'none', 'type': 'JWT'})}.{part(claims)}."
+
+
+def api_as(stack: Stack, uid: str) -> httpx.Client:
+    return httpx.Client(
+        base_url=stack.api_url,
+        timeout=60,
+        headers={"Authorization": f"Bearer {emulator_token(uid)}"},
+    )
+
+
+def start_run(stack: Stack, uid: str, graph: dict[str, Any]) -> str:
+    with api_as(stack, uid) as client:
+        response = client.post("/runs", json={"graph": graph})
+    assert response.status_code == 201, response.text
+    return str(response.json()["run_id"])
+
+
+def sleeper(node_id: str, seconds: float, after: list[str] | None = None) -> dict[str, Any]:
+    return {
+        "id": node_id,
+        "after": after or [],
+        "tool": "e2e_sleep",
+        "args": {"seconds": seconds, "value": node_id},
+    }
+
+
+# ---- tests ----------------------------------------------------------------------------------
+
+
+def test_a_20_node_run_started_from_the_page_turns_running_then_succeeded_without_a_reload(
+    stack: Stack, open_page: Callable[[str], Page]
+) -> None:
+    graph = {
+        "name": "twenty",
+        "description": "Four ranks of five sleeping tools",
+        "input": {
+            "type": "object",
+            "properties": {"label": {"type": "string", "description": "any text"}},
+            "required": ["label"],
+        },
+        "nodes": [
+            sleeper(f"n{i:02d}", 1.5, [f"n{i - 5:02d}"] if i >= 5 else []) for i in range(20)
+        ],
+    }
+    with api_as(stack, "ada") as client:
+        stored = client.post("/graphs", json=graph)
+    assert stored.status_code in (200, 201), stored.text
+    page = open_page("ada")
+
+    page.go("#/start/twenty")
+    page.wait(lambda: page.find("#in-label"), "the form generated from the input schema")
+    page.find("#in-label")[0].send_keys("from the browser")
+    page.find("#run-form button[type=submit]")[0].click()
+    page.wait(lambda: len(page.statuses()) == 20, "the graph of 20 nodes")
+    running = page.wait(
+        lambda: [n for n, s in page.statuses().items() if s == "running"], "a running node"
+    )
+    page.shot("twenty-in-progress")
+    page.wait(lambda: set(page.statuses().values()) == {"succeeded"}, "every node succeeded", 120)
+    page.wait(lambda: page.text("#run-status") == "succeeded", "the run succeeded")
+    page.shot("twenty-succeeded")
+
+    assert running
+    assert page.not_reloaded()
+
+
+def test_a_streaming_agents_text_grows_on_screen(
+    stack: Stack, open_page: Callable[[str], Page]
+) -> None:
+    words = " ".join(f"word{i}" for i in range(100))
+    page = open_page("grace")  # first: the stream must not be over before the page is up
+    run_id = start_run(
+        stack,
+        "grace",
+        {
+            "name": "stream",
+            "nodes": [
+                {
+                    "id": "writer",
+                    "model": "gemini-2.5-flash~chunkdelay=400ms",
+                    "prompt": words,
+                    "stream": True,
+                }
+            ],
+        },
+    )
+    page.go(f"#/runs/{run_id}")
+    page.wait(lambda: page.find('g.node[data-node-id="writer"]'), "the node")
+    page.click_node("writer")
+
+    first = page.wait(lambda: page.text("#node-partial"), "streamed text")
+    page.shot("streaming")
+    longer = page.wait(
+        lambda: (t := page.text("#node-partial")) and len(t) > len(first) and t, "more text"
+    )
+    page.wait(lambda: page.text("#node-status") == "succeeded", "the agent finished")
+
+    assert longer.startswith(first)
+    assert f"[gemini-2.5-flash] {words}" in page.text("#node-output")
+    assert page.not_reloaded()
+
+
+def test_cancel_stops_the_run(stack: Stack, open_page: Callable[[str], Page]) -> None:
+    run_id = start_run(
+        stack,
+        "linus",
+        {"name": "cancel-me", "nodes": [sleeper("slow", 3), sleeper("next", 0.1, ["slow"])]},
+    )
+    page = open_page("linus")
+    page.go(f"#/runs/{run_id}")
+    page.wait(lambda: page.statuses().get("slow") == "running", "the slow node running")
+    page.find("#cancel")[0].click()
+
+    page.wait(lambda: page.text("#run-status") == "cancelled", "the run cancelled")
+    page.wait(lambda: page.statuses().get("next") == "cancelled", "the next node cancelled")
+    page.shot("cancelled")
+    assert page.statuses()["slow"] in ("running", "succeeded", "cancelled")
+
+
+def test_a_failed_node_shows_its_error(stack: Stack, open_page: Callable[[str], Page]) -> None:
+    run_id = start_run(
+        stack,
+        "barbara",
+        {
+            "name": "fails",
+            "nodes": [
+                {
+                    "id": "broken",
+                    "model": "gemini-2.5-flash~status=400",
+                    "prompt": "this will not work",
+                    "retry": {"max_attempts": 1},
+                }
+            ],
+        },
+    )
+    page = open_page("barbara")
+    page.go(f"#/runs/{run_id}")
+    page.wait(lambda: page.statuses().get("broken") == "failed", "the node failed")
+    page.click_node("broken")
+
+    error = page.wait(lambda: page.text("#node-error"), "the node's error")
+    page.shot("failed-node")
+    assert "400" in error or "INVALID" in error.upper() or "error" in error.lower()
+    page.wait(lambda: page.text("#run-status") == "failed", "the run failed")
+
+
+def test_a_second_user_sees_neither_the_first_users_runs_nor_their_documents(
+    stack: Stack, open_page: Callable[[str], Page]
+) -> None:
+    run_id = start_run(stack, "alice", {"name": "private", "nodes": [sleeper("secret", 0.1)]})
+    alice = open_page("alice")
+    alice.wait(lambda: alice.find(f'tr[data-run-id="{run_id}"]'), "alice's run in her list")
+
+    bob = open_page("bob")
+    bob.wait(lambda: bob.text("[role=status]") == "No runs yet.", "bob's empty list")
+    assert not bob.find(f'tr[data-run-id="{run_id}"]')
+    # Not just hidden: reading her run document, as bob, is refused by the rules.
+    bob.go(f"#/runs/{run_id}")
+    refused = bob.wait(lambda: "permission-denied" in bob.text("#run-message"), "a refusal")
+    bob.shot("second-user-refused")
+    with api_as(stack, "bob") as client:
+        via_api = client.get(f"/runs/{run_id}")
+
+    assert refused
+    assert via_api.status_code == 404
+
+
+def test_at_phone_width_the_run_fits_the_screen_and_a_node_opens_from_the_keyboard(
+    stack: Stack, open_page: Callable[[str], Page]
+) -> None:
+    from selenium.webdriver.common.keys import Keys
+
+    run_id = start_run(stack, "katherine", {"name": "phone", "nodes": [sleeper("only", 0.1)]})
+    page = open_page("katherine")
+    page.driver.set_window_size(390, 844)
+    page.go(f"#/runs/{run_id}")
+    page.wait(lambda: page.statuses().get("only") == "succeeded", "the node succeeded")
+    node = page.find('g.node[data-node-id="only"]')[0]
+    page.driver.execute_script("arguments[0].focus()", node)
+    node.send_keys(Keys.ENTER)
+    page.wait(lambda: page.text("#node-panel h2") == "only", "the node's panel")
+    page.wait(lambda: "succeeded" in page.text("#node-timeline"), "the node's timeline")
+    page.shot("phone-width")
+
+    width = page.driver.execute_script("return document.documentElement.clientWidth")
+    overflow = page.driver.execute_script("return document.documentElement.scrollWidth")
+    assert overflow <= width
