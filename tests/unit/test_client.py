@@ -325,3 +325,39 @@ def test_importing_the_client_loads_no_server_code() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, check=True
     )
     assert json.loads(result.stdout) == []
+
+
+async def test_the_cli_follows_an_api_run_with_the_live_view_and_prints_its_outputs() -> None:
+    from io import StringIO
+
+    from rich.console import Console
+
+    from agentgraph import cli_api
+
+    states = iter(
+        [
+            full_run("running", node("a", "running")),
+            full_run("running", node("a", "succeeded"), node("b", "running", ["a"])),
+            {
+                **full_run("succeeded", node("a", "succeeded"), node("b", "succeeded", ["a"])),
+                "outputs": {"b": "b"},
+            },
+        ]
+    )
+    last: list[dict[str, Any]] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        if request.url.path.endswith("/events"):
+            event = {"seq": len(last) + 1, "at": NOW, "kind": "node_status", "node_id": "a"}
+            return httpx.Response(200, json={"events": [event]})
+        last[:] = [next(states, last[0] if last else {})]
+        return httpx.Response(200, json=last[0])
+
+    screen, printed = StringIO(), StringIO()
+    err = Console(file=screen, force_terminal=True, width=120)
+    out = Console(file=printed, width=120)
+    async with client_for(handler, Recorder()) as client:
+        final = await cli_api.follow(client, "r1", err, out, as_json=False)
+    assert final.status == "succeeded"
+    assert "g · r1 · running" in screen.getvalue()  # the live table (it throttles frames)
+    assert "succeeded" in printed.getvalue() and '"b": "b"' in printed.getvalue()

@@ -34,8 +34,10 @@ def firestore_project(explicit: str | None = None) -> str | None:
 
 
 class RunListener:
-    """Listens to one run; `changed` is set (on the caller's event loop) at every snapshot,
-    including the first. `close()` stops the listeners; it is safe to call twice."""
+    """Listens to one run; `changed` is set (on the caller's event loop) at every snapshot.
+    `start()` returns once both listeners delivered their first snapshot, so a change made
+    after it (and after `changed.clear()`) is a change the listener reports. `close()`
+    stops the listeners; it is safe to call twice."""
 
     def __init__(self, project: str, run_id: str, client: Any = None) -> None:
         self.project = project
@@ -45,10 +47,15 @@ class RunListener:
         self._client = client
         self._own_client = client is None
         self._watches: list[Any] = []
+        self._live = [asyncio.Event(), asyncio.Event()]
 
-    def _wake(self, *_: Any) -> None:
-        # Called on the listener's thread: only the loop's own thread may touch the Event.
-        self._loop.call_soon_threadsafe(self.changed.set)
+    def _waker(self, index: int) -> Any:
+        def wake(*_: Any) -> None:
+            # On the listener's thread: only the loop's own thread may touch its Events.
+            self._loop.call_soon_threadsafe(self._live[index].set)
+            self._loop.call_soon_threadsafe(self.changed.set)
+
+        return wake
 
     def _open_client(self) -> Any:
         from google.cloud import firestore
@@ -65,8 +72,9 @@ class RunListener:
         if self._client is None:
             self._client = self._open_client()
         run = self._client.collection(names.COLLECTION_RUNS).document(self.run_id)
-        self._watches.append(run.on_snapshot(self._wake))
-        self._watches.append(run.collection(names.COLLECTION_NODES).on_snapshot(self._wake))
+        self._watches.append(run.on_snapshot(self._waker(0)))
+        nodes = run.collection(names.COLLECTION_NODES)
+        self._watches.append(nodes.on_snapshot(self._waker(1)))
 
     def _stop(self) -> None:
         watches, self._watches = self._watches, []
@@ -76,9 +84,17 @@ class RunListener:
             self._client.close()
             self._client = None
 
-    async def start(self) -> RunListener:
-        """Start both listeners (their setup blocks, so it runs on a worker thread)."""
+    async def start(self, timeout_s: float = 60.0) -> RunListener:
+        """Start both listeners (their setup blocks, so it runs on a worker thread) and wait
+        for their first snapshots; TimeoutError (listeners closed) if they do not come."""
         await asyncio.to_thread(self._start)
+        try:
+            async with asyncio.timeout(timeout_s):
+                for live in self._live:
+                    await live.wait()
+        except BaseException:
+            await self.close()
+            raise
         return self
 
     async def wait(self, timeout_s: float) -> bool:
