@@ -310,6 +310,7 @@ def show(
 ) -> None:
     """A run as a tree: status, duration, attempts, tokens, cost and errors per node."""
     if api:
+        _exit_api(api, token, audience)
         from agentgraph import cli_api
 
         code = cli_api.show(
@@ -371,6 +372,7 @@ def cancel(
 ) -> None:
     """Cancel a run: nodes that have not started will not start."""
     if api:
+        _exit_api(api, token, audience)
         from agentgraph import cli_api
 
         raise _Exit(cli_api.cancel(run_id, api=api, token=token, audience=audience, err=err))
@@ -401,7 +403,8 @@ def graph(
 
 
 def _exit_api(api: str | None, token: str | None, audience: str | None) -> None:
-    """`run --backend gcp` starts runs through a deployed api, so it needs its URL."""
+    """Commands on a deployed system go through its api, so they need its URL (and one
+    way to authenticate at most)."""
     if not api:
         raise _fail(
             f"--backend gcp runs a graph through the deployed api: pass --api URL "

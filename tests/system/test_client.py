@@ -210,7 +210,7 @@ async def test_an_unknown_run_is_an_api_error_404_and_a_bad_graph_a_400_with_its
         with pytest.raises(ApiError) as invalid:
             await client.create(graph(unique("bad"), value("a", ["ghost"])))
     assert invalid.value.code == "invalid_graph"
-    assert any("ghost" in p.message for p in invalid.value.details)
+    assert any("ghost" in p.message for p in invalid.value.problems)
 
 
 async def test_cancel_ends_a_run_whose_first_node_is_still_running(stack: Stack) -> None:

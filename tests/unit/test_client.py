@@ -191,7 +191,7 @@ async def test_the_callers_mistakes_are_not_retried_and_keep_the_apis_problems()
             await client.create({"name": "g"})
     assert len(calls) == 1
     assert caught.value.code == "invalid_graph" and caught.value.exit_code == 2
-    assert caught.value.details[0].path == "graph.nodes[0].after"
+    assert caught.value.problems[0].path == "graph.nodes[0].after"
     assert "graph.nodes[0].after: unknown node 'x'" in str(caught.value)
 
 

@@ -5,7 +5,8 @@ deployed system with the api's own typed models.
         run = await client.create(graph, {"code": source})
         final = await client.wait(run.run_id, timeout_s=600)
 
-- `http`: `Client` and `ApiError` (retries, idempotency, ID tokens);
+- `http`: `Client` (retries, idempotency, ID tokens); its errors are `ApiError`
+  (`agentgraph.core.errors`, re-exported here);
 - `retrying`: which failures are retried and how long to wait (Retry-After);
 - `watch`: the Firestore listener that tells `stream` a run changed;
 - `records`: the api's answers as the records the terminal view draws.
@@ -15,6 +16,7 @@ needs httpx, pydantic and tenacity, plus google-auth to fetch ID tokens and
 google-cloud-firestore to listen.
 """
 
-from agentgraph.client.http import TERMINAL, ApiError, Client
+from agentgraph.client.http import TERMINAL, Client
+from agentgraph.core.errors import ApiError
 
 __all__ = ["TERMINAL", "ApiError", "Client"]

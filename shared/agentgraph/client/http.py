@@ -2,7 +2,8 @@
 
 Typed: every answer is parsed into the api's own pydantic models (`agentgraph.api.models`),
 so the client and the server cannot disagree on a field. Every error answer becomes an
-`ApiError` carrying the api's `code`, message and per-field problems.
+`ApiError` (`agentgraph.core.errors`) carrying the api's `code`, message and per-field
+problems.
 
 Safe to retry: 429 and 503 answers and dropped connections are tried again (bounded, see
 `agentgraph.client.retrying`), honouring `Retry-After`. `create` sends an
@@ -26,6 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import time
 import uuid
 from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping
@@ -44,54 +46,26 @@ from agentgraph.client.retrying import (
     wait_strategy,
 )
 from agentgraph.client.watch import RunListener, firestore_project
-from agentgraph.core.errors import ERRORS, EXIT_INVALID, EXIT_RUN_FAILED, AgentgraphError
+from agentgraph.core.errors import ApiError, Problem
 
 M = TypeVar("M", bound=BaseModel)
+_log = logging.getLogger("agentgraph.client")
 TERMINAL = frozenset({"succeeded", "failed", "cancelled"})
 _TOKEN_MARGIN_S = 300.0  # refresh an ID token this long before it expires
 
 
-class ApiError(AgentgraphError):
-    """An error answer of the api: `{"error": {"code", "message", "details"}}`."""
-
-    def __init__(
-        self,
-        status: int,
-        code: str,
-        message: str,
-        details: list[models.Problem] | None = None,
-        retry_after_s: float | None = None,
-    ) -> None:
-        lines = [f"{message} (HTTP {status} {code})"]
-        lines += [f"  {p.path}: {p.message}" for p in details or []]
-        super().__init__("\n".join(lines))
-        self.status = status
-        self.code = code
-        self.message = message
-        self.details = list(details or [])
-        self.retry_after_s = retry_after_s
-
-    @property
-    def exit_code(self) -> int:
-        """What the CLI exits with: the core table's code for this `code`, else 2 for the
-        caller's mistakes (4xx) and 1 for the system's (5xx)."""
-        for _, kind in ERRORS:
-            if kind.code == self.code:
-                return kind.exit_code
-        return EXIT_INVALID if 400 <= self.status < 500 else EXIT_RUN_FAILED
-
-    @classmethod
-    def of(cls, response: httpx.Response, now: float) -> ApiError:
-        retry_after = retry_after_seconds(response.headers.get("retry-after"), now)
-        try:
-            body = models.ErrorBody.model_validate_json(response.content)
-        except ValidationError:
-            text = response.text.strip()[:500] or response.reason_phrase
-            return cls(response.status_code, "unexpected", text, retry_after_s=retry_after)
-        error = body.error
-        return cls(
-            response.status_code, error.code, error.message, list(error.details), retry_after
-        )
+def api_error(response: httpx.Response, now: float) -> ApiError:
+    """The ApiError for an error answer; one that is not the api's error body (a proxy's
+    502 page, say) keeps its status, with the code "unexpected"."""
+    retry_after = retry_after_seconds(response.headers.get("retry-after"), now)
+    try:
+        body = models.ErrorBody.model_validate_json(response.content)
+    except ValidationError:
+        text = response.text.strip()[:500] or response.reason_phrase
+        return ApiError(response.status_code, "unexpected", text, retry_after_s=retry_after)
+    error = body.error
+    problems = [Problem(p.path, p.message, p.node_id) for p in error.details]
+    return ApiError(response.status_code, error.code, error.message, problems, retry_after)
 
 
 def _retryable(exc: BaseException) -> bool:
@@ -223,7 +197,7 @@ class Client:
                     headers=await self._headers(headers),
                 )
                 if response.status_code >= 400:
-                    raise ApiError.of(response, self.clock())
+                    raise api_error(response, self.clock())
                 return response
         raise AssertionError("unreachable: tenacity re-raises the last failure")
 
@@ -302,7 +276,15 @@ class Client:
                     ", or GOOGLE_CLOUD_PROJECT with FIRESTORE_EMULATOR_HOST)"
                 )
             return None
-        return await RunListener(project, run_id).start()
+        try:
+            return await RunListener(project, run_id).start()
+        except Exception as exc:
+            if self.listen:
+                raise
+            # Auto mode: a listener that cannot start (no permission, no network path to
+            # Firestore) costs nothing but the fallback to polling.
+            _log.warning("no Firestore listener for run %s (%r); polling instead", run_id, exc)
+            return None
 
     async def stream(self, run_id: str) -> AsyncGenerator[models.Run, None]:
         """The run now, then again each time it changed; the last one yielded has ended.
