@@ -75,6 +75,24 @@ LimitsOption = Annotated[
 BackendOption = Annotated[
     str, typer.Option("--backend", envvar=names.ENV_BACKEND, help="local, or gcp (Firestore).")
 ]
+ApiOption = Annotated[
+    str | None,
+    typer.Option(
+        "--api",
+        envvar=names.ENV_API_URL,
+        help="URL of a deployed api: drive it with the Python client (implies --backend gcp).",
+    ),
+]
+TokenOption = Annotated[
+    str | None,
+    typer.Option("--token", envvar=names.ENV_API_TOKEN, help="Bearer token for --api."),
+]
+AudienceOption = Annotated[
+    str | None,
+    typer.Option(
+        "--audience", help="For --api: fetch Google ID tokens for this audience (the api's URL)."
+    ),
+]
 
 
 class _Exit(Exception):
@@ -216,10 +234,31 @@ def run(
     as_json: JsonOption = False,
     tools: ToolsOption = None,
     limits: LimitsOption = None,
+    backend: BackendOption = "local",
+    api: ApiOption = None,
+    token: TokenOption = None,
+    audience: AudienceOption = None,
 ) -> None:
-    """Run a graph on the local backend, showing live progress and the outputs."""
+    """Run a graph on the local backend, or on a deployed one (--api), showing live
+    progress and the outputs."""
     document = load_document(file)
     value = parse_input(input, set_)
+    if api or backend == "gcp":
+        _exit_api(api, token, audience)
+        from agentgraph import cli_api
+
+        assert api is not None
+        code = cli_api.run(
+            document,
+            value,
+            api=api,
+            token=token,
+            audience=audience,
+            as_json=as_json,
+            err=err,
+            out=out,
+        )
+        raise _Exit(code)
 
     async def main() -> int:
         runtime = _open_local(db, workers, tools, limits)
@@ -268,8 +307,19 @@ def show(
     db: DbOption = DEFAULT_DB,
     as_json: JsonOption = False,
     backend: BackendOption = "local",
+    api: ApiOption = None,
+    token: TokenOption = None,
+    audience: AudienceOption = None,
 ) -> None:
     """A run as a tree: status, duration, attempts, tokens, cost and errors per node."""
+    if api:
+        _exit_api(api, token, audience)
+        from agentgraph import cli_api
+
+        code = cli_api.show(
+            run_id, api=api, token=token, audience=audience, as_json=as_json, err=err, out=out
+        )
+        raise _Exit(code)
     store = _open_store(backend, db)
 
     async def main() -> int:
@@ -316,8 +366,19 @@ def runs(db: DbOption = DEFAULT_DB, limit: int = 20, backend: BackendOption = "l
 
 
 @app.command()
-def cancel(run_id: str, db: DbOption = DEFAULT_DB) -> None:
+def cancel(
+    run_id: str,
+    db: DbOption = DEFAULT_DB,
+    api: ApiOption = None,
+    token: TokenOption = None,
+    audience: AudienceOption = None,
+) -> None:
     """Cancel a run: nodes that have not started will not start."""
+    if api:
+        _exit_api(api, token, audience)
+        from agentgraph import cli_api
+
+        raise _Exit(cli_api.cancel(run_id, api=api, token=token, audience=audience, err=err))
     store = _open_store("local", db)
     store.close()
 
@@ -362,6 +423,18 @@ def trace_view(
     if not lines:
         raise _fail(f"no spans of run {run_id} in {path}", 1)
     out.print("\n".join(lines), highlight=False, markup=False, soft_wrap=True)
+
+
+def _exit_api(api: str | None, token: str | None, audience: str | None) -> None:
+    """Commands on a deployed system go through its api, so they need its URL (and one
+    way to authenticate at most)."""
+    if not api:
+        raise _fail(
+            f"--backend gcp runs a graph through the deployed api: pass --api URL "
+            f"(or set {names.ENV_API_URL})"
+        )
+    if token and audience:
+        raise _fail("give --token or --audience, not both")
 
 
 def main() -> None:

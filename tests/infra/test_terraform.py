@@ -60,6 +60,8 @@ LOCAL_ONLY_ENV = {
     names.ENV_TASKS_EMULATOR: "emulator only",
     names.ENV_AUTH_MODE: "'off'/'emulator': emulators only; production keeps the default",
     names.ENV_GEMINI_BASE_URL: "points google-genai at a local stub",
+    names.ENV_API_URL: "the CLI's --api: a caller's setting, not a function's",
+    names.ENV_API_TOKEN: "the CLI's --token: a caller's setting, not a function's",
 }
 # Deployed variables that only some functions get; every other deployed one is on all of them.
 ENV_ONLY_ON = {

@@ -43,3 +43,9 @@ def e2e_pool(marker: str | None = None, key: str | None = None) -> str | None:
     """The pool of the exec function that ran this node (AGENTGRAPH_POOL)."""
     _mark(marker, key)
     return os.environ.get("AGENTGRAPH_POOL")
+
+
+@tool
+def e2e_fail(message: str = "failed on purpose") -> None:
+    """Fail at once, without a retry (a ValueError is not retryable)."""
+    raise ValueError(message)

@@ -102,6 +102,9 @@ class Node(_Body):
     status: Literal[
         "waiting", "ready", "running", "retrying", "succeeded", "failed", "skipped", "cancelled"
     ]
+    parents: list[str] = Field(
+        default_factory=list, description="The nodes it waits for (`after`), in order"
+    )
     attempts: int
     executions: int = Field(description="More than attempts when a crash repeated one")
     output: Any = None

@@ -148,6 +148,40 @@ class MalformedMessage(AgentgraphError, ValueError):
     """A message that no redelivery can fix: it is logged and acked, never retried."""
 
 
+# ---- a caller of the api (agentgraph.client) ------------------------------------------------
+
+
+class ApiError(AgentgraphError):
+    """An error answer of a deployed api, as the Python client raises it: the HTTP status,
+    the api's `error.code` (a `code` of the table below, or "unexpected" for an answer
+    that is not the api's error body), its message and per-field problems."""
+
+    def __init__(
+        self,
+        status: int,
+        code: str,
+        message: str,
+        problems: Sequence[Problem] = (),
+        retry_after_s: float | None = None,
+    ) -> None:
+        lines = [f"{message} (HTTP {status} {code})", *(f"  {p}" for p in problems)]
+        super().__init__("\n".join(lines))
+        self.status = status
+        self.code = code
+        self.message = message
+        self.problems = list(problems)
+        self.retry_after_s = retry_after_s
+
+    @property
+    def exit_code(self) -> int:
+        """What the CLI exits with: the table's exit code for this `code`, else 2 for the
+        caller's mistakes (4xx) and 1 for the system's."""
+        for _, kind in ERRORS:
+            if kind.code == self.code:
+                return kind.exit_code
+        return EXIT_INVALID if 400 <= self.status < 500 else EXIT_RUN_FAILED
+
+
 # ---- inside a node: these become the node's error, never an HTTP status ------------------
 
 

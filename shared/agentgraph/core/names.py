@@ -80,6 +80,8 @@ ENV_GEMINI_API_KEY = "GEMINI_API_KEY"
 ENV_GEMINI_BASE_URL = "GOOGLE_GEMINI_BASE_URL"
 ENV_MAX_CONCURRENCY = "AGENTGRAPH_MAX_CONCURRENCY"  # per-model caps: gemini-2.5-pro=4,*=16
 ENV_TOOLS = "AGENTGRAPH_TOOLS"  # comma-separated modules whose @tool functions to load
+ENV_API_URL = "AGENTGRAPH_API_URL"  # the CLI's --api: a deployed api to drive
+ENV_API_TOKEN = "AGENTGRAPH_API_TOKEN"  # the CLI's --token: a bearer token for that api
 
 # Pull subscription on the dead-letter topic: keeps dead-lettered messages for inspection
 # (a topic without subscriptions drops what is published to it). Created by infra/.

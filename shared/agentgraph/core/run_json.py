@@ -27,6 +27,7 @@ def run_to_json(run: RunRecord, nodes: Sequence[NodeRecord]) -> dict[str, Any]:
             {
                 "id": n.node_id,
                 "status": n.status.value,
+                "parents": list(n.parents),
                 "attempts": n.attempt if n.status != NodeStatus.WAITING else 0,
                 "executions": n.executions,
                 "output": n.output,
