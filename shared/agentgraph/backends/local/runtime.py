@@ -24,6 +24,12 @@ from agentgraph.engine import Engine
 
 log = logging.getLogger("agentgraph.local")
 
+# Nodes executed at once. Agents are I/O-bound (a model call waits 1-60 s on the network),
+# so the pool is wide and the guard is the per-model cap of the LLM router
+# (`agentgraph.llm.DEFAULT_MAX_CONCURRENCY`): a layer of 10 agents takes one round trip,
+# not two as it did with 8 workers.
+DEFAULT_WORKERS = 64
+
 
 class _Delivery:
     """Dispatcher and RetryScheduler for one process. `in_flight` counts, per run, the
@@ -135,7 +141,7 @@ class LocalRuntime:
         llm: LlmProvider,
         tools: ToolRegistry,
         *,
-        workers: int = 8,
+        workers: int = DEFAULT_WORKERS,
         partial_interval_s: float = 0.2,
     ) -> None:
         self.store = store
@@ -210,14 +216,18 @@ class LocalRuntime:
         Event-driven: while messages of the run are in flight in this process it sleeps
         until they have all been handled (a run ends in the handler of a message, so it
         cannot have ended here before), and only then reads the run. With `on_change` it
-        reads and calls back on every handled message, for live views."""
+        calls back on every handled message, for live views, but still reads the run only
+        once this process has nothing of it in flight: a read per message would cost a run
+        of n nodes n reads of a record that grows with n."""
         deadline = None if timeout is None else time.monotonic() + timeout
         delivery = self._delivery
         settled = delivery.watch(run_id)
         try:
             while True:
-                wake = settled
-                if on_change is not None or not delivery.busy_with(run_id):
+                wake = settled if on_change is None else delivery.changed
+                if on_change is not None:
+                    delivery.changed.clear()
+                if not delivery.busy_with(run_id):
                     delivery.changed.clear()
                     run = await self.store.get_run(run_id)
                     assert run is not None
