@@ -213,6 +213,9 @@ class References:
     unsafe: tuple[str, ...] = ()  # what the sandbox would refuse at render time, said why
 
 
+_NO_REFERENCES = References(False, frozenset(), frozenset(), False)
+
+
 def _parse(source: str, *, expression: bool) -> nodes.Template:
     text = "{{ " + source + " }}" if expression else source
     try:
@@ -223,6 +226,8 @@ def _parse(source: str, *, expression: bool) -> nodes.Template:
 
 def references(source: str, *, expression: bool = False) -> References:
     """The names a template reads. `nodes.x` and `nodes['x']` both name node x."""
+    if not expression and _plain(source):
+        return _NO_REFERENCES
     tree = _parse(source, expression=expression)
     node_ids: set[str] = set()
     resolved: set[int] = set()  # ids of `nodes` Name nodes accessed with a constant
