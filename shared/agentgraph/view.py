@@ -147,7 +147,7 @@ class ProgressView:
     async def refresh(self) -> None:
         """Called on every change; shows it if the last showing is old enough."""
         now = time.monotonic()
-        interval = 0.1 if self._live is not None else 1 / LOG_READS_PER_SECOND
+        interval = 0.08 if self._live is not None else 1 / LOG_READS_PER_SECOND
         if now - self._last_refresh < interval:
             return
         self._last_refresh = now
