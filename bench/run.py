@@ -26,7 +26,12 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from bench import local_vs_langgraph, parallel, tracing_bench  # noqa: F401  (they register measurements)
+from bench import (  # noqa: F401  (they register measurements)
+    cli_path,
+    local_vs_langgraph,
+    parallel,
+    tracing_bench,
+)
 from bench.measure import (
     EMULATOR_FIGURES,
     REGISTRY,
@@ -46,10 +51,15 @@ DOC_END = "<!-- bench-results:end -->"
 # Every key results.json must carry, in this order.
 KEYS = (
     "local_ms_per_node",
+    "local_2000_ms_per_node",
     "langgraph_ms_per_node",
     "langgraph_sqlite_ms_per_node",
+    "cli_ms_per_node",
     "parallel_efficiency_local",
+    "parallel_efficiency_tools",
+    "parallel_efficiency_cli",
     "parallel_efficiency_langgraph",
+    "parallel_efficiency_langgraph_gemini",
     *(f.key for f in EMULATOR_FIGURES),
     *(f.key for f in tracing_bench.FIGURES),
 )

@@ -113,8 +113,18 @@ def progress_table(run: RunRecord, nodes: Sequence[NodeRecord]) -> Table:
     return table
 
 
+# Node statuses worth a line in a log: where a node ended, and why it is trying again.
+# `ready` and `running` are not: a CI log of n nodes then has about n lines, not 3n.
+_LOGGED_NODE_STATUSES = frozenset({"succeeded", "failed", "skipped", "cancelled", "retrying"})
+LOG_READS_PER_SECOND = 4
+
+
 class ProgressView:
-    """Live table on a terminal; a line per change otherwise (CI logs, pipes)."""
+    """Live table on a terminal; otherwise (CI logs, pipes) a plain line per node that
+    ends or retries and per change of the run, read from the store at most
+    LOG_READS_PER_SECOND times a second. Rendering a rich line per event cost more than
+    running the node (about 1 ms each), and a live view's cost must not grow with the
+    graph faster than the run does."""
 
     def __init__(self, console: Console, store: Any, run_id: str) -> None:
         self.console = console
@@ -135,11 +145,18 @@ class ProgressView:
             self._live.__exit__(None, None, None)
 
     async def refresh(self) -> None:
+        """Called on every change; shows it if the last showing is old enough."""
         now = time.monotonic()
+        interval = 0.08 if self._live is not None else 1 / LOG_READS_PER_SECOND
+        if now - self._last_refresh < interval:
+            return
+        self._last_refresh = now
+        await self.flush()
+
+    async def flush(self) -> None:
+        """Show everything up to now (the end of a run: nothing may be left unshown)."""
+        self._last_refresh = time.monotonic()
         if self._live is not None:
-            if now - self._last_refresh < 0.1:
-                return
-            self._last_refresh = now
             run = await self.store.get_run(self.run_id)
             nodes = await self.store.list_nodes(self.run_id)
             self._live.update(progress_table(run, nodes))
@@ -147,7 +164,25 @@ class ProgressView:
         events = await self.store.list_events(self.run_id, after=self._last_event)
         if events:
             self._last_event = events[-1].seq or self._last_event
-            print_events(self.console, events)
+            lines = [
+                event_line(e)
+                for e in events
+                if e.node_id is None or e.message or e.status in _LOGGED_NODE_STATUSES
+            ]
+            if lines:
+                self.console.file.write("".join(line + "\n" for line in lines))
+                self.console.file.flush()
+
+
+def event_line(event: Event) -> str:
+    """One event as plain text, the same columns as `print_events` without the styles."""
+    who = event.node_id or "run"
+    line = f"{_clock(event.at)}  {who:<20} {event.status or event.kind:<10}"
+    if event.attempt and event.attempt > 1:
+        line += f" attempt {event.attempt}"
+    if event.message:
+        line += f"  {event.message}"
+    return line
 
 
 def _clock(at: float) -> str:

@@ -191,3 +191,16 @@ def test_ctrl_c_leaves_the_run_resumable_and_resume_keeps_finished_nodes(tmp_pat
         tmp_path / "marker.slow"
     ).read_text() == "x"  # interrupted mid-call: ran once to the end
     assert (tmp_path / "marker.slow-started").read_text() == "xx"  # and was started again
+
+
+def test_progress_in_a_log_is_a_line_per_node_that_ends_not_per_event(tmp_path: Path) -> None:
+    nodes = [{"id": "a", "model": "echo", "prompt": "first"}] + [
+        {"id": f"n{i}", "model": "echo", "prompt": f"node {i}", "after": ["a"]} for i in range(20)
+    ]
+    graph = write(tmp_path / "wide.yaml", {"name": "wide", "nodes": nodes})
+    result = agentgraph("run", str(graph), "--json", db=tmp_path / "db")
+    assert result.returncode == 0, result.stderr
+    node_lines = [line.split() for line in result.stderr.splitlines() if line[:2].isdigit()]
+    ended = sorted(words[1] for words in node_lines if words[1] != "run")
+    assert ended == sorted(n["id"] for n in nodes)  # each node once, when it ended
+    assert all(words[2] == "succeeded" for words in node_lines if words[1] != "run")

@@ -94,3 +94,22 @@ async def test_counts_and_usage_move_on_the_run_row(tmp_path: Path) -> None:
         assert node is not None and node.usage == spent and node.duration_ms == 1000
     finally:
         store.close()
+
+
+async def test_the_graph_has_a_row_of_its_own_and_older_files_still_read(tmp_path: Path) -> None:
+    store = await _store_with_run(tmp_path / "runs.db", ["a"])
+    conn = sqlite3.connect(tmp_path / "runs.db")
+    try:
+        assert conn.execute("SELECT graph FROM runs WHERE run_id='r1'").fetchone() == ("",)
+        # A file written before run_graphs: the graph on the run row, no row of its own.
+        conn.execute("UPDATE runs SET graph=? WHERE run_id='r1'", ('{"name": "old"}',))
+        conn.execute("DELETE FROM run_graphs WHERE run_id='r1'")
+        conn.commit()
+    finally:
+        conn.close()
+    try:
+        run = await store.get_run("r1")
+        assert run is not None and run.graph == {"name": "old"}
+        assert [r.run_id for r in await store.list_runs()] == ["r1"]
+    finally:
+        store.close()

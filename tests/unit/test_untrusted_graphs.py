@@ -247,3 +247,41 @@ def test_a_graph_document_over_4_mib_is_refused_alone() -> None:
     found = problems_of({"name": "g", "nodes": nodes})
     assert len(found) == 1 and found[0].startswith("graph: is 4,")
     assert "the limit is 4,194,304" in found[0]
+
+
+# ---- the fast paths keep the same guarantees ---------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "text", ["plain", "two\nlines\n", "ends with two\n\n", "  spaced  ", "", "\n", "a}b%c#"]
+)
+def test_text_without_markup_renders_as_jinja_would(text: str) -> None:
+    from agentgraph.core.templates import _ENV
+
+    assert render(text, {"input": None, "nodes": {}}) == _ENV.from_string(text).render()
+
+
+def test_a_macro_recursing_without_a_loop_is_still_bounded() -> None:
+    template = "{% macro f() %}{{ f() }}{{ f() }}{% endmacro %}{{ f() }}"
+    with pytest.raises(TemplateProblem):
+        render(template, {"input": None, "nodes": {}})
+
+
+def test_yaml_read_through_libyaml_is_what_the_safe_loader_reads() -> None:
+    import yaml
+
+    text = "name: g\nnodes:\n- {id: a, tool: noop, args: {n: 1, f: 1.5, b: yes, d: 2024-01-02}}\n"
+    assert parse_yaml(text) == yaml.safe_load(text)
+
+
+def test_without_libyaml_aliases_and_depth_are_refused_all_the_same(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from agentgraph.core import documents
+
+    monkeypatch.setattr(documents, "_C_LOADER", None)
+    with pytest.raises(RequestInvalid, match="aliases"):
+        parse_yaml("a: &a [1]\nb: *a\n")
+    with pytest.raises(RequestInvalid, match=f"nested deeper than {MAX_DEPTH}"):
+        parse_yaml("[" * 100_000 + "]" * 100_000)
+    assert parse_yaml("a: [1, 2]") == {"a": [1, 2]}

@@ -89,19 +89,18 @@ def _set(node: dict[str, Any], key: str, value: Any) -> None:
     node[key] = value
 
 
-def _after(node: dict[str, Any]) -> list[Any]:
-    """The node's `after` list, made a list again if an earlier break changed its type."""
-    if not isinstance(node.get("after"), list):
-        node["after"] = []
-    return node["after"]  # type: ignore[no-any-return]
+def _add_parent(node: dict[str, Any], parent: Any) -> None:
+    """Another parent, even after an earlier break made `after` something else."""
+    after = node.get("after")
+    node["after"] = [*after, parent] if isinstance(after, list) else [parent]
 
 
 # Each breaks a valid document in one way: (what, how) with how(document, node, value).
 BREAKS: list[tuple[str, Any]] = [
     ("bad id", lambda d, n, v: _set(n, "id", v)),
-    ("unknown parent", lambda d, n, v: _after(n).append("no-such-node")),
+    ("unknown parent", lambda d, n, v: _add_parent(n, "no-such-node")),
     ("cycle", lambda d, n, v: _set(d["nodes"][0], "after", [d["nodes"][-1].get("id", "a")])),
-    ("self edge", lambda d, n, v: _after(n).append(n.get("id", "a"))),
+    ("self edge", lambda d, n, v: _add_parent(n, n.get("id", "a"))),
     ("duplicate id", lambda d, n, v: d["nodes"].append(copy.deepcopy(n))),
     ("temperature", lambda d, n, v: _set(n, "temperature", 2.5)),
     ("timeout", lambda d, n, v: _set(n, "timeout_s", 0)),

@@ -106,11 +106,20 @@ def parse_concurrency(spec: str) -> dict[str, int]:
     return limits
 
 
+# Simultaneous calls per model unless told otherwise: the guard that lets the local
+# runtime run many nodes at once (quotas are per model) without sending a whole wide
+# layer of agents to one model at the same instant.
+DEFAULT_MAX_CONCURRENCY: Mapping[str, int] = {"*": 32}
+
+
 def default_router(max_concurrency: Mapping[str, int] | None = None) -> LlmRouter:
     """echo (offline) and Gemini. Per-model caps come from the argument, else from
-    AGENTGRAPH_MAX_CONCURRENCY (`gemini-2.5-pro=4,*=16`)."""
+    AGENTGRAPH_MAX_CONCURRENCY (`gemini-2.5-pro=4,*=16`), over DEFAULT_MAX_CONCURRENCY:
+    a model named there keeps its own cap, `*` replaces the default for the rest."""
     from agentgraph.llm.echo import EchoProvider
 
     if max_concurrency is None:
         max_concurrency = parse_concurrency(os.environ.get(ENV_MAX_CONCURRENCY, ""))
-    return LlmRouter([EchoProvider(), _GeminiOnDemand()], max_concurrency)
+    return LlmRouter(
+        [EchoProvider(), _GeminiOnDemand()], {**DEFAULT_MAX_CONCURRENCY, **max_concurrency}
+    )

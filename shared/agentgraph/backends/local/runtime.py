@@ -25,6 +25,13 @@ from agentgraph.observability import tracing
 
 log = logging.getLogger("agentgraph.local")
 
+# Nodes executed at once. Agents are I/O-bound (a model call waits 1-60 s on the network),
+# so the pool is wide and the guard is the per-model cap of the LLM router
+# (`agentgraph.llm.DEFAULT_MAX_CONCURRENCY`): a layer of 10 agents takes one round trip,
+# not two as it did with 8 workers.
+DEFAULT_WORKERS = 64
+ON_CHANGE_INTERVAL_S = 0.1  # how often `wait` calls a live view back while a run is busy
+
 
 class _Delivery:
     """Dispatcher and RetryScheduler for one process. `in_flight` counts, per run, the
@@ -138,7 +145,7 @@ class LocalRuntime:
         llm: LlmProvider,
         tools: ToolRegistry,
         *,
-        workers: int = 8,
+        workers: int = DEFAULT_WORKERS,
         partial_interval_s: float = 0.2,
     ) -> None:
         self.store = store
@@ -216,14 +223,18 @@ class LocalRuntime:
         Event-driven: while messages of the run are in flight in this process it sleeps
         until they have all been handled (a run ends in the handler of a message, so it
         cannot have ended here before), and only then reads the run. With `on_change` it
-        reads and calls back on every handled message, for live views."""
+        calls back at least every ON_CHANGE_INTERVAL_S while the run is in flight and
+        whenever it settles, for live views: not once per handled message, which cost a
+        wake-up (a task and a timer) per message, and not with a read of the run, which
+        costs as much as the run record is large."""
         deadline = None if timeout is None else time.monotonic() + timeout
         delivery = self._delivery
         settled = delivery.watch(run_id)
+        poll = 0.25 if on_change is None else ON_CHANGE_INTERVAL_S
         try:
             while True:
                 wake = settled
-                if on_change is not None or not delivery.busy_with(run_id):
+                if not delivery.busy_with(run_id):
                     delivery.changed.clear()
                     run = await self.store.get_run(run_id)
                     assert run is not None
@@ -238,7 +249,7 @@ class LocalRuntime:
                 if remaining is not None and remaining <= 0:
                     raise TimeoutError(f"run {run_id} did not end within {timeout}s")
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(wake.wait(), timeout=min(0.25, remaining or 0.25))
+                    await asyncio.wait_for(wake.wait(), timeout=min(poll, remaining or poll))
                 if on_change is not None:
                     await on_change()
         finally:

@@ -6,6 +6,13 @@ JSON values (graph, input, outputs, node outputs, errors, usage) are stored as J
 Node counts per status and usage totals live as JSON on the run row (the layout mirrors
 Firestore's run document); each transition moves them with one `json_set` UPDATE in SQL,
 never a read-modify-write through Python.
+
+The graph, which never changes after the run is created and may be hundreds of KB, has a
+row of its own in `run_graphs`: SQLite rewrites a whole row on UPDATE and logs every
+page of it in the WAL at COMMIT, so a graph kept on the run row made each transition cost
+as much as the graph is large, and a run quadratic in its nodes (2.5 ms per COMMIT at
+2,000 nodes against 0.4 ms at 200). `runs.graph` stays in the schema for files written
+before: it is '' for new runs, and read when a run has no `run_graphs` row.
 """
 
 from __future__ import annotations
@@ -30,6 +37,7 @@ CREATE TABLE IF NOT EXISTS runs (
 CREATE UNIQUE INDEX IF NOT EXISTS runs_idempotency ON runs(owner, idempotency_key)
   WHERE idempotency_key IS NOT NULL;
 CREATE INDEX IF NOT EXISTS runs_created ON runs(created_at);
+CREATE TABLE IF NOT EXISTS run_graphs (run_id TEXT PRIMARY KEY, graph TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS nodes (
   run_id TEXT NOT NULL, node_id TEXT NOT NULL, seq INTEGER NOT NULL, status TEXT NOT NULL,
   attempt INTEGER NOT NULL, parents TEXT NOT NULL, children TEXT NOT NULL, pool TEXT NOT NULL,
@@ -68,11 +76,19 @@ def loads(text: str | None) -> Any:
     return None if text is None else json.loads(text)
 
 
+# Every read of run records: the run row with its graph (older files: on the row itself).
+SELECT_RUNS = (
+    "SELECT runs.*, run_graphs.graph AS graph_text FROM runs "
+    "LEFT JOIN run_graphs ON run_graphs.run_id = runs.run_id"
+)
+
+
 def run_record(row: sqlite3.Row) -> RunRecord:
+    graph_text = row["graph_text"]
     return RunRecord(
         run_id=row["run_id"],
         graph_name=row["graph_name"],
-        graph=json.loads(row["graph"]),
+        graph=json.loads(row["graph"] if graph_text is None else graph_text),
         input=loads(row["input"]),
         status=RunStatus(row["status"]),
         created_at=row["created_at"],
@@ -89,12 +105,18 @@ def run_record(row: sqlite3.Row) -> RunRecord:
     )
 
 
+def insert_run(conn: sqlite3.Connection, run: RunRecord) -> None:
+    """The run row, and its graph in a row of its own."""
+    conn.execute("INSERT INTO runs VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)", run_row(run))
+    conn.execute("INSERT INTO run_graphs VALUES (?, ?)", (run.run_id, json.dumps(run.graph)))
+
+
 def run_row(run: RunRecord) -> tuple[Any, ...]:
-    """The values of `INSERT INTO runs VALUES (…)`, in column order."""
+    """The values of `INSERT INTO runs VALUES (…)`, in column order (the graph is '')."""
     return (
         run.run_id,
         run.graph_name,
-        json.dumps(run.graph),
+        "",
         dumps(run.input),
         run.status.value,
         run.created_at,

@@ -54,14 +54,12 @@ class SqliteStore(Transactions):
         def work(conn: sqlite3.Connection) -> RunRecord:
             if run.idempotency_key is not None:
                 row = conn.execute(
-                    "SELECT * FROM runs WHERE idempotency_key=? AND owner IS ?",
+                    f"{rows.SELECT_RUNS} WHERE idempotency_key=? AND owner IS ?",
                     (run.idempotency_key, run.owner),
                 ).fetchone()
                 if row is not None:
                     return rows.run_record(row)
-            conn.execute(
-                "INSERT INTO runs VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)", rows.run_row(run)
-            )
+            rows.insert_run(conn, run)
             conn.executemany(rows.INSERT_NODE, rows.node_rows(run, nodes))
             rows.insert_event(
                 conn,
@@ -75,7 +73,7 @@ class SqliteStore(Transactions):
 
     async def get_run(self, run_id: str) -> RunRecord | None:
         def work(conn: sqlite3.Connection) -> RunRecord | None:
-            row = conn.execute("SELECT * FROM runs WHERE run_id=?", (run_id,)).fetchone()
+            row = conn.execute(f"{rows.SELECT_RUNS} WHERE runs.run_id=?", (run_id,)).fetchone()
             return rows.run_record(row) if row else None
 
         return await self._read(work)
@@ -84,11 +82,11 @@ class SqliteStore(Transactions):
         def work(conn: sqlite3.Connection) -> list[RunRecord]:
             if owner is None:
                 found = conn.execute(
-                    "SELECT * FROM runs ORDER BY created_at DESC LIMIT ?", (limit,)
+                    f"{rows.SELECT_RUNS} ORDER BY created_at DESC LIMIT ?", (limit,)
                 )
             else:
                 found = conn.execute(
-                    "SELECT * FROM runs WHERE owner=? ORDER BY created_at DESC LIMIT ?",
+                    f"{rows.SELECT_RUNS} WHERE owner=? ORDER BY created_at DESC LIMIT ?",
                     (owner, limit),
                 )
             return [rows.run_record(r) for r in found]
