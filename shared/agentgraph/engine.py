@@ -10,6 +10,7 @@ leaves a state the redelivery (or the sweeper) recognises and finishes.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import inspect
 import json
@@ -17,7 +18,7 @@ import logging
 import random
 import secrets
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -60,7 +61,10 @@ from agentgraph.observability.logs import log_fields
 log = logging.getLogger("agentgraph.engine")
 
 MAX_OUTPUT_BYTES = 10 * 1024 * 1024
-LEASE_MARGIN_S = 30.0
+# A running node's lease. Its worker renews it every third of it while it works, so a
+# worker that died is noticed (and its node taken over) about this long after, whatever
+# the node's timeout_s; a live one is never taken over for being slow.
+LEASE_S = 30.0
 _GRAPHS_KEPT = 64
 _GRAPH_BYTES = 64 * 1024 * 1024  # compiled graphs, measured by their document's JSON text
 _RUNS_KEPT = 256
@@ -98,6 +102,7 @@ class Engine(FanIn, Recovery):
         partial_interval_s: float = 1.0,
         sweep_grace_s: float = 60.0,
         check_llm_config: bool = True,
+        lease_s: float = LEASE_S,
         owner_activity: OwnerActivityReader | None = None,
         owner_limits: OwnerLimits | None = None,
     ) -> None:
@@ -111,6 +116,7 @@ class Engine(FanIn, Recovery):
         self.partial_interval_s = partial_interval_s
         self.sweep_grace_s = sweep_grace_s
         self.check_llm_config = check_llm_config
+        self.lease_s = lease_s
         # With both, a model call of a run whose owner is over the daily budget fails the
         # node instead (core/limits.py); without, nothing is counted (the local backend).
         self.owner_activity = owner_activity
@@ -307,7 +313,7 @@ class Engine(FanIn, Recovery):
                 node_id,
                 attempt,
                 now,
-                now + node.timeout_s + LEASE_MARGIN_S,
+                now + self.lease_s,
                 node.retry.max_takeovers,
             )
         if claimed is None:
@@ -335,7 +341,7 @@ class Engine(FanIn, Recovery):
         model: str | None = None
         began = time.monotonic()
         try:
-            async with asyncio.timeout(node.timeout_s):  # no extra task, unlike wait_for
+            async with self._leased(run_id, node_id, attempt), asyncio.timeout(node.timeout_s):
                 output, usage, model = await self._perform(run_id, context, node, attempt)
             _check_output_size(output)
             outcome = Outcome(NodeStatus.SUCCEEDED, output=output, usage=usage, model=model)
@@ -358,6 +364,35 @@ class Engine(FanIn, Recovery):
             finished = await self.store.finish_node(run_id, node_id, attempt, outcome, self.clock())
         if finished:
             await self.dispatcher.node_finished(run_id, node_id, outcome.status)
+
+    @contextlib.asynccontextmanager
+    async def _leased(self, run_id: str, node_id: str, attempt: int) -> AsyncIterator[None]:
+        """While the attempt works, renew its lease every third of it (a heartbeat).
+        Renewal stops when the attempt is no longer running; a failed renewal is retried
+        at the next beat (the lease has two more beats before it lapses)."""
+
+        async def beat() -> None:
+            while True:
+                await asyncio.sleep(self.lease_s / 3)
+                try:
+                    alive = await self.store.renew_lease(
+                        run_id, node_id, attempt, self.clock() + self.lease_s
+                    )
+                except Exception:  # the store is briefly unavailable: try at the next beat
+                    log.warning(
+                        "renewing the lease of %s/%s failed", run_id, node_id, exc_info=True
+                    )
+                    continue
+                if not alive:
+                    return
+
+        heartbeat = asyncio.create_task(beat(), name=f"lease {run_id}/{node_id}#{attempt}")
+        try:
+            yield
+        finally:
+            heartbeat.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await heartbeat
 
     async def _cancel_takeover_of_ended_run(self, run_id: str, node_id: str) -> bool:
         """A takeover (the executor died mid-attempt) in a run that has ended since: the

@@ -534,3 +534,23 @@ async def test_a_node_whose_workers_keep_dying_fails_after_max_takeovers(
     # Never a third execution (the second may die before its call starts).
     assert 1 <= harness.calls["doomed"] <= 2 and doomed.executions == 2
     assert nodes["after"].status == S.CANCELLED
+
+
+async def test_a_long_node_renews_its_short_lease_while_it_works(harness: Harness) -> None:
+    """A dead worker is noticed a lease after it stops renewing, whatever the node's
+    timeout_s; a live one renews (a heartbeat), so it is not taken over for being slow."""
+    harness.engine.lease_s = 0.6
+    started = await harness.start(
+        graph({"id": "long", "tool": "hold", "args": {"key": "long"}, "timeout_s": 600})
+    )
+    await harness.until(started.run_id, lambda n: n["long"].status == S.RUNNING)
+    first = (await harness.nodes(started.run_id))["long"]
+    assert first.lease_until is not None and first.lease_until <= first.started_at + 0.6 + 1e-6
+    await harness.until(
+        started.run_id, lambda n: (n["long"].lease_until or 0) > (first.lease_until or 0)
+    )
+    harness.release("long")
+    run = await harness.wait(started.run_id)
+    nodes = await harness.nodes(run.run_id)
+    assert run.status == RunStatus.SUCCEEDED and nodes["long"].executions == 1
+    assert harness.calls["long"] == 1

@@ -251,3 +251,14 @@ def test_a_claim_after_more_lost_workers_than_max_takeovers_fails_the_node() -> 
     assert failed is not None and failed.fields["status"] == NodeStatus.FAILED
     assert failed.fields["error"].type == "WorkerLost"
     assert failed.moves == ((NodeStatus.RUNNING, NodeStatus.FAILED),)
+
+
+def test_a_live_worker_renews_its_lease_and_only_its_own_attempt() -> None:
+    running = node(S.RUNNING, attempt=2, lease_until=40.0)
+    renewed = transitions.renew(running, 2, 70.0)
+    assert renewed is not None and renewed.fields == {"lease_until": 70.0}
+    assert renewed.event is None and renewed.moves == ()
+    assert transitions.renew(running, 1, 70.0) is None  # a stale attempt's heartbeat
+    assert transitions.renew(node(S.SUCCEEDED, attempt=2), 2, 70.0) is None
+    late = transitions.renew(running, 2, 30.0)  # a delayed beat never shortens the lease
+    assert late is not None and late.fields == {"lease_until": 40.0}

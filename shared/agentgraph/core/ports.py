@@ -267,6 +267,13 @@ class Store(Protocol):
         """Every waiting, ready or retrying node -> cancelled; returns their ids."""
         ...
 
+    async def renew_lease(
+        self, run_id: str, node_id: str, attempt: int, lease_until: float
+    ) -> bool:
+        """running(attempt) keeps running: its lease now runs until `lease_until`. False
+        when the attempt is no longer running (finished, cancelled, taken over)."""
+        ...
+
     async def set_partial(self, run_id: str, node_id: str, attempt: int, text: str) -> None:
         """Streaming text of the running attempt, for live viewers."""
         ...

@@ -226,6 +226,17 @@ def cancel(node: NodeRecord, now: float) -> Change | None:
     )
 
 
+def renew(node: NodeRecord, attempt: int, lease_until: float) -> Change | None:
+    """The worker of running(attempt) is alive: its lease runs until `lease_until`. Leases
+    are short (a dead worker is taken over soon after it stops renewing), so a long node
+    is not taken over merely because it is long. Nothing else changes: no event, no count."""
+    if not _running(node, attempt):
+        return None
+    return Change(
+        node.status, node.attempt, {"lease_until": max(lease_until, node.lease_until or 0)}
+    )
+
+
 def set_partial(node: NodeRecord, attempt: int, text: str) -> Change | None:
     """The streamed text so far, kept only while this attempt is running."""
     if not _running(node, attempt):

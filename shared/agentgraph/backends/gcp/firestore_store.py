@@ -315,6 +315,15 @@ class FirestoreStore(RunWrites):
         await self._commit(writes)
         return cancelled
 
+    async def renew_lease(
+        self, run_id: str, node_id: str, attempt: int, lease_until: float
+    ) -> bool:
+        def decide(node: NodeRecord) -> Change | None:
+            return transitions.renew(node, attempt, lease_until)
+
+        lease = (run_id, node_id, attempt)
+        return await self._transition(run_id, node_id, decide, lease=lease, keep=True) is not None
+
     async def set_partial(self, run_id: str, node_id: str, attempt: int, text: str) -> None:
         def decide(node: NodeRecord) -> Change | None:
             return transitions.set_partial(node, attempt, text)

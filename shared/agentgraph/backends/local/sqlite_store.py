@@ -238,6 +238,14 @@ class SqliteStore(Transactions):
 
         return await self._tx(work)
 
+    async def renew_lease(
+        self, run_id: str, node_id: str, attempt: int, lease_until: float
+    ) -> bool:
+        def decide(node: NodeRecord) -> Change | None:
+            return transitions.renew(node, attempt, lease_until)
+
+        return await self._transition(run_id, node_id, decide) is not None
+
     async def set_partial(self, run_id: str, node_id: str, attempt: int, text: str) -> None:
         def decide(node: NodeRecord) -> Change | None:
             return transitions.set_partial(node, attempt, text)
