@@ -21,27 +21,12 @@ from typing import Any
 
 import yaml
 
-from bench.measure import Context, Figure, Figures, Samples, Variant, Verdict, measurement, ratio
+from bench.measure import Context, Figure, Figures, Samples, Variant, against_langgraph, measurement
 from bench.topology import Topology, agentgraph_document, check_each_ran_once, layered
 
 WIDTH, DEPTH = 10, 20  # the `local` measurement's DAG
 GOAL_VS_SQLITE, GOAL_VS_MEMORY = 1.0, 2.5
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def _verdict(results: Any) -> Verdict | None:
-    vs_sqlite = ratio(results["cli_ms_per_node"], results.get("langgraph_sqlite_ms_per_node"))
-    vs_memory = ratio(results["cli_ms_per_node"], results.get("langgraph_ms_per_node"))
-    if vs_sqlite is None and vs_memory is None:
-        return None
-    parts, met = [], True
-    if vs_sqlite is not None:
-        parts.append(f"{vs_sqlite:.2f}x LG+SQLite")
-        met = met and vs_sqlite <= GOAL_VS_SQLITE
-    if vs_memory is not None:
-        parts.append(f"{vs_memory:.2f}x LG memory")
-        met = met and vs_memory <= GOAL_VS_MEMORY
-    return ", ".join(parts), met
 
 
 FIGURES = (
@@ -50,7 +35,7 @@ FIGURES = (
         "`agentgraph run --json` (own process): (wall 201 nodes - wall 1 node) / 200",
         "ms",
         f"≤ {GOAL_VS_SQLITE:g}x LG+SQLite, ≤ {GOAL_VS_MEMORY:g}x LG memory",
-        _verdict,
+        against_langgraph("cli_ms_per_node", GOAL_VS_SQLITE, GOAL_VS_MEMORY),
     ),
 )
 

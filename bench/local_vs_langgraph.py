@@ -29,6 +29,7 @@ from bench.measure import (
     Figures,
     Variant,
     Verdict,
+    against_langgraph,
     interleaved,
     measurement,
     ratio,
@@ -50,21 +51,6 @@ GOAL_LARGE = 1.5  # cost per node of the large graph at most this times the 201-
 _LANGGRAPH_MISSING = "langgraph is not installed: pip install -e '.[bench]' (make bench does)"
 
 
-def _verdict(results: Any) -> Verdict | None:
-    vs_sqlite = ratio(results["local_ms_per_node"], results.get("langgraph_sqlite_ms_per_node"))
-    vs_memory = ratio(results["local_ms_per_node"], results.get("langgraph_ms_per_node"))
-    if vs_sqlite is None and vs_memory is None:
-        return None
-    parts, met = [], True
-    if vs_sqlite is not None:
-        parts.append(f"{vs_sqlite:.2f}x LG+SQLite")
-        met = met and vs_sqlite <= GOAL_VS_SQLITE
-    if vs_memory is not None:
-        parts.append(f"{vs_memory:.2f}x LG memory")
-        met = met and vs_memory <= GOAL_VS_MEMORY
-    return ", ".join(parts), met
-
-
 def _large_verdict(results: Any) -> Verdict | None:
     growth = ratio(results["local_2000_ms_per_node"], results.get("local_ms_per_node"))
     return None if growth is None else (f"{growth:.2f}x 201 nodes", growth <= GOAL_LARGE)
@@ -76,7 +62,7 @@ FIGURES = (
         "agentgraph local (SQLite file), wall / nodes",
         "ms",
         f"≤ {GOAL_VS_SQLITE:g}x LG+SQLite, ≤ {GOAL_VS_MEMORY:g}x LG memory",
-        _verdict,
+        against_langgraph("local_ms_per_node", GOAL_VS_SQLITE, GOAL_VS_MEMORY),
     ),
     Figure(
         "local_2000_ms_per_node",

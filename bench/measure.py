@@ -164,6 +164,29 @@ def ratio(a: Any, b: Any) -> float | None:
     return None if a is None or b is None or b == 0 else a / b
 
 
+def against_langgraph(
+    key: str, goal_vs_sqlite: float, goal_vs_memory: float
+) -> Callable[[Any], Verdict | None]:
+    """The verdict of a per-node figure against LangGraph measured in the same run: with
+    its SQLite checkpointer and in memory, each ratio held to its own goal."""
+
+    def verdict(results: Any) -> Verdict | None:
+        vs_sqlite = ratio(results[key], results.get("langgraph_sqlite_ms_per_node"))
+        vs_memory = ratio(results[key], results.get("langgraph_ms_per_node"))
+        if vs_sqlite is None and vs_memory is None:
+            return None
+        parts, met = [], True
+        if vs_sqlite is not None:
+            parts.append(f"{vs_sqlite:.2f}x LG+SQLite")
+            met = met and vs_sqlite <= goal_vs_sqlite
+        if vs_memory is not None:
+            parts.append(f"{vs_memory:.2f}x LG memory")
+            met = met and vs_memory <= goal_vs_memory
+        return ", ".join(parts), met
+
+    return verdict
+
+
 # ---- the emulator figures (provided later by bench/emulator_bench.py) ------------------
 
 EMULATOR_FIGURES: tuple[Figure, ...] = (
