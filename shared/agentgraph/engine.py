@@ -191,11 +191,9 @@ class Engine(FanIn, Recovery):
         check_models = getattr(self.llm, "check_models", None)
         if self.check_llm_config and check_models is not None:
             check_models(m for n in graph.nodes.values() for m in (n.model, n.fallback_model) if m)
-        context = RunContext(graph, input, 0, owner)
         # The input's schema and size, and the roots' conditions: CPU bounded by the
         # limits, off the event loop for the same reason as validation.
-        roots, size = await asyncio.to_thread(self._prepare_roots, context)
-        context = RunContext(graph, input, size, owner)
+        context, roots = await asyncio.to_thread(self._prepare_roots, graph, input, owner)
         now = self.clock()
         run_id = run_id or new_run_id(now)
         records = [
@@ -519,12 +517,11 @@ class Engine(FanIn, Recovery):
         run = await self.store.get_run(run_id)
         return None if run is None else self._context_of(run)
 
-    def _prepare_roots(self, context: RunContext) -> tuple[dict[str, Decision], int]:
-        validate_input(context.graph, context.input)
-        roots = {
-            root: self._decide_root(context, context.graph[root]) for root in context.graph.roots
-        }
-        return roots, _json_size(context.input)
+    def _prepare_roots(
+        self, graph: Graph, input: Any, owner: str | None
+    ) -> tuple[RunContext, dict[str, Decision]]:
+        context = RunContext(graph, input, validate_input(graph, input), owner)
+        return context, {root: self._decide_root(context, graph[root]) for root in graph.roots}
 
     def _context_of(self, run: RunRecord) -> RunContext:
         """The run's graph snapshot compiled (cached by document) with its input."""

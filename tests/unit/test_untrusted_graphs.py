@@ -285,3 +285,12 @@ def test_without_libyaml_aliases_and_depth_are_refused_all_the_same(
     with pytest.raises(RequestInvalid, match=f"nested deeper than {MAX_DEPTH}"):
         parse_yaml("[" * 100_000 + "]" * 100_000)
     assert parse_yaml("a: [1, 2]") == {"a": [1, 2]}
+
+
+def test_an_input_nested_100000_deep_is_invalid_input_not_a_crash() -> None:
+    deep: Any = "x"
+    for _ in range(100_000):
+        deep = [deep]
+    graph = load_graph(one_node(tool="noop"))
+    with pytest.raises(InputInvalid, match=f"nested deeper than {MAX_DEPTH}"):
+        validate_input(graph, deep)

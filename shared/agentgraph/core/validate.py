@@ -74,24 +74,27 @@ def load_graph(
     return _build(spec, specs, defaults, reads)
 
 
-def validate_input(graph: Graph, value: Any) -> None:
-    """Check the run input against the graph's JSON Schema (and the size limit)."""
+def validate_input(graph: Graph, value: Any) -> int:
+    """Check the run input against the graph's JSON Schema, its nesting and the size
+    limit; returns its size in bytes as JSON. Nesting is checked first: measuring the
+    size walks the value recursively."""
+    deep = too_deep(value)
+    if deep is not None:
+        raise InputInvalid([Problem(f"input{deep}", f"nested deeper than {MAX_DEPTH} levels")])
     size = len(json.dumps(value, default=str).encode())
     if size > MAX_INPUT_BYTES:
         raise InputInvalid(
             [Problem("input", f"is {size:,} bytes; the limit is {MAX_INPUT_BYTES:,} bytes")]
         )
-    deep = too_deep(value)
-    if deep is not None:
-        raise InputInvalid([Problem(f"input{deep}", f"nested deeper than {MAX_DEPTH} levels")])
     if graph.input_schema is None:
-        return
+        return size
     problems = [
         Problem(_json_path("input", error.absolute_path), error.message)
         for error in schema_errors(graph.input_schema, value)
     ]
     if problems:
         raise InputInvalid(problems)
+    return size
 
 
 def _check_limits(data: Any) -> None:
