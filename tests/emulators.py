@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import itertools
 import logging
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +28,7 @@ EMULATOR_FIXTURES = frozenset(
         "emulator_stack",
         "firestore_client",
         "firestore_async_client",
+        "isolated_firestore",
         "clean_firestore",
         "pubsub_publisher",
         "pubsub_subscriber",
@@ -100,6 +101,19 @@ def firestore_async_client(emulator_stack: harness.EmulatorStack) -> Any:
     from google.cloud import firestore
 
     return firestore.AsyncClient(project=emulator_stack.project, credentials=EmulatorCreds())
+
+
+@pytest.fixture
+async def isolated_firestore(
+    emulator_stack: harness.EmulatorStack, unique_name: Callable[[str], str]
+) -> AsyncIterator[Any]:
+    """An AsyncClient on the emulator in a project of its own: this test's documents only.
+    Its channel is closed on this test's event loop."""
+    from google.cloud import firestore
+
+    client = firestore.AsyncClient(project=unique_name("fs"), credentials=EmulatorCreds())
+    yield client
+    await client._firestore_api.transport.close()
 
 
 @pytest.fixture

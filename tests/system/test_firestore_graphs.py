@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import pytest
-from google.cloud import firestore
-from test_utils.system import EmulatorCreds
 
 from agentgraph.backends.gcp.firestore_graphs import FirestoreGraphs
 
@@ -17,12 +14,8 @@ GRAPH = {"name": "pair", "nodes": [{"id": "a", "tool": "noop"}]}
 
 
 @pytest.fixture
-async def graphs(
-    emulator_stack: Any, unique_name: Callable[[str], str]
-) -> AsyncIterator[FirestoreGraphs]:
-    client = firestore.AsyncClient(project=unique_name("graphs"), credentials=EmulatorCreds())
-    yield FirestoreGraphs(client)
-    await client._firestore_api.transport.close()
+def graphs(isolated_firestore: Any) -> FirestoreGraphs:
+    return FirestoreGraphs(isolated_firestore)
 
 
 async def test_a_new_definition_is_a_new_version_and_the_same_one_is_not(

@@ -10,12 +10,10 @@ import asyncio
 import logging
 import time
 from collections import Counter
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import pytest
-from google.cloud import firestore
-from test_utils.system import EmulatorCreds
 
 from agentgraph.backends.gcp.firestore_docs import node_doc
 from agentgraph.backends.gcp.firestore_store import FirestoreStore
@@ -31,12 +29,8 @@ _log = logging.getLogger(__name__)
 
 
 @pytest.fixture
-async def store(
-    emulator_stack: Any, unique_name: Callable[[str], str]
-) -> AsyncIterator[FirestoreStore]:
-    client = firestore.AsyncClient(project=unique_name("store"), credentials=EmulatorCreds())
-    yield FirestoreStore(client)
-    await client._firestore_api.transport.close()
+def store(isolated_firestore: Any) -> FirestoreStore:
+    return FirestoreStore(isolated_firestore)
 
 
 def make_run(

@@ -3,12 +3,9 @@ the numbers the per-owner limits are decided on, with no counter document writte
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import pytest
-from google.cloud import firestore
-from test_utils.system import EmulatorCreds
 
 from agentgraph.backends.gcp.firestore_owner_activity import FirestoreOwnerActivity
 from agentgraph.backends.gcp.firestore_store import FirestoreStore
@@ -22,12 +19,8 @@ NOW = 1000 * DAY_S + 7200.0  # 02:00 UTC on some day
 
 
 @pytest.fixture
-async def stores(
-    emulator_stack: Any, unique_name: Callable[[str], str]
-) -> AsyncIterator[tuple[FirestoreStore, FirestoreOwnerActivity]]:
-    client = firestore.AsyncClient(project=unique_name("owners"), credentials=EmulatorCreds())
-    yield FirestoreStore(client), FirestoreOwnerActivity(client)
-    await client._firestore_api.transport.close()
+def stores(isolated_firestore: Any) -> tuple[FirestoreStore, FirestoreOwnerActivity]:
+    return FirestoreStore(isolated_firestore), FirestoreOwnerActivity(isolated_firestore)
 
 
 async def start(
