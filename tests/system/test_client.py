@@ -4,8 +4,9 @@ the api function on the emulator stack, as a caller of a deployed system uses th
 Failures of the network are made by a loopback proxy between the client and the api
 (`FaultyProxy`): it can lose the api's answer after the api acted on the request (the
 connection drops before the answer is relayed), or answer 429 itself before the api sees
-the request. The api on the stack runs with auth off, so every caller is the admin
-"local", whom per-owner limits do not apply to: the proxy stands in for the limit.
+the request. Callers without a token are the emulator stack's admin "local", whom
+per-owner limits do not apply to; a signed-in emulator user (`identities.emulator_token`)
+is held to the limits the stack sets, so one test meets a real 429.
 """
 
 from __future__ import annotations
@@ -29,8 +30,10 @@ import yaml
 from agentgraph.api import models
 from agentgraph.client import ApiError, Client
 from agentgraph.client.watch import RunListener
+from agentgraph.core import names
 from emulator import harness
 from emulator.stack import Stack
+from tests.system.identities import emulator_token
 
 pytestmark = [pytest.mark.emulator, pytest.mark.slow]
 
@@ -38,6 +41,7 @@ PROJECT = "client-agentgraph"
 ROOT = Path(__file__).parents[2]
 TOOLS = Path(__file__).with_name("e2e_tools.py")
 TIMEOUT_S = 120.0
+RUNS_PER_MINUTE = 2  # for signed-in users of this stack
 
 
 # ---- a proxy that loses answers ------------------------------------------------------------
@@ -147,6 +151,7 @@ def stack(
         tools=[str(TOOLS)],
         log_dir=tmp_path_factory.mktemp("client-logs"),
         sweep_every_s=None,
+        env={names.ENV_LIMIT_RUNS_PER_MINUTE: str(RUNS_PER_MINUTE)},
     ) as running:
         yield running
 
@@ -259,6 +264,40 @@ async def test_a_429_is_retried_after_the_retry_after_it_names(
         assert waits == [1.0]
         assert len(await runs_of(client, name)) == 1
     assert started.status in ("pending", "running", "succeeded")
+
+
+async def test_a_real_per_owner_limit_is_met_with_its_retry_after_and_creates_nothing(
+    stack: Stack,
+) -> None:
+    """The api's own runs-per-minute limit, not the proxy: the third run of a minute is
+    refused with the seconds until the oldest run leaves the window. A client that allows
+    long waits sleeps exactly what the api asked each time (the sleep here only records);
+    one that allows less stops at once. Neither creates the run."""
+    user = unique("limited-user")
+    waits: list[float] = []
+
+    async def sleep(seconds: float) -> None:
+        waits.append(seconds)
+
+    token = emulator_token(user, PROJECT)
+    async with Client(stack.api_url, token=token, listen=False, retries=3) as client:
+        for _ in range(RUNS_PER_MINUTE):
+            await client.create(graph(unique("within-limit"), value("a")))
+    patient = Client(
+        stack.api_url, token=token, listen=False, retries=3, max_wait_s=120, sleep=sleep
+    )
+    hasty = Client(stack.api_url, token=token, listen=False, retries=3, max_wait_s=5)
+    async with patient, hasty:
+        with pytest.raises(ApiError) as waited:
+            await patient.create(graph(unique("over-limit"), value("a")))
+        with pytest.raises(ApiError) as stopped:
+            await hasty.create(graph(unique("over-limit"), value("a")))
+        mine = await patient.list_runs()
+    assert waited.value.status == stopped.value.status == 429
+    assert waited.value.code == "limit_exceeded"
+    assert len(waits) == 3 and all(1 <= w <= 60 for w in waits)  # retries=3: three waits
+    assert stopped.value.retry_after_s is not None and stopped.value.retry_after_s > 5
+    assert len(mine) == RUNS_PER_MINUTE
 
 
 async def test_stream_follows_a_run_through_a_firestore_listener(stack: Stack) -> None:

@@ -10,8 +10,6 @@ Screenshots go to build/screenshots/<this test run>/ (printed at the end of the 
 
 from __future__ import annotations
 
-import base64
-import json
 import shutil
 import time
 from collections.abc import Callable, Iterator
@@ -24,6 +22,7 @@ import pytest
 from emulator import harness
 from emulator.console import WEB_DIST
 from emulator.stack import Stack
+from tests.system.identities import emulator_token
 
 pytestmark = [pytest.mark.emulator, pytest.mark.slow]
 
@@ -160,29 +159,11 @@ def open_page(stack: Stack, screenshots: Path) -> Iterator[Callable[[str], Page]
         page.close()
 
 
-def emulator_token(uid: str) -> str:
-    """The unsigned token the page sends for `uid` (web/src/session.ts)."""
-
-    def part(value: dict[str, Any]) -> str:
-        return base64.urlsafe_b64encode(json.dumps(value).encode()).decode().rstrip("=")
-
-    now = int(time.time())
-    claims = {
-        "iss": f"https://securetoken.google.com/{PROJECT}",
-        "aud": PROJECT,
-        "sub": uid,
-        "user_id": uid,
-        "iat": now,
-        "exp": now + 3600,
-    }
-    return f"{part({'alg': 'none', 'type': 'JWT'})}.{part(claims)}."
-
-
 def api_as(stack: Stack, uid: str) -> httpx.Client:
     return httpx.Client(
         base_url=stack.api_url,
         timeout=60,
-        headers={"Authorization": f"Bearer {emulator_token(uid)}"},
+        headers={"Authorization": f"Bearer {emulator_token(uid, PROJECT)}"},
     )
 
 
