@@ -40,8 +40,10 @@ from urllib.parse import unquote, urlsplit
 
 from emulator.gemini_answers import (
     answer_for,
+    declared_tools,
     error_body,
     error_message,
+    model_turns,
     response_chunks,
     turn_text,
     user_turns,
@@ -156,6 +158,8 @@ class _Handler(BaseHTTPRequestHandler):
                     "system": turn_text(body.get("systemInstruction") or {}) or None,
                     "generation_config": body.get("generationConfig") or {},
                     "safety_settings": body.get("safetySettings") or [],
+                    "tools": declared_tools(body),
+                    "model_turns": model_turns(body),
                     "status": error or 200,
                 }
             )

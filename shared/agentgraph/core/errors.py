@@ -197,6 +197,12 @@ class OutputTooLarge(AgentgraphError, ValueError):
     """A node's output is over the size limit (`engine.MAX_OUTPUT_BYTES`)."""
 
 
+class MaxTurnsExceeded(AgentgraphError):
+    """An agent's tool loop reached `max_turns` with the model still calling tools (and
+    the node does not say `on_max_turns: return_last`). Permanent: a retry would ask the
+    same model the same questions."""
+
+
 class LlmError(AgentgraphError):
     """A provider failure, already classified. Permanent errors are never retried."""
 
