@@ -23,7 +23,8 @@ Tests can therefore assert them exactly:
   `@call TURN NAME {json args}` of the first user turn makes model turn TURN (1-based:
   one more than the `model` turns in `contents`; `*` for every turn) answer with a
   `functionCall` part calling NAME with those args, and no text; several lines of one
-  turn are parallel calls, in line order. Each call carries a `thoughtSignature`. A turn
+  turn are parallel calls, in line order; a line `@say TURN text` gives that turn text
+  beside its calls. Each call carries a `thoughtSignature`. A turn
   without a line answers as above. The text of a user turn of `functionResponse` parts
   (hence the answer after tool results) is `NAME: {response as sorted JSON}` per part,
   joined by "; ". A call's tokens are its name and args as words.
@@ -86,6 +87,7 @@ def turn_text(content: Any) -> str:
     return "".join(str(p.get("text", "")) for p in parts if isinstance(p, dict))
 
 
+_SAY_LINE = re.compile(r"^\s*@say\s+(?P<turn>\d+|\*)\s+(?P<text>.*?)\s*$")
 _CALL_LINE = re.compile(r"^\s*@call\s+(?P<turn>\d+|\*)\s+(?P<name>[\w.-]+)\s*(?P<args>\{.*\})?\s*$")
 
 
@@ -96,15 +98,19 @@ def model_turns(body: dict[str, Any]) -> int:
     return sum(1 for c in contents if isinstance(c, dict) and c.get("role") == "model")
 
 
-def scripted_calls(body: dict[str, Any]) -> list[dict[str, Any]]:
+def scripted_calls(body: dict[str, Any]) -> tuple[list[dict[str, Any]], str]:
     """The function calls the first user turn's `@call` lines script for this turn (none
-    unless the request declares tools)."""
+    unless the request declares tools), and the text its `@say` lines give beside them."""
     if not body.get("tools"):
-        return []
+        return [], ""
     turns = user_turns(body)
     turn = str(model_turns(body) + 1)
     calls = []
+    said = []
     for line in (turns[0] if turns else "").splitlines():
+        say = _SAY_LINE.match(line)
+        if say and say["turn"] in ("*", turn):
+            said.append(say["text"])
         match = _CALL_LINE.match(line)
         if match and match["turn"] in ("*", turn):
             try:
@@ -112,7 +118,7 @@ def scripted_calls(body: dict[str, Any]) -> list[dict[str, Any]]:
             except json.JSONDecodeError as exc:
                 raise BadRequest(f"@call line {line.strip()!r}: args are not JSON: {exc}") from exc
             calls.append({"name": match["name"], "args": args})
-    return calls
+    return calls, " ".join(said)
 
 
 def declared_tools(body: dict[str, Any]) -> list[str]:
@@ -227,10 +233,10 @@ def answer_for(body: dict[str, Any], base_model: str, faults: Faults, answered: 
     """What the model says for this request; `answered` counts earlier successful calls
     of the same conversation (for badjson)."""
     config = body.get("generationConfig") or {}
-    calls = scripted_calls(body)
+    calls, said = scripted_calls(body)
     if calls:
         prompt = _prompt_tokens(body)
-        spoken = sum(_words(f"{c['name']} {json.dumps(c['args'])}") for c in calls)
+        spoken = _words(said) + sum(_words(f"{c['name']} {json.dumps(c['args'])}") for c in calls)
         usage = {
             "promptTokenCount": prompt,
             "candidatesTokenCount": spoken,
@@ -238,7 +244,7 @@ def answer_for(body: dict[str, Any], base_model: str, faults: Faults, answered: 
             "thoughtsTokenCount": 0,
             "cachedContentTokenCount": 0,
         }
-        return Answer(text="", finish_reason="STOP", usage=usage, calls=calls)
+        return Answer(text=said, finish_reason="STOP", usage=usage, calls=calls)
     turns = user_turns(body)
     answer = f"[{base_model}] {turns[-1] if turns else ''}"
     finish = "STOP"
@@ -289,10 +295,9 @@ def response_chunks(answer: Answer, base_model: str, stream: bool) -> Iterator[d
         }
         return
     if answer.calls:
-        parts = [
-            {"functionCall": call, "thoughtSignature": base64.b64encode(b"stub-signature").decode()}
-            for call in answer.calls
-        ]
+        signature = base64.b64encode(b"stub-signature").decode()
+        parts: list[dict[str, Any]] = [{"text": answer.text}] if answer.text else []
+        parts.extend({"functionCall": c, "thoughtSignature": signature} for c in answer.calls)
         called = {
             "index": 0,
             "content": {"role": "model", "parts": parts},
