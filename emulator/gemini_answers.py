@@ -121,6 +121,18 @@ def scripted_calls(body: dict[str, Any]) -> tuple[list[dict[str, Any]], str]:
     return calls, " ".join(said)
 
 
+def returned_signatures(body: dict[str, Any]) -> list[str]:
+    """The thoughtSignature of every functionCall part the request sends back."""
+    contents = body.get("contents") or []
+    return [
+        str(p.get("thoughtSignature"))
+        for c in (contents if isinstance(contents, list) else [contents])
+        if isinstance(c, dict)
+        for p in c.get("parts") or []
+        if isinstance(p, dict) and "functionCall" in p and p.get("thoughtSignature")
+    ]
+
+
 def declared_tools(body: dict[str, Any]) -> list[str]:
     return [
         str(d.get("name"))
