@@ -268,3 +268,14 @@ def test_trace_shows_the_flowchart_and_every_turn_and_tool_call_of_an_agent(
     assert one.returncode == 0 and one.stdout.splitlines()[-1] == steps[-1]
     unknown = agentgraph("trace", run_id, "nope", db=db)
     assert unknown.returncode == 2 and "has no node 'nope'" in unknown.stderr
+
+
+def test_the_tools_example_runs_offline(tmp_path: Path) -> None:
+    db = tmp_path / "runs.db"
+    example = ("examples/word-tools.yaml", "--tools", "examples/word_tools.py")
+    ran = agentgraph("run", *example, "--set", "text=durable agents", "--json", db=db)
+    assert ran.returncode == 0, ran.stderr
+    run = json.loads(ran.stdout)
+    assert run["outputs"] == {"editor": 'Edit: shout: {"error": "ValueError: nothing to shout"}'}
+    traced = agentgraph("trace", run["run_id"], "writer", db=db)
+    assert '| tool word_count(text="durable agents") |' in traced.stdout
