@@ -18,7 +18,7 @@ from agentgraph.core.ports import (
     LlmResponse,
     Turn,
 )
-from agentgraph.llm import gemini
+from agentgraph.llm import gemini, gemini_functions
 from agentgraph.llm.gemini import GeminiProvider
 from emulator.gemini_stub import GeminiStub
 
@@ -104,7 +104,7 @@ def test_the_sdks_automatic_function_calling_is_off() -> None:
 
 
 def test_a_call_without_a_signature_is_sent_back_without_one() -> None:
-    content = gemini._content(Turn("model", "thinking", (FunctionCall("f", {"x": 1}),)))
+    content = gemini_functions.content(Turn("model", "thinking", (FunctionCall("f", {"x": 1}),)))
     assert content.role == "model" and content.parts is not None
     assert content.parts[0].text == "thinking"
     assert content.parts[1].function_call is not None

@@ -13,7 +13,6 @@ What the engine can rely on:
 from __future__ import annotations
 
 import asyncio
-import base64
 import importlib
 import json
 import os
@@ -29,9 +28,10 @@ from google.genai import errors, types
 
 from agentgraph.core.errors import LlmError
 from agentgraph.core.names import ENV_GEMINI_API_KEY, ENV_GEMINI_BASE_URL, ENV_PROJECT
-from agentgraph.core.ports import FunctionCall, LlmRequest, LlmResponse, OnPartial, Turn, Usage
+from agentgraph.core.ports import FunctionCall, LlmRequest, LlmResponse, OnPartial, Usage
 from agentgraph.core.schemas import errors as schema_errors
 from agentgraph.core.schemas import schema_problems
+from agentgraph.llm import gemini_functions as functions
 from agentgraph.llm.pricing import canonical_model, cost_usd
 from agentgraph.observability import tracing
 
@@ -154,7 +154,7 @@ class GeminiProvider:
         json_mode = request.output == "json"
         if json_mode and request.output_schema is not None:
             _check_schema(request.output_schema, request.model)
-        contents = [_turn("user", request.prompt), *(_content(t) for t in request.turns)]
+        contents = [_turn("user", request.prompt), *(functions.content(t) for t in request.turns)]
         text, model, usage, calls = await self._call(request, contents, on_partial)
         if calls:
             return LlmResponse(text=text, model=model, usage=usage, calls=calls)
@@ -272,47 +272,6 @@ def _turn(role: str, text: str) -> types.Content:
     return types.Content(role=role, parts=[types.Part(text=text)])
 
 
-def _content(turn: Turn) -> types.Content:
-    """A turn after the prompt: the model's text and function calls (with the thought
-    signatures Gemini asks to get back), or the function responses."""
-    parts: list[types.Part] = []
-    if turn.text:
-        parts.append(types.Part(text=turn.text))
-    for call in turn.calls:
-        parts.append(
-            types.Part(
-                function_call=types.FunctionCall(id=call.id, name=call.name, args=call.args),
-                thought_signature=base64.b64decode(call.signature) if call.signature else None,
-            )
-        )
-    for result in turn.results:
-        parts.append(
-            types.Part(
-                function_response=types.FunctionResponse(
-                    id=result.id, name=result.name, response=result.response
-                )
-            )
-        )
-    return types.Content(role=turn.role, parts=parts)
-
-
-def _tools(request: LlmRequest) -> dict[str, Any]:
-    """Function declarations, with the SDK's automatic function calling off: the engine
-    runs the tools itself, each call a durable step."""
-    if not request.functions:
-        return {}
-    declarations = [
-        types.FunctionDeclaration(
-            name=f.name, description=f.description, parameters_json_schema=f.parameters
-        )
-        for f in request.functions
-    ]
-    return {
-        "tools": [types.Tool(function_declarations=declarations)],
-        "automatic_function_calling": types.AutomaticFunctionCallingConfig(disable=True),
-    }
-
-
 def _config(request: LlmRequest) -> types.GenerateContentConfig | None:
     """Only the options the node sets; None when it sets none, since the SDK converts a
     config field by field (about 1 ms a call, measured) even when every field is empty.
@@ -333,7 +292,7 @@ def _config(request: LlmRequest) -> types.GenerateContentConfig | None:
     if json_mode and request.output_schema:
         schema_field = "response_json_schema" if _HAS_JSON_SCHEMA_FIELD else "response_schema"
         options[schema_field] = request.output_schema
-    options.update(_tools(request))
+    options.update(functions.tool_options(request))
     options = {name: value for name, value in options.items() if value is not None}
     return types.GenerateContentConfig(**options) if options else None
 
@@ -385,21 +344,6 @@ def _raise_if_blocked(response: types.GenerateContentResponse, model: str) -> No
         )
 
 
-def _calls_of(response: types.GenerateContentResponse) -> list[FunctionCall]:
-    candidates = response.candidates or []
-    content = candidates[0].content if candidates else None
-    calls = []
-    for part in (content.parts or []) if content is not None else []:
-        call = part.function_call
-        if call is None or not call.name:
-            continue
-        signature = (
-            base64.b64encode(part.thought_signature).decode() if part.thought_signature else None
-        )
-        calls.append(FunctionCall(call.name, dict(call.args or {}), call.id, signature))
-    return calls
-
-
 def _finish(
     model: str, chunks: list[types.GenerateContentResponse]
 ) -> tuple[str, str, Usage, tuple[FunctionCall, ...]]:
@@ -422,7 +366,7 @@ def _finish(
             calls=1,
         )
     name = answered_by or canonical_model(model)
-    calls = tuple(call for c in chunks for call in _calls_of(c))
+    calls = tuple(call for c in chunks for call in functions.calls_of(c))
     return text, name, replace(usage, cost_usd=cost_usd(name, usage)), calls
 
 
