@@ -99,3 +99,36 @@ def test_a_step_survives_its_json_round_trip() -> None:
 def test_tool_results_that_are_not_json_are_kept_as_text() -> None:
     assert agent_loop.jsonable({"a": [1]}) == {"a": [1]}
     assert agent_loop.jsonable({1, 2}) in ("{1, 2}", "{2, 1}")
+
+
+def test_the_echo_model_follows_the_prompts_call_lines_then_echoes_the_results() -> None:
+    import asyncio
+
+    from agentgraph.core.ports import FunctionResult, FunctionSpec, LlmRequest, Turn
+    from agentgraph.llm.echo import EchoProvider
+
+    prompt = 'Go.\n@call 1 lookup {"q": "x"}\n@say 1 looking\n@call 1 word_count {"text": "a"}'
+    spec = FunctionSpec("lookup", "Look up.", {"type": "object"})
+    first = asyncio.run(EchoProvider().generate(LlmRequest("echo", prompt, functions=(spec,))))
+    assert first.text == "looking"
+    assert first.calls == (
+        FunctionCall("lookup", {"q": "x"}),
+        FunctionCall("word_count", {"text": "a"}),
+    )
+    turns = (
+        Turn("model", first.text, first.calls),
+        Turn(
+            "user",
+            results=(
+                FunctionResult("lookup", {"result": 1}),
+                FunctionResult("word_count", {"error": "E: no"}),
+            ),
+        ),
+    )
+    second = asyncio.run(
+        EchoProvider().generate(LlmRequest("echo", prompt, functions=(spec,), turns=turns))
+    )
+    assert second.calls == ()
+    assert second.text == 'lookup: {"result": 1}; word_count: {"error": "E: no"}'
+    plain = asyncio.run(EchoProvider().generate(LlmRequest("echo", prompt)))
+    assert plain.calls == () and plain.text == prompt
