@@ -88,7 +88,8 @@ class Engine(FanIn, Recovery, AgentLoop):
 
     Its three message kinds are split over three modules: node-ready here (`execute`),
     node-finished in `engine_fanin.py` (`complete`), retries and recovery in
-    `engine_recovery.py` (`retry`, `cancel`, `sweep`, `resume`)."""
+    `engine_recovery.py` (`retry`, `cancel`, `sweep`, `resume`). An agent with `tools`
+    runs its tool loop of durable steps in `engine_agent.py`."""
 
     def __init__(
         self,

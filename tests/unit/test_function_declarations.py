@@ -108,7 +108,7 @@ def test_max_turns_is_between_1_and_100() -> None:
 def test_tools_are_for_agent_nodes_only() -> None:
     node = {"id": "a", "tool": "t", "tools": ["t"]}
     (found,) = problems({"name": "g", "nodes": [node]}, ["t"])
-    assert "'tools' and 'max_turns' are for agent nodes" in found
+    assert "'tools', 'max_turns' and 'on_max_turns' are for agent nodes" in found
 
 
 def test_an_agent_inherits_tools_and_turn_settings_from_defaults() -> None:

@@ -95,10 +95,11 @@ class NodeSpec(_NodeSettings):
             )
         if self.tool is not None and self.system is not None:
             raise ValueError("'system' is for agent nodes; a tool node takes 'args'")
-        if self.tool is not None and (self.tools is not None or self.max_turns is not None):
+        loop = (self.tools, self.max_turns, self.on_max_turns)
+        if self.tool is not None and any(v is not None for v in loop):
             raise ValueError(
-                "'tools' and 'max_turns' are for agent nodes (the model calls the tools); "
-                "a tool node names one 'tool'"
+                "'tools', 'max_turns' and 'on_max_turns' are for agent nodes (the model "
+                "calls the tools); a tool node names one 'tool'"
             )
         if self.prompt is not None and self.args:
             raise ValueError("'args' is for tool nodes; an agent node takes 'prompt'")
