@@ -19,6 +19,15 @@ Tests can therefore assert them exactly:
   text; thoughtsTokenCount and cachedContentTokenCount are 0 unless a fault asks;
   totalTokenCount = prompt + candidates + thoughts. modelVersion is base_model.
 - The system instruction changes the answer only through promptTokenCount.
+- Function calling, scripted by the prompt: when the request declares tools, a line
+  `@call TURN NAME {json args}` of the first user turn makes model turn TURN (1-based:
+  one more than the `model` turns in `contents`; `*` for every turn) answer with a
+  `functionCall` part calling NAME with those args, and no text; several lines of one
+  turn are parallel calls, in line order; a line `@say TURN text` gives that turn text
+  beside its calls. Each call carries a `thoughtSignature`. A turn
+  without a line answers as above. The text of a user turn of `functionResponse` parts
+  (hence the answer after tool results) is `NAME: {response as sorted JSON}` per part,
+  joined by "; ". A call's tokens are its name and args as words.
 
 Also here: the bodies Gemini answers with, as JSON objects (one `GenerateContentResponse`,
 or the chunks of a stream, two words per chunk; the last carries finishReason and
@@ -28,11 +37,12 @@ details), so the HTTP server only moves bytes.
 
 from __future__ import annotations
 
+import base64
 import json
 import re
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from emulator.gemini_faults import BadRequest, Faults
@@ -65,7 +75,72 @@ def turn_text(content: Any) -> str:
     parts = content.get("parts") if isinstance(content, dict) else None
     if not isinstance(parts, list):
         return ""
+    responses = [
+        p["functionResponse"]
+        for p in parts
+        if isinstance(p, dict) and isinstance(p.get("functionResponse"), dict)
+    ]
+    if responses:
+        return "; ".join(
+            f"{r.get('name')}: {json.dumps(r.get('response'), sort_keys=True)}" for r in responses
+        )
     return "".join(str(p.get("text", "")) for p in parts if isinstance(p, dict))
+
+
+_SAY_LINE = re.compile(r"^\s*@say\s+(?P<turn>\d+|\*)\s+(?P<text>.*?)\s*$")
+_CALL_LINE = re.compile(r"^\s*@call\s+(?P<turn>\d+|\*)\s+(?P<name>[\w.-]+)\s*(?P<args>\{.*\})?\s*$")
+
+
+def model_turns(body: dict[str, Any]) -> int:
+    contents = body.get("contents") or []
+    if isinstance(contents, dict):
+        contents = [contents]
+    return sum(1 for c in contents if isinstance(c, dict) and c.get("role") == "model")
+
+
+def scripted_calls(body: dict[str, Any]) -> tuple[list[dict[str, Any]], str]:
+    """The function calls the first user turn's `@call` lines script for this turn (none
+    unless the request declares tools), and the text its `@say` lines give beside them."""
+    if not body.get("tools"):
+        return [], ""
+    turns = user_turns(body)
+    turn = str(model_turns(body) + 1)
+    calls = []
+    said = []
+    for line in (turns[0] if turns else "").splitlines():
+        say = _SAY_LINE.match(line)
+        if say and say["turn"] in ("*", turn):
+            said.append(say["text"])
+        match = _CALL_LINE.match(line)
+        if match and match["turn"] in ("*", turn):
+            try:
+                args = json.loads(match["args"]) if match["args"] else {}
+            except json.JSONDecodeError as exc:
+                raise BadRequest(f"@call line {line.strip()!r}: args are not JSON: {exc}") from exc
+            calls.append({"name": match["name"], "args": args})
+    return calls, " ".join(said)
+
+
+def returned_signatures(body: dict[str, Any]) -> list[str]:
+    """The thoughtSignature of every functionCall part the request sends back."""
+    contents = body.get("contents") or []
+    return [
+        str(p.get("thoughtSignature"))
+        for c in (contents if isinstance(contents, list) else [contents])
+        if isinstance(c, dict)
+        for p in c.get("parts") or []
+        if isinstance(p, dict) and "functionCall" in p and p.get("thoughtSignature")
+    ]
+
+
+def declared_tools(body: dict[str, Any]) -> list[str]:
+    return [
+        str(d.get("name"))
+        for tool in body.get("tools") or []
+        if isinstance(tool, dict)
+        for d in tool.get("functionDeclarations") or []
+        if isinstance(d, dict)
+    ]
 
 
 def user_turns(body: dict[str, Any]) -> list[str]:
@@ -163,12 +238,25 @@ class Answer:
     finish_reason: str
     usage: dict[str, int]
     blocked: bool = False
+    calls: list[dict[str, Any]] = field(default_factory=list)
 
 
 def answer_for(body: dict[str, Any], base_model: str, faults: Faults, answered: int) -> Answer:
     """What the model says for this request; `answered` counts earlier successful calls
     of the same conversation (for badjson)."""
     config = body.get("generationConfig") or {}
+    calls, said = scripted_calls(body)
+    if calls:
+        prompt = _prompt_tokens(body)
+        spoken = _words(said) + sum(_words(f"{c['name']} {json.dumps(c['args'])}") for c in calls)
+        usage = {
+            "promptTokenCount": prompt,
+            "candidatesTokenCount": spoken,
+            "totalTokenCount": prompt + spoken,
+            "thoughtsTokenCount": 0,
+            "cachedContentTokenCount": 0,
+        }
+        return Answer(text=said, finish_reason="STOP", usage=usage, calls=calls)
     turns = user_turns(body)
     answer = f"[{base_model}] {turns[-1] if turns else ''}"
     finish = "STOP"
@@ -217,6 +305,17 @@ def response_chunks(answer: Answer, base_model: str, stream: bool) -> Iterator[d
             "usageMetadata": answer.usage,
             **common,
         }
+        return
+    if answer.calls:
+        signature = base64.b64encode(b"stub-signature").decode()
+        parts: list[dict[str, Any]] = [{"text": answer.text}] if answer.text else []
+        parts.extend({"functionCall": c, "thoughtSignature": signature} for c in answer.calls)
+        called = {
+            "index": 0,
+            "content": {"role": "model", "parts": parts},
+            "finishReason": answer.finish_reason,
+        }
+        yield {"candidates": [called], "usageMetadata": answer.usage, **common}
         return
     pieces = re.split(r"(?<=\s)(?=\S)", answer.text) if answer.text else []
     if stream:

@@ -17,6 +17,10 @@ version and `models/` is accepted, so Vertex paths such as
   and usageMetadata.
 - `GET /stub/calls`: what was asked (see `GeminiStub.calls`); `POST /stub/reset`.
 
+Function calling is scripted by `@call TURN NAME {args}` lines in the prompt (see
+`gemini_answers.py`); each log entry records the declared `tools`, the `model_turns`
+already in the conversation and the thought `signatures` sent back with them.
+
 Faults ride on the model name (`gemini-2.5-flash~fail=2x429~latency=100ms`) or the
 `x-stub-faults` header. Fault counters are per conversation: the raw model name (suffix
 included), the header's faults and the first user turn's text, so a JSON repair turn
@@ -40,9 +44,12 @@ from urllib.parse import unquote, urlsplit
 
 from emulator.gemini_answers import (
     answer_for,
+    declared_tools,
     error_body,
     error_message,
+    model_turns,
     response_chunks,
+    returned_signatures,
     turn_text,
     user_turns,
 )
@@ -156,6 +163,9 @@ class _Handler(BaseHTTPRequestHandler):
                     "system": turn_text(body.get("systemInstruction") or {}) or None,
                     "generation_config": body.get("generationConfig") or {},
                     "safety_settings": body.get("safetySettings") or [],
+                    "tools": declared_tools(body),
+                    "model_turns": model_turns(body),
+                    "signatures": returned_signatures(body),
                     "status": error or 200,
                 }
             )

@@ -25,6 +25,7 @@ from agentgraph.core.errors import (
     AgentgraphError,
     GraphInvalid,
     InputInvalid,
+    NodeNotFound,
     RequestInvalid,
     RunNotFound,
     kind_of,
@@ -424,6 +425,47 @@ def graph(
     runtime = _open_local(":memory:", 1, tools)
     compiled = runtime.engine.compile(load_document(file))
     out.print(draw_graph(compiled, format), highlight=False, markup=False)
+
+
+@app.command()
+def trace(
+    run_id: str,
+    node: Annotated[str | None, typer.Argument(help="Only this node's steps.")] = None,
+    db: DbOption = DEFAULT_DB,
+    backend: BackendOption = "local",
+    api: ApiOption = None,
+    token: TokenOption = None,
+    audience: AudienceOption = None,
+) -> None:
+    """What ran: a flowchart of the nodes, and every model turn and tool call of agents
+    with tools (arguments, result, duration, tokens, cost)."""
+    from agentgraph import steps_view
+
+    if api:
+        _exit_api(api, token, audience)
+        from agentgraph import cli_api
+
+        code = cli_api.trace(
+            run_id, node, api=api, token=token, audience=audience, err=err, out=out
+        )
+        raise _Exit(code)
+    store = _open_store(backend, db)
+
+    async def main() -> int:
+        run = await store.get_run(run_id)
+        if run is None:
+            raise RunNotFound(run_id)
+        nodes = await store.list_nodes(run_id)
+        if node is not None and node not in {n.node_id for n in nodes}:
+            raise NodeNotFound(run_id, node)
+        wanted = [n.node_id for n in nodes if node is None or n.node_id == node]
+        found = await asyncio.gather(*(store.list_steps(run_id, n) for n in wanted))
+        steps = dict(zip(wanted, found, strict=True))
+        lines = steps_view.render(run, nodes, steps, steps_view.kinds_of(run.graph), node)
+        out.print("\n".join(lines), highlight=False, markup=False, soft_wrap=True)
+        return 0
+
+    raise _Exit(_run_async(main))
 
 
 @app.command("trace-view")

@@ -17,7 +17,7 @@ from rich.console import Console
 from agentgraph.api import models
 from agentgraph.client import ApiError, Client
 from agentgraph.client.records import RunReader, node_records, run_record
-from agentgraph.core.errors import EXIT_OK, EXIT_RUN_FAILED
+from agentgraph.core.errors import EXIT_INVALID, EXIT_OK, EXIT_RUN_FAILED
 from agentgraph.view import ProgressView, print_outputs, print_run_tree
 
 
@@ -120,6 +120,39 @@ def cancel(run_id: str, *, api: str, token: str | None, audience: str | None, er
         async with connect(api, token, audience) as client:
             after = await client.cancel(run_id)
         err.print(f"run {run_id} {'cancelled' if after.cancelled else 'had already ended'}")
+        return EXIT_OK
+
+    return call(err, main)
+
+
+def trace(
+    run_id: str,
+    node: str | None,
+    *,
+    api: str,
+    token: str | None,
+    audience: str | None,
+    err: Console,
+    out: Console,
+) -> int:
+    from agentgraph import steps_view
+    from agentgraph.core.ports import Step
+
+    async def main() -> int:
+        async with connect(api, token, audience) as client:
+            run = await client.get(run_id)
+            wanted = [n.id for n in run.nodes if node is None or n.id == node]
+            pages = await asyncio.gather(*(client.steps(run_id, n) for n in wanted))
+        steps = {
+            n: [Step.from_dict(s.model_dump(mode="json")) for s in page]
+            for n, page in zip(wanted, pages, strict=True)
+        }
+        nodes = node_records(run)
+        if node is not None and not wanted:
+            err.print(f"[bold red]error:[/] run {run_id!r} has no node {node!r}")
+            return EXIT_INVALID
+        lines = steps_view.render(run_record(run), nodes, steps, None, node)
+        out.print("\n".join(lines), highlight=False, markup=False, soft_wrap=True)
         return EXIT_OK
 
     return call(err, main)

@@ -52,6 +52,7 @@ from agentgraph.core.readiness import Decision, Verdict
 from agentgraph.core.status import NodeStatus, RunStatus
 from agentgraph.core.templates import condition_holds, render, render_value
 from agentgraph.core.validate import load_graph, validate_input
+from agentgraph.engine_agent import AgentLoop
 from agentgraph.engine_fanin import FanIn, template_values
 from agentgraph.engine_recovery import RUN_ENDED_WHILE_RUNNING, Recovery
 from agentgraph.observability import engine_telemetry as telemetry
@@ -82,12 +83,13 @@ class RunContext:
     owner: str | None = None  # whose limits the run's model calls count against
 
 
-class Engine(FanIn, Recovery):
+class Engine(FanIn, Recovery, AgentLoop):
     """One engine per process; it caches each run's compiled graph (immutable per run).
 
     Its three message kinds are split over three modules: node-ready here (`execute`),
     node-finished in `engine_fanin.py` (`complete`), retries and recovery in
-    `engine_recovery.py` (`retry`, `cancel`, `sweep`, `resume`)."""
+    `engine_recovery.py` (`retry`, `cancel`, `sweep`, `resume`). An agent with `tools`
+    runs its tool loop of durable steps in `engine_agent.py`."""
 
     def __init__(
         self,
@@ -340,7 +342,9 @@ class Engine(FanIn, Recovery):
         began = time.monotonic()
         try:
             async with self._leased(run_id, node_id, attempt), asyncio.timeout(node.timeout_s):
-                output, usage, model = await self._perform(run_id, context, node, attempt)
+                output, usage, model = await self._perform(
+                    run_id, context, node, attempt, claimed.usage
+                )
             _check_output_size(output)
             outcome = Outcome(NodeStatus.SUCCEEDED, output=output, usage=usage, model=model)
         except asyncio.CancelledError:
@@ -438,7 +442,12 @@ class Engine(FanIn, Recovery):
             await self.retries.schedule(run_id, node.id, attempt + 1, record.next_attempt_at)
 
     async def _perform(
-        self, run_id: str, context: RunContext, node: Node, attempt: int
+        self,
+        run_id: str,
+        context: RunContext,
+        node: Node,
+        attempt: int,
+        recorded: Usage | None = None,
     ) -> tuple[Any, Usage, str | None]:
         values = await self._template_context(run_id, context, node.reads)
         if node.kind == "tool":
@@ -468,6 +477,16 @@ class Engine(FanIn, Recovery):
             stream=node.stream,
         )
         on_partial = self._partial_writer(run_id, node.id, attempt) if node.stream else None
+        if node.tools:  # function calling: a loop of durable steps (engine_agent.py)
+            return await self._tool_loop(
+                run_id,
+                node,
+                attempt,
+                request,
+                recorded or Usage(),
+                lambda: self._check_budget(context),
+                on_partial,
+            )
         with tracing.span(f"chat {model}", telemetry.llm_attributes(request)):
             response = await self.llm.generate(request, on_partial)
             telemetry.record_llm(response.model, response.usage, response.text)

@@ -128,6 +128,10 @@ class Harness:
 
         await self._eventually(holds, timeout)
 
+    async def eventually(self, holds: Callable[[], Awaitable[bool]], timeout: float = 10) -> None:
+        """Until `holds()` is true (re-checked after every store write)."""
+        await self._eventually(holds, timeout)
+
     async def _eventually(self, holds: Callable[[], Awaitable[bool]], timeout: float) -> None:
         deadline = time.monotonic() + timeout
         while True:

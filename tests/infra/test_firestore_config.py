@@ -108,7 +108,7 @@ def test_the_database_is_firestore_native(module_tf: TfConfig) -> None:
     assert db["type"] == "FIRESTORE_NATIVE"
 
 
-def test_the_rules_match_only_names_collections_and_expose_runs_nodes_chunks_events() -> None:
+def test_the_rules_match_only_names_collections_and_expose_run_records() -> None:
     matched = set(re.findall(r"match\s+/([A-Za-z_]+)/\{", RULES.read_text())) - {"databases"}
     assert matched <= COLLECTIONS
     assert matched == {
@@ -116,6 +116,7 @@ def test_the_rules_match_only_names_collections_and_expose_runs_nodes_chunks_eve
         names.COLLECTION_NODES,
         names.COLLECTION_CHUNKS,
         names.COLLECTION_EVENTS,
+        names.COLLECTION_STEPS,
     }
 
 

@@ -69,6 +69,7 @@ beforeEach(async () => {
     await setDoc(doc(db, 'runs', RUN), { owner: ALICE, status: 'running', graph_name: 'demo' });
     await setDoc(doc(db, 'runs', RUN, 'nodes', 'review'), { status: 'succeeded', attempt: 1 });
     await setDoc(doc(db, 'runs', RUN, 'nodes', 'review', 'chunks', '0'), { data: 'part' });
+    await setDoc(doc(db, 'runs', RUN, 'nodes', 'review', 'steps', '000000'), { kind: 'model' });
     await setDoc(doc(db, 'runs', RUN, 'chunks', 'input-0'), { data: 'part' });
     await setDoc(doc(db, 'runs', RUN, 'events', 'e1'), { type: 'status', status: 'running' });
     await setDoc(doc(db, 'runs', RUN, 'nodes', 'review', 'arrivals', 'extract'), { at: 1 });
@@ -93,6 +94,7 @@ describe('the owner of a run', () => {
     await assertSucceeds(getDocs(collection(db, 'runs', RUN, 'nodes')));
     await assertSucceeds(getDoc(doc(db, 'runs', RUN, 'nodes', 'review', 'chunks', '0')));
     await assertSucceeds(getDocs(collection(db, 'runs', RUN, 'events')));
+    await assertSucceeds(getDocs(collection(db, 'runs', RUN, 'nodes', 'review', 'steps')));
   });
 
   test('lists runs only with a query on owner == their uid', async () => {
@@ -111,6 +113,7 @@ describe('the owner of a run', () => {
     await assertFails(updateDoc(doc(db, 'runs', RUN, 'nodes', 'review'), { status: 'failed' }));
     await assertFails(deleteDoc(doc(db, 'runs', RUN, 'nodes', 'review')));
     await assertFails(setDoc(doc(db, 'runs', RUN, 'nodes', 'review', 'chunks', '1'), { data: 'x' }));
+    await assertFails(setDoc(doc(db, 'runs', RUN, 'nodes', 'review', 'steps', '000001'), { kind: 'tool' }));
     await assertFails(addDoc(collection(db, 'runs', RUN, 'events'), { type: 'forged' }));
     await assertFails(deleteDoc(doc(db, 'runs', RUN, 'events', 'e1')));
   });
@@ -132,6 +135,7 @@ describe('another signed-in user', () => {
     await assertFails(getDocs(collection(db, 'runs', RUN, 'nodes')));
     await assertFails(getDoc(doc(db, 'runs', RUN, 'nodes', 'review', 'chunks', '0')));
     await assertFails(getDocs(collection(db, 'runs', RUN, 'events')));
+    await assertFails(getDocs(collection(db, 'runs', RUN, 'nodes', 'review', 'steps')));
   });
 
   test("cannot list someone else's runs by querying on their uid", async () => {

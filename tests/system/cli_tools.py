@@ -22,3 +22,17 @@ async def nap(
         with Path(marker).open("a") as handle:
             handle.write("x")
     return value
+
+
+@tool
+def word_count(text: str) -> int:
+    """Count the words of a text."""
+    return len(text.split())
+
+
+@tool
+def shout(text: str) -> str:
+    """The text in capitals."""
+    if not text:
+        raise ValueError("nothing to shout")
+    return text.upper()

@@ -23,7 +23,7 @@ DEMO_TOOLS = "agentgraph.tools.code_review"
 def agentgraph(*args: str, db: Path, timeout: float = 60) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "agentgraph", *args, "--db", str(db)]
-        if args[0] in {"run", "show", "resume", "logs", "runs", "cancel"}
+        if args[0] in {"run", "show", "resume", "logs", "runs", "cancel", "trace"}
         else [sys.executable, "-m", "agentgraph", *args],
         capture_output=True,
         text=True,
@@ -204,3 +204,78 @@ def test_progress_in_a_log_is_a_line_per_node_that_ends_not_per_event(tmp_path: 
     ended = sorted(words[1] for words in node_lines if words[1] != "run")
     assert ended == sorted(n["id"] for n in nodes)  # each node once, when it ended
     assert all(words[2] == "succeeded" for words in node_lines if words[1] != "run")
+
+
+def test_trace_shows_the_flowchart_and_every_turn_and_tool_call_of_an_agent(
+    tmp_path: Path,
+) -> None:
+    db = tmp_path / "runs.db"
+    prompt = "\n".join(
+        [
+            "Write.",
+            '@call 1 word_count {"text": "durable agents"}',
+            '@call 1 shout {"text": "hi"}',
+            '@call 2 shout {"text": ""}',
+        ]
+    )
+    document = {
+        "name": "traced",
+        "defaults": {"model": "echo"},
+        "nodes": [
+            {"id": "start", "tool": "nap", "args": {"seconds": 0, "value": "go"}},
+            {
+                "id": "writer",
+                "after": ["start"],
+                "tools": ["word_count", "shout"],
+                "prompt": prompt,
+            },
+            {"id": "editor", "after": ["start", "writer"], "prompt": "{{ nodes.writer.output }}"},
+        ],
+    }
+    ran = agentgraph(
+        "run", str(write(tmp_path / "g.yaml", document)), "--tools", TOOLS, "--json", db=db
+    )
+    assert ran.returncode == 0, ran.stderr
+    run_id = json.loads(ran.stdout)["run_id"]
+
+    traced = agentgraph("trace", run_id, db=db)
+
+    assert traced.returncode == 0, traced.stderr
+    lines = traced.stdout.splitlines()
+    assert lines[0].startswith(f"run {run_id} | traced | succeeded | ")
+    flow = lines[lines.index("flowchart") + 1 : lines.index("steps") - 1]
+    assert [line.split(" | ")[0] for line in flow if not line.startswith("   |")] == [
+        "  (start) succeeded",
+        "  (writer) succeeded",
+        "  (editor) succeeded",
+    ]
+    assert "   |--> writer" in flow and flow.count("   |--> editor") == 2
+    assert "3 turns | 3 tool calls" in flow[3]
+    assert flow[-1].endswith("<-- start, writer")
+    steps = lines[lines.index("steps") + 1 :]
+    assert steps[0].startswith("  writer: 6 steps | tokens ")
+    assert steps[1].startswith("  |- #0 turn 1 | model echo | ")
+    assert steps[2] == '  |    calls word_count(text="durable agents"), shout(text="hi")'
+    assert any(
+        line.startswith('  |- #1 turn 1 | tool word_count(text="durable agents") |')
+        and line.endswith("| -> 2")
+        for line in steps
+    )
+    assert any(line.endswith("| error ValueError: nothing to shout") for line in steps)
+    assert steps[-1] == '       answer "shout: {\\"error\\": \\"ValueError: nothing to shout\\"}"'
+
+    one = agentgraph("trace", run_id, "writer", db=db)
+    assert one.returncode == 0 and one.stdout.splitlines()[-1] == steps[-1]
+    unknown = agentgraph("trace", run_id, "nope", db=db)
+    assert unknown.returncode == 2 and "has no node 'nope'" in unknown.stderr
+
+
+def test_the_tools_example_runs_offline(tmp_path: Path) -> None:
+    db = tmp_path / "runs.db"
+    example = ("examples/word-tools.yaml", "--tools", "examples/word_tools.py")
+    ran = agentgraph("run", *example, "--set", "text=durable agents", "--json", db=db)
+    assert ran.returncode == 0, ran.stderr
+    run = json.loads(ran.stdout)
+    assert run["outputs"] == {"editor": 'Edit: shout: {"error": "ValueError: nothing to shout"}'}
+    traced = agentgraph("trace", run["run_id"], "writer", db=db)
+    assert '| tool word_count(text="durable agents") |' in traced.stdout

@@ -366,6 +366,12 @@ def test_cli_run_on_the_api_prints_the_run_and_exits_0_then_show_draws_its_tree(
     assert run["run_id"] in shown.stdout and "✓ a succeeded" in shown.stdout
     assert "✓ b succeeded" in shown.stdout
 
+    traced = agentgraph("trace", run["run_id"], "--api", stack.api_url)
+    assert traced.returncode == 0, traced.stderr
+    flow = traced.stdout.splitlines()
+    assert flow[0].startswith(f"run {run['run_id']} | ") and "flowchart" in flow
+    assert any(line.startswith("  (a) succeeded") for line in flow) and "   |--> b" in flow
+
 
 def test_cli_run_on_the_api_exits_1_when_the_run_fails_and_2_for_an_invalid_graph(
     stack: Stack, tmp_path: Path

@@ -394,3 +394,36 @@ def test_an_unexpected_failure_is_a_500_without_its_details(client: Client) -> N
 
     assert (response.status_code, code(response)) == (500, "internal")
     assert "secret" not in response.text
+
+
+def test_the_steps_of_a_node_are_served_in_order_to_whoever_may_see_the_run(
+    client: Client,
+) -> None:
+    import asyncio
+
+    from agentgraph.core.ports import Step, Usage
+
+    run_id = client.call("POST", "/runs", {"graph": GRAPH, "input": {"topic": "t"}}).json()[
+        "run_id"
+    ]
+    store = client.api.engine.store
+    turn = Step(
+        0, "model", "echo", 1, 1, 1.5, 4, result={"text": "", "calls": []}, usage=Usage(calls=1)
+    )
+    call = Step(1, "tool", "word_count", 1, 1, 1.6, 2, arguments={"text": "a b"}, result=2)
+    for step in (call, turn):
+        assert asyncio.run(store.append_step(run_id, "a", step))
+
+    page = client.call("GET", f"/runs/{run_id}/nodes/a/steps").json()
+
+    assert page["run_id"] == run_id and page["node_id"] == "a"
+    assert [(s["index"], s["kind"], s["name"]) for s in page["steps"]] == [
+        (0, "model", "echo"),
+        (1, "tool", "word_count"),
+    ]
+    assert page["steps"][1]["arguments"] == {"text": "a b"} and page["steps"][1]["result"] == 2
+    assert client.call("GET", f"/runs/{run_id}/nodes/b/steps").json()["steps"] == []
+    assert client.call("GET", f"/runs/{run_id}/nodes/a/steps", as_caller=BOB).status_code == 404
+    missing = client.call("GET", f"/runs/{run_id}/nodes/zz/steps")
+    assert missing.status_code == 404 and code(missing) == "not_found"
+    assert client.call("GET", f"/runs/{run_id}/nodes/Bad%20Id/steps").status_code == 404

@@ -79,6 +79,7 @@ HAPPY: dict[str, Callable[[Client], Request]] = {
     "listRuns": lambda c: ("GET", "/runs", None),
     "getRun": lambda c: ("GET", f"/runs/{_run_id(c)}", None),
     "getRunEvents": lambda c: ("GET", f"/runs/{_run_id(c)}/events", None),
+    "getNodeSteps": lambda c: ("GET", f"/runs/{_run_id(c)}/nodes/a/steps", None),
     "cancelRun": lambda c: ("POST", f"/runs/{_run_id(c)}/cancel", None),
     "createGraph": lambda c: ("POST", "/graphs", GRAPH),
     "getGraph": lambda c: ("GET", f"/graphs/{_stored_graph(c)}", None),
@@ -116,6 +117,7 @@ SPECIFIC: dict[tuple[str, int], Callable[[Client], httpx.Response]] = {
         "GET", f"/runs/{_run_id(c)}/events", query={"after": "-1"}
     ),
     ("getRunEvents", 404): lambda c: c.call("GET", "/runs/nope/events"),
+    ("getNodeSteps", 404): lambda c: c.call("GET", f"/runs/{_run_id(c)}/nodes/nope/steps"),
     ("cancelRun", 404): lambda c: c.call("POST", "/runs/nope/cancel"),
     ("createGraph", 200): _twice("POST", "/graphs", GRAPH),
     ("createGraph", 400): lambda c: c.call("POST", "/graphs", {"name": "x", "nodes": []}),

@@ -16,6 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from agentgraph.core.errors import Problem as CoreProblem
 from agentgraph.core.ports import Event as EventRecord
 from agentgraph.core.ports import NodeRecord, RunRecord, StoredGraph
+from agentgraph.core.ports import Step as StepRecord
 from agentgraph.core.run_json import run_to_json
 
 
@@ -163,6 +164,35 @@ class Event(_Body):
 
 class EventsPage(_Body):
     events: list[Event] = Field(description="In order; `?after=<seq>` to follow a run")
+
+
+class Step(_Body):
+    """One completed step of an agent's tool loop: a model turn or a tool call."""
+
+    index: int = Field(description="Per node, across attempts; the loop's order")
+    kind: Literal["model", "tool"]
+    name: str = Field(description="The model that answered, or the tool called")
+    attempt: int
+    turn: int = Field(description="The model turn, or the turn whose call this answers")
+    at: float
+    duration_ms: int
+    arguments: Any = Field(None, description="A tool call's arguments")
+    result: Any = Field(
+        None, description="A tool's return value; a model turn's {text, calls, data}"
+    )
+    error: dict[str, Any] | None = Field(None, description="A tool's {type, message}")
+    usage: Usage
+    call_id: str | None = None
+
+    @classmethod
+    def of(cls, step: StepRecord) -> Step:
+        return cls.model_validate(step.to_dict())
+
+
+class StepsPage(_Body):
+    run_id: str
+    node_id: str
+    steps: list[Step] = Field(description="By index; empty for a node without tools")
 
 
 # ---- graphs ---------------------------------------------------------------------------------

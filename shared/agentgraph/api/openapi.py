@@ -30,6 +30,7 @@ from agentgraph.core.errors import (
     Contention,
     PayloadTooLarge,
 )
+from agentgraph.core.model import NODE_ID_PATTERN
 
 VERSION = "0.1.0"
 REF = "#/components/schemas/{model}"
@@ -173,6 +174,8 @@ def _operation(endpoint: Endpoint) -> dict[str, Any]:
 
 
 def _path_schema(convertor: str) -> dict[str, Any]:
+    if convertor == "node_id":
+        return {"type": "string", "pattern": NODE_ID_PATTERN}
     assert convertor == "id", f"no schema for the path convertor {convertor!r}"
     return {"type": "string", "pattern": f"^{ID_PATTERN}$"}
 

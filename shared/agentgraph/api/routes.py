@@ -43,13 +43,14 @@ from agentgraph.core.errors import (
     InputInvalid,
     LimitExceeded,
     LlmNotConfigured,
+    NodeNotFound,
     Problem,
     RequestInvalid,
     RunNotFound,
 )
 from agentgraph.core.limits import check_start
 from agentgraph.core.messages import RUN_ID_REGEX, RunRequest
-from agentgraph.core.model import GraphSpec
+from agentgraph.core.model import NODE_ID_PATTERN, GraphSpec
 from agentgraph.core.ports import GraphStore, RunRecord
 from agentgraph.engine import Engine, new_run_id
 
@@ -65,6 +66,15 @@ class _IdConvertor(StringConvertor):
 
 
 register_url_convertor("id", _IdConvertor())
+
+
+class _NodeIdConvertor(StringConvertor):
+    """Node ids in paths (the graph format's pattern)."""
+
+    regex = NODE_ID_PATTERN.removeprefix("^").removesuffix("$")
+
+
+register_url_convertor("node_id", _NodeIdConvertor())
 
 
 def canonical_hash(value: Any) -> str:
@@ -219,6 +229,18 @@ class Api:
         after = bodies.int_param(request, "after", 0, 0, 2**62)
         events = await self.engine.store.list_events(run.run_id, after=after or None)
         return _json(models.EventsPage(events=[models.Event.of(e) for e in events]))
+
+    async def get_steps(self, request: Request, caller: Caller | None) -> Response:
+        run = await self._visible_run(caller, request.path_params["run_id"])
+        node_id = request.path_params["node_id"]
+        if await self.engine.store.get_node(run.run_id, node_id) is None:
+            raise NodeNotFound(run.run_id, node_id)
+        steps = await self.engine.store.list_steps(run.run_id, node_id)
+        return _json(
+            models.StepsPage(
+                run_id=run.run_id, node_id=node_id, steps=[models.Step.of(s) for s in steps]
+            )
+        )
 
     async def cancel_run(self, request: Request, caller: Caller | None) -> Response:
         run = await self._visible_run(caller, request.path_params["run_id"])
@@ -378,6 +400,18 @@ ENDPOINTS: tuple[Endpoint, ...] = (
                 "Only events with a larger `seq` (to follow a run).",
             ),
         ),
+    ),
+    Endpoint(
+        "GET",
+        "/runs/{run_id:id}/nodes/{node_id:node_id}/steps",
+        "getNodeSteps",
+        "The steps of an agent's tool loop (model turns and tool calls)",
+        Api.get_steps,
+        {200: Reply("Steps by index.", models.StepsPage)},
+        raises=(RunNotFound, NodeNotFound),
+        description="Every completed model turn (tokens, cost, duration, text and function "
+        "calls) and tool call (arguments, result or error, duration) of the node, across "
+        "its attempts. A node without `tools` has none.",
     ),
     Endpoint(
         "POST",

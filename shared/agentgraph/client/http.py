@@ -249,6 +249,11 @@ class Client:
         page = await self._call(models.EventsPage, "GET", f"/runs/{run_id}/events", params=params)
         return page.events
 
+    async def steps(self, run_id: str, node_id: str) -> list[models.Step]:
+        """The steps of an agent's tool loop (none for a node without tools)."""
+        page = await self._call(models.StepsPage, "GET", f"/runs/{run_id}/nodes/{node_id}/steps")
+        return page.steps
+
     async def cancel(self, run_id: str) -> models.CancelledRun:
         """Cancel the run (`cancelled` is False when it had already ended)."""
         return await self._call(models.CancelledRun, "POST", f"/runs/{run_id}/cancel")

@@ -75,6 +75,13 @@ class RunNotFound(AgentgraphError):
         self.run_id = run_id
 
 
+class NodeNotFound(AgentgraphError):
+    def __init__(self, run_id: str, node_id: str) -> None:
+        super().__init__(f"run {run_id!r} has no node {node_id!r}")
+        self.run_id = run_id
+        self.node_id = node_id
+
+
 class GraphNotFound(AgentgraphError):
     def __init__(self, graph_id: str, version: int | None = None) -> None:
         which = f"version {version} of graph {graph_id!r}" if version else f"graph {graph_id!r}"
@@ -197,6 +204,12 @@ class OutputTooLarge(AgentgraphError, ValueError):
     """A node's output is over the size limit (`engine.MAX_OUTPUT_BYTES`)."""
 
 
+class MaxTurnsExceeded(AgentgraphError):
+    """An agent's tool loop reached `max_turns` with the model still calling tools (and
+    the node does not say `on_max_turns: return_last`). Permanent: a retry would ask the
+    same model the same questions."""
+
+
 class LlmError(AgentgraphError):
     """A provider failure, already classified. Permanent errors are never retried."""
 
@@ -239,6 +252,7 @@ ERRORS: tuple[tuple[type[AgentgraphError], ErrorKind], ...] = (
     (AuthError, ErrorKind(401, "unauthenticated", EXIT_INVALID)),
     (Forbidden, ErrorKind(403, "forbidden", EXIT_INVALID)),
     (RunNotFound, ErrorKind(404, "not_found", EXIT_INVALID)),
+    (NodeNotFound, ErrorKind(404, "not_found", EXIT_INVALID)),
     (GraphNotFound, ErrorKind(404, "not_found", EXIT_INVALID)),
     (IdempotencyConflict, ErrorKind(409, "idempotency_conflict", EXIT_INVALID)),
     (PayloadTooLarge, ErrorKind(413, "payload_too_large", EXIT_INVALID)),

@@ -38,6 +38,9 @@ class Node:
     stream: bool = False
     when: str | None = None
     reads: frozenset[str] = frozenset()  # ancestors whose results the templates read
+    tools: tuple[str, ...] = ()  # an agent's function-calling tools (engine_agent.py)
+    max_turns: int = 10
+    on_max_turns: Literal["fail", "return_last"] = "fail"
 
     @property
     def max_total_attempts(self) -> int:

@@ -17,6 +17,9 @@ NAME_PATTERN = r"^[a-z0-9-]{1,63}$"
 NODE_ID_PATTERN = r"^(?:[a-z0-9-][a-z0-9_-]{0,62}|_(?:[a-z0-9-][a-z0-9_-]{0,61})?)$"
 POOL_PATTERN = r"^[a-z0-9-]{1,30}$"
 MAX_NODES = 2000
+MAX_TURNS = 100
+DEFAULT_MAX_TURNS = 10
+MAX_TOOLS = 64
 
 
 class OnError(StrEnum):
@@ -59,6 +62,11 @@ class _NodeSettings(_Strict):
     pool: str | None = Field(None, pattern=POOL_PATTERN)
     on_error: OnError | None = None
     stream: bool | None = None
+    # Function calling (agent nodes): registered tools the model may call, the most model
+    # turns of the loop, and what reaching them does (fail, or answer the last text).
+    tools: list[str] | None = Field(None, max_length=MAX_TOOLS)
+    max_turns: int | None = Field(None, ge=1, le=MAX_TURNS)
+    on_max_turns: Literal["fail", "return_last"] | None = None
 
 
 class Defaults(_NodeSettings):
@@ -87,6 +95,12 @@ class NodeSpec(_NodeSettings):
             )
         if self.tool is not None and self.system is not None:
             raise ValueError("'system' is for agent nodes; a tool node takes 'args'")
+        loop = (self.tools, self.max_turns, self.on_max_turns)
+        if self.tool is not None and any(v is not None for v in loop):
+            raise ValueError(
+                "'tools', 'max_turns' and 'on_max_turns' are for agent nodes (the model "
+                "calls the tools); a tool node names one 'tool'"
+            )
         if self.prompt is not None and self.args:
             raise ValueError("'args' is for tool nodes; an agent node takes 'prompt'")
         if self.output_schema is not None and self.output != "json":

@@ -173,6 +173,61 @@ class Outcome:
     model: str | None = None
 
 
+@dataclass(frozen=True)
+class Step:
+    """One completed step of an agent node's tool loop (`engine_agent.py`), durable before
+    the next begins: a model turn (`kind="model"`, `name` the model, `result` the turn's
+    text and function calls) or a tool call (`kind="tool"`, `name` the tool, `arguments`,
+    and `result` or `error`). Indexes are per node and continue across attempts: a
+    retried or taken-over attempt replays the recorded steps instead of repeating them."""
+
+    index: int
+    kind: Literal["model", "tool"]
+    name: str
+    attempt: int
+    turn: int  # the model turn this step is, or whose function call it answers (1-based)
+    at: float  # when the step completed
+    duration_ms: int = 0
+    arguments: Any = None
+    result: Any = None
+    error: dict[str, Any] | None = None  # a tool's {"type", "message"}
+    usage: Usage = field(default_factory=Usage)
+    call_id: str | None = None  # the function call this tool step answers
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "index": self.index,
+            "kind": self.kind,
+            "name": self.name,
+            "attempt": self.attempt,
+            "turn": self.turn,
+            "at": self.at,
+            "duration_ms": self.duration_ms,
+            "arguments": self.arguments,
+            "result": self.result,
+            "error": self.error,
+            "usage": self.usage.to_dict(),
+            "call_id": self.call_id,
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Step:
+        return cls(
+            index=int(data["index"]),
+            kind="tool" if data.get("kind") == "tool" else "model",
+            name=str(data.get("name", "")),
+            attempt=int(data.get("attempt", 1)),
+            turn=int(data.get("turn", 1)),
+            at=float(data.get("at", 0.0)),
+            duration_ms=int(data.get("duration_ms") or 0),
+            arguments=data.get("arguments"),
+            result=data.get("result"),
+            error=data.get("error"),
+            usage=Usage.from_dict(data.get("usage")),
+            call_id=data.get("call_id"),
+        )
+
+
 class Store(Protocol):
     """Durable run state. Every write method is one atomic, conditional transition."""
 
@@ -287,6 +342,16 @@ class Store(Protocol):
         past next_attempt_at + grace, ready for longer than grace (lost publish)."""
         ...
 
+    async def append_step(self, run_id: str, node_id: str, step: Step) -> bool:
+        """Record a completed step of an agent's tool loop at `step.index`, if that index
+        is still free; False (and nothing written) when a step is already there, so a
+        repeated write, or a second worker racing a takeover, changes nothing."""
+        ...
+
+    async def list_steps(self, run_id: str, node_id: str) -> list[Step]:
+        """The node's recorded steps, by index (large values reassembled)."""
+        ...
+
 
 class Dispatcher(Protocol):
     """Delivers the two message kinds, at least once. Messages carry ids only."""
@@ -340,6 +405,56 @@ class GraphStore(Protocol):
 
 
 @dataclass(frozen=True)
+class FunctionCall:
+    """A model's request to call one of the node's tools. `signature` is the provider's
+    opaque token for the call (Gemini's thought signature, base64), sent back with it."""
+
+    name: str
+    args: dict[str, Any] = field(default_factory=dict)
+    id: str | None = None
+    signature: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "args": self.args, "id": self.id, "signature": self.signature}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> FunctionCall:
+        return cls(
+            str(data["name"]), dict(data.get("args") or {}), data.get("id"), data.get("signature")
+        )
+
+
+@dataclass(frozen=True)
+class FunctionResult:
+    """What a function call returned, as sent back to the model: `{"result": value}` or
+    `{"error": message}`."""
+
+    name: str
+    response: dict[str, Any]
+    id: str | None = None
+
+
+@dataclass(frozen=True)
+class Turn:
+    """A turn of the conversation after the prompt: the model's (text and calls) or the
+    user side's function results."""
+
+    role: Literal["model", "user"]
+    text: str = ""
+    calls: tuple[FunctionCall, ...] = ()
+    results: tuple[FunctionResult, ...] = ()
+
+
+@dataclass(frozen=True)
+class FunctionSpec:
+    """A tool as the model sees it: name, description and a JSON Schema of its arguments."""
+
+    name: str
+    description: str
+    parameters: dict[str, Any]
+
+
+@dataclass(frozen=True)
 class LlmRequest:
     model: str
     prompt: str
@@ -353,6 +468,9 @@ class LlmRequest:
     output_schema: dict[str, Any] | None = None
     timeout_s: float = 120.0
     stream: bool = False
+    # Function calling: the tools the model may call, and the turns after the prompt.
+    functions: tuple[FunctionSpec, ...] = ()
+    turns: tuple[Turn, ...] = ()
 
 
 @dataclass
@@ -361,6 +479,7 @@ class LlmResponse:
     model: str
     usage: Usage = field(default_factory=Usage)
     data: Any = None  # the parsed value when output == "json"
+    calls: tuple[FunctionCall, ...] = ()  # the functions the model asks to call, in order
 
 
 OnPartial = Callable[[str], Awaitable[None]]

@@ -25,7 +25,15 @@ from pydantic import ValidationError
 from agentgraph.core.documents import MAX_DEPTH, too_deep
 from agentgraph.core.errors import GraphInvalid, InputInvalid, Problem, TemplateProblem
 from agentgraph.core.graph import Graph, Node
-from agentgraph.core.model import MAX_NODES, Defaults, GraphSpec, NodeSpec, OnError, RetryPolicy
+from agentgraph.core.model import (
+    DEFAULT_MAX_TURNS,
+    MAX_NODES,
+    Defaults,
+    GraphSpec,
+    NodeSpec,
+    OnError,
+    RetryPolicy,
+)
 from agentgraph.core.schemas import errors as schema_errors
 from agentgraph.core.schemas import json_path as _json_path
 from agentgraph.core.schemas import schema_problems as _schema_problems
@@ -443,6 +451,7 @@ def _check_names(
             )
         if s.prompt is None:
             continue
+        _check_function_tools(i, s, defaults, tools, problems)
         model = s.model or defaults.model
         if model is None:
             problems.append(
@@ -468,6 +477,27 @@ def _check_names(
                     p.path.replace("output_schema", f"nodes[{i}].output_schema", 1), p.message, s.id
                 )
                 for p in _schema_problems("output_schema", s.output_schema)
+            )
+
+
+def _check_function_tools(
+    i: int,
+    s: NodeSpec,
+    defaults: Defaults,
+    tools: Collection[str] | None,
+    problems: list[Problem],
+) -> None:
+    """An agent's `tools` (its own, else the defaults'): registered, each named once."""
+    field_name = f"nodes[{i}].tools" if s.tools is not None else "defaults.tools"
+    names = s.tools if s.tools is not None else defaults.tools
+    seen: set[str] = set()
+    for j, name in enumerate(names or ()):
+        if name in seen:
+            problems.append(Problem(f"{field_name}[{j}]", f"tool {name!r} is listed twice", s.id))
+        seen.add(name)
+        if tools is not None and name not in tools:
+            problems.append(
+                Problem(f"{field_name}[{j}]", f"unknown tool {name!r}{_suggest(name, tools)}", s.id)
             )
 
 
@@ -526,4 +556,7 @@ def _resolve(s: NodeSpec, d: Defaults, children: list[str], reads: frozenset[str
         stream=bool(_pick(s.stream, d.stream, False)),
         when=s.when,
         reads=reads,
+        tools=tuple(_pick(s.tools, d.tools, ())) if s.prompt is not None else (),
+        max_turns=int(_pick(s.max_turns, d.max_turns, DEFAULT_MAX_TURNS)),
+        on_max_turns=_pick(s.on_max_turns, d.on_max_turns, "fail"),
     )

@@ -28,9 +28,10 @@ from google.genai import errors, types
 
 from agentgraph.core.errors import LlmError
 from agentgraph.core.names import ENV_GEMINI_API_KEY, ENV_GEMINI_BASE_URL, ENV_PROJECT
-from agentgraph.core.ports import LlmRequest, LlmResponse, OnPartial, Usage
+from agentgraph.core.ports import FunctionCall, LlmRequest, LlmResponse, OnPartial, Usage
 from agentgraph.core.schemas import errors as schema_errors
 from agentgraph.core.schemas import schema_problems
+from agentgraph.llm import gemini_functions as functions
 from agentgraph.llm.pricing import canonical_model, cost_usd
 from agentgraph.observability import tracing
 
@@ -153,8 +154,10 @@ class GeminiProvider:
         json_mode = request.output == "json"
         if json_mode and request.output_schema is not None:
             _check_schema(request.output_schema, request.model)
-        contents = [_turn("user", request.prompt)]
-        text, model, usage = await self._call(request, contents, on_partial)
+        contents = [_turn("user", request.prompt), *(functions.content(t) for t in request.turns)]
+        text, model, usage, calls = await self._call(request, contents, on_partial)
+        if calls:
+            return LlmResponse(text=text, model=model, usage=usage, calls=calls)
         if not json_mode:
             return LlmResponse(text=text, model=model, usage=usage)
         data, problem = _parse_json(text, request.output_schema)
@@ -165,7 +168,7 @@ class GeminiProvider:
             _turn("model", text or "(empty answer)"),
             _turn("user", _repair_instruction(problem, request.output_schema)),
         ]
-        text, model, more = await self._call(request, repair, on_partial)
+        text, model, more, _ = await self._call(request, repair, on_partial)
         data, problem = _parse_json(text, request.output_schema)
         if problem is not None:
             raise LlmError(
@@ -178,8 +181,9 @@ class GeminiProvider:
 
     async def _call(
         self, request: LlmRequest, contents: list[types.Content], on_partial: OnPartial | None
-    ) -> tuple[str, str, Usage]:
-        """(text, answering model, usage) of one call, or a classified LlmError."""
+    ) -> tuple[str, str, Usage, tuple[FunctionCall, ...]]:
+        """(text, answering model, usage, function calls) of one call, or a classified
+        LlmError."""
         try:
             config = _config(request)
             async with asyncio.timeout(request.timeout_s):
@@ -229,7 +233,7 @@ class GeminiProvider:
         contents: list[types.Content],
         config: types.GenerateContentConfig | None,
         on_partial: OnPartial | None,
-    ) -> tuple[str, str, Usage]:
+    ) -> tuple[str, str, Usage, tuple[FunctionCall, ...]]:
         models = self._client.aio.models
         if not request.stream:
             response = await models.generate_content(
@@ -288,6 +292,7 @@ def _config(request: LlmRequest) -> types.GenerateContentConfig | None:
     if json_mode and request.output_schema:
         schema_field = "response_json_schema" if _HAS_JSON_SCHEMA_FIELD else "response_schema"
         options[schema_field] = request.output_schema
+    options.update(functions.tool_options(request))
     options = {name: value for name, value in options.items() if value is not None}
     return types.GenerateContentConfig(**options) if options else None
 
@@ -339,7 +344,9 @@ def _raise_if_blocked(response: types.GenerateContentResponse, model: str) -> No
         )
 
 
-def _finish(model: str, chunks: list[types.GenerateContentResponse]) -> tuple[str, str, Usage]:
+def _finish(
+    model: str, chunks: list[types.GenerateContentResponse]
+) -> tuple[str, str, Usage, tuple[FunctionCall, ...]]:
     if not any(c.candidates for c in chunks):
         raise LlmError(
             f"Gemini {model} answered without any candidate and without a block reason",
@@ -359,7 +366,8 @@ def _finish(model: str, chunks: list[types.GenerateContentResponse]) -> tuple[st
             calls=1,
         )
     name = answered_by or canonical_model(model)
-    return text, name, replace(usage, cost_usd=cost_usd(name, usage))
+    calls = tuple(call for c in chunks for call in functions.calls_of(c))
+    return text, name, replace(usage, cost_usd=cost_usd(name, usage)), calls
 
 
 # ---- errors ---------------------------------------------------------------------------

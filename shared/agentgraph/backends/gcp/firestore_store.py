@@ -51,6 +51,7 @@ from agentgraph.backends.gcp import chunks
 from agentgraph.backends.gcp import firestore_docs as docs
 from agentgraph.backends.gcp.contention import TryAgain, until_settled
 from agentgraph.backends.gcp.firestore_runs import RunWrites
+from agentgraph.backends.gcp.firestore_steps import StepWrites
 from agentgraph.core import names, transitions
 from agentgraph.core.lru import Lru
 from agentgraph.core.ports import Event, NodeError, NodeRecord, Outcome, Usage
@@ -73,7 +74,7 @@ def _known_size(known: _Known) -> int:
     return 512 + sum(len(data.get(f) or "") for f in ("output_json", "partial"))
 
 
-class FirestoreStore(RunWrites):
+class FirestoreStore(RunWrites, StepWrites):
     """Satisfies agentgraph.core.ports.Store. One instance per event loop (the client's gRPC
     channel belongs to the loop of its first call)."""
 

@@ -57,6 +57,10 @@ CREATE TABLE IF NOT EXISTS events (
   kind TEXT NOT NULL, node_id TEXT, status TEXT, attempt INTEGER, message TEXT
 );
 CREATE INDEX IF NOT EXISTS events_run ON events(run_id, seq);
+CREATE TABLE IF NOT EXISTS steps (
+  run_id TEXT NOT NULL, node_id TEXT NOT NULL, idx INTEGER NOT NULL, step TEXT NOT NULL,
+  PRIMARY KEY (run_id, node_id, idx)
+);
 """
 
 RETURNING = sqlite3.sqlite_version_info >= (3, 35, 0)  # UPDATE … RETURNING

@@ -12,6 +12,7 @@ module holds no rule of the state machine, only where the records are.
 
 from __future__ import annotations
 
+import json
 import sqlite3
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -20,7 +21,7 @@ from typing import Any
 from agentgraph.backends.local import sqlite_rows as rows
 from agentgraph.backends.local.sqlite_tx import Transactions
 from agentgraph.core import transitions
-from agentgraph.core.ports import Event, NodeError, NodeRecord, Outcome, RunRecord, Usage
+from agentgraph.core.ports import Event, NodeError, NodeRecord, Outcome, RunRecord, Step, Usage
 from agentgraph.core.status import NOT_STARTED, NodeStatus, RunStatus
 from agentgraph.core.transitions import Change
 
@@ -276,5 +277,27 @@ class SqliteStore(Transactions):
                 (now, now - grace_s, now - grace_s),
             )
             return [rows.node_record(r) for r in found]
+
+        return await self._read(work)
+
+    # ---- steps of agents' tool loops ---------------------------------------------------
+
+    async def append_step(self, run_id: str, node_id: str, step: Step) -> bool:
+        def work(conn: sqlite3.Connection) -> bool:
+            inserted = conn.execute(
+                "INSERT OR IGNORE INTO steps VALUES (?,?,?,?)",
+                (run_id, node_id, step.index, rows.dumps(step.to_dict())),
+            ).rowcount
+            return bool(inserted)
+
+        return await self._tx(work)
+
+    async def list_steps(self, run_id: str, node_id: str) -> list[Step]:
+        def work(conn: sqlite3.Connection) -> list[Step]:
+            found = conn.execute(
+                "SELECT step FROM steps WHERE run_id=? AND node_id=? ORDER BY idx",
+                (run_id, node_id),
+            )
+            return [Step.from_dict(json.loads(r["step"])) for r in found]
 
         return await self._read(work)
