@@ -108,3 +108,9 @@ ENV_LIMIT_DAILY_TOKENS = "AGENTGRAPH_LIMIT_DAILY_TOKENS"
 # Where traces and metrics go: off (default) | console | otlp | file | gcp (Terraform: gcp,
 # Cloud Trace and Cloud Monitoring). agentgraph.observability reads it.
 ENV_TRACE = "AGENTGRAPH_TRACE"
+
+# The built-in http_get tool (tools/web.py): allowed host names, comma-separated
+# (`*.example.com` for subdomains); unset or empty refuses every URL. Body cap and deadline.
+ENV_HTTP_ALLOWED_HOSTS = "AGENTGRAPH_HTTP_ALLOWED_HOSTS"
+ENV_HTTP_MAX_BYTES = "AGENTGRAPH_HTTP_MAX_BYTES"
+ENV_HTTP_TIMEOUT_S = "AGENTGRAPH_HTTP_TIMEOUT_S"
