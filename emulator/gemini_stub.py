@@ -40,8 +40,10 @@ from urllib.parse import unquote, urlsplit
 
 from emulator.gemini_answers import (
     answer_for,
+    attachments_of,
     error_body,
     error_message,
+    last_user_content,
     response_chunks,
     turn_text,
     user_turns,
@@ -156,6 +158,7 @@ class _Handler(BaseHTTPRequestHandler):
                     "system": turn_text(body.get("systemInstruction") or {}) or None,
                     "generation_config": body.get("generationConfig") or {},
                     "safety_settings": body.get("safetySettings") or [],
+                    "attachments": attachments_of(last_user_content(body)),
                     "status": error or 200,
                 }
             )
@@ -234,7 +237,8 @@ class GeminiStub:
 
     def calls(self) -> dict[str, Any]:
         """`{"total": n, "counts": [{model, faults, prompt, count}], "log": [...]}`;
-        each log entry records model, method, prompt, system, generation_config, status."""
+        each log entry records model, method, prompt, system, generation_config, status,
+        and the last user turn's files (`attachments`: mime_type with bytes or uri)."""
         return self._running().state.snapshot()
 
     def count(self, model: str | None = None, prompt: str | None = None) -> int:

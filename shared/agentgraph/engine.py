@@ -34,6 +34,7 @@ from agentgraph.core.graph import Graph, Node
 from agentgraph.core.limits import OwnerLimits, check_spend
 from agentgraph.core.lru import Lru
 from agentgraph.core.ports import (
+    Attachment,
     Dispatcher,
     Event,
     LlmProvider,
@@ -54,6 +55,7 @@ from agentgraph.core.templates import condition_holds, render, render_value
 from agentgraph.core.validate import load_graph, validate_input
 from agentgraph.engine_fanin import FanIn, template_values
 from agentgraph.engine_recovery import RUN_ENDED_WHILE_RUNNING, Recovery
+from agentgraph.llm import attachments
 from agentgraph.observability import engine_telemetry as telemetry
 from agentgraph.observability import metrics, tracing
 from agentgraph.observability.logs import log_fields
@@ -105,6 +107,7 @@ class Engine(FanIn, Recovery):
         lease_s: float = LEASE_S,
         owner_activity: OwnerActivityReader | None = None,
         owner_limits: OwnerLimits | None = None,
+        local_files: bool = False,
     ) -> None:
         self.store = store
         self.dispatcher = dispatcher
@@ -121,6 +124,8 @@ class Engine(FanIn, Recovery):
         # node instead (core/limits.py); without, nothing is counted (the local backend).
         self.owner_activity = owner_activity
         self.owner_limits = owner_limits or OwnerLimits()
+        # Whether an agent's `attach` may read local paths (the local backend only).
+        self.local_files = local_files
         self._runs: Lru[str, RunContext] = Lru(_RUNS_KEPT, _RUN_BYTES, _context_size)
         self._graphs: Lru[tuple[str, ...], tuple[Graph, int]] = Lru(
             _GRAPHS_KEPT, _GRAPH_BYTES, lambda entry: entry[1]
@@ -453,6 +458,7 @@ class Engine(FanIn, Recovery):
         model = node.model_for_attempt(attempt)
         assert model is not None
         await self._check_budget(context)
+        attached = await self._attachments(node, values)
         request = LlmRequest(
             model=model,
             prompt=render(node.prompt, values),
@@ -466,6 +472,7 @@ class Engine(FanIn, Recovery):
             output_schema=node.output_schema,
             timeout_s=node.timeout_s,
             stream=node.stream,
+            attachments=attached,
         )
         on_partial = self._partial_writer(run_id, node.id, attempt) if node.stream else None
         with tracing.span(f"chat {model}", telemetry.llm_attributes(request)):
@@ -473,6 +480,13 @@ class Engine(FanIn, Recovery):
             telemetry.record_llm(response.model, response.usage, response.text)
         output = response.data if node.output == "json" else response.text
         return output, response.usage, response.model
+
+    async def _attachments(self, node: Node, values: dict[str, Any]) -> tuple[Attachment, ...]:
+        """The node's `attach` entries rendered and read (files off the event loop)."""
+        if not node.attach:
+            return ()
+        rendered = [render_value(entry, values) for entry in node.attach]
+        return await asyncio.to_thread(attachments.resolve, rendered, local_files=self.local_files)
 
     async def _check_budget(self, context: RunContext) -> None:
         """Before a model call: is the run's owner within today's budget? Over it, the

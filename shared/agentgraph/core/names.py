@@ -114,3 +114,6 @@ ENV_TRACE = "AGENTGRAPH_TRACE"
 ENV_HTTP_ALLOWED_HOSTS = "AGENTGRAPH_HTTP_ALLOWED_HOSTS"
 ENV_HTTP_MAX_BYTES = "AGENTGRAPH_HTTP_MAX_BYTES"
 ENV_HTTP_TIMEOUT_S = "AGENTGRAPH_HTTP_TIMEOUT_S"
+# The folder an agent's `attach` may read local files from (the local backend only);
+# default: the working directory (llm/attachments.py).
+ENV_ATTACH_ROOT = "AGENTGRAPH_ATTACH_ROOT"

@@ -340,6 +340,16 @@ class GraphStore(Protocol):
 
 
 @dataclass(frozen=True)
+class Attachment:
+    """A file sent to the model with the prompt: inline bytes, or a URI the model's
+    service reads itself (gs://...). Built by llm/attachments.py from a node's `attach`."""
+
+    mime_type: str
+    data: bytes | None = None
+    uri: str | None = None
+
+
+@dataclass(frozen=True)
 class LlmRequest:
     model: str
     prompt: str
@@ -353,6 +363,7 @@ class LlmRequest:
     output_schema: dict[str, Any] | None = None
     timeout_s: float = 120.0
     stream: bool = False
+    attachments: tuple[Attachment, ...] = ()  # parts after the prompt, in order
 
 
 @dataclass

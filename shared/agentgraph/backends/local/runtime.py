@@ -152,7 +152,13 @@ class LocalRuntime:
         self.workers = workers
         self._delivery = _Delivery()
         self.engine = Engine(
-            store, self._delivery, self._delivery, llm, tools, partial_interval_s=partial_interval_s
+            store,
+            self._delivery,
+            self._delivery,
+            llm,
+            tools,
+            partial_interval_s=partial_interval_s,
+            local_files=True,
         )
         self._delivery.engine = self.engine
         self._workers: list[asyncio.Task[None]] = []
