@@ -59,6 +59,7 @@ from agentgraph.llm import attachments
 from agentgraph.observability import engine_telemetry as telemetry
 from agentgraph.observability import metrics, tracing
 from agentgraph.observability.logs import log_fields
+from agentgraph.tools import context as tool_context
 
 log = logging.getLogger("agentgraph.engine")
 
@@ -108,6 +109,7 @@ class Engine(FanIn, Recovery):
         owner_activity: OwnerActivityReader | None = None,
         owner_limits: OwnerLimits | None = None,
         local_files: bool = False,
+        scratch: tool_context.ScratchSpace | None = None,
     ) -> None:
         self.store = store
         self.dispatcher = dispatcher
@@ -126,6 +128,8 @@ class Engine(FanIn, Recovery):
         self.owner_limits = owner_limits or OwnerLimits()
         # Whether an agent's `attach` may read local paths (the local backend only).
         self.local_files = local_files
+        # The runs' scratch space, for tools that ask (tools/context.py, tools/run_files.py).
+        self.scratch = scratch
         self._runs: Lru[str, RunContext] = Lru(_RUNS_KEPT, _RUN_BYTES, _context_size)
         self._graphs: Lru[tuple[str, ...], tuple[Graph, int]] = Lru(
             _GRAPHS_KEPT, _GRAPH_BYTES, lambda entry: entry[1]
@@ -344,8 +348,12 @@ class Engine(FanIn, Recovery):
         model: str | None = None
         began = time.monotonic()
         try:
+            # Tools called in the attempt (by a tool node, or by an agent) learn their run
+            # from tools.context (e.g. the run's scratch space).
+            call = tool_context.ToolContext(run_id, node_id, attempt, self.scratch)
             async with self._leased(run_id, node_id, attempt), asyncio.timeout(node.timeout_s):
-                output, usage, model = await self._perform(run_id, context, node, attempt)
+                with tool_context.bound(call):
+                    output, usage, model = await self._perform(run_id, context, node, attempt)
             _check_output_size(output)
             outcome = Outcome(NodeStatus.SUCCEEDED, output=output, usage=usage, model=model)
         except asyncio.CancelledError:

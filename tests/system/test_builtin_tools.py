@@ -115,3 +115,49 @@ def test_the_command_refuses_a_host_off_the_allowlist_from_its_environment(
     assert error["message"] == (
         "http_get: host 'example.com' is not allowed (allowed: docs.python.org)"
     )
+
+
+async def test_a_node_writes_a_run_file_and_a_later_node_reads_it(
+    runtime: LocalRuntime, tmp_path: Path
+) -> None:
+    run = await runtime.run(
+        {
+            "name": "files",
+            "nodes": [
+                {
+                    "id": "write",
+                    "tool": "write_run_file",
+                    "args": {"path": "drafts/report.md", "content": "{{ input.text }}"},
+                },
+                {
+                    "id": "read",
+                    "tool": "read_run_file",
+                    "after": ["write"],
+                    "args": {"path": "{{ nodes.write.output.path }}"},
+                },
+            ],
+        },
+        {"text": "# Findings\nAll good."},
+    )
+    assert run.status == RunStatus.SUCCEEDED, run.error
+    assert run.outputs == {
+        "read": {"path": "drafts/report.md", "bytes": 20, "text": "# Findings\nAll good."}
+    }
+    on_disk = tmp_path / "runs.db.files" / run.run_id / "drafts" / "report.md"
+    assert on_disk.read_text() == "# Findings\nAll good."
+
+
+async def test_a_path_climbing_out_of_the_space_fails_the_node_naming_it(
+    runtime: LocalRuntime,
+) -> None:
+    run = await runtime.run(
+        {
+            "name": "files",
+            "nodes": [
+                {"id": "w", "tool": "write_run_file", "args": {"path": "../x", "content": "x"}}
+            ],
+        }
+    )
+    assert run.status == RunStatus.FAILED
+    assert run.error is not None and run.error["type"] == "ToolRefused"
+    assert "climbs out with '..'" in run.error["message"]

@@ -117,3 +117,10 @@ ENV_HTTP_TIMEOUT_S = "AGENTGRAPH_HTTP_TIMEOUT_S"
 # The folder an agent's `attach` may read local files from (the local backend only);
 # default: the working directory (llm/attachments.py).
 ENV_ATTACH_ROOT = "AGENTGRAPH_ATTACH_ROOT"
+# The runs' scratch space (tools/run_files.py): a folder on the local backend (default
+# `<db>.files/` beside the SQLite file); on GCP a bucket, files at gs://BUCKET/runs/ID/
+# (Terraform creates it and sets the variable on the exec functions). Caps in bytes.
+ENV_RUN_FILES = "AGENTGRAPH_RUN_FILES"
+ENV_RUN_FILES_BUCKET = "AGENTGRAPH_RUN_FILES_BUCKET"
+ENV_RUN_FILE_MAX_BYTES = "AGENTGRAPH_RUN_FILE_MAX_BYTES"
+ENV_RUN_FILES_MAX_TOTAL_BYTES = "AGENTGRAPH_RUN_FILES_MAX_TOTAL_BYTES"

@@ -90,6 +90,7 @@ def _register_builtins() -> None:
     registry, so a graph may name them wherever agentgraph runs. Each is safe by
     default: see its module for what it refuses."""
     importlib.import_module("agentgraph.tools.web")
+    importlib.import_module("agentgraph.tools.run_files")
 
 
 _register_builtins()
