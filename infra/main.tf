@@ -24,6 +24,7 @@ module "agentgraph" {
   allowed_invokers   = var.allowed_invokers
   tool_modules       = var.tool_modules
   http_allowed_hosts = var.http_allowed_hosts
+  attach_buckets     = var.attach_buckets
   api_admins         = var.api_admins
   api_audiences      = var.api_audiences
   owner_limits       = var.owner_limits

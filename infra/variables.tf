@@ -47,6 +47,12 @@ variable "http_allowed_hosts" {
   default     = []
 }
 
+variable "attach_buckets" {
+  description = "Buckets whose gs:// objects agents may attach (empty: none)."
+  type        = list(string)
+  default     = []
+}
+
 variable "allowed_invokers" {
   description = "IAM members allowed to call the api, e.g. [\"user:ada@example.com\"]."
   type        = list(string)

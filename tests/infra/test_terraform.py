@@ -54,6 +54,7 @@ DEPLOYED_ENV = {
     names.ENV_TRACE,
     names.ENV_RUN_FILES_BUCKET,
     names.ENV_HTTP_ALLOWED_HOSTS,
+    names.ENV_ATTACH_BUCKETS,
 }
 LOCAL_ONLY_ENV = {
     names.ENV_DB: "SQLite file of the local backend",
@@ -81,6 +82,7 @@ ENV_ONLY_ON = {
     names.ENV_API_AUDIENCE: {"api"},
     names.ENV_RUN_FILES_BUCKET: {"exec"},
     names.ENV_HTTP_ALLOWED_HOSTS: {"exec"},
+    names.ENV_ATTACH_BUCKETS: {"exec"},
 }
 
 PRIMITIVE_ROLES = {"roles/owner", "roles/editor", "roles/viewer"}
@@ -380,7 +382,7 @@ def test_exec_learns_the_retry_url_and_the_tasks_identity_from_terraform(
     assert api[names.ENV_ADMINS] == '${join(",", var.api_admins)}'
 
 
-def test_exec_learns_the_run_files_bucket_and_the_http_allowlist_from_terraform(
+def test_exec_learns_the_run_files_bucket_and_the_tool_allowlists_from_terraform(
     module_tf: TfConfig, root_tf: TfConfig
 ) -> None:
     env = module_tf.env_map("${local.exec_only_env}")
@@ -388,6 +390,8 @@ def test_exec_learns_the_run_files_bucket_and_the_http_allowlist_from_terraform(
     assert env[names.ENV_HTTP_ALLOWED_HOSTS] == '${join(",", var.http_allowed_hosts)}'
     assert module_tf.variables["http_allowed_hosts"]["default"] == []  # refuse all by default
     assert root_tf.modules["agentgraph"]["http_allowed_hosts"] == "${var.http_allowed_hosts}"
+    assert env[names.ENV_ATTACH_BUCKETS] == '${join(",", var.attach_buckets)}'
+    assert module_tf.variables["attach_buckets"]["default"] == []
 
 
 # --- run files ---------------------------------------------------------------------------------

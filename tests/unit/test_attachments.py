@@ -154,7 +154,8 @@ def test_inline_attachments_together_are_capped() -> None:
         resolve([entry, entry], local_files=False)
 
 
-def test_gs_uris_are_file_references_on_every_backend() -> None:
+def test_gs_uris_are_file_references(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("AGENTGRAPH_ATTACH_BUCKETS", "other, bucket")
     found = resolve(
         ["gs://bucket/photos/cat.jpg", {"uri": "gs://bucket/raw", "mime_type": "video/mp4"}],
         local_files=False,
@@ -163,6 +164,21 @@ def test_gs_uris_are_file_references_on_every_backend() -> None:
         Attachment("image/jpeg", uri="gs://bucket/photos/cat.jpg"),
         Attachment("video/mp4", uri="gs://bucket/raw"),
     )
+
+
+def test_on_a_shared_deployment_only_allowlisted_buckets_may_be_attached(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The model's service reads gs:// objects as the deployment, so an api caller must
+    not name a bucket the operator did not list (another run's scratch files, say)."""
+    monkeypatch.delenv("AGENTGRAPH_ATTACH_BUCKETS", raising=False)
+    with pytest.raises(AttachmentInvalid, match=r"attach\[0\]: bucket 'b' is not one"):
+        resolve(["gs://b/x.png"], local_files=False)
+    monkeypatch.setenv("AGENTGRAPH_ATTACH_BUCKETS", "media")
+    with pytest.raises(AttachmentInvalid, match=r"attach\[0\].uri: bucket 'proj-agentgraph-run"):
+        resolve([{"uri": "gs://proj-agentgraph-run-files/runs/x/a.png"}], local_files=False)
+    assert resolve(["gs://media/x.png"], local_files=False)[0].uri == "gs://media/x.png"
+    assert resolve(["gs://any/x.png"], local_files=True)[0].uri == "gs://any/x.png"
 
 
 def test_inline_base64_with_a_mime_type() -> None:

@@ -45,5 +45,6 @@ locals {
   env_limit_daily_tokens = "AGENTGRAPH_LIMIT_DAILY_TOKENS"
   env_run_files_bucket   = "AGENTGRAPH_RUN_FILES_BUCKET"
   env_http_allowed_hosts = "AGENTGRAPH_HTTP_ALLOWED_HOSTS"
+  env_attach_buckets     = "AGENTGRAPH_ATTACH_BUCKETS"
   env_trace              = "AGENTGRAPH_TRACE"
 }

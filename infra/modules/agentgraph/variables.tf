@@ -80,6 +80,12 @@ variable "http_allowed_hosts" {
   default     = []
 }
 
+variable "attach_buckets" {
+  description = "Buckets whose gs:// objects agents may attach (AGENTGRAPH_ATTACH_BUCKETS). Gemini on Vertex AI reads them with the project's identity, not the caller's, so list only buckets every api caller may read. Empty: no gs:// attachments."
+  type        = list(string)
+  default     = []
+}
+
 variable "run_files_retention_days" {
   description = "Days the runs' scratch files (read_run_file/write_run_file, gs://<project>-agentgraph-run-files/runs/<run_id>/) are kept before Cloud Storage deletes them."
   type        = number

@@ -117,6 +117,9 @@ ENV_HTTP_TIMEOUT_S = "AGENTGRAPH_HTTP_TIMEOUT_S"
 # The folder an agent's `attach` may read local files from (the local backend only);
 # default: the working directory (llm/attachments.py).
 ENV_ATTACH_ROOT = "AGENTGRAPH_ATTACH_ROOT"
+# Buckets whose gs:// objects an agent may attach on GCP (comma-separated; empty: none).
+# The model's service reads them with the deployment's identity, not the caller's.
+ENV_ATTACH_BUCKETS = "AGENTGRAPH_ATTACH_BUCKETS"
 # The runs' scratch space (tools/run_files.py): a folder on the local backend (default
 # `<db>.files/` beside the SQLite file); on GCP a bucket, files at gs://BUCKET/runs/ID/
 # (Terraform creates it and sets the variable on the exec functions). Caps in bytes.

@@ -5,8 +5,12 @@ An entry renders to one of:
   file must lie under the attachment root (`AGENTGRAPH_ATTACH_ROOT`, default the
   working directory), symlinks resolved first, so a graph (or a run input) cannot send
   an arbitrary file of the machine to the model;
-- a `gs://bucket/object` URI: passed to the model's service as a file reference (Vertex
-  AI reads it with its own identity), MIME type from the extension;
+- a `gs://bucket/object` URI: passed to the model's service as a file reference, MIME
+  type from the extension. Vertex AI reads it with the deployment's identity, not the
+  caller's, so where callers are not the operator (the GCP backend) the bucket must be
+  listed in `AGENTGRAPH_ATTACH_BUCKETS` (empty: no gs:// attachment): otherwise any api
+  caller could have the model read any object the deployment can, another run's files
+  included;
 - `{"mime_type": "image/png", "data": "<base64>"}`: inline bytes;
 - `{"uri": "gs://...", "mime_type": "..."}`: a file reference with an explicit type.
 
@@ -27,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from agentgraph.core.errors import AttachmentInvalid
-from agentgraph.core.names import ENV_ATTACH_ROOT
+from agentgraph.core.names import ENV_ATTACH_BUCKETS, ENV_ATTACH_ROOT
 from agentgraph.core.ports import Attachment
 
 MAX_INLINE_BYTES = 14 * 1024 * 1024
@@ -61,7 +65,8 @@ def resolve(
     rendered: Iterable[Any], *, local_files: bool, root: Path | None = None
 ) -> tuple[Attachment, ...]:
     """The attachments of rendered `attach` entries, in order. `local_files` says whether
-    paths may be read (the local backend); `root` overrides the attachment root."""
+    paths may be read and any bucket named (the local backend, whose user is the
+    operator); `root` overrides the attachment root."""
     attachments: list[Attachment] = []
     inline = 0
     for i, value in enumerate(rendered):
@@ -80,7 +85,7 @@ def resolve(
 
 def _one(value: Any, where: str, local_files: bool, root: Path | None) -> Attachment:
     if isinstance(value, Mapping):
-        return _from_mapping(value, where)
+        return _from_mapping(value, where, local_files)
     if not isinstance(value, str):
         raise AttachmentInvalid(
             f"{where}: rendered to {type(value).__name__}; expected a path, a gs:// URI or "
@@ -90,6 +95,7 @@ def _one(value: Any, where: str, local_files: bool, root: Path | None) -> Attach
     if not text:
         raise AttachmentInvalid(f"{where}: rendered to an empty string")
     if text.startswith("gs://"):
+        _check_bucket(text, where, local_files)
         return Attachment(mime_type_of(_gs_object(text, where), where), uri=text)
     if "://" in text:
         raise AttachmentInvalid(
@@ -104,7 +110,7 @@ def _one(value: Any, where: str, local_files: bool, root: Path | None) -> Attach
     return _from_file(text, where, root)
 
 
-def _from_mapping(value: Mapping[str, Any], where: str) -> Attachment:
+def _from_mapping(value: Mapping[str, Any], where: str, local_files: bool) -> Attachment:
     unknown = sorted(set(value) - {"mime_type", "data", "uri"})
     if unknown:
         raise AttachmentInvalid(f"{where}: unknown key(s) {', '.join(map(repr, unknown))}")
@@ -117,6 +123,7 @@ def _from_mapping(value: Mapping[str, Any], where: str) -> Attachment:
         uri = value["uri"]
         if not isinstance(uri, str) or not uri.startswith("gs://"):
             raise AttachmentInvalid(f"{where}.uri: expected a gs:// URI")
+        _check_bucket(uri, f"{where}.uri", local_files)
         return Attachment(mime or mime_type_of(_gs_object(uri, where), where), uri=uri)
     if mime is None:
         raise AttachmentInvalid(f"{where}.mime_type: required with 'data'")
@@ -135,6 +142,19 @@ def _gs_object(uri: str, where: str) -> str:
     if not bucket or not name:
         raise AttachmentInvalid(f"{where}: {uri!r} names no object (gs://BUCKET/OBJECT)")
     return name
+
+
+def _check_bucket(uri: str, where: str, local_files: bool) -> None:
+    if local_files:
+        return
+    bucket = uri.removeprefix("gs://").split("/", 1)[0]
+    allowed = {b.strip() for b in os.environ.get(ENV_ATTACH_BUCKETS, "").split(",") if b.strip()}
+    if bucket not in allowed:
+        raise AttachmentInvalid(
+            f"{where}: bucket {bucket!r} is not one this deployment lets agents attach from "
+            f"({ENV_ATTACH_BUCKETS}={','.join(sorted(allowed))!r}); the model would read it "
+            "with the deployment's identity"
+        )
 
 
 def attach_root(root: Path | None = None) -> Path:
