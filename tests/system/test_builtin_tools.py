@@ -18,6 +18,7 @@ from agentgraph.backends.local import LocalRuntime, SqliteStore
 from agentgraph.core.status import NodeStatus, RunStatus
 from agentgraph.llm import default_router
 from agentgraph.tools import default_registry
+from agentgraph.tools.context import tool_context
 from agentgraph.tools.web import HttpPolicy, configure
 from tests.web_server import _Server, web_server
 
@@ -161,3 +162,22 @@ async def test_a_path_climbing_out_of_the_space_fails_the_node_naming_it(
     assert run.status == RunStatus.FAILED
     assert run.error is not None and run.error["type"] == "ToolRefused"
     assert "climbs out with '..'" in run.error["message"]
+
+
+async def test_a_sync_tool_learns_its_run_node_and_attempt_from_the_context(
+    tmp_path: Path,
+) -> None:
+    """The documented way for a tool to know its run (tools/context.py): the engine sets
+    it around the attempt; a sync tool on its worker thread sees a copy."""
+    registry = default_registry.child()
+
+    @registry.tool
+    def whoami() -> dict[str, Any]:
+        context = tool_context()
+        return {"run": context.run_id, "node": context.node_id, "attempt": context.attempt}
+
+    store = SqliteStore(str(tmp_path / "ctx.db"))
+    async with LocalRuntime(store, default_router({}), registry, workers=2) as rt:
+        run = await rt.run({"name": "ctx", "nodes": [{"id": "me", "tool": "whoami"}]})
+    store.close()
+    assert run.outputs == {"me": {"run": run.run_id, "node": "me", "attempt": 1}}
