@@ -3,7 +3,8 @@
 Routes: /text (a short text answer that echoes the Host header), /binary (bytes that are
 not text), /big?n=N (N bytes, streamed in 64 KiB chunks), /hang (answers only when the
 server stops: a test of the timeout, with nothing timed in the test),
-/redirect?to=URL (302 to URL), /loop (redirects to itself).
+/redirect?to=URL (302 to URL), /loop (redirects to itself), /cut (promises 1000 bytes,
+sends 10 and closes).
 """
 
 from __future__ import annotations
@@ -53,6 +54,14 @@ class _Handler(BaseHTTPRequestHandler):
                     n -= len(chunk)
             except (BrokenPipeError, ConnectionResetError):
                 pass  # the client stopped reading at its cap
+        elif parts.path == "/cut":
+            self.send_response(200)
+            self.send_header("Content-Type", "text/plain")
+            self.send_header("Content-Length", "1000")
+            self.end_headers()
+            self.wfile.write(b"only ten b")
+            self.wfile.flush()
+            self.close_connection = True
         elif parts.path == "/hang":
             self.server.stopping.wait()
         elif parts.path == "/redirect":

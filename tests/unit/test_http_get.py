@@ -241,6 +241,11 @@ async def test_a_refused_connection_is_a_retryable_error() -> None:
         await fetch("http://127.0.0.1:1/", loopback_allowed())
 
 
+async def test_a_connection_lost_mid_body_is_a_retryable_error(server: _Server) -> None:
+    with pytest.raises(RetryableToolError, match="could not fetch"):
+        await fetch(f"{base(server)}/cut", loopback_allowed())
+
+
 async def test_redirects_are_followed_within_the_allowlist(server: _Server) -> None:
     result = await fetch(f"{base(server)}/redirect?to=/text", loopback_allowed())
     assert (result["status"], result["url"]) == (200, f"{base(server)}/text")

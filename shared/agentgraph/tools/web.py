@@ -34,10 +34,11 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import ipaddress
 import os
 import socket
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -191,25 +192,32 @@ async def _follow(url: str, policy: HttpPolicy) -> dict[str, Any]:
         current = _parse(url)
         for hop in range(policy.max_redirects + 1):
             request = await _pinned_request(client, current, policy)
-            try:
+            async with _transport_errors_retryable(current):
                 response = await client.send(request, stream=True)
-            except httpx.TransportError as exc:
-                raise RetryableToolError(
-                    f"http_get: could not fetch {current}: {type(exc).__name__}: {exc}"
-                ) from exc
-            try:
-                location = response.headers.get("location")
-                if response.status_code in _REDIRECTS and location:
-                    if hop == policy.max_redirects:
-                        raise ToolRefused(
-                            f"http_get: more than {policy.max_redirects} redirects from {url}"
-                        )
-                    current = _parse(str(current.join(location)))
-                    continue
-                return await _result(current, response, policy.max_bytes)
-            finally:
-                await response.aclose()
+                try:
+                    location = response.headers.get("location")
+                    if response.status_code in _REDIRECTS and location:
+                        if hop == policy.max_redirects:
+                            raise ToolRefused(
+                                f"http_get: more than {policy.max_redirects} redirects from {url}"
+                            )
+                        current = _parse(str(current.join(location)))
+                        continue
+                    return await _result(current, response, policy.max_bytes)
+                finally:
+                    await response.aclose()
     raise AssertionError("unreachable")  # pragma: no cover
+
+
+@contextlib.asynccontextmanager
+async def _transport_errors_retryable(url: httpx.URL) -> AsyncIterator[None]:
+    """A connection that fails, on connecting or mid-body, is worth a retry."""
+    try:
+        yield
+    except httpx.TransportError as exc:
+        raise RetryableToolError(
+            f"http_get: could not fetch {url}: {type(exc).__name__}: {exc}"
+        ) from exc
 
 
 def _parse(url: str) -> httpx.URL:
