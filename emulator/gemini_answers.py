@@ -4,7 +4,9 @@ Tests can therefore assert them exactly:
 
 - The *answer* is `f"[{base_model}] {last_user_text}"`, where base_model is the model
   name without its `~...` fault suffix and last_user_text is the text parts of the last
-  `user` turn joined with "" (a repair turn therefore changes the answer).
+  `user` turn joined with "" (a repair turn therefore changes the answer), followed,
+  when that turn carries files (inline_data or file_data parts), by
+  ` [N attached: mime/type (B bytes), mime/type (gs://...)]`.
 - Text mode: the text is the answer. JSON mode (`responseMimeType: application/json`):
   the text is `json.dumps(value)` where value satisfies `responseSchema` (Gemini's
   OpenAPI subset, types like "OBJECT") or `responseJsonSchema` (JSON Schema): every
@@ -143,6 +145,50 @@ def declared_tools(body: dict[str, Any]) -> list[str]:
     ]
 
 
+def attachments_of(content: Any) -> list[dict[str, Any]]:
+    """The file parts of one turn: {"mime_type", "bytes"} for inline data (decoded
+    size), {"mime_type", "uri"} for file references."""
+    parts = content.get("parts") if isinstance(content, dict) else None
+    found: list[dict[str, Any]] = []
+    for part in parts if isinstance(parts, list) else []:
+        if not isinstance(part, dict):
+            continue
+        inline = part.get("inlineData") or part.get("inline_data")
+        file = part.get("fileData") or part.get("file_data")
+        if isinstance(inline, dict):
+            data = str(inline.get("data", ""))
+            try:
+                size = len(base64.b64decode(data + "=" * (-len(data) % 4), altchars=b"-_"))
+            except ValueError:
+                size = -1
+            mime = inline.get("mimeType") or inline.get("mime_type")
+            found.append({"mime_type": mime, "bytes": size})
+        elif isinstance(file, dict):
+            mime = file.get("mimeType") or file.get("mime_type")
+            found.append({"mime_type": mime, "uri": file.get("fileUri") or file.get("file_uri")})
+    return found
+
+
+def last_user_content(body: dict[str, Any]) -> Any:
+    contents = body.get("contents") or []
+    if isinstance(contents, dict):
+        contents = [contents]
+    users = [c for c in contents if isinstance(c, dict) and c.get("role", "user") == "user"]
+    return users[-1] if users else {}
+
+
+def _attached_note(files: list[dict[str, Any]]) -> str:
+    if not files:
+        return ""
+    described = ", ".join(
+        f"{f['mime_type']} ({f['bytes']} bytes)"
+        if "bytes" in f
+        else f"{f['mime_type']} ({f['uri']})"
+        for f in files
+    )
+    return f" [{len(files)} attached: {described}]"
+
+
 def user_turns(body: dict[str, Any]) -> list[str]:
     contents = body.get("contents") or []
     if isinstance(contents, dict):
@@ -259,6 +305,7 @@ def answer_for(body: dict[str, Any], base_model: str, faults: Faults, answered: 
         return Answer(text=said, finish_reason="STOP", usage=usage, calls=calls)
     turns = user_turns(body)
     answer = f"[{base_model}] {turns[-1] if turns else ''}"
+    answer += _attached_note(attachments_of(last_user_content(body)))
     finish = "STOP"
     if config.get("responseMimeType") == "application/json":
         schema = config.get("responseJsonSchema") or config.get("responseSchema")

@@ -44,9 +44,11 @@ from urllib.parse import unquote, urlsplit
 
 from emulator.gemini_answers import (
     answer_for,
+    attachments_of,
     declared_tools,
     error_body,
     error_message,
+    last_user_content,
     model_turns,
     response_chunks,
     returned_signatures,
@@ -166,6 +168,7 @@ class _Handler(BaseHTTPRequestHandler):
                     "tools": declared_tools(body),
                     "model_turns": model_turns(body),
                     "signatures": returned_signatures(body),
+                    "attachments": attachments_of(last_user_content(body)),
                     "status": error or 200,
                 }
             )
@@ -244,7 +247,8 @@ class GeminiStub:
 
     def calls(self) -> dict[str, Any]:
         """`{"total": n, "counts": [{model, faults, prompt, count}], "log": [...]}`;
-        each log entry records model, method, prompt, system, generation_config, status."""
+        each log entry records model, method, prompt, system, generation_config, status,
+        and the last user turn's files (`attachments`: mime_type with bytes or uri)."""
         return self._running().state.snapshot()
 
     def count(self, model: str | None = None, prompt: str | None = None) -> int:

@@ -17,15 +17,17 @@ locals {
 module "agentgraph" {
   source = "./modules/agentgraph"
 
-  project           = var.project
-  region            = var.region
-  pools             = var.pools
-  gemini_key_secret = var.gemini_key_secret
-  allowed_invokers  = var.allowed_invokers
-  tool_modules      = var.tool_modules
-  api_admins        = var.api_admins
-  api_audiences     = var.api_audiences
-  owner_limits      = var.owner_limits
+  project            = var.project
+  region             = var.region
+  pools              = var.pools
+  gemini_key_secret  = var.gemini_key_secret
+  allowed_invokers   = var.allowed_invokers
+  tool_modules       = var.tool_modules
+  http_allowed_hosts = var.http_allowed_hosts
+  attach_buckets     = var.attach_buckets
+  api_admins         = var.api_admins
+  api_audiences      = var.api_audiences
+  owner_limits       = var.owner_limits
 
   source_archive         = coalesce(var.source_archive, "${local.repo_root}/build/function-source.zip")
   firestore_rules_file   = "${local.repo_root}/firestore.rules"

@@ -41,6 +41,18 @@ variable "tool_modules" {
   default     = []
 }
 
+variable "http_allowed_hosts" {
+  description = "Host names the built-in http_get tool may fetch (empty: it refuses every URL)."
+  type        = list(string)
+  default     = []
+}
+
+variable "attach_buckets" {
+  description = "Buckets whose gs:// objects agents may attach (empty: none)."
+  type        = list(string)
+  default     = []
+}
+
 variable "allowed_invokers" {
   description = "IAM members allowed to call the api, e.g. [\"user:ada@example.com\"]."
   type        = list(string)

@@ -34,6 +34,7 @@ from agentgraph.core.graph import Graph, Node
 from agentgraph.core.limits import OwnerLimits, check_spend
 from agentgraph.core.lru import Lru
 from agentgraph.core.ports import (
+    Attachment,
     Dispatcher,
     Event,
     LlmProvider,
@@ -55,9 +56,11 @@ from agentgraph.core.validate import load_graph, validate_input
 from agentgraph.engine_agent import AgentLoop
 from agentgraph.engine_fanin import FanIn, template_values
 from agentgraph.engine_recovery import RUN_ENDED_WHILE_RUNNING, Recovery
+from agentgraph.llm import attachments
 from agentgraph.observability import engine_telemetry as telemetry
 from agentgraph.observability import metrics, tracing
 from agentgraph.observability.logs import log_fields
+from agentgraph.tools import context as tool_context
 
 log = logging.getLogger("agentgraph.engine")
 
@@ -107,6 +110,8 @@ class Engine(FanIn, Recovery, AgentLoop):
         lease_s: float = LEASE_S,
         owner_activity: OwnerActivityReader | None = None,
         owner_limits: OwnerLimits | None = None,
+        local_files: bool = False,
+        scratch: tool_context.ScratchSpace | None = None,
     ) -> None:
         self.store = store
         self.dispatcher = dispatcher
@@ -123,6 +128,10 @@ class Engine(FanIn, Recovery, AgentLoop):
         # node instead (core/limits.py); without, nothing is counted (the local backend).
         self.owner_activity = owner_activity
         self.owner_limits = owner_limits or OwnerLimits()
+        # Whether an agent's `attach` may read local paths (the local backend only).
+        self.local_files = local_files
+        # The runs' scratch space, for tools that ask (tools/context.py, tools/run_files.py).
+        self.scratch = scratch
         self._runs: Lru[str, RunContext] = Lru(_RUNS_KEPT, _RUN_BYTES, _context_size)
         self._graphs: Lru[tuple[str, ...], tuple[Graph, int]] = Lru(
             _GRAPHS_KEPT, _GRAPH_BYTES, lambda entry: entry[1]
@@ -341,10 +350,14 @@ class Engine(FanIn, Recovery, AgentLoop):
         model: str | None = None
         began = time.monotonic()
         try:
+            # Tools called in the attempt (by a tool node, or by an agent) learn their run
+            # from tools.context (e.g. the run's scratch space).
+            call = tool_context.ToolContext(run_id, node_id, attempt, self.scratch)
             async with self._leased(run_id, node_id, attempt), asyncio.timeout(node.timeout_s):
-                output, usage, model = await self._perform(
-                    run_id, context, node, attempt, claimed.usage
-                )
+                with tool_context.bound(call):
+                    output, usage, model = await self._perform(
+                        run_id, context, node, attempt, claimed.usage
+                    )
             _check_output_size(output)
             outcome = Outcome(NodeStatus.SUCCEEDED, output=output, usage=usage, model=model)
         except asyncio.CancelledError:
@@ -462,6 +475,7 @@ class Engine(FanIn, Recovery, AgentLoop):
         model = node.model_for_attempt(attempt)
         assert model is not None
         await self._check_budget(context)
+        attached = await self._attachments(node, values)
         request = LlmRequest(
             model=model,
             prompt=render(node.prompt, values),
@@ -475,6 +489,7 @@ class Engine(FanIn, Recovery, AgentLoop):
             output_schema=node.output_schema,
             timeout_s=node.timeout_s,
             stream=node.stream,
+            attachments=attached,
         )
         on_partial = self._partial_writer(run_id, node.id, attempt) if node.stream else None
         if node.tools:  # function calling: a loop of durable steps (engine_agent.py)
@@ -492,6 +507,13 @@ class Engine(FanIn, Recovery, AgentLoop):
             telemetry.record_llm(response.model, response.usage, response.text)
         output = response.data if node.output == "json" else response.text
         return output, response.usage, response.model
+
+    async def _attachments(self, node: Node, values: dict[str, Any]) -> tuple[Attachment, ...]:
+        """The node's `attach` entries rendered and read (files off the event loop)."""
+        if not node.attach:
+            return ()
+        rendered = [render_value(entry, values) for entry in node.attach]
+        return await asyncio.to_thread(attachments.resolve, rendered, local_files=self.local_files)
 
     async def _check_budget(self, context: RunContext) -> None:
         """Before a model call: is the run's owner within today's budget? Over it, the

@@ -52,6 +52,9 @@ DEPLOYED_ENV = {
     names.ENV_LIMIT_DAILY_USD,
     names.ENV_LIMIT_DAILY_TOKENS,
     names.ENV_TRACE,
+    names.ENV_RUN_FILES_BUCKET,
+    names.ENV_HTTP_ALLOWED_HOSTS,
+    names.ENV_ATTACH_BUCKETS,
 }
 LOCAL_ONLY_ENV = {
     names.ENV_DB: "SQLite file of the local backend",
@@ -62,6 +65,12 @@ LOCAL_ONLY_ENV = {
     names.ENV_GEMINI_BASE_URL: "points google-genai at a local stub",
     names.ENV_API_URL: "the CLI's --api: a caller's setting, not a function's",
     names.ENV_API_TOKEN: "the CLI's --token: a caller's setting, not a function's",
+    names.ENV_ATTACH_ROOT: "local paths in `attach` are read by the local backend only",
+    names.ENV_RUN_FILES: "the local backend's scratch folder (GCP uses the bucket)",
+    names.ENV_HTTP_MAX_BYTES: "optional tuning of http_get; the deployment keeps the default",
+    names.ENV_HTTP_TIMEOUT_S: "optional tuning of http_get; the deployment keeps the default",
+    names.ENV_RUN_FILE_MAX_BYTES: "optional cap of run files; the deployment keeps the default",
+    names.ENV_RUN_FILES_MAX_TOTAL_BYTES: "optional cap; the deployment keeps the default",
 }
 # Deployed variables that only some functions get; every other deployed one is on all of them.
 ENV_ONLY_ON = {
@@ -71,6 +80,9 @@ ENV_ONLY_ON = {
     names.ENV_POOL: {"exec"},
     names.ENV_ADMINS: {"api"},
     names.ENV_API_AUDIENCE: {"api"},
+    names.ENV_RUN_FILES_BUCKET: {"exec"},
+    names.ENV_HTTP_ALLOWED_HOSTS: {"exec"},
+    names.ENV_ATTACH_BUCKETS: {"exec"},
 }
 
 PRIMITIVE_ROLES = {"roles/owner", "roles/editor", "roles/viewer"}
@@ -368,6 +380,43 @@ def test_exec_learns_the_retry_url_and_the_tasks_identity_from_terraform(
     )
     api = module_tf.env_map("${local.api_only_env}")
     assert api[names.ENV_ADMINS] == '${join(",", var.api_admins)}'
+
+
+def test_exec_learns_the_run_files_bucket_and_the_tool_allowlists_from_terraform(
+    module_tf: TfConfig, root_tf: TfConfig
+) -> None:
+    env = module_tf.env_map("${local.exec_only_env}")
+    assert env[names.ENV_RUN_FILES_BUCKET] == "${google_storage_bucket.run_files.name}"
+    assert env[names.ENV_HTTP_ALLOWED_HOSTS] == '${join(",", var.http_allowed_hosts)}'
+    assert module_tf.variables["http_allowed_hosts"]["default"] == []  # refuse all by default
+    assert root_tf.modules["agentgraph"]["http_allowed_hosts"] == "${var.http_allowed_hosts}"
+    assert env[names.ENV_ATTACH_BUCKETS] == '${join(",", var.attach_buckets)}'
+    assert module_tf.variables["attach_buckets"]["default"] == []
+
+
+# --- run files ---------------------------------------------------------------------------------
+
+
+def test_the_run_files_bucket_is_private_and_forgets_scratch_files(module_tf: TfConfig) -> None:
+    from agentgraph.backends.gcp.scratch import PREFIX
+
+    bucket = module_tf.of_type("google_storage_bucket")["run_files"]
+    assert bucket["name"] == "${var.project}-agentgraph-run-files"
+    assert bucket["uniform_bucket_level_access"] is True
+    assert bucket["public_access_prevention"] == "enforced"
+    ages = [block(rule, "condition").get("age") for rule in blocks(bucket, "lifecycle_rule")]
+    assert "${var.run_files_retention_days}" in ages
+    assert PREFIX == "runs"  # objects at gs://<bucket>/runs/<run_id>/<path>
+
+
+def test_only_exec_may_use_the_run_files_and_only_that_bucket(module_tf: TfConfig) -> None:
+    grants = module_tf.of_type("google_storage_bucket_iam_member")
+    run_files = {n: g for n, g in grants.items() if "run_files" in g["bucket"]}
+    assert list(run_files) == ["exec_uses_run_files"]
+    grant = run_files["exec_uses_run_files"]
+    assert grant["bucket"] == "${google_storage_bucket.run_files.name}"
+    assert grant["role"] == "roles/storage.objectUser"
+    assert grant["member"] == '${google_service_account.runtime["exec"].member}'
 
 
 # --- the Gemini key ---------------------------------------------------------------------------

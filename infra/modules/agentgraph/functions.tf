@@ -40,6 +40,12 @@ locals {
   # exec schedules retries: where Cloud Tasks should POST them.
   exec_only_env = {
     (local.env_retry_url) = google_cloudfunctions2_function.control["retry"].service_config[0].uri
+    # The built-in tools, which only exec runs: the runs' scratch bucket (run_files.tf) and
+    # the hosts http_get may fetch (none by default: http_get refuses every URL); the
+    # buckets agents may attach gs:// files from (none by default).
+    (local.env_run_files_bucket)   = google_storage_bucket.run_files.name
+    (local.env_http_allowed_hosts) = join(",", var.http_allowed_hosts)
+    (local.env_attach_buckets)     = join(",", var.attach_buckets)
   }
 
   # Per pool: the pool the function serves (the subscription filter already routes by pool;

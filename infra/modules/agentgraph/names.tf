@@ -43,5 +43,8 @@ locals {
   env_limit_running_runs = "AGENTGRAPH_LIMIT_RUNNING_RUNS"
   env_limit_daily_usd    = "AGENTGRAPH_LIMIT_DAILY_USD"
   env_limit_daily_tokens = "AGENTGRAPH_LIMIT_DAILY_TOKENS"
+  env_run_files_bucket   = "AGENTGRAPH_RUN_FILES_BUCKET"
+  env_http_allowed_hosts = "AGENTGRAPH_HTTP_ALLOWED_HOSTS"
+  env_attach_buckets     = "AGENTGRAPH_ATTACH_BUCKETS"
   env_trace              = "AGENTGRAPH_TRACE"
 }

@@ -74,6 +74,24 @@ variable "tool_modules" {
   default     = []
 }
 
+variable "http_allowed_hosts" {
+  description = "Host names the built-in http_get tool may fetch on exec (AGENTGRAPH_HTTP_ALLOWED_HOSTS); \"*.example.com\" allows subdomains. Empty: http_get refuses every URL."
+  type        = list(string)
+  default     = []
+}
+
+variable "attach_buckets" {
+  description = "Buckets whose gs:// objects agents may attach (AGENTGRAPH_ATTACH_BUCKETS). Gemini on Vertex AI reads them with the project's identity, not the caller's, so list only buckets every api caller may read. Empty: no gs:// attachments."
+  type        = list(string)
+  default     = []
+}
+
+variable "run_files_retention_days" {
+  description = "Days the runs' scratch files (read_run_file/write_run_file, gs://<project>-agentgraph-run-files/runs/<run_id>/) are kept before Cloud Storage deletes them."
+  type        = number
+  default     = 7
+}
+
 variable "gemini_key_secret" {
   description = "Secret Manager secret id (short name, same project) that holds the Gemini API key. Created outside Terraform so the key never enters the state."
   type        = string

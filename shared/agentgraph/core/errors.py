@@ -200,6 +200,17 @@ class RetryableToolError(AgentgraphError):
     """Raise from a tool to ask for a retry with backoff (e.g. a flaky HTTP call)."""
 
 
+class ToolRefused(AgentgraphError, ValueError):
+    """A built-in tool refused its arguments under its safety policy (a host not on the
+    allowlist, a private address, a path outside the run's scratch space, a size cap).
+    Permanent: the same call would be refused again."""
+
+
+class AttachmentInvalid(AgentgraphError, ValueError):
+    """An agent's `attach` entry rendered to something that cannot be sent to the model
+    (no such file, too large, unknown MIME type, a local path on a cloud backend)."""
+
+
 class OutputTooLarge(AgentgraphError, ValueError):
     """A node's output is over the size limit (`engine.MAX_OUTPUT_BYTES`)."""
 

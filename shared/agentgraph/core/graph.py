@@ -37,6 +37,7 @@ class Node:
     output_schema: dict[str, Any] | None = None
     stream: bool = False
     when: str | None = None
+    attach: tuple[str | dict[str, Any], ...] = ()  # templates; rendered when the node runs
     reads: frozenset[str] = frozenset()  # ancestors whose results the templates read
     tools: tuple[str, ...] = ()  # an agent's function-calling tools (engine_agent.py)
     max_turns: int = 10

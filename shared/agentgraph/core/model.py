@@ -20,6 +20,8 @@ MAX_NODES = 2000
 MAX_TURNS = 100
 DEFAULT_MAX_TURNS = 10
 MAX_TOOLS = 64
+MAX_ATTACHMENTS = 16
+_ATTACH_KEYS = frozenset({"mime_type", "data", "uri"})
 
 
 class OnError(StrEnum):
@@ -86,6 +88,10 @@ class NodeSpec(_NodeSettings):
     output: Literal["text", "json"] = "text"
     output_schema: dict[str, Any] | None = None
     when: str | None = Field(None, min_length=1, max_length=2000)
+    # Files sent to the model with the prompt (agent nodes): each a template rendering to
+    # a local path (local backend), a gs:// URI, or {mime_type, data (base64)} / {uri,
+    # mime_type}; llm/attachments.py turns the rendered values into parts.
+    attach: list[str | dict[str, Any]] | None = Field(None, max_length=MAX_ATTACHMENTS)
 
     @model_validator(mode="after")
     def _tool_or_agent(self) -> NodeSpec:
@@ -105,7 +111,30 @@ class NodeSpec(_NodeSettings):
             raise ValueError("'args' is for tool nodes; an agent node takes 'prompt'")
         if self.output_schema is not None and self.output != "json":
             raise ValueError("'output_schema' needs 'output: json'")
+        if self.attach is not None and self.tool is not None:
+            raise ValueError("'attach' is for agent nodes; a tool node takes 'args'")
+        for i, entry in enumerate(self.attach or ()):
+            _check_attach_entry(i, entry)
         return self
+
+
+def _check_attach_entry(i: int, entry: str | dict[str, Any]) -> None:
+    """The shape of one literal `attach` entry; what a template renders to is checked
+    when the node runs (llm/attachments.py), with the same field names."""
+    if isinstance(entry, str):
+        if not entry.strip():
+            raise ValueError(f"attach[{i}] is empty")
+        return
+    unknown = sorted(set(entry) - _ATTACH_KEYS)
+    if unknown:
+        raise ValueError(
+            f"attach[{i}] has unknown key(s) {', '.join(map(repr, unknown))}; an entry is "
+            "a path or gs:// URI, or a mapping of mime_type with data (base64) or uri"
+        )
+    if ("data" in entry) == ("uri" in entry):
+        raise ValueError(f"attach[{i}] needs exactly one of 'data' (base64) and 'uri'")
+    if "data" in entry and "mime_type" not in entry:
+        raise ValueError(f"attach[{i}].mime_type is required with 'data'")
 
 
 class GraphSpec(_Strict):

@@ -109,3 +109,22 @@ ENV_LIMIT_DAILY_TOKENS = "AGENTGRAPH_LIMIT_DAILY_TOKENS"
 # Where traces and metrics go: off (default) | console | otlp | file | gcp (Terraform: gcp,
 # Cloud Trace and Cloud Monitoring). agentgraph.observability reads it.
 ENV_TRACE = "AGENTGRAPH_TRACE"
+
+# The built-in http_get tool (tools/web.py): allowed host names, comma-separated
+# (`*.example.com` for subdomains); unset or empty refuses every URL. Body cap and deadline.
+ENV_HTTP_ALLOWED_HOSTS = "AGENTGRAPH_HTTP_ALLOWED_HOSTS"
+ENV_HTTP_MAX_BYTES = "AGENTGRAPH_HTTP_MAX_BYTES"
+ENV_HTTP_TIMEOUT_S = "AGENTGRAPH_HTTP_TIMEOUT_S"
+# The folder an agent's `attach` may read local files from (the local backend only);
+# default: the working directory (llm/attachments.py).
+ENV_ATTACH_ROOT = "AGENTGRAPH_ATTACH_ROOT"
+# Buckets whose gs:// objects an agent may attach on GCP (comma-separated; empty: none).
+# The model's service reads them with the deployment's identity, not the caller's.
+ENV_ATTACH_BUCKETS = "AGENTGRAPH_ATTACH_BUCKETS"
+# The runs' scratch space (tools/run_files.py): a folder on the local backend (default
+# `<db>.files/` beside the SQLite file); on GCP a bucket, files at gs://BUCKET/runs/ID/
+# (Terraform creates it and sets the variable on the exec functions). Caps in bytes.
+ENV_RUN_FILES = "AGENTGRAPH_RUN_FILES"
+ENV_RUN_FILES_BUCKET = "AGENTGRAPH_RUN_FILES_BUCKET"
+ENV_RUN_FILE_MAX_BYTES = "AGENTGRAPH_RUN_FILE_MAX_BYTES"
+ENV_RUN_FILES_MAX_TOTAL_BYTES = "AGENTGRAPH_RUN_FILES_MAX_TOTAL_BYTES"

@@ -455,6 +455,16 @@ class FunctionSpec:
 
 
 @dataclass(frozen=True)
+class Attachment:
+    """A file sent to the model with the prompt: inline bytes, or a URI the model's
+    service reads itself (gs://...). Built by llm/attachments.py from a node's `attach`."""
+
+    mime_type: str
+    data: bytes | None = None
+    uri: str | None = None
+
+
+@dataclass(frozen=True)
 class LlmRequest:
     model: str
     prompt: str
@@ -471,6 +481,7 @@ class LlmRequest:
     # Function calling: the tools the model may call, and the turns after the prompt.
     functions: tuple[FunctionSpec, ...] = ()
     turns: tuple[Turn, ...] = ()
+    attachments: tuple[Attachment, ...] = ()  # parts after the prompt, in order
 
 
 @dataclass

@@ -369,6 +369,7 @@ def _templates_of(spec: NodeSpec) -> Iterator[_Template]:
     if spec.when is not None:
         yield _Template("when", spec.when, True)
     yield from _arg_templates("args", spec.args)
+    yield from _arg_templates("attach", spec.attach or [])
 
 
 def _arg_templates(path: str, value: Any) -> Iterator[_Template]:
@@ -555,6 +556,7 @@ def _resolve(s: NodeSpec, d: Defaults, children: list[str], reads: frozenset[str
         output_schema=s.output_schema,
         stream=bool(_pick(s.stream, d.stream, False)),
         when=s.when,
+        attach=tuple(s.attach or ()),
         reads=reads,
         tools=tuple(_pick(s.tools, d.tools, ())) if s.prompt is not None else (),
         max_turns=int(_pick(s.max_turns, d.max_turns, DEFAULT_MAX_TURNS)),

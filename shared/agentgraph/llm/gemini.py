@@ -154,7 +154,7 @@ class GeminiProvider:
         json_mode = request.output == "json"
         if json_mode and request.output_schema is not None:
             _check_schema(request.output_schema, request.model)
-        contents = [_turn("user", request.prompt), *(functions.content(t) for t in request.turns)]
+        contents = [_first_turn(request), *(functions.content(t) for t in request.turns)]
         text, model, usage, calls = await self._call(request, contents, on_partial)
         if calls:
             return LlmResponse(text=text, model=model, usage=usage, calls=calls)
@@ -270,6 +270,22 @@ def _is_stub(base_url: str) -> bool:
 
 def _turn(role: str, text: str) -> types.Content:
     return types.Content(role=role, parts=[types.Part(text=text)])
+
+
+def _first_turn(request: LlmRequest) -> types.Content:
+    """The prompt, then the node's attachments as parts in their order: inline bytes as
+    inline_data, gs:// files as file_data (the service reads them itself)."""
+    parts = [types.Part(text=request.prompt)]
+    for attachment in request.attachments:
+        if attachment.data is not None:
+            parts.append(
+                types.Part.from_bytes(data=attachment.data, mime_type=attachment.mime_type)
+            )
+        elif attachment.uri is not None:
+            parts.append(
+                types.Part.from_uri(file_uri=attachment.uri, mime_type=attachment.mime_type)
+            )
+    return types.Content(role="user", parts=parts)
 
 
 def _config(request: LlmRequest) -> types.GenerateContentConfig | None:

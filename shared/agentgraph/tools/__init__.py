@@ -83,3 +83,14 @@ def load_modules(modules: Iterable[str]) -> None:
         if os.getcwd() not in sys.path:
             sys.path.insert(0, os.getcwd())
         importlib.import_module(module)
+
+
+def _register_builtins() -> None:
+    """The built-in tools (http_get; read_run_file and write_run_file) are in every
+    registry, so a graph may name them wherever agentgraph runs. Each is safe by
+    default: see its module for what it refuses."""
+    importlib.import_module("agentgraph.tools.web")
+    importlib.import_module("agentgraph.tools.run_files")
+
+
+_register_builtins()

@@ -58,6 +58,7 @@ def _build_engine() -> Engine:
     from agentgraph.backends.gcp.cloud_tasks_retries import CloudTasksRetries
     from agentgraph.backends.gcp.firestore_owner_activity import FirestoreOwnerActivity
     from agentgraph.backends.gcp.pubsub_dispatcher import PubSubDispatcher
+    from agentgraph.backends.gcp.scratch import GcsScratch
     from agentgraph.core.limits import OwnerLimits
     from agentgraph.engine import Engine
     from agentgraph.llm import default_router
@@ -78,6 +79,8 @@ def _build_engine() -> Engine:
         # Per-owner limits (AGENTGRAPH_LIMIT_*), counted from the runs on the same client.
         owner_activity=FirestoreOwnerActivity(store.client),
         owner_limits=OwnerLimits.from_env(os.environ),
+        # The runs' files (read_run_file/write_run_file), if AGENTGRAPH_RUN_FILES_BUCKET.
+        scratch=GcsScratch.from_env(),
     )
 
 

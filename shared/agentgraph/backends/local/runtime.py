@@ -22,6 +22,7 @@ from agentgraph.core.ports import LlmProvider, RunRecord, Store, ToolRegistry
 from agentgraph.core.status import NodeStatus
 from agentgraph.engine import Engine
 from agentgraph.observability import tracing
+from agentgraph.tools.run_files import LocalScratch
 
 log = logging.getLogger("agentgraph.local")
 
@@ -152,7 +153,16 @@ class LocalRuntime:
         self.workers = workers
         self._delivery = _Delivery()
         self.engine = Engine(
-            store, self._delivery, self._delivery, llm, tools, partial_interval_s=partial_interval_s
+            store,
+            self._delivery,
+            self._delivery,
+            llm,
+            tools,
+            partial_interval_s=partial_interval_s,
+            local_files=True,
+            # The runs' files (read_run_file/write_run_file): a folder beside the SQLite
+            # file, or AGENTGRAPH_RUN_FILES (tools/run_files.py).
+            scratch=LocalScratch.next_to(str(getattr(store, "path", ":memory:"))),
         )
         self._delivery.engine = self.engine
         self._workers: list[asyncio.Task[None]] = []
