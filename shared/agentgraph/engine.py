@@ -15,6 +15,7 @@ import hashlib
 import inspect
 import json
 import logging
+import os
 import random
 import secrets
 import time
@@ -33,11 +34,13 @@ from agentgraph.core.errors import (
 from agentgraph.core.graph import Graph, Node
 from agentgraph.core.limits import OwnerLimits, check_spend
 from agentgraph.core.lru import Lru
+from agentgraph.core.model_gate import config_from_env
 from agentgraph.core.ports import (
     Dispatcher,
     Event,
     LlmProvider,
     LlmRequest,
+    ModelGate,
     NodeError,
     NodeRecord,
     Outcome,
@@ -53,6 +56,7 @@ from agentgraph.core.status import NodeStatus, RunStatus
 from agentgraph.core.templates import condition_holds, render, render_value
 from agentgraph.core.validate import load_graph, validate_input
 from agentgraph.engine_fanin import FanIn, template_values
+from agentgraph.engine_gate import LocalModelGate, ModelGating, Ticket
 from agentgraph.engine_recovery import RUN_ENDED_WHILE_RUNNING, Recovery
 from agentgraph.observability import engine_telemetry as telemetry
 from agentgraph.observability import metrics, tracing
@@ -82,12 +86,13 @@ class RunContext:
     owner: str | None = None  # whose limits the run's model calls count against
 
 
-class Engine(FanIn, Recovery):
+class Engine(FanIn, Recovery, ModelGating):
     """One engine per process; it caches each run's compiled graph (immutable per run).
 
     Its three message kinds are split over three modules: node-ready here (`execute`),
     node-finished in `engine_fanin.py` (`complete`), retries and recovery in
-    `engine_recovery.py` (`retry`, `cancel`, `sweep`, `resume`)."""
+    `engine_recovery.py` (`retry`, `cancel`, `sweep`, `resume`); the per-model limits and
+    circuit breaker around model calls are `engine_gate.py`."""
 
     def __init__(
         self,
@@ -105,6 +110,7 @@ class Engine(FanIn, Recovery):
         lease_s: float = LEASE_S,
         owner_activity: OwnerActivityReader | None = None,
         owner_limits: OwnerLimits | None = None,
+        model_gate: ModelGate | None = None,
     ) -> None:
         self.store = store
         self.dispatcher = dispatcher
@@ -121,6 +127,11 @@ class Engine(FanIn, Recovery):
         # node instead (core/limits.py); without, nothing is counted (the local backend).
         self.owner_activity = owner_activity
         self.owner_limits = owner_limits or OwnerLimits()
+        # Per-model rate, concurrency and circuit breaker (engine_gate.py). Without one,
+        # an in-process gate configured from AGENTGRAPH_MODEL_* / AGENTGRAPH_BREAKER_*.
+        if model_gate is None:
+            model_gate = LocalModelGate(config_from_env(os.environ), clock=clock)
+        self.gate = model_gate
         self._runs: Lru[str, RunContext] = Lru(_RUNS_KEPT, _RUN_BYTES, _context_size)
         self._graphs: Lru[tuple[str, ...], tuple[Graph, int]] = Lru(
             _GRAPHS_KEPT, _GRAPH_BYTES, lambda entry: entry[1]
@@ -286,9 +297,11 @@ class Engine(FanIn, Recovery):
             log_fields(run_id=run_id, node_id=node_id, attempt=attempt),
             tracing.span(f"node {node_id}", attributes),
         ):
-            await self._execute(run_id, node_id, attempt)
+            await self._gated_execute(run_id, node_id, attempt)
 
-    async def _execute(self, run_id: str, node_id: str, attempt: int) -> None:
+    async def _execute(
+        self, run_id: str, node_id: str, attempt: int, ticket: Ticket | None = None
+    ) -> None:
         context = await self._context(run_id)
         if context is None or node_id not in context.graph.nodes:
             log.warning("node-ready for unknown run/node %s/%s: dropped", run_id, node_id)
@@ -337,10 +350,11 @@ class Engine(FanIn, Recovery):
             )
         usage = Usage()
         model: str | None = None
+        attempt_model = ticket.model if ticket is not None else node.model_for_attempt(attempt)
         began = time.monotonic()
         try:
             async with self._leased(run_id, node_id, attempt), asyncio.timeout(node.timeout_s):
-                output, usage, model = await self._perform(run_id, context, node, attempt)
+                output, usage, model = await self._perform(run_id, context, node, attempt, ticket)
             _check_output_size(output)
             outcome = Outcome(NodeStatus.SUCCEEDED, output=output, usage=usage, model=model)
         except asyncio.CancelledError:
@@ -351,12 +365,10 @@ class Engine(FanIn, Recovery):
             action = readiness.after_failure(node, attempt, error, self.rng)
             tracing.mark_error(error.type, error.message)
             if isinstance(action, readiness.Retry):
-                telemetry.record_attempt(node, "retrying", node.model_for_attempt(attempt), began)
+                telemetry.record_attempt(node, "retrying", attempt_model, began)
                 await self._schedule_retry(run_id, node, attempt, error, action, usage)
                 return
-            outcome = Outcome(
-                NodeStatus.FAILED, error=error, usage=usage, model=node.model_for_attempt(attempt)
-            )
+            outcome = Outcome(NodeStatus.FAILED, error=error, usage=usage, model=attempt_model)
         telemetry.record_attempt(node, outcome.status.value, outcome.model, began)
         with tracing.span("finish"):
             finished = await self.store.finish_node(run_id, node_id, attempt, outcome, self.clock())
@@ -438,7 +450,12 @@ class Engine(FanIn, Recovery):
             await self.retries.schedule(run_id, node.id, attempt + 1, record.next_attempt_at)
 
     async def _perform(
-        self, run_id: str, context: RunContext, node: Node, attempt: int
+        self,
+        run_id: str,
+        context: RunContext,
+        node: Node,
+        attempt: int,
+        ticket: Ticket | None = None,
     ) -> tuple[Any, Usage, str | None]:
         values = await self._template_context(run_id, context, node.reads)
         if node.kind == "tool":
@@ -450,7 +467,7 @@ class Engine(FanIn, Recovery):
             ):
                 return await self._call_tool(node.tool, args), Usage(), None
         assert node.prompt is not None
-        model = node.model_for_attempt(attempt)
+        model = ticket.model if ticket is not None else node.model_for_attempt(attempt)
         assert model is not None
         await self._check_budget(context)
         request = LlmRequest(
@@ -469,7 +486,7 @@ class Engine(FanIn, Recovery):
         )
         on_partial = self._partial_writer(run_id, node.id, attempt) if node.stream else None
         with tracing.span(f"chat {model}", telemetry.llm_attributes(request)):
-            response = await self.llm.generate(request, on_partial)
+            response = await self._generate(request, on_partial, ticket)
             telemetry.record_llm(response.model, response.usage, response.text)
         output = response.data if node.output == "json" else response.text
         return output, response.usage, response.model

@@ -56,7 +56,9 @@ def reset() -> None:
 
 def _build_engine() -> Engine:
     from agentgraph.backends.gcp.cloud_tasks_retries import CloudTasksRetries
+    from agentgraph.backends.gcp.firestore_model_gate import FirestoreModelGate
     from agentgraph.backends.gcp.firestore_owner_activity import FirestoreOwnerActivity
+    from agentgraph.core.model_gate import config_from_env
     from agentgraph.backends.gcp.pubsub_dispatcher import PubSubDispatcher
     from agentgraph.core.limits import OwnerLimits
     from agentgraph.engine import Engine
@@ -78,6 +80,9 @@ def _build_engine() -> Engine:
         # Per-owner limits (AGENTGRAPH_LIMIT_*), counted from the runs on the same client.
         owner_activity=FirestoreOwnerActivity(store.client),
         owner_limits=OwnerLimits.from_env(os.environ),
+        # Per-model limits and circuit breakers shared by every instance (one document per
+        # model): AGENTGRAPH_MODEL_CONCURRENCY / _RATE, AGENTGRAPH_BREAKER_*.
+        model_gate=FirestoreModelGate(store.client, config_from_env(os.environ)),
     )
 
 
@@ -90,7 +95,9 @@ def _retries_from_env(cls: Any) -> Any:
 
 
 class _NoRetryUrl:
-    async def schedule(self, run_id: str, node_id: str, attempt: int, at: float) -> None:
+    async def schedule(
+        self, run_id: str, node_id: str, attempt: int, at: float, *, tag: str = ""
+    ) -> None:
         raise Misconfigured(
             f"{names.ENV_RETRY_URL} is not set in this function, so it cannot schedule the "
             f"retry of {run_id}/{node_id} attempt {attempt}; only exec-<pool> functions "
