@@ -53,6 +53,8 @@ log = logging.getLogger("agentgraph.engine")
 HOLD_MARGIN_S = 10.0
 # How long one delivery may wait in total for a token or a slot before delaying the node.
 MAX_WAIT_S = 5.0
+# All slots taken: ask again after 50 ms, then twice as long each time (7 reads in 5 s).
+FIRST_BUSY_PAUSE_S = 0.05
 
 
 @dataclass
@@ -107,7 +109,7 @@ class ModelGating:
         if node.fallback_model and node.fallback_model != primary:
             models.append(node.fallback_model)
         hold_s = node.timeout_s + HOLD_MARGIN_S
-        waited = 0.0
+        waited, backoff = 0.0, FIRST_BUSY_PAUSE_S
         while True:
             refusals: list[Refused] = []
             for model in models:
@@ -127,8 +129,10 @@ class ModelGating:
                     break  # a busy or rate-limited model is waited for, not switched from
             refusal = min(refusals, key=lambda r: r.retry_at)
             pause = max(0.0, refusal.retry_at - self.clock())
+            if refusal.because == "busy":  # when a slot frees is unknown: ask again soon
+                pause, backoff = min(pause, backoff), backoff * 2
             if not any(r.breaker for r in refusals) and waited + pause <= MAX_WAIT_S:
-                pause += self.rng.uniform(0.0, 0.05)
+                pause += self.rng.uniform(0.0, 0.01)
                 waited += pause
                 await asyncio.sleep(pause)
                 continue

@@ -194,7 +194,7 @@ def admit(
             return state, Refused("open", state.open_until)
         probe = True
     elif state.breaker == "half_open":
-        if state.probe is not None and (state.probe_until or 0.0) > now:
+        if state.probe is not None and state.probe_until is not None and state.probe_until > now:
             return state, Refused("probing", now + RECHECK_S)
         probe = True
     if limit.concurrency is not None and len(slots) >= limit.concurrency:
@@ -203,7 +203,8 @@ def admit(
     if limit.rate_per_s is not None:
         rate = limit.rate_per_s
         have = limit.burst if tokens is None else tokens
-        have = min(limit.burst, have + max(0.0, now - (tokens_at or now)) * rate)
+        since = now if tokens_at is None else tokens_at
+        have = min(limit.burst, have + max(0.0, now - since) * rate)
         if have < 1.0:
             return state, Refused("rate", now + (1.0 - have) / rate)
         tokens, tokens_at = have - 1.0, now

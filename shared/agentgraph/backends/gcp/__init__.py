@@ -58,9 +58,9 @@ def _build_engine() -> Engine:
     from agentgraph.backends.gcp.cloud_tasks_retries import CloudTasksRetries
     from agentgraph.backends.gcp.firestore_model_gate import FirestoreModelGate
     from agentgraph.backends.gcp.firestore_owner_activity import FirestoreOwnerActivity
-    from agentgraph.core.model_gate import config_from_env
     from agentgraph.backends.gcp.pubsub_dispatcher import PubSubDispatcher
     from agentgraph.core.limits import OwnerLimits
+    from agentgraph.core.model_gate import config_from_env
     from agentgraph.engine import Engine
     from agentgraph.llm import default_router
     from agentgraph.tools import default_registry, load_modules
