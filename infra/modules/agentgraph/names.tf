@@ -44,4 +44,9 @@ locals {
   env_limit_daily_usd    = "AGENTGRAPH_LIMIT_DAILY_USD"
   env_limit_daily_tokens = "AGENTGRAPH_LIMIT_DAILY_TOKENS"
   env_trace              = "AGENTGRAPH_TRACE"
+  env_model_concurrency  = "AGENTGRAPH_MODEL_CONCURRENCY"
+  env_model_rate         = "AGENTGRAPH_MODEL_RATE"
+  env_breaker_failures   = "AGENTGRAPH_BREAKER_FAILURES"
+  env_breaker_window_s   = "AGENTGRAPH_BREAKER_WINDOW_S"
+  env_breaker_cooldown_s = "AGENTGRAPH_BREAKER_COOLDOWN_S"
 }
