@@ -120,8 +120,8 @@ class ModelGating:
                             run_id,
                             node.id,
                             attempt,
-                            f"model {primary} is failing (circuit "
-                            f"open): this attempt uses fallback_model {model}",
+                            f"model {primary} is failing (circuit {refusals[0].because}): "
+                            f"this attempt uses fallback_model {model}",
                         )
                     return Ticket(model, decision)
                 refusals.append(decision)
