@@ -423,7 +423,9 @@ class _Wire:
         self.counts["publishes"] += 1
         self.outbox.append(NodeFinished(run_id=run_id, node_id=node_id, status=status))
 
-    async def schedule(self, run_id: str, node_id: str, attempt: int, at: float) -> None:
+    async def schedule(
+        self, run_id: str, node_id: str, attempt: int, at: float, *, tag: str = ""
+    ) -> None:
         self.counts["tasks"] += 1
 
 

@@ -28,6 +28,7 @@ module "agentgraph" {
   api_admins         = var.api_admins
   api_audiences      = var.api_audiences
   owner_limits       = var.owner_limits
+  model_limits       = var.model_limits
 
   source_archive         = coalesce(var.source_archive, "${local.repo_root}/build/function-source.zip")
   firestore_rules_file   = "${local.repo_root}/firestore.rules"

@@ -82,6 +82,18 @@ variable "owner_limits" {
   default = {}
 }
 
+variable "model_limits" {
+  description = "Per-model limits across the deployment (concurrency, rate_per_s: \"MODEL=N,*=N\") and the circuit breaker (breaker_failures, breaker_window_s, breaker_cooldown_s)."
+  type = object({
+    concurrency        = optional(string, "")
+    rate_per_s         = optional(string, "")
+    breaker_failures   = optional(number, 5)
+    breaker_window_s   = optional(number, 60)
+    breaker_cooldown_s = optional(number, 30)
+  })
+  default = {}
+}
+
 variable "source_archive" {
   description = "Function source zip; defaults to build/function-source.zip at the repository root (`make package`)."
   type        = string

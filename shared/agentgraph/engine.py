@@ -15,6 +15,7 @@ import hashlib
 import inspect
 import json
 import logging
+import os
 import random
 import secrets
 import time
@@ -33,12 +34,14 @@ from agentgraph.core.errors import (
 from agentgraph.core.graph import Graph, Node
 from agentgraph.core.limits import OwnerLimits, check_spend
 from agentgraph.core.lru import Lru
+from agentgraph.core.model_gate import config_from_env
 from agentgraph.core.ports import (
     Attachment,
     Dispatcher,
     Event,
     LlmProvider,
     LlmRequest,
+    ModelGate,
     NodeError,
     NodeRecord,
     Outcome,
@@ -55,6 +58,7 @@ from agentgraph.core.templates import condition_holds, render, render_value
 from agentgraph.core.validate import load_graph, validate_input
 from agentgraph.engine_agent import AgentLoop
 from agentgraph.engine_fanin import FanIn, template_values
+from agentgraph.engine_gate import LocalModelGate, ModelGating, Ticket
 from agentgraph.engine_recovery import RUN_ENDED_WHILE_RUNNING, Recovery
 from agentgraph.llm import attachments
 from agentgraph.observability import engine_telemetry as telemetry
@@ -86,13 +90,14 @@ class RunContext:
     owner: str | None = None  # whose limits the run's model calls count against
 
 
-class Engine(FanIn, Recovery, AgentLoop):
+class Engine(FanIn, Recovery, AgentLoop, ModelGating):
     """One engine per process; it caches each run's compiled graph (immutable per run).
 
     Its three message kinds are split over three modules: node-ready here (`execute`),
     node-finished in `engine_fanin.py` (`complete`), retries and recovery in
-    `engine_recovery.py` (`retry`, `cancel`, `sweep`, `resume`). An agent with `tools`
-    runs its tool loop of durable steps in `engine_agent.py`."""
+    `engine_recovery.py` (`retry`, `cancel`, `sweep`, `resume`); the per-model limits and
+    circuit breaker around model calls are `engine_gate.py`. An agent with `tools` runs its
+    tool loop of durable steps in `engine_agent.py`."""
 
     def __init__(
         self,
@@ -112,6 +117,7 @@ class Engine(FanIn, Recovery, AgentLoop):
         owner_limits: OwnerLimits | None = None,
         local_files: bool = False,
         scratch: tool_context.ScratchSpace | None = None,
+        model_gate: ModelGate | None = None,
     ) -> None:
         self.store = store
         self.dispatcher = dispatcher
@@ -132,6 +138,11 @@ class Engine(FanIn, Recovery, AgentLoop):
         self.local_files = local_files
         # The runs' scratch space, for tools that ask (tools/context.py, tools/run_files.py).
         self.scratch = scratch
+        # Per-model rate, concurrency and circuit breaker (engine_gate.py). Without one,
+        # an in-process gate configured from AGENTGRAPH_MODEL_* / AGENTGRAPH_BREAKER_*.
+        if model_gate is None:
+            model_gate = LocalModelGate(config_from_env(os.environ), clock=clock)
+        self.gate = model_gate
         self._runs: Lru[str, RunContext] = Lru(_RUNS_KEPT, _RUN_BYTES, _context_size)
         self._graphs: Lru[tuple[str, ...], tuple[Graph, int]] = Lru(
             _GRAPHS_KEPT, _GRAPH_BYTES, lambda entry: entry[1]
@@ -297,9 +308,11 @@ class Engine(FanIn, Recovery, AgentLoop):
             log_fields(run_id=run_id, node_id=node_id, attempt=attempt),
             tracing.span(f"node {node_id}", attributes),
         ):
-            await self._execute(run_id, node_id, attempt)
+            await self._gated_execute(run_id, node_id, attempt)
 
-    async def _execute(self, run_id: str, node_id: str, attempt: int) -> None:
+    async def _execute(
+        self, run_id: str, node_id: str, attempt: int, ticket: Ticket | None = None
+    ) -> None:
         context = await self._context(run_id)
         if context is None or node_id not in context.graph.nodes:
             log.warning("node-ready for unknown run/node %s/%s: dropped", run_id, node_id)
@@ -348,6 +361,7 @@ class Engine(FanIn, Recovery, AgentLoop):
             )
         usage = Usage()
         model: str | None = None
+        attempt_model = ticket.model if ticket is not None else node.model_for_attempt(attempt)
         began = time.monotonic()
         try:
             # Tools called in the attempt (by a tool node, or by an agent) learn their run
@@ -356,7 +370,7 @@ class Engine(FanIn, Recovery, AgentLoop):
             async with self._leased(run_id, node_id, attempt), asyncio.timeout(node.timeout_s):
                 with tool_context.bound(call):
                     output, usage, model = await self._perform(
-                        run_id, context, node, attempt, claimed.usage
+                        run_id, context, node, attempt, claimed.usage, ticket
                     )
             _check_output_size(output)
             outcome = Outcome(NodeStatus.SUCCEEDED, output=output, usage=usage, model=model)
@@ -368,12 +382,10 @@ class Engine(FanIn, Recovery, AgentLoop):
             action = readiness.after_failure(node, attempt, error, self.rng)
             tracing.mark_error(error.type, error.message)
             if isinstance(action, readiness.Retry):
-                telemetry.record_attempt(node, "retrying", node.model_for_attempt(attempt), began)
+                telemetry.record_attempt(node, "retrying", attempt_model, began)
                 await self._schedule_retry(run_id, node, attempt, error, action, usage)
                 return
-            outcome = Outcome(
-                NodeStatus.FAILED, error=error, usage=usage, model=node.model_for_attempt(attempt)
-            )
+            outcome = Outcome(NodeStatus.FAILED, error=error, usage=usage, model=attempt_model)
         telemetry.record_attempt(node, outcome.status.value, outcome.model, began)
         with tracing.span("finish"):
             finished = await self.store.finish_node(run_id, node_id, attempt, outcome, self.clock())
@@ -461,6 +473,7 @@ class Engine(FanIn, Recovery, AgentLoop):
         node: Node,
         attempt: int,
         recorded: Usage | None = None,
+        ticket: Ticket | None = None,
     ) -> tuple[Any, Usage, str | None]:
         values = await self._template_context(run_id, context, node.reads)
         if node.kind == "tool":
@@ -472,7 +485,7 @@ class Engine(FanIn, Recovery, AgentLoop):
             ):
                 return await self._call_tool(node.tool, args), Usage(), None
         assert node.prompt is not None
-        model = node.model_for_attempt(attempt)
+        model = ticket.model if ticket is not None else node.model_for_attempt(attempt)
         assert model is not None
         await self._check_budget(context)
         attached = await self._attachments(node, values)
@@ -501,9 +514,10 @@ class Engine(FanIn, Recovery, AgentLoop):
                 recorded or Usage(),
                 lambda: self._check_budget(context),
                 on_partial,
+                lambda turn, partial: self._generate(turn, partial, ticket),
             )
         with tracing.span(f"chat {model}", telemetry.llm_attributes(request)):
-            response = await self.llm.generate(request, on_partial)
+            response = await self._generate(request, on_partial, ticket)
             telemetry.record_llm(response.model, response.usage, response.text)
         output = response.data if node.output == "json" else response.text
         return output, response.usage, response.model

@@ -34,6 +34,7 @@ from agentgraph.core.ports import (
     FunctionSpec,
     LlmProvider,
     LlmRequest,
+    LlmResponse,
     OnPartial,
     Step,
     Store,
@@ -43,6 +44,8 @@ from agentgraph.core.ports import (
 from agentgraph.observability import engine_telemetry as telemetry
 from agentgraph.observability import tracing
 from agentgraph.tools.declarations import declaration, invoke
+
+Generate = Callable[[LlmRequest, OnPartial | None], Awaitable[LlmResponse]]
 
 
 class AgentLoop:
@@ -62,8 +65,12 @@ class AgentLoop:
         recorded: Usage,
         before_model_call: Callable[[], Awaitable[None]],
         on_partial: OnPartial | None,
+        generate: Generate | None = None,
     ) -> tuple[Any, Usage, str | None]:
-        """(output, usage not yet charged to the node, answering model)."""
+        """(output, usage not yet charged to the node, answering model). `generate` makes
+        each model call (the engine passes its gated call, so the breaker sees every
+        turn's outcome); the LLM provider's own by default."""
+        generate = generate or self.llm.generate
         request = replace(request, functions=self._functions(node))
         steps = await self.store.list_steps(run_id, node.id)
         try:
@@ -86,7 +93,9 @@ class AgentLoop:
                 await before_model_call()
                 turn_request = replace(request, turns=state.turns)
                 steps.append(
-                    await self._model_step(run_id, node, attempt, action, turn_request, on_partial)
+                    await self._model_step(
+                        run_id, node, attempt, action, turn_request, on_partial, generate
+                    )
                 )
         except Exception as exc:
             # The engine charges a failed attempt with the exception's `usage`.
@@ -107,10 +116,11 @@ class AgentLoop:
         action: agent_loop.CallModel,
         request: LlmRequest,
         on_partial: OnPartial | None,
+        generate: Generate,
     ) -> Step:
         began = time.monotonic()
         with tracing.span(f"chat {request.model}", telemetry.llm_attributes(request)):
-            response = await self.llm.generate(request, on_partial)
+            response = await generate(request, on_partial)
             telemetry.record_llm(response.model, response.usage, response.text)
         step = Step(
             index=action.index,

@@ -92,8 +92,10 @@ class WallClockRetries:
     def __init__(self, inner: RetryScheduler, clock: Clock) -> None:
         self.inner, self.clock = inner, clock
 
-    async def schedule(self, run_id: str, node_id: str, attempt: int, at: float) -> None:
-        await self.inner.schedule(run_id, node_id, attempt, at - self.clock.offset)
+    async def schedule(
+        self, run_id: str, node_id: str, attempt: int, at: float, *, tag: str = ""
+    ) -> None:
+        await self.inner.schedule(run_id, node_id, attempt, at - self.clock.offset, tag=tag)
 
 
 @dataclass

@@ -55,6 +55,11 @@ DEPLOYED_ENV = {
     names.ENV_RUN_FILES_BUCKET,
     names.ENV_HTTP_ALLOWED_HOSTS,
     names.ENV_ATTACH_BUCKETS,
+    names.ENV_MODEL_CONCURRENCY,
+    names.ENV_MODEL_RATE,
+    names.ENV_BREAKER_FAILURES,
+    names.ENV_BREAKER_WINDOW_S,
+    names.ENV_BREAKER_COOLDOWN_S,
 }
 LOCAL_ONLY_ENV = {
     names.ENV_DB: "SQLite file of the local backend",
@@ -78,6 +83,11 @@ ENV_ONLY_ON = {
     names.ENV_GEMINI_API_KEY: {"exec"},
     names.ENV_MAX_CONCURRENCY: {"exec"},
     names.ENV_POOL: {"exec"},
+    names.ENV_MODEL_CONCURRENCY: {"exec"},
+    names.ENV_MODEL_RATE: {"exec"},
+    names.ENV_BREAKER_FAILURES: {"exec"},
+    names.ENV_BREAKER_WINDOW_S: {"exec"},
+    names.ENV_BREAKER_COOLDOWN_S: {"exec"},
     names.ENV_ADMINS: {"api"},
     names.ENV_API_AUDIENCE: {"api"},
     names.ENV_RUN_FILES_BUCKET: {"exec"},
@@ -358,6 +368,21 @@ def test_owner_limits_reach_every_function_from_one_variable(module_tf: TfConfig
         (names.ENV_LIMIT_DAILY_TOKENS, "daily_tokens"),
     ):
         assert common[env] == f"${{tostring(var.owner_limits.{field})}}"
+
+
+def test_model_limits_and_the_breaker_reach_exec_from_one_variable(module_tf: TfConfig) -> None:
+    env = module_tf.env_map("${local.exec_only_env}")
+    for name, field in (
+        (names.ENV_MODEL_CONCURRENCY, "concurrency"),
+        (names.ENV_MODEL_RATE, "rate_per_s"),
+    ):
+        assert env[name] == f"${{var.model_limits.{field}}}"
+    for name, field in (
+        (names.ENV_BREAKER_FAILURES, "breaker_failures"),
+        (names.ENV_BREAKER_WINDOW_S, "breaker_window_s"),
+        (names.ENV_BREAKER_COOLDOWN_S, "breaker_cooldown_s"),
+    ):
+        assert env[name] == f"${{tostring(var.model_limits.{field})}}"
 
 
 def test_exec_learns_the_retry_url_and_the_tasks_identity_from_terraform(

@@ -165,6 +165,16 @@ def test_task_names_are_deterministic_and_distinct_per_attempt() -> None:
     assert all(c.isalnum() or c == "-" for c in task_id("20260101-000000-ab", "x_y", 7))
 
 
+def test_a_tagged_delivery_of_an_attempt_is_a_task_apart_from_its_retry() -> None:
+    """A node delayed by its model's gate is delivered again for the same attempt; Cloud
+    Tasks would refuse the retry's name (used within the hour) and the delay would be lost."""
+    retry = task_id("r", "n", 2)
+    delayed = task_id("r", "n", 2, "gate-1764000000123")
+    assert delayed != retry and delayed == task_id("r", "n", 2, "gate-1764000000123")
+    assert delayed != task_id("r", "n", 2, "gate-1764000000999")
+    assert all(c.isalnum() or c == "-" for c in delayed) and len(delayed) <= 500
+
+
 def test_production_tasks_carry_an_oidc_token_for_the_retry_url() -> None:
     retries = CloudTasksRetries(
         "p", "europe-west1", "https://retry.example/", service_account="invoker@p.iam"

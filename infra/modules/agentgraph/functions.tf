@@ -37,7 +37,8 @@ locals {
     (local.env_api_audience) = join(",", concat([local.api_own_url], var.api_audiences))
   }
 
-  # exec schedules retries: where Cloud Tasks should POST them.
+  # exec schedules retries: where Cloud Tasks should POST them. exec calls the models: their
+  # limits across every instance and their circuit breaker (state in Firestore, model_gates/).
   exec_only_env = {
     (local.env_retry_url) = google_cloudfunctions2_function.control["retry"].service_config[0].uri
     # The built-in tools, which only exec runs: the runs' scratch bucket (run_files.tf) and
@@ -46,6 +47,11 @@ locals {
     (local.env_run_files_bucket)   = google_storage_bucket.run_files.name
     (local.env_http_allowed_hosts) = join(",", var.http_allowed_hosts)
     (local.env_attach_buckets)     = join(",", var.attach_buckets)
+    (local.env_model_concurrency)  = var.model_limits.concurrency
+    (local.env_model_rate)         = var.model_limits.rate_per_s
+    (local.env_breaker_failures)   = tostring(var.model_limits.breaker_failures)
+    (local.env_breaker_window_s)   = tostring(var.model_limits.breaker_window_s)
+    (local.env_breaker_cooldown_s) = tostring(var.model_limits.breaker_cooldown_s)
   }
 
   # Per pool: the pool the function serves (the subscription filter already routes by pool;

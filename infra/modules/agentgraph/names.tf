@@ -47,4 +47,9 @@ locals {
   env_http_allowed_hosts = "AGENTGRAPH_HTTP_ALLOWED_HOSTS"
   env_attach_buckets     = "AGENTGRAPH_ATTACH_BUCKETS"
   env_trace              = "AGENTGRAPH_TRACE"
+  env_model_concurrency  = "AGENTGRAPH_MODEL_CONCURRENCY"
+  env_model_rate         = "AGENTGRAPH_MODEL_RATE"
+  env_breaker_failures   = "AGENTGRAPH_BREAKER_FAILURES"
+  env_breaker_window_s   = "AGENTGRAPH_BREAKER_WINDOW_S"
+  env_breaker_cooldown_s = "AGENTGRAPH_BREAKER_COOLDOWN_S"
 }

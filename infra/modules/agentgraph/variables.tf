@@ -143,6 +143,27 @@ variable "owner_limits" {
   }
 }
 
+variable "model_limits" {
+  description = "Per-model limits across the whole deployment, whatever the number of exec instances: concurrency (calls in flight, e.g. \"gemini-2.5-pro=4,*=16\") and rate_per_s (calls started per second, e.g. \"gemini-2.5-pro=2\"), empty = none; and the circuit breaker: breaker_failures consecutive 429/5xx within breaker_window_s open it for breaker_cooldown_s."
+  type = object({
+    concurrency        = optional(string, "")
+    rate_per_s         = optional(string, "")
+    breaker_failures   = optional(number, 5)
+    breaker_window_s   = optional(number, 60)
+    breaker_cooldown_s = optional(number, 30)
+  })
+  default = {}
+
+  validation {
+    condition = (
+      var.model_limits.breaker_failures >= 1 && var.model_limits.breaker_failures <= 100
+      && var.model_limits.breaker_window_s >= 1 && var.model_limits.breaker_window_s <= 3600
+      && var.model_limits.breaker_cooldown_s >= 0.1 && var.model_limits.breaker_cooldown_s <= 3600
+    )
+    error_message = "breaker_failures must be 1..100, breaker_window_s 1..3600 and breaker_cooldown_s 0.1..3600."
+  }
+}
+
 variable "source_archive" {
   description = "Path of the zip that holds functions/main.py, the agentgraph package and requirements.txt (built by `make package` into build/function-source.zip)."
   type        = string

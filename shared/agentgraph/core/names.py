@@ -48,6 +48,7 @@ COLLECTION_STEPS = "steps"  # runs/{run}/nodes/{node}/steps/{index}: an agent's 
 COLLECTION_GRAPHS = "graphs"
 COLLECTION_VERSIONS = "versions"
 COLLECTION_IDEMPOTENCY = "idempotency"
+COLLECTION_MODEL_GATES = "model_gates"  # one small document per model (core/model_gate.py)
 
 # Cloud Function entry points in functions/main.py (Terraform's entry_point values).
 ENTRY_API = "api"
@@ -80,6 +81,12 @@ ENV_AUTH_MODE = "AGENTGRAPH_AUTH"  # "off"/"emulator" only on emulators; product
 ENV_GEMINI_API_KEY = "GEMINI_API_KEY"
 ENV_GEMINI_BASE_URL = "GOOGLE_GEMINI_BASE_URL"
 ENV_MAX_CONCURRENCY = "AGENTGRAPH_MAX_CONCURRENCY"  # per-model caps: gemini-2.5-pro=4,*=16
+# Per-model limits across the deployment and the circuit breaker (core/model_gate.py).
+ENV_MODEL_CONCURRENCY = "AGENTGRAPH_MODEL_CONCURRENCY"  # gemini-2.5-pro=4,*=16
+ENV_MODEL_RATE = "AGENTGRAPH_MODEL_RATE"  # calls started per second: gemini-2.5-pro=2
+ENV_BREAKER_FAILURES = "AGENTGRAPH_BREAKER_FAILURES"
+ENV_BREAKER_WINDOW_S = "AGENTGRAPH_BREAKER_WINDOW_S"
+ENV_BREAKER_COOLDOWN_S = "AGENTGRAPH_BREAKER_COOLDOWN_S"
 ENV_TOOLS = "AGENTGRAPH_TOOLS"  # comma-separated modules whose @tool functions to load
 ENV_API_URL = "AGENTGRAPH_API_URL"  # the CLI's --api: a deployed api to drive
 ENV_API_TOKEN = "AGENTGRAPH_API_TOKEN"  # the CLI's --token: a bearer token for that api

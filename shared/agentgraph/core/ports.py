@@ -17,6 +17,8 @@ from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol, runtime_checkable
 
 from agentgraph.core.limits import OwnerActivity, OwnerLimits
+from agentgraph.core.model_gate import Admitted, Refused
+from agentgraph.core.model_gate import Outcome as CallOutcome
 from agentgraph.core.status import NodeStatus, RunStatus
 
 
@@ -362,9 +364,13 @@ class Dispatcher(Protocol):
 
 
 class RetryScheduler(Protocol):
-    """Delivers node-ready for `attempt` no earlier than `at` (epoch seconds)."""
+    """Delivers node-ready for `attempt` no earlier than `at` (epoch seconds). Scheduling
+    the same (run, node, attempt, tag) twice delivers it at least once; a `tag` tells apart
+    deliveries of one attempt that are not retries (a node delayed by its model's gate)."""
 
-    async def schedule(self, run_id: str, node_id: str, attempt: int, at: float) -> None: ...
+    async def schedule(
+        self, run_id: str, node_id: str, attempt: int, at: float, *, tag: str = ""
+    ) -> None: ...
 
 
 # ---- Graph store port ------------------------------------------------------------------
@@ -533,4 +539,22 @@ class OwnerActivityReader(Protocol):
 
     async def spend_today(self, owner: str, now: float) -> tuple[float, int]:
         """USD and tokens of the owner's runs created since midnight UTC."""
+        ...
+
+
+# ---- Model gate port (per-model limits and circuit breaker) -------------------------------
+
+
+class ModelGate(Protocol):
+    """Per-model rate, concurrency and circuit breaker, shared by every engine that uses
+    the same gate state (core/model_gate.py has the rules). In-process
+    (`backends/local/model_gate.py`) or across a deployment (Firestore)."""
+
+    async def admit(self, model: str, hold_s: float) -> Admitted | Refused:
+        """May a call to `model` start now? Admitted holds a slot (and maybe the breaker's
+        probe) for at most `hold_s`, until `release`."""
+        ...
+
+    async def release(self, model: str, permit: Admitted, outcome: CallOutcome) -> None:
+        """The admitted call ended: success, overload (429/5xx) or other."""
         ...

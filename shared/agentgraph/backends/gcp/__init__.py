@@ -56,10 +56,12 @@ def reset() -> None:
 
 def _build_engine() -> Engine:
     from agentgraph.backends.gcp.cloud_tasks_retries import CloudTasksRetries
+    from agentgraph.backends.gcp.firestore_model_gate import FirestoreModelGate
     from agentgraph.backends.gcp.firestore_owner_activity import FirestoreOwnerActivity
     from agentgraph.backends.gcp.pubsub_dispatcher import PubSubDispatcher
     from agentgraph.backends.gcp.scratch import GcsScratch
     from agentgraph.core.limits import OwnerLimits
+    from agentgraph.core.model_gate import config_from_env
     from agentgraph.engine import Engine
     from agentgraph.llm import default_router
     from agentgraph.tools import default_registry, load_modules
@@ -81,6 +83,9 @@ def _build_engine() -> Engine:
         owner_limits=OwnerLimits.from_env(os.environ),
         # The runs' files (read_run_file/write_run_file), if AGENTGRAPH_RUN_FILES_BUCKET.
         scratch=GcsScratch.from_env(),
+        # Per-model limits and circuit breakers shared by every instance (one document per
+        # model): AGENTGRAPH_MODEL_CONCURRENCY / _RATE, AGENTGRAPH_BREAKER_*.
+        model_gate=FirestoreModelGate(store.client, config_from_env(os.environ)),
     )
 
 
@@ -93,7 +98,9 @@ def _retries_from_env(cls: Any) -> Any:
 
 
 class _NoRetryUrl:
-    async def schedule(self, run_id: str, node_id: str, attempt: int, at: float) -> None:
+    async def schedule(
+        self, run_id: str, node_id: str, attempt: int, at: float, *, tag: str = ""
+    ) -> None:
         raise Misconfigured(
             f"{names.ENV_RETRY_URL} is not set in this function, so it cannot schedule the "
             f"retry of {run_id}/{node_id} attempt {attempt}; only exec-<pool> functions "

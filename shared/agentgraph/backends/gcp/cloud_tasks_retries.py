@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 from datetime import UTC, datetime
 from typing import Any
 
@@ -32,10 +33,14 @@ DEFAULT_LOCATION = "us-central1"
 CREATE_TIMEOUT_S = 30.0
 
 
-def task_id(run_id: str, node_id: str, attempt: int) -> str:
-    """Deterministic per (run, node, attempt); hash first, readable suffix for people."""
-    digest = hashlib.sha256(f"{run_id}\0{node_id}\0{attempt}".encode()).hexdigest()[:32]
-    return f"{digest}-{node_id.replace('_', '-')[:40]}-a{attempt}"
+def task_id(run_id: str, node_id: str, attempt: int, tag: str = "") -> str:
+    """Deterministic per (run, node, attempt, tag); hash first, readable suffix for people.
+    A tag (a node delayed by its model's gate) keeps the task apart from the retry that
+    made the attempt, whose name Cloud Tasks will not reuse for about an hour."""
+    key = f"{run_id}\0{node_id}\0{attempt}" + (f"\0{tag}" if tag else "")
+    digest = hashlib.sha256(key.encode()).hexdigest()[:32]
+    suffix = f"-{re.sub(r'[^A-Za-z0-9-]', '-', tag)[:40]}" if tag else ""
+    return f"{digest}-{node_id.replace('_', '-')[:40]}-a{attempt}{suffix}"
 
 
 class CloudTasksRetries:
@@ -101,7 +106,9 @@ class CloudTasksRetries:
                 self._client = tasks_v2.CloudTasksAsyncClient()
         return self._client
 
-    def task(self, run_id: str, node_id: str, attempt: int, at: float) -> dict[str, Any]:
+    def task(
+        self, run_id: str, node_id: str, attempt: int, at: float, tag: str = ""
+    ) -> dict[str, Any]:
         """The task as the API takes it (public for tests and for reading)."""
         from google.protobuf import timestamp_pb2
 
@@ -120,19 +127,21 @@ class CloudTasksRetries:
                 "audience": self.url,
             }
         return {
-            "name": f"{self.queue_path}/tasks/{task_id(run_id, node_id, attempt)}",
+            "name": f"{self.queue_path}/tasks/{task_id(run_id, node_id, attempt, tag)}",
             "schedule_time": schedule_time,
             "http_request": http_request,
         }
 
-    async def schedule(self, run_id: str, node_id: str, attempt: int, at: float) -> None:
+    async def schedule(
+        self, run_id: str, node_id: str, attempt: int, at: float, *, tag: str = ""
+    ) -> None:
         """Create the task; an existing task of that name means this retry is scheduled."""
         from google.api_core.exceptions import AlreadyExists
 
         try:
             await self._tasks_client().create_task(
                 parent=self.queue_path,
-                task=self.task(run_id, node_id, attempt, at),
+                task=self.task(run_id, node_id, attempt, at, tag),
                 timeout=CREATE_TIMEOUT_S,
             )
         except AlreadyExists:

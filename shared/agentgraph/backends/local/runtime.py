@@ -112,7 +112,9 @@ class _Delivery:
             self.engine.complete(run_id, node_id, status), run_id, f"complete {run_id}/{node_id}"
         )
 
-    async def schedule(self, run_id: str, node_id: str, attempt: int, at: float) -> None:
+    async def schedule(
+        self, run_id: str, node_id: str, attempt: int, at: float, *, tag: str = ""
+    ) -> None:
         assert self.engine is not None
         engine = self.engine
         handle: asyncio.TimerHandle
