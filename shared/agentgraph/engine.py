@@ -52,8 +52,10 @@ from agentgraph.core.readiness import Decision, Verdict
 from agentgraph.core.status import NodeStatus, RunStatus
 from agentgraph.core.templates import condition_holds, render, render_value
 from agentgraph.core.validate import load_graph, validate_input
+from agentgraph.engine_approval import Approvals
 from agentgraph.engine_fanin import FanIn, template_values
 from agentgraph.engine_recovery import RUN_ENDED_WHILE_RUNNING, Recovery
+from agentgraph.engine_redrive import Redrive
 from agentgraph.observability import engine_telemetry as telemetry
 from agentgraph.observability import metrics, tracing
 from agentgraph.observability.logs import log_fields
@@ -82,7 +84,7 @@ class RunContext:
     owner: str | None = None  # whose limits the run's model calls count against
 
 
-class Engine(FanIn, Recovery):
+class Engine(FanIn, Recovery, Approvals, Redrive):
     """One engine per process; it caches each run's compiled graph (immutable per run).
 
     Its three message kinds are split over three modules: node-ready here (`execute`),
@@ -295,7 +297,7 @@ class Engine(FanIn, Recovery):
             return
         node = context.graph[node_id]
         now = self.clock()
-        if run_id in self._ended:  # ended by this process: start nothing new
+        if await self._has_ended(run_id):  # ended by this process: start nothing new
             await self.store.resolve_node(
                 run_id,
                 node_id,
@@ -338,11 +340,14 @@ class Engine(FanIn, Recovery):
         usage = Usage()
         model: str | None = None
         began = time.monotonic()
+        request: dict[str, Any] | None = None  # an approval's, once its work is done
         try:
             async with self._leased(run_id, node_id, attempt), asyncio.timeout(node.timeout_s):
                 output, usage, model = await self._perform(run_id, context, node, attempt)
             _check_output_size(output)
             outcome = Outcome(NodeStatus.SUCCEEDED, output=output, usage=usage, model=model)
+            if node.approval is not None:
+                request = await self._approval_request(run_id, context, node, output)
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # every failure of user code becomes a node error
@@ -357,6 +362,10 @@ class Engine(FanIn, Recovery):
             outcome = Outcome(
                 NodeStatus.FAILED, error=error, usage=usage, model=node.model_for_attempt(attempt)
             )
+        if request is not None:  # the work is done; a person decides the rest
+            telemetry.record_attempt(node, "waiting_approval", outcome.model, began)
+            await self._await_approval(run_id, node, attempt, request, usage, model)
+            return
         telemetry.record_attempt(node, outcome.status.value, outcome.model, began)
         with tracing.span("finish"):
             finished = await self.store.finish_node(run_id, node_id, attempt, outcome, self.clock())
@@ -436,10 +445,14 @@ class Engine(FanIn, Recovery):
             await self.dispatcher.node_finished(run_id, node.id, record.status)
         elif record.status == NodeStatus.RETRYING and record.next_attempt_at is not None:
             await self.retries.schedule(run_id, node.id, attempt + 1, record.next_attempt_at)
+        elif record.status == NodeStatus.WAITING_APPROVAL and record.next_attempt_at is not None:
+            await self._arm_approval(run_id, node.id, attempt, record.next_attempt_at)
 
     async def _perform(
         self, run_id: str, context: RunContext, node: Node, attempt: int
     ) -> tuple[Any, Usage, str | None]:
+        if node.kind == "gate":  # an approval step with no work of its own
+            return None, Usage(), None
         values = await self._template_context(run_id, context, node.reads)
         if node.kind == "tool":
             assert node.tool is not None

@@ -30,6 +30,7 @@ STYLE = {
     "failed": "bold red",
     "skipped": "dim",
     "cancelled": "red",
+    "waiting_approval": "bold blue",
     "pending": "dim",
     "running_run": "yellow",
 }
@@ -42,6 +43,7 @@ ICON = {
     "failed": "✗",
     "skipped": "-",
     "cancelled": "⊘",
+    "waiting_approval": "?",
 }
 
 

@@ -30,6 +30,7 @@ from agentgraph.core.errors import (
     Contention,
     PayloadTooLarge,
 )
+from agentgraph.core.model import NODE_ID_PATTERN
 
 VERSION = "0.1.0"
 REF = "#/components/schemas/{model}"
@@ -55,7 +56,11 @@ ERROR_RESPONSES: dict[int, tuple[str, str]] = {
     401: ("Unauthenticated", "No valid ID token."),
     403: ("Forbidden", "The caller may not do this (e.g. the graph belongs to another user)."),
     404: ("NotFound", "No such run or graph (or not the caller's)."),
-    409: ("Conflict", "The Idempotency-Key was used with a different body."),
+    409: (
+        "Conflict",
+        "The Idempotency-Key was used with a different body, an approval was already decided "
+        "otherwise, or the run cannot be redriven in its status.",
+    ),
     413: ("TooLarge", "The body is over 11 MiB (run inputs may be up to 10 MiB)."),
     429: (
         "LimitExceeded",
@@ -173,6 +178,8 @@ def _operation(endpoint: Endpoint) -> dict[str, Any]:
 
 
 def _path_schema(convertor: str) -> dict[str, Any]:
+    if convertor == "node":
+        return {"type": "string", "pattern": NODE_ID_PATTERN}
     assert convertor == "id", f"no schema for the path convertor {convertor!r}"
     return {"type": "string", "pattern": f"^{ID_PATTERN}$"}
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from agentgraph.core.model import OnError, RetryPolicy
+from agentgraph.core.model import Approval, OnError, RetryPolicy
 
 
 @dataclass(frozen=True)
@@ -17,7 +17,7 @@ class Node:
     id: str
     parents: tuple[str, ...]
     children: tuple[str, ...]
-    kind: Literal["tool", "agent"]
+    kind: Literal["tool", "agent", "gate"]  # gate: approval only, no work of its own
     pool: str
     on_error: OnError
     retry: RetryPolicy
@@ -38,6 +38,7 @@ class Node:
     stream: bool = False
     when: str | None = None
     reads: frozenset[str] = frozenset()  # ancestors whose results the templates read
+    approval: Approval | None = None
 
     @property
     def max_total_attempts(self) -> int:

@@ -351,6 +351,7 @@ class _Template:
     field: str
     source: str
     expression: bool
+    extra: frozenset[str] = frozenset()  # names it may read besides input and nodes
 
 
 def _templates_of(spec: NodeSpec) -> Iterator[_Template]:
@@ -361,6 +362,8 @@ def _templates_of(spec: NodeSpec) -> Iterator[_Template]:
     if spec.when is not None:
         yield _Template("when", spec.when, True)
     yield from _arg_templates("args", spec.args)
+    if spec.approval is not None:
+        yield _Template("approval.message", spec.approval.message, False, frozenset({"output"}))
 
 
 def _arg_templates(path: str, value: Any) -> Iterator[_Template]:
@@ -390,7 +393,7 @@ def _check_templates(
         except TemplateProblem as exc:
             problems.append(Problem(where, f"does not parse: {exc}", spec.id))
             continue
-        for name in sorted(refs.other_names):
+        for name in sorted(refs.other_names - template.extra):
             problems.append(
                 Problem(
                     where,
@@ -503,7 +506,7 @@ def _resolve(s: NodeSpec, d: Defaults, children: list[str], reads: frozenset[str
         id=s.id,
         parents=tuple(s.after),
         children=tuple(children),
-        kind="tool" if s.tool is not None else "agent",
+        kind="tool" if s.tool is not None else "agent" if s.prompt is not None else "gate",
         pool=_pick(s.pool, d.pool, DEFAULT_POOL),
         on_error=_pick(s.on_error, d.on_error, OnError.FAIL_RUN),
         retry=_pick(s.retry, d.retry, RetryPolicy()),
@@ -526,4 +529,5 @@ def _resolve(s: NodeSpec, d: Defaults, children: list[str], reads: frozenset[str
         stream=bool(_pick(s.stream, d.stream, False)),
         when=s.when,
         reads=reads,
+        approval=s.approval,
     )

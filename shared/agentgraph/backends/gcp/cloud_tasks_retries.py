@@ -32,9 +32,15 @@ DEFAULT_LOCATION = "us-central1"
 CREATE_TIMEOUT_S = 30.0
 
 
-def task_id(run_id: str, node_id: str, attempt: int) -> str:
-    """Deterministic per (run, node, attempt); hash first, readable suffix for people."""
-    digest = hashlib.sha256(f"{run_id}\0{node_id}\0{attempt}".encode()).hexdigest()[:32]
+def task_id(run_id: str, node_id: str, attempt: int, at: float | None = None) -> str:
+    """Deterministic per (run, node, attempt, due time); hash first, readable suffix for
+    people. The due time is part of it because one (run, node, attempt) may be delivered
+    for more than one reason: a retry of attempt N, then the approval timeout of attempt N,
+    or attempt N again after a redrive; Cloud Tasks refuses a name used in the last hour or
+    more, which would drop the later one. A repeated scheduling of one delivery passes the
+    stored due time again (next_attempt_at), so it still finds its task."""
+    key = f"{run_id}\0{node_id}\0{attempt}" + ("" if at is None else f"\0{at!r}")
+    digest = hashlib.sha256(key.encode()).hexdigest()[:32]
     return f"{digest}-{node_id.replace('_', '-')[:40]}-a{attempt}"
 
 
@@ -120,7 +126,7 @@ class CloudTasksRetries:
                 "audience": self.url,
             }
         return {
-            "name": f"{self.queue_path}/tasks/{task_id(run_id, node_id, attempt)}",
+            "name": f"{self.queue_path}/tasks/{task_id(run_id, node_id, attempt, at)}",
             "schedule_time": schedule_time,
             "http_request": http_request,
         }
