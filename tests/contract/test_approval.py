@@ -4,14 +4,19 @@ rejects it); the decision becomes its output. Same tests, every backend."""
 
 from __future__ import annotations
 
+import asyncio
+from collections import Counter, defaultdict
+from pathlib import Path
 from typing import Any
 
 import pytest
 
+from agentgraph.backends.local import LocalRuntime, SqliteStore
 from agentgraph.core.errors import ApprovalConflict, NodeNotFound
 from agentgraph.core.status import NodeStatus, RunStatus
+from agentgraph.llm import default_router
 
-from .conftest import Harness
+from .conftest import Harness, scripted_tools, watched
 from .test_run_semantics import const, graph
 
 S = NodeStatus
@@ -200,3 +205,37 @@ async def test_a_decision_whose_node_finished_was_lost_is_picked_up_on_recovery(
     run = await harness.wait(started.run_id)
     assert run.status == RunStatus.SUCCEEDED
     assert run.outputs == {"publish": "v1-checked"}
+
+
+async def test_a_node_waiting_for_approval_holds_no_worker(tmp_path: Path) -> None:
+    """With a single worker, the other branch runs to its end while the gate waits; the
+    waiting node holds no lease for the sweeper to take over either."""
+    calls: Counter[str] = Counter()
+    gates: defaultdict[str, asyncio.Event] = defaultdict(asyncio.Event)
+    tools = scripted_tools(calls, gates)
+    changed = asyncio.Event()
+    store = SqliteStore(tmp_path / "runs.db")
+    runtime = LocalRuntime(watched(store, changed), default_router(), tools, workers=1)
+    async with runtime:
+        h = Harness("local-1-worker", runtime.engine, runtime.store, tools, calls, gates, changed)
+        started = await runtime.start(
+            graph(
+                {"id": "gate", "approval": {"message": "go?"}},
+                const("other", 5),
+                const("then", "{{ nodes.other.output + 1 }}", ["other"]),
+                const("last", "{{ nodes.then.output }}", ["gate", "then"]),
+            )
+        )
+        await h.until(
+            started.run_id,
+            lambda nodes: (
+                nodes["then"].status == S.SUCCEEDED and nodes["gate"].status == S.WAITING_APPROVAL
+            ),
+        )
+        assert calls == {"other": 1, "then": 1}
+        assert not await store.stale_nodes(runtime.engine.clock() + 3600, 0)
+        await runtime.engine.decide_approval(started.run_id, "gate", "approved", "me")
+        run = await runtime.wait(started.run_id, timeout=30)
+    store.close()
+    assert run.status == RunStatus.SUCCEEDED
+    assert run.outputs == {"last": 6}
