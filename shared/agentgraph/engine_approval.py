@@ -11,12 +11,19 @@ the two.
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from agentgraph.core import approval
-from agentgraph.core.errors import ApprovalConflict, NodeNotFound, RunNotFound
+from agentgraph.core.errors import (
+    ApprovalConflict,
+    NodeNotFound,
+    Problem,
+    RequestInvalid,
+    RunNotFound,
+)
 from agentgraph.core.graph import Node
 from agentgraph.core.model import Approval
 from agentgraph.core.ports import Dispatcher, NodeRecord, RetryScheduler, RunRecord, Store, Usage
@@ -134,6 +141,8 @@ class Approvals:
             raise RunNotFound(run_id)
         if node_id not in context.graph.nodes:
             raise NodeNotFound(run_id, node_id)
+        if payload is not approval.UNSET:
+            _check_payload(payload)
         if context.graph[node_id].approval is None:
             raise ApprovalConflict(f"node {node_id!r} of run {run_id} has no approval step")
         record = await self.store.get_node(run_id, node_id)
@@ -152,3 +161,17 @@ class Approvals:
         if notify:
             await self.dispatcher.node_finished(run_id, node_id, record.status)
         return record
+
+
+def _check_payload(payload: Any) -> None:
+    """An edited payload becomes the node's output: the same size limit applies."""
+    from agentgraph.engine import MAX_OUTPUT_BYTES
+
+    try:
+        size = len(json.dumps(payload, ensure_ascii=False).encode())
+    except (TypeError, ValueError) as exc:
+        raise RequestInvalid([Problem("payload", f"is not JSON: {exc}")]) from exc
+    if size > MAX_OUTPUT_BYTES:
+        raise RequestInvalid(
+            [Problem("payload", f"is {size:,} bytes; a node output may be {MAX_OUTPUT_BYTES:,}")]
+        )

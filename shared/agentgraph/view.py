@@ -77,6 +77,9 @@ def _detail(record: NodeRecord, now: float) -> str:
         return record.skip_reason.replace("_", " ")
     if record.status == NodeStatus.SUCCEEDED:
         return _preview(record.output)
+    if record.status == NodeStatus.WAITING_APPROVAL and isinstance(record.output, dict):
+        left = max(0.0, (record.next_attempt_at or now) - now)
+        return f"asks: {_preview(record.output.get('message'), 40)} — {left:.0f}s left"
     return ""
 
 

@@ -239,3 +239,22 @@ async def test_a_node_waiting_for_approval_holds_no_worker(tmp_path: Path) -> No
     store.close()
     assert run.status == RunStatus.SUCCEEDED
     assert run.outputs == {"last": 6}
+
+
+async def test_a_timeout_lost_with_a_crash_still_rejects_the_node(harness: Harness) -> None:
+    """The timeout is a delayed delivery; if it dies with its process, `resume` re-arms it
+    (local) and the sweeper finds the node past its deadline (gcp)."""
+    started = await harness.start(reviewed(timeout_s=1), {"who": "bob"})
+    await waiting(harness, started.run_id)
+    node = (await harness.nodes(started.run_id))["review"]
+    assert node.next_attempt_at is not None
+    stale = await harness.store.stale_nodes(node.next_attempt_at + 2, 1)
+    assert [(n.run_id, n.node_id) for n in stale if n.run_id == started.run_id] == [
+        (started.run_id, "review")
+    ]
+    await harness.crash()
+    await harness.recover(started.run_id)
+    run = await harness.wait(started.run_id)
+    assert run.status == RunStatus.FAILED
+    review = (await harness.nodes(run.run_id))["review"]
+    assert review.error is not None and review.error.type == "ApprovalTimeout"
