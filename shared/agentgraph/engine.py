@@ -89,7 +89,9 @@ class Engine(FanIn, Recovery, Approvals, Redrive):
 
     Its three message kinds are split over three modules: node-ready here (`execute`),
     node-finished in `engine_fanin.py` (`complete`), retries and recovery in
-    `engine_recovery.py` (`retry`, `cancel`, `sweep`, `resume`)."""
+    `engine_recovery.py` (`retry`, `cancel`, `sweep`, `resume`);
+    human approval in `engine_approval.py` (`decide_approval`, the timeout), redrive in
+    `engine_redrive.py` (`redrive`)."""
 
     def __init__(
         self,
