@@ -172,6 +172,7 @@ def _open_local(
     workers: int | None = None,
     tools: list[str] | None = None,
     limits: list[str] | None = None,
+    on_approval: Callable[[str, str], Coroutine[Any, Any, None]] | None = None,
 ) -> Any:
     from agentgraph.backends.local import LocalRuntime, SqliteStore
     from agentgraph.llm import default_router, parse_concurrency
@@ -184,8 +185,36 @@ def _open_local(
         caps = parse_concurrency(",".join(limits)) if limits else None
     except ValueError as exc:
         raise _fail(f"--max-concurrency: {exc}") from exc
-    pool = {"workers": workers} if workers else {}  # else the runtime's DEFAULT_WORKERS
+    pool: dict[str, Any] = {"workers": workers} if workers else {}  # else DEFAULT_WORKERS
+    if on_approval is not None:
+        pool["on_approval"] = on_approval
     return LocalRuntime(SqliteStore(db), default_router(caps), default_registry, **pool)
+
+
+def _approval_hint(db: str) -> Callable[[str, str], Coroutine[Any, Any, None]]:
+    """What `run`, `resume` and `redrive` print when a node starts waiting for approval:
+    its message and the exact commands that decide it (from another terminal)."""
+    store_db = "" if db == DEFAULT_DB else f" --db {db}"
+
+    async def hint(run_id: str, node_id: str) -> None:
+        from agentgraph.backends.local import SqliteStore
+
+        store = SqliteStore(db)
+        try:
+            record = await store.get_node(run_id, node_id)
+        finally:
+            store.close()
+        message = record.output.get("message") if record and isinstance(record.output, dict) else ""
+        err.print(
+            f"[bold blue]node {node_id} waits for approval[/]: {message}\n"
+            f"  approve:  agentgraph approve {run_id} {node_id}{store_db} "
+            "[--comment TEXT] [--payload JSON]\n"
+            f"  reject:   agentgraph reject {run_id} {node_id}{store_db} [--comment TEXT]",
+            highlight=False,
+            markup=True,
+        )
+
+    return hint
 
 
 def _open_store(backend: str, db: str) -> Any:
@@ -283,7 +312,7 @@ def run(
         raise _Exit(code)
 
     async def main() -> int:
-        runtime = _open_local(db, workers, tools, limits)
+        runtime = _open_local(db, workers, tools, limits, _approval_hint(db))
         async with runtime:
             started = await runtime.start(document, value)
             err.print(
@@ -314,9 +343,18 @@ def resume(
     _open_store("local", db).close()
 
     async def main() -> int:
-        runtime = _open_local(db, workers, tools, limits)
+        runtime = _open_local(db, workers, tools, limits, _approval_hint(db))
         async with runtime:
-            await runtime.resume(run_id)
+            run = await runtime.resume(run_id)
+            if run.status in (RunStatus.FAILED, RunStatus.CANCELLED):
+                err.print(
+                    f"run [bold]{run_id}[/] is {run.status.value}: resume continues an "
+                    "interrupted run, it does not run failed nodes again. To run what failed "
+                    f"or was cancelled again (succeeded nodes keep their outputs):\n"
+                    f"  agentgraph redrive {run_id}",
+                    highlight=False,
+                )
+                return 1
             err.print(f"resuming run [bold]{run_id}[/]", highlight=False)
             return await _follow(runtime, run_id, as_json)
 
@@ -409,6 +447,149 @@ def cancel(
         changed = await runtime.engine.cancel(run_id)
         err.print(f"run {run_id} {'cancelled' if changed else 'had already ended'}")
         return 0
+
+    raise _Exit(_run_async(main))
+
+
+CommentOption = Annotated[
+    str | None, typer.Option("--comment", "-m", help="Why: recorded with the decision.")
+]
+
+
+@app.command()
+def approve(
+    run_id: str,
+    node_id: str,
+    comment: CommentOption = None,
+    payload: Annotated[
+        str | None,
+        typer.Option("--payload", help="JSON that replaces the node's computed value."),
+    ] = None,
+    db: DbOption = DEFAULT_DB,
+    api: ApiOption = None,
+    token: TokenOption = None,
+    audience: AudienceOption = None,
+) -> None:
+    """Approve a node that waits for approval (from another terminal while `agentgraph
+    run` waits, or before `agentgraph resume`)."""
+    value: Any = _NO_PAYLOAD
+    if payload is not None:
+        try:
+            value = json.loads(payload)
+        except ValueError as exc:
+            raise _fail(f"--payload: not valid JSON: {exc}") from exc
+    raise _Exit(_decide(run_id, node_id, "approved", comment, value, db, api, token, audience))
+
+
+@app.command()
+def reject(
+    run_id: str,
+    node_id: str,
+    comment: CommentOption = None,
+    db: DbOption = DEFAULT_DB,
+    api: ApiOption = None,
+    token: TokenOption = None,
+    audience: AudienceOption = None,
+) -> None:
+    """Reject a node that waits for approval: it fails, and its on_error applies."""
+    raise _Exit(
+        _decide(run_id, node_id, "rejected", comment, _NO_PAYLOAD, db, api, token, audience)
+    )
+
+
+_NO_PAYLOAD: Any = object()
+
+
+def _decide(
+    run_id: str,
+    node_id: str,
+    decision: str,
+    comment: str | None,
+    payload: Any,
+    db: str,
+    api: str | None,
+    token: str | None,
+    audience: str | None,
+) -> int:
+    if api:
+        _exit_api(api, token, audience)
+        from agentgraph import cli_api
+
+        return cli_api.decide(
+            run_id,
+            node_id,
+            decision,
+            comment=comment,
+            payload=cli_api.NO_PAYLOAD if payload is _NO_PAYLOAD else payload,
+            api=api,
+            token=token,
+            audience=audience,
+            err=err,
+        )
+    _open_store("local", db).close()
+
+    async def main() -> int:
+        import getpass
+
+        from agentgraph.core.approval import UNSET
+
+        runtime = _open_local(db, 1)
+        try:
+            # Only the decision is written here: the process running the run (a waiting
+            # `agentgraph run`, or a later `agentgraph resume`) carries the run on.
+            record = await runtime.engine.decide_approval(
+                run_id,
+                node_id,
+                decision,  # type: ignore[arg-type]
+                f"local:{getpass.getuser()}",
+                comment,
+                UNSET if payload is _NO_PAYLOAD else payload,
+                notify=False,
+            )
+        finally:
+            runtime.store.close()
+        err.print(
+            f"node {node_id} of run {run_id}: {record.output.get('decision')} "
+            f"({record.status.value}). A waiting `agentgraph run` continues at once; "
+            f"if none is running: agentgraph resume {run_id}",
+            highlight=False,
+        )
+        return 0
+
+    return _run_async(main)
+
+
+@app.command()
+def redrive(
+    run_id: str,
+    workers: WorkersOption = None,
+    db: DbOption = DEFAULT_DB,
+    as_json: JsonOption = False,
+    tools: ToolsOption = None,
+    limits: LimitsOption = None,
+    api: ApiOption = None,
+    token: TokenOption = None,
+    audience: AudienceOption = None,
+) -> None:
+    """Run a failed or cancelled run again from where it stopped: succeeded nodes keep
+    their outputs; failed, cancelled and never-run nodes run again with fresh attempts."""
+    if api:
+        _exit_api(api, token, audience)
+        from agentgraph import cli_api
+
+        raise _Exit(cli_api.redrive(run_id, api=api, token=token, audience=audience, err=err))
+    _open_store("local", db).close()
+
+    async def main() -> int:
+        runtime = _open_local(db, workers, tools, limits, _approval_hint(db))
+        async with runtime:
+            redriven, again = await runtime.engine.redrive(run_id)
+            if redriven:
+                err.print(
+                    f"redriving run [bold]{run_id}[/]: {', '.join(again) or 'no node'} run again",
+                    highlight=False,
+                )
+            return await _follow(runtime, run_id, as_json)
 
     raise _Exit(_run_async(main))
 

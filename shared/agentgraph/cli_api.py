@@ -156,3 +156,50 @@ def trace(
         return EXIT_OK
 
     return call(err, main)
+
+
+def decide(
+    run_id: str,
+    node_id: str,
+    decision: str,
+    *,
+    comment: str | None,
+    payload: Any,
+    api: str,
+    token: str | None,
+    audience: str | None,
+    err: Console,
+) -> int:
+    """`agentgraph approve|reject --api URL`; `payload` is NO_PAYLOAD when not given."""
+
+    async def main() -> int:
+        async with connect(api, token, audience) as client:
+            if decision == "approved":
+                args = () if payload is NO_PAYLOAD else (payload,)
+                decided = await client.approve(run_id, node_id, comment, *args)
+            else:
+                decided = await client.reject(run_id, node_id, comment)
+        output = decided.node.output if isinstance(decided.node.output, dict) else {}
+        err.print(
+            f"node {node_id} of run {run_id}: {output.get('decision', decided.node.status)}",
+            highlight=False,
+        )
+        return EXIT_OK
+
+    return call(err, main)
+
+
+def redrive(run_id: str, *, api: str, token: str | None, audience: str | None, err: Console) -> int:
+    async def main() -> int:
+        async with connect(api, token, audience) as client:
+            after = await client.redrive(run_id)
+        if after.redriven:
+            err.print(f"run {run_id} redriven: {', '.join(after.nodes_to_run)} run again")
+        else:
+            err.print(f"run {run_id} was already redriven")
+        return EXIT_OK
+
+    return call(err, main)
+
+
+NO_PAYLOAD: Any = object()

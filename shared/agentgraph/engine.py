@@ -57,9 +57,11 @@ from agentgraph.core.status import NodeStatus, RunStatus
 from agentgraph.core.templates import condition_holds, render, render_value
 from agentgraph.core.validate import load_graph, validate_input
 from agentgraph.engine_agent import AgentLoop
+from agentgraph.engine_approval import Approvals
 from agentgraph.engine_fanin import FanIn, template_values
 from agentgraph.engine_gate import LocalModelGate, ModelGating, Ticket
 from agentgraph.engine_recovery import RUN_ENDED_WHILE_RUNNING, Recovery
+from agentgraph.engine_redrive import Redrive
 from agentgraph.llm import attachments
 from agentgraph.observability import engine_telemetry as telemetry
 from agentgraph.observability import metrics, tracing
@@ -90,14 +92,15 @@ class RunContext:
     owner: str | None = None  # whose limits the run's model calls count against
 
 
-class Engine(FanIn, Recovery, AgentLoop, ModelGating):
+class Engine(FanIn, Recovery, AgentLoop, ModelGating, Approvals, Redrive):
     """One engine per process; it caches each run's compiled graph (immutable per run).
 
     Its three message kinds are split over three modules: node-ready here (`execute`),
     node-finished in `engine_fanin.py` (`complete`), retries and recovery in
     `engine_recovery.py` (`retry`, `cancel`, `sweep`, `resume`); the per-model limits and
     circuit breaker around model calls are `engine_gate.py`. An agent with `tools` runs its
-    tool loop of durable steps in `engine_agent.py`."""
+    tool loop of durable steps in `engine_agent.py`; human approval is in
+    `engine_approval.py` (`decide_approval`, the timeout), redrive in `engine_redrive.py`."""
 
     def __init__(
         self,
@@ -319,7 +322,7 @@ class Engine(FanIn, Recovery, AgentLoop, ModelGating):
             return
         node = context.graph[node_id]
         now = self.clock()
-        if run_id in self._ended:  # ended by this process: start nothing new
+        if await self._has_ended(run_id):  # ended by this process: start nothing new
             await self.store.resolve_node(
                 run_id,
                 node_id,
@@ -363,6 +366,7 @@ class Engine(FanIn, Recovery, AgentLoop, ModelGating):
         model: str | None = None
         attempt_model = ticket.model if ticket is not None else node.model_for_attempt(attempt)
         began = time.monotonic()
+        request: dict[str, Any] | None = None  # an approval's, once its work is done
         try:
             # Tools called in the attempt (by a tool node, or by an agent) learn their run
             # from tools.context (e.g. the run's scratch space).
@@ -374,6 +378,8 @@ class Engine(FanIn, Recovery, AgentLoop, ModelGating):
                     )
             _check_output_size(output)
             outcome = Outcome(NodeStatus.SUCCEEDED, output=output, usage=usage, model=model)
+            if node.approval is not None:
+                request = await self._approval_request(run_id, context, node, output)
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # every failure of user code becomes a node error
@@ -386,6 +392,10 @@ class Engine(FanIn, Recovery, AgentLoop, ModelGating):
                 await self._schedule_retry(run_id, node, attempt, error, action, usage)
                 return
             outcome = Outcome(NodeStatus.FAILED, error=error, usage=usage, model=attempt_model)
+        if request is not None:  # the work is done; a person decides the rest
+            telemetry.record_attempt(node, "waiting_approval", outcome.model, began)
+            await self._await_approval(run_id, node, attempt, request, usage, model)
+            return
         telemetry.record_attempt(node, outcome.status.value, outcome.model, began)
         with tracing.span("finish"):
             finished = await self.store.finish_node(run_id, node_id, attempt, outcome, self.clock())
@@ -465,6 +475,8 @@ class Engine(FanIn, Recovery, AgentLoop, ModelGating):
             await self.dispatcher.node_finished(run_id, node.id, record.status)
         elif record.status == NodeStatus.RETRYING and record.next_attempt_at is not None:
             await self.retries.schedule(run_id, node.id, attempt + 1, record.next_attempt_at)
+        elif record.status == NodeStatus.WAITING_APPROVAL and record.next_attempt_at is not None:
+            await self._arm_approval(run_id, node.id, attempt, record.next_attempt_at)
 
     async def _perform(
         self,
@@ -475,6 +487,8 @@ class Engine(FanIn, Recovery, AgentLoop, ModelGating):
         recorded: Usage | None = None,
         ticket: Ticket | None = None,
     ) -> tuple[Any, Usage, str | None]:
+        if node.kind == "gate":  # an approval step with no work of its own
+            return None, Usage(), None
         values = await self._template_context(run_id, context, node.reads)
         if node.kind == "tool":
             assert node.tool is not None

@@ -172,7 +172,7 @@ class FanIn:
             }
         )
         now = self.clock()
-        if decision.verdict == Verdict.READY and run_id in self._ended:
+        if decision.verdict == Verdict.READY and await self._has_ended(run_id):
             decision = Decision(Verdict.CANCEL, readiness.RUN_ENDED)
         if decision.verdict == Verdict.READY and child.when is not None:
             extra = await self.store.get_outputs(run_id, sorted(child.reads - set(parents)))
@@ -237,6 +237,18 @@ class FanIn:
             error=error,
         ):
             metrics.instruments().runs_finished.add(1, {"status": outcome.value})
+
+    async def _has_ended(self, run_id: str) -> bool:
+        """Whether this process ended the run (no read), unless it was redriven since
+        (one read, only for runs this process ended): another instance may have redriven
+        it, and its nodes must then run, not be cancelled."""
+        if run_id not in self._ended:
+            return False
+        run = await self.store.get_run(run_id)
+        if run is not None and not run.status.terminal:
+            self._ended.pop(run_id)
+            return False
+        return True
 
     async def _end_run(self, run_id: str, status: RunStatus, error: dict[str, Any] | None) -> bool:
         """Fail or cancel: the run first (so nothing new starts), then whatever has not

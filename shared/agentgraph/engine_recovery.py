@@ -10,7 +10,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from agentgraph.core.errors import RunNotFound
-from agentgraph.core.ports import Dispatcher, RetryScheduler, RunRecord, Store
+from agentgraph.core.ports import Dispatcher, NodeRecord, RetryScheduler, RunRecord, Store
 from agentgraph.core.status import TERMINAL_NODE, NodeStatus, RunStatus
 from agentgraph.observability import metrics, tracing
 
@@ -39,6 +39,12 @@ class Recovery:
             self, run_id: str, status: RunStatus, error: dict[str, Any] | None
         ) -> bool: ...
 
+        async def _approval_due(self, record: NodeRecord) -> None: ...
+
+        async def _arm_approval(
+            self, run_id: str, node_id: str, attempt: int, deadline: float
+        ) -> None: ...
+
     async def retry(self, run_id: str, node_id: str, attempt: int) -> None:
         """A delayed retry came due: make the node ready for `attempt` and dispatch it."""
         context = await self._context(run_id)
@@ -52,6 +58,8 @@ class Recovery:
         record = await self.store.get_node(run_id, node_id)
         if record and record.status == NodeStatus.READY and record.attempt == attempt:
             await self.dispatcher.node_ready(run_id, node_id, attempt, pool)
+        elif record and record.status == NodeStatus.WAITING_APPROVAL and record.attempt == attempt:
+            await self._approval_due(record)  # the approval's timeout came due
 
     async def cancel(self, run_id: str) -> bool:
         """Cancel a run: nodes not started are cancelled; running ones finish their call
@@ -72,6 +80,8 @@ class Recovery:
                 )
             elif record.status == NodeStatus.RETRYING:
                 await self.retry(record.run_id, record.node_id, record.attempt + 1)
+            elif record.status == NodeStatus.WAITING_APPROVAL:  # its timeout was lost
+                await self.retry(record.run_id, record.node_id, record.attempt)
             sent += 1
         if sent:
             metrics.instruments().sweep_recoveries.add(sent)
@@ -114,6 +124,10 @@ class Recovery:
             elif record.status == NodeStatus.RETRYING:
                 await self.retries.schedule(
                     run_id, record.node_id, record.attempt + 1, record.next_attempt_at or now
+                )
+            elif record.status == NodeStatus.WAITING_APPROVAL:
+                await self._arm_approval(
+                    run_id, record.node_id, record.attempt, record.next_attempt_at or now
                 )
             elif record.status in TERMINAL_NODE:
                 await self.dispatcher.node_finished(run_id, record.node_id, record.status)

@@ -30,6 +30,7 @@ STYLE = {
     "failed": "bold red",
     "skipped": "dim",
     "cancelled": "red",
+    "waiting_approval": "bold blue",
     "pending": "dim",
     "running_run": "yellow",
 }
@@ -42,6 +43,7 @@ ICON = {
     "failed": "✗",
     "skipped": "-",
     "cancelled": "⊘",
+    "waiting_approval": "?",
 }
 
 
@@ -75,6 +77,9 @@ def _detail(record: NodeRecord, now: float) -> str:
         return record.skip_reason.replace("_", " ")
     if record.status == NodeStatus.SUCCEEDED:
         return _preview(record.output)
+    if record.status == NodeStatus.WAITING_APPROVAL and isinstance(record.output, dict):
+        left = max(0.0, (record.next_attempt_at or now) - now)
+        return f"asks: {_preview(record.output.get('message'), 40)} — {left:.0f}s left"
     return ""
 
 

@@ -36,3 +36,14 @@ def shout(text: str) -> str:
     if not text:
         raise ValueError("nothing to shout")
     return text.upper()
+
+
+@tool
+def fragile(broken: str, marker: str, value: object = None) -> object:
+    """Fails while the file `broken` exists (the test 'fixes' it by deleting the file);
+    appends to `marker` on every call so tests can count executions."""
+    with Path(marker).open("a") as handle:
+        handle.write("x")
+    if Path(broken).exists():
+        raise RuntimeError(f"broken while {broken} exists")
+    return value

@@ -23,7 +23,19 @@ DEMO_TOOLS = "agentgraph.tools.code_review"
 def agentgraph(*args: str, db: Path, timeout: float = 60) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "agentgraph", *args, "--db", str(db)]
-        if args[0] in {"run", "show", "resume", "logs", "runs", "cancel", "trace"}
+        if args[0]
+        in {
+            "run",
+            "show",
+            "resume",
+            "logs",
+            "runs",
+            "cancel",
+            "trace",
+            "approve",
+            "reject",
+            "redrive",
+        }
         else [sys.executable, "-m", "agentgraph", *args],
         capture_output=True,
         text=True,
@@ -279,3 +291,155 @@ def test_the_tools_example_runs_offline(tmp_path: Path) -> None:
     assert run["outputs"] == {"editor": 'Edit: shout: {"error": "ValueError: nothing to shout"}'}
     traced = agentgraph("trace", run["run_id"], "writer", db=db)
     assert '| tool word_count(text="durable agents") |' in traced.stdout
+
+
+# ---- approval and redrive ------------------------------------------------------------------
+
+
+def _gated(tmp_path: Path) -> Path:
+    return write(
+        tmp_path / "gated.yaml",
+        {
+            "name": "gated",
+            "nodes": [
+                {"id": "draft", "tool": "nap", "args": {"seconds": 0, "value": "v1"}},
+                {
+                    "id": "review",
+                    "after": ["draft"],
+                    "approval": {"message": "publish {{ nodes.draft.output }}?"},
+                },
+                {
+                    "id": "publish",
+                    "after": ["review"],
+                    "tool": "nap",
+                    "args": {"seconds": 0, "value": "{{ nodes.review.output.payload }}"},
+                },
+            ],
+        },
+    )
+
+
+def _start_waiting_run(graph: Path, db: Path) -> tuple[subprocess.Popen[str], list[str], str]:
+    """`agentgraph run` in the background, until it prints the approval commands; the
+    process, its stderr lines so far, and the run id."""
+    import threading
+
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "agentgraph",
+            "run",
+            str(graph),
+            "--db",
+            str(db),
+            "--json",
+            "--tools",
+            TOOLS,
+        ],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "COLUMNS": "200", "NO_COLOR": "1"},
+    )
+    lines: list[str] = []
+    assert process.stderr is not None
+    stderr = process.stderr
+    threading.Thread(target=lambda: lines.extend(iter(stderr.readline, "")), daemon=True).start()
+    eventually(lambda: any("approve:  agentgraph approve" in line for line in lines))
+    hint = next(line for line in lines if "approve:  agentgraph approve" in line)
+    run_id = hint.split("agentgraph approve", 1)[1].split()[0]
+    assert any("node review waits for approval: publish v1?" in line for line in lines)
+    assert any(f"reject:   agentgraph reject {run_id} review" in line for line in lines)
+    return process, lines, run_id
+
+
+def test_approve_from_another_terminal_lets_the_waiting_run_finish(tmp_path: Path) -> None:
+    db = tmp_path / "db"
+    process, _, run_id = _start_waiting_run(_gated(tmp_path), db)
+
+    approved = agentgraph(
+        "approve", run_id, "review", "--comment", "ok", "--payload", '"v2"', db=db
+    )
+    again = agentgraph("approve", run_id, "review", db=db)
+    other = agentgraph("reject", run_id, "review", db=db)
+    stdout, _ = process.communicate(timeout=60)
+
+    assert approved.returncode == 0, approved.stderr
+    assert "approved" in approved.stderr
+    assert again.returncode == 0, "the same decision again is fine"
+    assert other.returncode == 2 and "already approved" in other.stderr
+    assert process.returncode == 0
+    record = json.loads(stdout)
+    assert record["status"] == "succeeded" and record["outputs"] == {"publish": "v2"}
+    review = next(n for n in record["nodes"] if n["id"] == "review")
+    assert review["output"]["comment"] == "ok" and review["output"]["by"].startswith("local:")
+
+
+def test_reject_from_another_terminal_fails_the_waiting_run(tmp_path: Path) -> None:
+    db = tmp_path / "db"
+    process, _, run_id = _start_waiting_run(_gated(tmp_path), db)
+
+    rejected = agentgraph("reject", run_id, "review", "--comment", "not now", db=db)
+    stdout, _ = process.communicate(timeout=60)
+
+    assert rejected.returncode == 0, rejected.stderr
+    assert process.returncode == 1
+    record = json.loads(stdout)
+    review = next(n for n in record["nodes"] if n["id"] == "review")
+    assert review["error"]["type"] == "ApprovalRejected"
+    assert review["error"]["message"].endswith(": not now")
+
+
+def test_a_failed_run_is_redriven_after_the_fix_without_rerunning_what_succeeded(
+    tmp_path: Path,
+) -> None:
+    broken, marks = tmp_path / "broken", tmp_path / "mark"
+    broken.write_text("yes")
+    graph = write(
+        tmp_path / "fragile.yaml",
+        {
+            "name": "fragile",
+            "nodes": [
+                {
+                    "id": "first",
+                    "tool": "nap",
+                    "args": {"seconds": 0, "marker": f"{marks}.first", "value": 1},
+                },
+                {
+                    "id": "second",
+                    "after": ["first"],
+                    "tool": "fragile",
+                    "args": {"broken": str(broken), "marker": f"{marks}.second", "value": 2},
+                },
+                {
+                    "id": "third",
+                    "after": ["second"],
+                    "tool": "nap",
+                    "args": {
+                        "seconds": 0,
+                        "value": "{{ nodes.first.output + nodes.second.output }}",
+                    },
+                },
+            ],
+        },
+    )
+    db = tmp_path / "db"
+    failed = agentgraph("run", str(graph), "--tools", TOOLS, "--json", db=db)
+    assert failed.returncode == 1
+    run_id = json.loads(failed.stdout)["run_id"]
+
+    resumed = agentgraph("resume", run_id, "--tools", TOOLS, db=db)
+    assert resumed.returncode == 1
+    assert f"agentgraph redrive {run_id}" in resumed.stderr
+
+    broken.unlink()  # the fix
+    redriven = agentgraph("redrive", run_id, "--tools", TOOLS, "--json", db=db)
+    assert redriven.returncode == 0, redriven.stderr
+    record = json.loads(redriven.stdout)
+    assert record["status"] == "succeeded" and record["outputs"] == {"third": 3}
+    assert Path(f"{marks}.first").read_text() == "x", "succeeded before: not run again"
+    assert Path(f"{marks}.second").read_text() == "xx"
+    again = agentgraph("redrive", run_id, "--tools", TOOLS, db=db)
+    assert again.returncode == 2 and "only a failed or cancelled run" in again.stderr

@@ -231,6 +231,30 @@ async def test_cancel_ends_a_run_whose_first_node_is_still_running(stack: Stack)
     assert {n.id: n.status for n in run.nodes}["after"] == "cancelled"
 
 
+async def test_approve_continues_a_run_and_a_second_decision_is_a_conflict(stack: Stack) -> None:
+    gate = {
+        "id": "gate",
+        "after": ["a"],
+        "approval": {"message": "go on after {{ nodes.a.output }}?"},
+    }
+    async with Client(stack.api_url, listen=False) as client:
+        started = await client.create(
+            graph(unique("approve"), value("a"), gate, value("b", ["gate"]))
+        )
+        async for run in client.stream(started.run_id):  # until the gate waits
+            if {n.id: n.status for n in run.nodes}["gate"] == "waiting_approval":
+                break
+        pending = next(n for n in run.nodes if n.id == "gate").output
+        decided = await client.approve(started.run_id, "gate", "fine", payload=[1, 2])
+        with pytest.raises(ApiError) as conflict:
+            await client.reject(started.run_id, "gate")
+        run = await client.wait(started.run_id, timeout_s=TIMEOUT_S)
+    assert pending["decision"] == "pending" and pending["message"] == "go on after a?"
+    assert decided.node.status == "succeeded" and decided.node.output["payload"] == [1, 2]
+    assert (conflict.value.status, conflict.value.code) == (409, "approval_conflict")
+    assert run.status == "succeeded" and run.outputs == {"b": "b"}
+
+
 async def test_a_create_whose_answer_was_lost_is_retried_and_returns_the_same_single_run(
     stack: Stack, proxy: FaultyProxy
 ) -> None:
@@ -388,6 +412,31 @@ def test_cli_run_on_the_api_exits_1_when_the_run_fails_and_2_for_an_invalid_grap
 
     missing = agentgraph("show", "no-such-run", "--api", stack.api_url)
     assert missing.returncode == 2 and "not_found" in missing.stderr
+
+
+def test_cli_redrive_on_the_api_runs_what_a_cancel_stopped(stack: Stack) -> None:
+    slow = {"id": "slow", "tool": "e2e_sleep", "args": {"seconds": 1, "value": 1}}
+
+    async def cancelled_run() -> str:
+        async with Client(stack.api_url, listen=False) as client:
+            started = await client.create(graph(unique("redrive"), slow, value("after", ["slow"])))
+            await client.cancel(started.run_id)
+            await client.wait(started.run_id, timeout_s=TIMEOUT_S)
+            return started.run_id
+
+    run_id = asyncio.run(cancelled_run())
+    redriven = agentgraph("redrive", run_id, "--api", stack.api_url)
+    again = agentgraph("redrive", run_id, "--api", stack.api_url)
+
+    async def ended() -> models.Run:
+        async with Client(stack.api_url, listen=False) as client:
+            return await client.wait(run_id, timeout_s=TIMEOUT_S)
+
+    run = asyncio.run(ended())
+    assert redriven.returncode == 0, redriven.stderr
+    assert "after" in redriven.stderr
+    assert run.status == "succeeded" and run.outputs == {"after": "after"}
+    assert again.returncode == 2 and "redrive_conflict" in again.stderr
 
 
 def test_cli_run_with_backend_gcp_but_no_api_says_what_is_missing(tmp_path: Path) -> None:

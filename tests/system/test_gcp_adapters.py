@@ -154,13 +154,17 @@ def test_a_retry_is_posted_as_json_no_earlier_than_its_time(
     assert at >= due - 0.05, "the emulator honours schedule_time"
     assert json.loads(body) == {"run_id": "run-3", "node_id": "node_b", "attempt": 2}
     assert headers["content-type"] == "application/json"
-    assert headers["x-cloudtasks-taskname"] == task_id("run-3", "node_b", 2)
+    assert headers["x-cloudtasks-taskname"] == task_id("run-3", "node_b", 2, due)
     assert "authorization" not in headers, "no OIDC token on the emulator"
 
 
 def test_task_names_are_deterministic_and_distinct_per_attempt() -> None:
     assert task_id("r", "n", 2) == task_id("r", "n", 2)
     assert len({task_id("r", "n", 2), task_id("r", "n", 3), task_id("r", "m", 2)}) == 3
+    # One attempt delivered for two reasons (a retry, then its approval's timeout; or again
+    # after a redrive) at two due times: two tasks, not one name refused as used.
+    assert task_id("r", "n", 2, 10.0) == task_id("r", "n", 2, 10.0)
+    assert task_id("r", "n", 2, 10.0) != task_id("r", "n", 2, 99.5)
     # A hashed prefix, as Cloud Tasks advises for throughput; only legal characters.
     assert all(c.isalnum() or c == "-" for c in task_id("20260101-000000-ab", "x_y", 7))
 
@@ -182,7 +186,7 @@ def test_production_tasks_carry_an_oidc_token_for_the_retry_url() -> None:
     task = retries.task("r", "n", 2, 1_800_000_000.0)
 
     assert task["name"] == (
-        f"projects/p/locations/europe-west1/queues/{names.RETRY_QUEUE}/tasks/{task_id('r', 'n', 2)}"
+        f"projects/p/locations/europe-west1/queues/{names.RETRY_QUEUE}/tasks/{task_id('r', 'n', 2, 1_800_000_000.0)}"
     )
     assert task["http_request"]["oidc_token"] == {
         "service_account_email": "invoker@p.iam",

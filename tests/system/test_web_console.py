@@ -344,3 +344,48 @@ def test_at_phone_width_the_run_fits_the_screen_and_a_node_opens_from_the_keyboa
     width = page.driver.execute_script("return document.documentElement.clientWidth")
     overflow = page.driver.execute_script("return document.documentElement.scrollWidth")
     assert overflow <= width
+
+
+def test_approve_and_reject_a_node_waiting_for_approval_from_the_page(
+    stack: Stack, open_page: Callable[[str], Page]
+) -> None:
+    def gated(name: str) -> dict[str, Any]:
+        return {
+            "name": name,
+            "nodes": [
+                sleeper("draft", 0.1),
+                {
+                    "id": "review",
+                    "after": ["draft"],
+                    "approval": {"message": "publish {{ nodes.draft.output }}?"},
+                },
+                sleeper("publish", 0.1, ["review"]),
+            ],
+        }
+
+    approved = start_run(stack, "margaret", gated("approve-me"))
+    rejected = start_run(stack, "margaret", gated("reject-me"))
+    page = open_page("margaret")
+
+    page.go(f"#/runs/{approved}")
+    page.wait(lambda: page.statuses().get("review") == "waiting_approval", "the node waiting")
+    page.click_node("review")
+    page.wait(lambda: page.text("#approval-question") == "publish draft?", "the question")
+    page.shot("waiting-for-approval")
+    page.find("#approval-comment")[0].send_keys("looks good")
+    page.find("#approve")[0].click()
+    page.wait(lambda: page.statuses().get("publish") == "succeeded", "the next node ran")
+    page.wait(lambda: page.text("#run-status") == "succeeded", "the run succeeded")
+    assert '"decision": "approved"' in page.text("#node-output")
+    assert '"comment": "looks good"' in page.text("#node-output")
+
+    page.go(f"#/runs/{rejected}")
+    page.wait(lambda: page.statuses().get("review") == "waiting_approval", "the node waiting")
+    page.click_node("review")
+    page.wait(lambda: page.find("#reject"), "the Reject button")
+    page.find("#reject")[0].click()
+    page.wait(lambda: page.text("#run-status") == "failed", "the run failed")
+    page.wait(lambda: "ApprovalRejected" in page.text("#node-error"), "the rejection")
+    page.wait(lambda: page.find("#redrive"), "the Redrive button of a failed run")
+    page.shot("rejected")
+    assert page.not_reloaded()

@@ -39,6 +39,15 @@ GRAPH = {
 }
 
 
+# One node, a pure approval gate; carol may decide besides the run's owner.
+GATED = {
+    "name": "gated",
+    "nodes": [
+        {"id": "gate", "approval": {"message": "go?", "approvers": ["carol@example.com"]}},
+    ],
+}
+
+
 class Transient(Exception):
     """Stands in for a backend failure a retry can fix (the api is told its type)."""
 
@@ -49,6 +58,7 @@ class Dispatched:
     def __init__(self) -> None:
         self.ready: list[tuple[str, str, int]] = []
         self.finished: list[tuple[str, str, str]] = []
+        self.scheduled: list[tuple[str, str, int, float]] = []
 
     async def node_ready(self, run_id: str, node_id: str, attempt: int, pool: str) -> None:
         self.ready.append((run_id, node_id, attempt))
@@ -57,7 +67,9 @@ class Dispatched:
         self.finished.append((run_id, node_id, str(status)))
 
     async def schedule(self, run_id: str, node_id: str, attempt: int, at: float) -> None:
-        raise AssertionError("the API never schedules retries")
+        """Only executing a node schedules (a retry, an approval's timeout); the api never
+        does, but a test executes a node through the engine to make it wait for approval."""
+        self.scheduled.append((run_id, node_id, attempt, at))
 
 
 class MemoryGraphs:
@@ -147,6 +159,18 @@ class Client:
             return self.http.request(method, path, content=content, headers=headers, params=query)
         finally:
             self.caller = previous
+
+    def waiting_run(self) -> str:
+        """A run of GATED whose gate waits for approval (executed through the engine on the
+        test client's event loop, as an executor would)."""
+        run_id = str(self.call("POST", "/runs", {"graph": GATED}).json()["run_id"])
+        self.http.portal.call(self.api.engine.execute, run_id, "gate", 1)  # type: ignore[union-attr]
+        return run_id
+
+    def cancelled_run(self) -> str:
+        run_id = str(self.call("POST", "/runs", {"graph": GATED}).json()["run_id"])
+        self.call("POST", f"/runs/{run_id}/cancel")
+        return run_id
 
     @contextmanager
     def failing(self, error: BaseException) -> Iterator[None]:

@@ -8,7 +8,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from agentgraph.api import ENDPOINTS, MAX_BODY_BYTES, canonical_hash
+from agentgraph.api import ENDPOINTS, MAX_BODY_BYTES, Caller, canonical_hash
 from agentgraph.api.openapi import document
 from agentgraph.core.errors import Contention
 from tests.unit.api_client import ADMIN, BOB, GRAPH, Client, Transient, api_client, code
@@ -427,3 +427,88 @@ def test_the_steps_of_a_node_are_served_in_order_to_whoever_may_see_the_run(
     missing = client.call("GET", f"/runs/{run_id}/nodes/zz/steps")
     assert missing.status_code == 404 and code(missing) == "not_found"
     assert client.call("GET", f"/runs/{run_id}/nodes/Bad%20Id/steps").status_code == 404
+
+
+# ---- approvals and redrive ------------------------------------------------------------------
+
+CAROL = Caller("carol-uid", email="carol@example.com")
+
+
+def test_the_owner_approves_a_waiting_node_and_its_output_records_the_decision(
+    client: Client,
+) -> None:
+    run_id = client.waiting_run()
+    response = client.call(
+        "POST", f"/runs/{run_id}/nodes/gate/approve", {"comment": "fine", "payload": {"v": 2}}
+    )
+
+    assert response.status_code == 200, response.json()
+    node = response.json()["node"]
+    assert node["status"] == "succeeded"
+    assert node["output"]["decision"] == "approved"
+    assert node["output"]["by"] == "alice"
+    assert (node["output"]["comment"], node["output"]["payload"]) == ("fine", {"v": 2})
+    assert (run_id, "gate", "succeeded") in client.dispatched.finished
+
+
+def test_a_listed_approver_may_decide_a_run_they_do_not_own(client: Client) -> None:
+    run_id = client.waiting_run()
+    response = client.call("POST", f"/runs/{run_id}/nodes/gate/reject", as_caller=CAROL)
+
+    assert response.status_code == 200, response.json()
+    assert response.json()["node"]["status"] == "failed"
+    assert response.json()["node"]["output"]["by"] == "carol@example.com"
+    assert response.json()["node"]["error"]["type"] == "ApprovalRejected"
+
+
+def test_anyone_else_is_told_the_run_does_not_exist(client: Client) -> None:
+    run_id = client.waiting_run()
+    bob = client.call("POST", f"/runs/{run_id}/nodes/gate/approve", as_caller=BOB)
+    unverified = client.call(
+        "POST", f"/runs/{run_id}/nodes/gate/approve", as_caller=Caller("carol@example.com-not")
+    )
+
+    assert (bob.status_code, code(bob)) == (404, "not_found")
+    assert unverified.status_code == 404
+    node = client.call("GET", f"/runs/{run_id}").json()["nodes"][0]
+    assert node["status"] == "waiting_approval", "their requests changed nothing"
+
+
+def test_the_same_decision_again_is_the_same_answer_and_another_is_a_conflict(
+    client: Client,
+) -> None:
+    run_id = client.waiting_run()
+    first = client.call("POST", f"/runs/{run_id}/nodes/gate/approve", {"comment": "a"})
+    again = client.call("POST", f"/runs/{run_id}/nodes/gate/approve", {"comment": "b"})
+    other = client.call("POST", f"/runs/{run_id}/nodes/gate/reject")
+
+    assert (first.status_code, again.status_code) == (200, 200)
+    assert again.json() == first.json()
+    assert (other.status_code, code(other)) == (409, "approval_conflict")
+    assert "already approved by alice" in other.json()["error"]["message"]
+
+
+def test_an_unknown_node_is_not_found_and_a_node_without_approval_a_conflict(
+    client: Client,
+) -> None:
+    run_id = client.waiting_run()
+    unknown = client.call("POST", f"/runs/{run_id}/nodes/nope/approve")
+    plain = client.call("POST", "/runs", {"graph": GRAPH, "input": {"topic": "t"}}).json()
+    no_step = client.call("POST", f"/runs/{plain['run_id']}/nodes/a/approve")
+
+    assert (unknown.status_code, code(unknown)) == (404, "not_found")
+    assert (no_step.status_code, code(no_step)) == (409, "approval_conflict")
+
+
+def test_redrive_runs_a_cancelled_run_again_and_refuses_a_running_one(client: Client) -> None:
+    run_id = client.cancelled_run()
+    redriven = client.call("POST", f"/runs/{run_id}/redrive")
+    again = client.call("POST", f"/runs/{run_id}/redrive")
+    other = client.call("POST", f"/runs/{run_id}/redrive", as_caller=BOB)
+
+    assert redriven.status_code == 200, redriven.json()
+    assert redriven.json()["status"] == "running"
+    assert (redriven.json()["redriven"], redriven.json()["nodes_to_run"]) == (True, ["gate"])
+    assert (run_id, "gate", 1) in client.dispatched.ready
+    assert (again.status_code, code(again)) == (409, "redrive_conflict")
+    assert other.status_code == 404

@@ -361,3 +361,39 @@ async def test_the_cli_follows_an_api_run_with_the_live_view_and_prints_its_outp
     assert final.status == "succeeded"
     assert "g · r1 · running" in screen.getvalue()  # the live table (it throttles frames)
     assert "succeeded" in printed.getvalue() and '"b": "b"' in printed.getvalue()
+
+
+async def test_approve_reject_and_redrive_send_what_the_api_takes_and_type_its_answers() -> None:
+    sent: list[tuple[str, str, Any]] = []
+    decided = {"run_id": "r1", "node": node("review", "succeeded")}
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        body = json.loads(request.content) if request.content else None
+        sent.append((request.method, request.url.path, body))
+        if request.url.path.endswith("/redrive"):
+            return httpx.Response(200, json={**summary(), "redriven": True, "nodes_to_run": ["b"]})
+        if len(sent) == 3:
+            return error(409, "approval_conflict")
+        return httpx.Response(200, json=decided)
+
+    async with client_for(handler, Recorder()) as client:
+        approved = await client.approve("r1", "review", "ok", payload={"v": 2})
+        plain = await client.approve("r1", "review")
+        with pytest.raises(ApiError) as conflict:
+            await client.reject("r1", "review", "no")
+        redriven = await client.redrive("r1")
+
+    assert sent[0] == (
+        "POST",
+        "/runs/r1/nodes/review/approve",
+        {"comment": "ok", "payload": {"v": 2}},
+    )
+    assert sent[1][2] == {"comment": None}, "no payload: the computed value stands"
+    assert sent[2] == ("POST", "/runs/r1/nodes/review/reject", {"comment": "no"})
+    assert isinstance(approved, models.DecidedNode) and plain.node.id == "review"
+    assert (conflict.value.status, conflict.value.code, conflict.value.exit_code) == (
+        409,
+        "approval_conflict",
+        2,
+    )
+    assert redriven.redriven and redriven.nodes_to_run == ["b"]

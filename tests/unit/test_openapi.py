@@ -83,6 +83,9 @@ HAPPY: dict[str, Callable[[Client], Request]] = {
     "cancelRun": lambda c: ("POST", f"/runs/{_run_id(c)}/cancel", None),
     "createGraph": lambda c: ("POST", "/graphs", GRAPH),
     "getGraph": lambda c: ("GET", f"/graphs/{_stored_graph(c)}", None),
+    "approveNode": lambda c: ("POST", f"/runs/{c.waiting_run()}/nodes/gate/approve", {}),
+    "rejectNode": lambda c: ("POST", f"/runs/{c.waiting_run()}/nodes/gate/reject", {}),
+    "redriveRun": lambda c: ("POST", f"/runs/{c.cancelled_run()}/redrive", None),
     "health": lambda c: ("GET", "/healthz", None),
     "openapi": lambda c: ("GET", "/openapi.json", None),
 }
@@ -123,7 +126,25 @@ SPECIFIC: dict[tuple[str, int], Callable[[Client], httpx.Response]] = {
     ("createGraph", 400): lambda c: c.call("POST", "/graphs", {"name": "x", "nodes": []}),
     ("getGraph", 400): lambda c: c.call("GET", "/graphs/pair", query={"version": "x"}),
     ("getGraph", 404): lambda c: c.call("GET", "/graphs/nope"),
+    ("approveNode", 400): lambda c: c.call(
+        "POST", f"/runs/{c.waiting_run()}/nodes/gate/approve", {"comment": 5}
+    ),
+    ("approveNode", 404): lambda c: c.call("POST", "/runs/nope/nodes/gate/approve"),
+    ("approveNode", 409): lambda c: _decided_twice(c, "reject", "approve"),
+    ("rejectNode", 400): lambda c: c.call(
+        "POST", f"/runs/{c.waiting_run()}/nodes/gate/reject", {"payload": 1}
+    ),
+    ("rejectNode", 404): lambda c: c.call("POST", "/runs/nope/nodes/gate/reject"),
+    ("rejectNode", 409): lambda c: _decided_twice(c, "approve", "reject"),
+    ("redriveRun", 404): lambda c: c.call("POST", "/runs/nope/redrive"),
+    ("redriveRun", 409): lambda c: c.call("POST", f"/runs/{_run_id(c)}/redrive"),
 }
+
+
+def _decided_twice(c: Client, first: str, then: str) -> httpx.Response:
+    run_id = c.waiting_run()
+    c.call("POST", f"/runs/{run_id}/nodes/gate/{first}")
+    return c.call("POST", f"/runs/{run_id}/nodes/gate/{then}")
 
 
 def produce(c: Client, operation: str, status: int) -> httpx.Response:

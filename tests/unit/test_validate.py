@@ -224,3 +224,56 @@ def test_oversized_input_is_rejected_before_anything_runs() -> None:
     g = load_graph(graph({"id": "a", "tool": "noop"}), tools=TOOLS)
     with pytest.raises(InputInvalid, match="the limit is"):
         validate_input(g, {"blob": "x" * (11 * 1024 * 1024)})
+
+
+# ---- approval ---------------------------------------------------------------------------------
+
+
+def test_an_approval_node_and_a_pure_gate_are_valid() -> None:
+    g = load_graph(
+        graph(
+            {"id": "a", "tool": "noop"},
+            {
+                "id": "b",
+                "after": ["a"],
+                "prompt": "draft",
+                "approval": {
+                    "message": "send {{ output }} from {{ nodes.a.output }}?",
+                    "timeout_s": 600,
+                    "approvers": ["ann@example.com", "uid-7"],
+                },
+            },
+            {"id": "gate", "after": ["b"], "approval": {"message": "go?"}},
+        ),
+        tools=TOOLS,
+        model_known=known_model,
+    )
+    assert g["b"].kind == "agent" and g["gate"].kind == "gate"
+    assert g["b"].approval is not None and g["b"].approval.timeout_s == 600
+    assert g["b"].reads == frozenset({"a"})
+    assert g["gate"].approval is not None and g["gate"].approval.timeout_s == 86400
+
+
+def test_approval_settings_are_checked_and_named() -> None:
+    found = problems_of(
+        graph(
+            {"id": "a", "tool": "noop", "approval": {"timeout_s": 5}},
+            {"id": "b", "tool": "noop", "approval": {"message": "x", "timeout_s": 0.5}},
+            {"id": "c", "tool": "noop", "approval": {"message": "x", "timeout_s": 3e6}},
+            {"id": "d", "tool": "noop", "approval": {"message": "x", "approvers": ["a b"]}},
+            {"id": "e", "tool": "noop", "approval": {"message": "{{ secret }}"}},
+            {"id": "f", "tool": "noop", "approval": {"message": "{{ nodes.g.output }}"}},
+            {"id": "g", "tool": "noop"},
+        )
+    )
+    text = "\n".join(found)
+    assert "nodes[0].approval.message" in text and "Field required" in text
+    assert "nodes[1].approval.timeout_s" in text
+    assert "nodes[2].approval.timeout_s" in text
+    assert "'a b' is not a principal" in text
+    assert "nodes[4].approval.message: refers to 'secret'" in text
+    assert "nodes[5].approval.message: refers to node 'g', which is not an ancestor" in text
+
+
+def test_a_node_with_neither_work_nor_approval_is_still_refused() -> None:
+    assert any("exactly one of 'tool'" in p for p in problems_of(graph({"id": "a"})))

@@ -4,6 +4,7 @@
  * Each view's Firestore listeners are stopped when the view changes.
  */
 
+import "./approval"; // registers the node panel's Approve / Reject section
 import { loadConfig } from "./config";
 import { renderRun } from "./run";
 import { renderRuns } from "./runs";

@@ -27,9 +27,11 @@ import { Listeners, el, pretty, usd, when } from "./util";
 export const WINDOW = Q.NODE_WINDOW;
 export const EVENTS = Q.NODE_EVENTS;
 const TERMINAL = new Set(["succeeded", "failed", "cancelled"]);
+const REDRIVABLE = new Set(["failed", "cancelled"]);
 
 export interface NodeContext {
   session: Session;
+  apiUrl: string;
   runId: string;
   run: DocumentData;
   spec: Record<string, unknown> | undefined;
@@ -115,6 +117,19 @@ export function renderRun(
     }
   });
 
+  const redrive = el("button", { type: "button", id: "redrive", text: "Redrive" });
+  redrive.title = "Run what failed or was cancelled again; succeeded nodes keep their outputs";
+  redrive.addEventListener("click", async () => {
+    redrive.disabled = true;
+    try {
+      await api(session, apiUrl, "POST", `/runs/${runId}/redrive`);
+      message.textContent = "Redrive requested.";
+    } catch (error) {
+      message.textContent = `Redrive failed: ${(error as Error).message}`;
+      redrive.disabled = false;
+    }
+  });
+
   const drawHeader = () => {
     if (!run) return;
     const usage = run.usage ?? {};
@@ -123,6 +138,8 @@ export function renderRun(
       .map(([s, n]) => `${s} ${n}`)
       .join(", ");
     cancel.disabled = TERMINAL.has(run.status);
+    redrive.hidden = !REDRIVABLE.has(run.status);
+    redrive.disabled = !REDRIVABLE.has(run.status);
     header.replaceChildren(
       el(
         "dl",
@@ -136,7 +153,7 @@ export function renderRun(
         field("Finished", when(run.finished_at)),
       ),
       run.error ? el("pre", { class: "error", text: JSON.stringify(run.error, null, 2) }) : "",
-      el("div", { class: "actions" }, cancel),
+      el("div", { class: "actions" }, cancel, redrive),
     );
   };
 
@@ -263,7 +280,7 @@ export function renderRun(
       output.append(el("pre", { text: pretty(node.output_json) }));
     }
     const sections: HTMLElement[] = [];
-    const context: NodeContext = { session, runId, run: run ?? {}, spec };
+    const context: NodeContext = { session, apiUrl, runId, run: run ?? {}, spec };
     for (const section of nodeSections) {
       const part = section(node, context);
       if (part) sections.push(part);

@@ -54,6 +54,12 @@ async def json_body(request: Request) -> Any:
     return await asyncio.to_thread(_parse_json, await read_body(request))
 
 
+async def optional_json_body(request: Request) -> Any:
+    """The body as JSON, or {} when there is none (a decision without a comment)."""
+    data = await read_body(request)
+    return await asyncio.to_thread(_parse_json, data) if data.strip() else {}
+
+
 async def graph_body(request: Request) -> dict[str, Any]:
     """POST /graphs takes the definition itself, as JSON or (with a YAML content type)
     as YAML, the way graph files are usually written."""

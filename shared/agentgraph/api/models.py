@@ -42,8 +42,8 @@ class ErrorDetail(_Body):
     code: str = Field(
         description="Stable, machine-readable: invalid_request, invalid_graph, invalid_input, "
         "model_not_configured, unauthenticated, forbidden, not_found, method_not_allowed, "
-        "idempotency_conflict, payload_too_large, contention, unavailable, misconfigured, "
-        "internal"
+        "idempotency_conflict, approval_conflict, redrive_conflict, payload_too_large, "
+        "contention, unavailable, misconfigured, internal"
     )
     message: str
     details: list[Problem] = Field(
@@ -101,7 +101,15 @@ class RunSummary(_Body):
 class Node(_Body):
     id: str
     status: Literal[
-        "waiting", "ready", "running", "retrying", "succeeded", "failed", "skipped", "cancelled"
+        "waiting",
+        "ready",
+        "running",
+        "retrying",
+        "succeeded",
+        "failed",
+        "skipped",
+        "cancelled",
+        "waiting_approval",
     ]
     parents: list[str] = Field(
         default_factory=list, description="The nodes it waits for (`after`), in order"
@@ -130,6 +138,42 @@ class CancelledRun(RunSummary):
     """The run after a cancellation."""
 
     cancelled: bool = Field(description="False if the run had already ended")
+
+
+class ApprovalRequest(_Body):
+    """POST /runs/{id}/nodes/{node}/approve. Without `payload`, the node's computed value
+    is what its children receive (`nodes.<id>.output.payload`)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    comment: str | None = Field(None, max_length=10_000)
+    payload: Any = Field(
+        None, description="Replaces the node's computed value (an edited draft, say)"
+    )
+
+
+class RejectionRequest(_Body):
+    """POST /runs/{id}/nodes/{node}/reject."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    comment: str | None = Field(None, max_length=10_000)
+
+
+class DecidedNode(_Body):
+    """A node after an approval decision; its `output` records the decision."""
+
+    run_id: str
+    node: Node
+
+
+class RedrivenRun(RunSummary):
+    """The run after a redrive."""
+
+    redriven: bool = Field(description="False when a concurrent identical request redrove it first")
+    nodes_to_run: list[str] = Field(
+        default_factory=list, description="Nodes that run again (empty when redriven is false)"
+    )
 
 
 class RunList(_Body):

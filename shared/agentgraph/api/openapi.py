@@ -56,7 +56,11 @@ ERROR_RESPONSES: dict[int, tuple[str, str]] = {
     401: ("Unauthenticated", "No valid ID token."),
     403: ("Forbidden", "The caller may not do this (e.g. the graph belongs to another user)."),
     404: ("NotFound", "No such run or graph (or not the caller's)."),
-    409: ("Conflict", "The Idempotency-Key was used with a different body."),
+    409: (
+        "Conflict",
+        "The Idempotency-Key was used with a different body, an approval was already decided "
+        "otherwise, or the run cannot be redriven in its status.",
+    ),
     413: ("TooLarge", "The body is over 11 MiB (run inputs may be up to 10 MiB)."),
     429: (
         "LimitExceeded",

@@ -35,8 +35,10 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from agentgraph.api import bodies, models
 from agentgraph.api.caller import Authenticate, Caller
 from agentgraph.api.errors import response_for, route_errors
+from agentgraph.core import approval
 from agentgraph.core.errors import (
     AgentgraphError,
+    ApprovalConflict,
     GraphInvalid,
     GraphNotFound,
     IdempotencyConflict,
@@ -45,13 +47,15 @@ from agentgraph.core.errors import (
     LlmNotConfigured,
     NodeNotFound,
     Problem,
+    RedriveConflict,
     RequestInvalid,
     RunNotFound,
 )
 from agentgraph.core.limits import check_start
 from agentgraph.core.messages import RUN_ID_REGEX, RunRequest
 from agentgraph.core.model import NODE_ID_PATTERN, GraphSpec
-from agentgraph.core.ports import GraphStore, RunRecord
+from agentgraph.core.ports import GraphStore, NodeRecord, RunRecord
+from agentgraph.core.run_json import run_to_json
 from agentgraph.engine import Engine, new_run_id
 
 MAX_LIST = 200
@@ -249,6 +253,52 @@ class Api:
         summary = models.RunSummary.of(after).model_dump()
         return _json(models.CancelledRun(**summary, cancelled=changed))
 
+    # ---- approvals and redrive ----------------------------------------------------------
+
+    async def approve_node(self, request: Request, caller: Caller | None) -> Response:
+        body = await bodies.optional_json_body(request)
+        spec = bodies.validated(models.ApprovalRequest, body)
+        payload = spec.payload if "payload" in spec.model_fields_set else approval.UNSET
+        return await self._decide(request, caller, "approved", spec.comment, payload)
+
+    async def reject_node(self, request: Request, caller: Caller | None) -> Response:
+        body = await bodies.optional_json_body(request)
+        spec = bodies.validated(models.RejectionRequest, body)
+        return await self._decide(request, caller, "rejected", spec.comment, approval.UNSET)
+
+    async def _decide(
+        self,
+        request: Request,
+        caller: Caller | None,
+        decision: approval.Decision,
+        comment: str | None,
+        payload: Any,
+    ) -> Response:
+        """The run's owner (or an admin) or an approver the node lists may decide; to
+        anyone else the run does not exist (404), as for any run of another owner."""
+        assert caller is not None
+        run_id, node_id = request.path_params["run_id"], request.path_params["node_id"]
+        run = await self.engine.store.get_run(run_id)
+        if run is None:
+            raise RunNotFound(run_id)
+        step = self.engine.approval_step(run, node_id)
+        approvers = step.approvers if step is not None else []
+        if not caller.may_see(run.owner) and not approval.may_decide(
+            [caller.uid, caller.email], None, approvers
+        ):
+            raise RunNotFound(run_id)
+        record = await self.engine.decide_approval(
+            run_id, node_id, decision, caller.email or caller.uid, comment, payload
+        )
+        return _json(models.DecidedNode(run_id=run_id, node=_node(run, record)))
+
+    async def redrive_run(self, request: Request, caller: Caller | None) -> Response:
+        run = await self._visible_run(caller, request.path_params["run_id"])
+        redriven, nodes = await self.engine.redrive(run.run_id)
+        after = await self.engine.store.get_run(run.run_id) or run
+        summary = models.RunSummary.of(after).model_dump()
+        return _json(models.RedrivenRun(**summary, redriven=redriven, nodes_to_run=nodes))
+
     # ---- graphs -------------------------------------------------------------------------
 
     async def create_graph(self, request: Request, caller: Caller | None) -> Response:
@@ -279,6 +329,10 @@ class Api:
 
     async def get_openapi(self, request: Request, caller: Caller | None) -> Response:
         return JSONResponse(self.openapi)
+
+
+def _node(run: RunRecord, record: NodeRecord) -> models.Node:
+    return models.Node.model_validate(run_to_json(run, [record])["nodes"][0])
 
 
 # ---- the route table ------------------------------------------------------------------------
@@ -424,6 +478,47 @@ ENDPOINTS: tuple[Endpoint, ...] = (
         description="Nodes that have not started are cancelled; running nodes finish their "
         "call but start nothing after them. Cancelling a run that already ended changes "
         "nothing (`cancelled: false`).",
+    ),
+    Endpoint(
+        "POST",
+        "/runs/{run_id:id}/nodes/{node_id:node_id}/approve",
+        "approveNode",
+        "Approve a node that waits for approval",
+        Api.approve_node,
+        {200: Reply("The node, succeeded; its output records the decision.", models.DecidedNode)},
+        raises=(RunNotFound, NodeNotFound, ApprovalConflict, RequestInvalid),
+        body=models.ApprovalRequest,
+        description="For the run's owner and the approvers the node's `approval` lists (by "
+        "uid or verified email). The node succeeds with the output `{decision: approved, by, "
+        "comment, payload, message, at}`; `payload` is the body's, else the node's computed "
+        "value. Approving again returns the same decision (200); approving a node that was "
+        "rejected, timed out or is not waiting for approval is a 409.",
+    ),
+    Endpoint(
+        "POST",
+        "/runs/{run_id:id}/nodes/{node_id:node_id}/reject",
+        "rejectNode",
+        "Reject a node that waits for approval",
+        Api.reject_node,
+        {200: Reply("The node, failed with ApprovalRejected.", models.DecidedNode)},
+        raises=(RunNotFound, NodeNotFound, ApprovalConflict, RequestInvalid),
+        body=models.RejectionRequest,
+        description="The node fails (ApprovalRejected, with the comment) and its `on_error` "
+        "applies. Rejecting again returns the same decision (200); rejecting a node that was "
+        "approved, timed out or is not waiting for approval is a 409.",
+    ),
+    Endpoint(
+        "POST",
+        "/runs/{run_id:id}/redrive",
+        "redriveRun",
+        "Run a failed or cancelled run again from where it stopped",
+        Api.redrive_run,
+        {200: Reply("The run, running again.", models.RedrivenRun)},
+        raises=(RunNotFound, RedriveConflict),
+        description="Succeeded nodes keep their outputs; failed, cancelled, never-run nodes "
+        "and those skipped because of a failure run again with fresh attempts. A run that is "
+        "running, pending or succeeded is a 409; a request that races an identical one "
+        "answers 200 with `redriven: false`.",
     ),
     Endpoint(
         "POST",

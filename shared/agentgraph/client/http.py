@@ -104,6 +104,9 @@ class IdToken:
         return token, float(claims.get("exp", self.clock() + 3600))
 
 
+_NO_PAYLOAD: Any = object()  # approve() without an edited payload
+
+
 class Client:
     """The api at `url`. Use as `async with Client(url) as client:` (or call `aclose`).
 
@@ -257,6 +260,35 @@ class Client:
     async def cancel(self, run_id: str) -> models.CancelledRun:
         """Cancel the run (`cancelled` is False when it had already ended)."""
         return await self._call(models.CancelledRun, "POST", f"/runs/{run_id}/cancel")
+
+    async def approve(
+        self, run_id: str, node_id: str, comment: str | None = None, payload: Any = _NO_PAYLOAD
+    ) -> models.DecidedNode:
+        """Approve a node waiting for approval; `payload`, when given, replaces its computed
+        value. Approving again returns the same decision; ApiError 409
+        (`approval_conflict`) once it was decided otherwise or is not waiting."""
+        body: dict[str, Any] = {"comment": comment}
+        if payload is not _NO_PAYLOAD:
+            body["payload"] = payload
+        return await self._call(
+            models.DecidedNode, "POST", f"/runs/{run_id}/nodes/{node_id}/approve", json=body
+        )
+
+    async def reject(
+        self, run_id: str, node_id: str, comment: str | None = None
+    ) -> models.DecidedNode:
+        """Reject a node waiting for approval (it fails; its `on_error` applies)."""
+        return await self._call(
+            models.DecidedNode,
+            "POST",
+            f"/runs/{run_id}/nodes/{node_id}/reject",
+            json={"comment": comment},
+        )
+
+    async def redrive(self, run_id: str) -> models.RedrivenRun:
+        """Run a failed or cancelled run again from where it stopped; ApiError 409
+        (`redrive_conflict`) for a run in another status."""
+        return await self._call(models.RedrivenRun, "POST", f"/runs/{run_id}/redrive")
 
     # ---- graphs ----------------------------------------------------------------------------
 

@@ -94,6 +94,16 @@ class IdempotencyConflict(AgentgraphError):
     """The same Idempotency-Key was used with a different request body."""
 
 
+class ApprovalConflict(AgentgraphError):
+    """An approval decision that can no longer apply: the node was given another decision,
+    timed out, or is not (or no longer) waiting for approval. The same decision again is
+    not a conflict: it is answered with the decision already recorded."""
+
+
+class RedriveConflict(AgentgraphError):
+    """A redrive of a run that is not failed or cancelled (running, succeeded, pending)."""
+
+
 class PayloadTooLarge(AgentgraphError):
     """An API request body over the size limit (refused before or while it is read)."""
 
@@ -266,6 +276,8 @@ ERRORS: tuple[tuple[type[AgentgraphError], ErrorKind], ...] = (
     (NodeNotFound, ErrorKind(404, "not_found", EXIT_INVALID)),
     (GraphNotFound, ErrorKind(404, "not_found", EXIT_INVALID)),
     (IdempotencyConflict, ErrorKind(409, "idempotency_conflict", EXIT_INVALID)),
+    (ApprovalConflict, ErrorKind(409, "approval_conflict", EXIT_INVALID)),
+    (RedriveConflict, ErrorKind(409, "redrive_conflict", EXIT_INVALID)),
     (PayloadTooLarge, ErrorKind(413, "payload_too_large", EXIT_INVALID)),
     (LimitExceeded, ErrorKind(429, "limit_exceeded", EXIT_RUN_FAILED, retry_after_s=60)),
     (Contention, ErrorKind(503, "contention", EXIT_RUN_FAILED, retry_after_s=1)),

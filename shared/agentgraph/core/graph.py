@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from agentgraph.core.model import OnError, RetryPolicy
+from agentgraph.core.model import Approval, OnError, RetryPolicy
 
 
 @dataclass(frozen=True)
@@ -17,7 +17,7 @@ class Node:
     id: str
     parents: tuple[str, ...]
     children: tuple[str, ...]
-    kind: Literal["tool", "agent"]
+    kind: Literal["tool", "agent", "gate"]  # gate: approval only, no work of its own
     pool: str
     on_error: OnError
     retry: RetryPolicy
@@ -42,6 +42,7 @@ class Node:
     tools: tuple[str, ...] = ()  # an agent's function-calling tools (engine_agent.py)
     max_turns: int = 10
     on_max_turns: Literal["fail", "return_last"] = "fail"
+    approval: Approval | None = None
 
     @property
     def max_total_attempts(self) -> int:

@@ -7,6 +7,7 @@ into each node, producing the plain `Graph` the core runs on.
 
 from __future__ import annotations
 
+import re
 from enum import StrEnum
 from typing import Any, Literal
 
@@ -47,6 +48,35 @@ class RetryPolicy(_Strict):
     # Executions lost with their worker (timeout, out of memory, crash) that are taken over
     # before the node fails with "worker lost N times" (core/transitions.claim).
     max_takeovers: int = Field(3, ge=0, le=100)
+
+
+MAX_APPROVAL_TIMEOUT_S = 30 * 86400  # Cloud Tasks schedules at most 30 days ahead
+DEFAULT_APPROVAL_TIMEOUT_S = 86400.0
+PRINCIPAL_PATTERN = r"^[^\s]{1,320}$"  # an email or a uid, as the api derives callers
+
+
+class Approval(_Strict):
+    """`approval:` on a node: after its work (a tool or agent node) or at once (a node
+    with neither: a pure gate), the node waits for a person to approve or reject it.
+
+    `message` is a template (it may read `input`, `nodes.<id>` and `output`, the node's
+    computed value); `approvers` are principals (emails or uids) who may decide besides
+    the run's owner; with no decision within `timeout_s` the node is rejected."""
+
+    message: str = Field(min_length=1, max_length=10_000)
+    timeout_s: float = Field(DEFAULT_APPROVAL_TIMEOUT_S, ge=1, le=MAX_APPROVAL_TIMEOUT_S)
+    approvers: list[str] = Field(
+        default_factory=list, max_length=100, json_schema_extra={"uniqueItems": True}
+    )
+
+    @model_validator(mode="after")
+    def _principals(self) -> Approval:
+        for who in self.approvers:
+            if not re.fullmatch(PRINCIPAL_PATTERN, who):
+                raise ValueError(
+                    f"approvers: {who!r} is not a principal (an email or uid, no spaces)"
+                )
+        return self
 
 
 class _NodeSettings(_Strict):
@@ -92,10 +122,12 @@ class NodeSpec(_NodeSettings):
     # a local path (local backend), a gs:// URI, or {mime_type, data (base64)} / {uri,
     # mime_type}; llm/attachments.py turns the rendered values into parts.
     attach: list[str | dict[str, Any]] | None = Field(None, max_length=MAX_ATTACHMENTS)
+    approval: Approval | None = None
 
     @model_validator(mode="after")
     def _tool_or_agent(self) -> NodeSpec:
-        if (self.tool is None) == (self.prompt is None):
+        gate = self.approval is not None and self.tool is None and self.prompt is None
+        if (self.tool is None) == (self.prompt is None) and not gate:
             raise ValueError(
                 "a node needs exactly one of 'tool' (a tool node) or 'prompt' (an agent node)"
             )

@@ -341,7 +341,38 @@ class Store(Protocol):
 
     async def stale_nodes(self, now: float, grace_s: float) -> list[NodeRecord]:
         """Nodes a dead function may have left behind: running past lease_until, retrying
-        past next_attempt_at + grace, ready for longer than grace (lost publish)."""
+        past next_attempt_at + grace, ready for longer than grace (lost publish),
+        waiting_approval past its deadline (next_attempt_at) + grace (a lost timeout)."""
+        ...
+
+    async def await_approval(
+        self,
+        run_id: str,
+        node_id: str,
+        attempt: int,
+        pending: Any,
+        deadline: float,
+        now: float,
+        usage: Usage | None = None,
+        model: str | None = None,
+        message: str | None = None,
+    ) -> bool:
+        """running(attempt) -> waiting_approval, with `pending` as the output and the
+        deadline in next_attempt_at; the lease is released."""
+        ...
+
+    async def decide_approval(
+        self, run_id: str, node_id: str, attempt: int, outcome: Outcome, now: float
+    ) -> bool:
+        """waiting_approval(attempt) -> succeeded | failed with the decision as output."""
+        ...
+
+    async def redrive_run(self, run_id: str, resets: Mapping[str, NodeStatus], now: float) -> bool:
+        """A failed or cancelled run goes back to running, and each node of `resets` (all
+        of them not running, not succeeded) goes back to the given status (waiting or
+        ready) with a fresh attempt 1, its arrivals from other reset nodes forgotten.
+        Atomic per run on SQLite; on Firestore see its docstring. False if the run was not
+        failed or cancelled."""
         ...
 
     async def append_step(self, run_id: str, node_id: str, step: Step) -> bool:
@@ -361,6 +392,14 @@ class Dispatcher(Protocol):
     async def node_ready(self, run_id: str, node_id: str, attempt: int, pool: str) -> None: ...
 
     async def node_finished(self, run_id: str, node_id: str, status: NodeStatus) -> None: ...
+
+
+class ApprovalWatcher(Protocol):
+    """Optional, on a Dispatcher whose process must notice a decision written by another
+    one (the local runtime: `agentgraph approve` in a second terminal): told of every node
+    that starts waiting for approval, it sends node-finished once the node is decided."""
+
+    async def awaiting_approval(self, run_id: str, node_id: str, attempt: int) -> None: ...
 
 
 class RetryScheduler(Protocol):

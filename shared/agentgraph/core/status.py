@@ -26,6 +26,9 @@ class NodeStatus(StrEnum):
     FAILED = "failed"
     SKIPPED = "skipped"
     CANCELLED = "cancelled"
+    # Its work is done (or it is a pure gate) and it waits for a person's decision,
+    # holding no worker, function instance or lease (core/approval.py).
+    WAITING_APPROVAL = "waiting_approval"
 
     @property
     def terminal(self) -> bool:
@@ -36,5 +39,8 @@ _TERMINAL_RUN = frozenset({RunStatus.SUCCEEDED, RunStatus.FAILED, RunStatus.CANC
 TERMINAL_NODE = frozenset(
     {NodeStatus.SUCCEEDED, NodeStatus.FAILED, NodeStatus.SKIPPED, NodeStatus.CANCELLED}
 )
-# A node in one of these has not started, so cancelling the run may cancel it.
-NOT_STARTED = frozenset({NodeStatus.WAITING, NodeStatus.READY, NodeStatus.RETRYING})
+# A node in one of these holds no worker (it has not started, or it waits for a person's
+# approval), so cancelling the run may cancel it.
+NOT_STARTED = frozenset(
+    {NodeStatus.WAITING, NodeStatus.READY, NodeStatus.RETRYING, NodeStatus.WAITING_APPROVAL}
+)

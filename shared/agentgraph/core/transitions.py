@@ -315,3 +315,118 @@ def _node_event(
     node: NodeRecord, now: float, status: NodeStatus, attempt: int, message: str | None = None
 ) -> Event:
     return Event(node.run_id, now, "node_status", node.node_id, status.value, attempt, message)
+
+
+# ---- human approval (core/approval.py holds what the outputs and errors say) -------------
+
+
+def await_approval(
+    node: NodeRecord,
+    attempt: int,
+    pending: Any,
+    deadline: float,
+    now: float,
+    usage: Usage | None = None,
+    model: str | None = None,
+    message: str | None = None,
+) -> Change | None:
+    """running(attempt) -> waiting_approval: the node's work is done (or it is a gate) and
+    it now waits for a person. It gives up its lease (no worker holds it, the sweeper
+    leaves it alone); `next_attempt_at` holds the deadline, after which the timeout (a
+    delayed delivery, or the sweeper when that was lost) rejects it. `pending` (the
+    request: message, computed payload, approvers) is its output while it waits."""
+    if not _running(node, attempt):
+        return None
+    spent = usage or Usage()
+    return Change(
+        node.status,
+        node.attempt,
+        {
+            "status": NodeStatus.WAITING_APPROVAL,
+            "output": pending,
+            "usage": node.usage + spent,
+            "model": model,
+            "next_attempt_at": deadline,
+            "lease_until": None,
+            "partial": None,
+            "updated_at": now,
+        },
+        _node_event(node, now, NodeStatus.WAITING_APPROVAL, attempt, message),
+        ((NodeStatus.RUNNING, NodeStatus.WAITING_APPROVAL),),
+        spent,
+    )
+
+
+def decide_approval(node: NodeRecord, attempt: int, outcome: Outcome, now: float) -> Change | None:
+    """waiting_approval(attempt) -> succeeded (approved) | failed (rejected, timed out),
+    with the decision as the output; exactly one decision ever applies."""
+    if node.status != NodeStatus.WAITING_APPROVAL or node.attempt != attempt:
+        return None
+    failure = outcome.error
+    return Change(
+        node.status,
+        node.attempt,
+        {
+            "status": outcome.status,
+            "output": outcome.output,
+            "error": failure,
+            "finished_at": now,
+            "duration_ms": int((now - (node.started_at or now)) * 1000),
+            "next_attempt_at": None,
+            "updated_at": now,
+        },
+        _node_event(
+            node,
+            now,
+            outcome.status,
+            attempt,
+            f"{failure.type}: {failure.message}" if failure else "approved",
+        ),
+        ((NodeStatus.WAITING_APPROVAL, outcome.status),),
+    )
+
+
+# ---- redrive (core/redrive.py decides which nodes) ---------------------------------------
+
+REDRIVEN = "redriven"
+
+
+def redrive_node(node: NodeRecord, status: NodeStatus, now: float) -> Change | None:
+    """A node of a failed or cancelled run that runs again -> waiting | ready, with a fresh
+    attempt 1 (its retry budget whole again) and nothing of its last try but the usage it
+    spent. Never a node that succeeded or is still running."""
+    if node.status in (NodeStatus.SUCCEEDED, NodeStatus.RUNNING):
+        return None
+    return Change(
+        node.status,
+        node.attempt,
+        {
+            "status": status,
+            "attempt": 1,
+            "executions": 0,
+            "output": None,
+            "error": None,
+            "model": None,
+            "started_at": None,
+            "finished_at": None,
+            "duration_ms": None,
+            "lease_until": None,
+            "next_attempt_at": None,
+            "partial": None,
+            "skip_reason": None,
+            "updated_at": now,
+        },
+        _node_event(node, now, status, 1, REDRIVEN),
+        ((node.status, status),) if node.status != status else (),
+    )
+
+
+def redrive_run(run_id: str, current: RunStatus, now: float, nodes: int) -> RunChange | None:
+    """failed | cancelled -> running again; the end it had (time, error, outputs) is gone."""
+    if current not in (RunStatus.FAILED, RunStatus.CANCELLED):
+        return None
+    message = f"redriven: {nodes} node{'s' if nodes != 1 else ''} run again"
+    return RunChange(
+        {"status": RunStatus.RUNNING, "finished_at": None, "error": None, "outputs": None},
+        Event(run_id, now, "run_status", None, RunStatus.RUNNING.value, None, message),
+    )

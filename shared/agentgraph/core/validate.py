@@ -359,6 +359,7 @@ class _Template:
     field: str
     source: str
     expression: bool
+    extra: frozenset[str] = frozenset()  # names it may read besides input and nodes
 
 
 def _templates_of(spec: NodeSpec) -> Iterator[_Template]:
@@ -370,6 +371,8 @@ def _templates_of(spec: NodeSpec) -> Iterator[_Template]:
         yield _Template("when", spec.when, True)
     yield from _arg_templates("args", spec.args)
     yield from _arg_templates("attach", spec.attach or [])
+    if spec.approval is not None:
+        yield _Template("approval.message", spec.approval.message, False, frozenset({"output"}))
 
 
 def _arg_templates(path: str, value: Any) -> Iterator[_Template]:
@@ -399,7 +402,7 @@ def _check_templates(
         except TemplateProblem as exc:
             problems.append(Problem(where, f"does not parse: {exc}", spec.id))
             continue
-        for name in sorted(refs.other_names):
+        for name in sorted(refs.other_names - template.extra):
             problems.append(
                 Problem(
                     where,
@@ -534,7 +537,7 @@ def _resolve(s: NodeSpec, d: Defaults, children: list[str], reads: frozenset[str
         id=s.id,
         parents=tuple(s.after),
         children=tuple(children),
-        kind="tool" if s.tool is not None else "agent",
+        kind="tool" if s.tool is not None else "agent" if s.prompt is not None else "gate",
         pool=_pick(s.pool, d.pool, DEFAULT_POOL),
         on_error=_pick(s.on_error, d.on_error, OnError.FAIL_RUN),
         retry=_pick(s.retry, d.retry, RetryPolicy()),
@@ -561,4 +564,5 @@ def _resolve(s: NodeSpec, d: Defaults, children: list[str], reads: frozenset[str
         tools=tuple(_pick(s.tools, d.tools, ())) if s.prompt is not None else (),
         max_turns=int(_pick(s.max_turns, d.max_turns, DEFAULT_MAX_TURNS)),
         on_max_turns=_pick(s.on_max_turns, d.on_max_turns, "fail"),
+        approval=s.approval,
     )

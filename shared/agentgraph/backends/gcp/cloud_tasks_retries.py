@@ -33,11 +33,15 @@ DEFAULT_LOCATION = "us-central1"
 CREATE_TIMEOUT_S = 30.0
 
 
-def task_id(run_id: str, node_id: str, attempt: int, tag: str = "") -> str:
-    """Deterministic per (run, node, attempt, tag); hash first, readable suffix for people.
-    A tag (a node delayed by its model's gate) keeps the task apart from the retry that
-    made the attempt, whose name Cloud Tasks will not reuse for about an hour."""
-    key = f"{run_id}\0{node_id}\0{attempt}" + (f"\0{tag}" if tag else "")
+def task_id(run_id: str, node_id: str, attempt: int, at: float | None = None, tag: str = "") -> str:
+    """Deterministic per (run, node, attempt, due time, tag); hash first, readable suffix
+    for people. One (run, node, attempt) may be delivered for more than one reason: a retry
+    of attempt N, then the approval timeout of attempt N, attempt N again after a redrive,
+    or a node delayed by its model's gate (tagged). Cloud Tasks refuses a name used in the
+    last hour or more, which would drop the later one. A repeated scheduling of one delivery
+    passes the stored due time again (next_attempt_at), so it still finds its task."""
+    key = f"{run_id}\0{node_id}\0{attempt}" + ("" if at is None else f"\0{at!r}")
+    key += f"\0{tag}" if tag else ""
     digest = hashlib.sha256(key.encode()).hexdigest()[:32]
     suffix = f"-{re.sub(r'[^A-Za-z0-9-]', '-', tag)[:40]}" if tag else ""
     return f"{digest}-{node_id.replace('_', '-')[:40]}-a{attempt}{suffix}"
@@ -127,7 +131,7 @@ class CloudTasksRetries:
                 "audience": self.url,
             }
         return {
-            "name": f"{self.queue_path}/tasks/{task_id(run_id, node_id, attempt, tag)}",
+            "name": f"{self.queue_path}/tasks/{task_id(run_id, node_id, attempt, at, tag)}",
             "schedule_time": schedule_time,
             "http_request": http_request,
         }

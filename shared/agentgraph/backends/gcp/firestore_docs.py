@@ -144,7 +144,7 @@ def run_change_fields(change: RunChange, outputs: Mapping[str, Any]) -> dict[str
         if name == "status":
             fields[name] = RunStatus(value).value
         elif name == "error":
-            fields[name] = capped_error(value)
+            fields[name] = None if value is None else capped_error(value)  # None: redriven
         elif name == "outputs":
             fields.update(outputs)
         else:

@@ -49,6 +49,10 @@ class Writes:
         self.batch.update(ref, data, option=option)
         self.count += 1
 
+    def delete(self, ref: Any) -> None:
+        self.batch.delete(ref)
+        self.count += 1
+
 
 class FirestoreIO:
     """The client, document references, counted reads and writes, and large values: what

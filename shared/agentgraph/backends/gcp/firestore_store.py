@@ -50,6 +50,7 @@ from google.cloud.firestore_v1.field_path import FieldPath
 from agentgraph.backends.gcp import chunks
 from agentgraph.backends.gcp import firestore_docs as docs
 from agentgraph.backends.gcp.contention import TryAgain, until_settled
+from agentgraph.backends.gcp.firestore_redrive import RedriveWrites
 from agentgraph.backends.gcp.firestore_runs import RunWrites
 from agentgraph.backends.gcp.firestore_steps import StepWrites
 from agentgraph.core import names, transitions
@@ -74,7 +75,7 @@ def _known_size(known: _Known) -> int:
     return 512 + sum(len(data.get(f) or "") for f in ("output_json", "partial"))
 
 
-class FirestoreStore(RunWrites, StepWrites):
+class FirestoreStore(RunWrites, StepWrites, RedriveWrites):
     """Satisfies agentgraph.core.ports.Store. One instance per event loop (the client's gRPC
     channel belongs to the loop of its first call)."""
 
@@ -332,6 +333,36 @@ class FirestoreStore(RunWrites, StepWrites):
         lease = (run_id, node_id, attempt)
         await self._transition(run_id, node_id, decide, lease=lease, keep=True)
 
+    # ---- human approval ------------------------------------------------------------------
+
+    async def await_approval(
+        self,
+        run_id: str,
+        node_id: str,
+        attempt: int,
+        pending: Any,
+        deadline: float,
+        now: float,
+        usage: Usage | None = None,
+        model: str | None = None,
+        message: str | None = None,
+    ) -> bool:
+        def decide(node: NodeRecord) -> Change | None:
+            return transitions.await_approval(
+                node, attempt, pending, deadline, now, usage, model, message
+            )
+
+        lease = (run_id, node_id, attempt)
+        return await self._transition(run_id, node_id, decide, lease=lease) is not None
+
+    async def decide_approval(
+        self, run_id: str, node_id: str, attempt: int, outcome: Outcome, now: float
+    ) -> bool:
+        def decide(node: NodeRecord) -> Change | None:
+            return transitions.decide_approval(node, attempt, outcome, now)
+
+        return await self._transition(run_id, node_id, decide) is not None
+
     # ---- events and recovery -------------------------------------------------------------
 
     async def append_event(self, event: Event) -> None:
@@ -360,6 +391,8 @@ class FirestoreStore(RunWrites, StepWrites):
             (NodeStatus.RUNNING, "lease_until", now),
             (NodeStatus.RETRYING, "next_attempt_at", now - grace_s),
             (NodeStatus.READY, "updated_at", now - grace_s),
+            # a lost approval timeout (same index as retrying: status + next_attempt_at)
+            (NodeStatus.WAITING_APPROVAL, "next_attempt_at", now - grace_s),
         )
         queries = [
             group.where(filter=FieldFilter("status", "==", status.value))

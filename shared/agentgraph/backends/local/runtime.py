@@ -32,6 +32,9 @@ log = logging.getLogger("agentgraph.local")
 # not two as it did with 8 workers.
 DEFAULT_WORKERS = 64
 ON_CHANGE_INTERVAL_S = 0.1  # how often `wait` calls a live view back while a run is busy
+# How often a node waiting for approval is read for a decision that another process (the
+# `agentgraph approve` of a second terminal) wrote to the same SQLite file.
+APPROVAL_POLL_S = 0.2
 
 
 class _Delivery:
@@ -50,6 +53,9 @@ class _Delivery:
         self.executing: dict[tuple[str, str], asyncio.Task[None]] = {}
         self.in_flight: Counter[str] = Counter()
         self._settled: dict[str, tuple[asyncio.Event, int]] = {}
+        self._keyed: dict[tuple[str, str, int], asyncio.TimerHandle] = {}
+        self.on_approval: Callable[[str, str], Awaitable[None]] | None = None
+        self._watching: set[tuple[str, str, int]] = set()
 
     @property
     def idle(self) -> bool:
@@ -121,6 +127,8 @@ class _Delivery:
 
         def fire() -> None:
             self.timers.pop(handle, None)
+            if self._keyed.get((run_id, node_id, attempt)) is handle:
+                del self._keyed[(run_id, node_id, attempt)]
             self.spawn(
                 engine.retry(run_id, node_id, attempt),
                 run_id,
@@ -129,14 +137,56 @@ class _Delivery:
             self.end(run_id)
 
         self.begin(run_id)
+        key = (run_id, node_id, attempt)
+        self._cancel_timer(key)  # the same delivery armed again replaces the earlier timer
         handle = asyncio.get_running_loop().call_later(max(0.0, at - time.time()), fire)
         self.timers[handle] = run_id
+        self._keyed[key] = handle
+
+    def _cancel_timer(self, key: tuple[str, str, int]) -> None:
+        handle = self._keyed.pop(key, None)
+        if handle is not None and self.timers.pop(handle, None) is not None:
+            handle.cancel()
+            self.end(key[0])
+
+    async def awaiting_approval(self, run_id: str, node_id: str, attempt: int) -> None:
+        """ApprovalWatcher: read the node until it is decided (here, or by another process
+        on the same file), then send its node-finished and drop its timeout timer. The
+        watch counts as in flight, so `wait` knows the run is not stuck but waiting."""
+        key = (run_id, node_id, attempt)
+        if key not in self._watching:
+            self._watching.add(key)
+            self.spawn(self._watch_approval(key), run_id, f"approval {run_id}/{node_id}")
+            if self.on_approval is not None:
+                await self.on_approval(run_id, node_id)
+
+    async def _watch_approval(self, key: tuple[str, str, int]) -> None:
+        assert self.engine is not None
+        run_id, node_id, attempt = key
+        try:
+            while True:
+                await asyncio.sleep(
+                    APPROVAL_POLL_S
+                )  # polling: the decision may be another process's
+                record = await self.engine.store.get_node(run_id, node_id)
+                if (
+                    record is None
+                    or record.status != NodeStatus.WAITING_APPROVAL
+                    or record.attempt != attempt
+                ):
+                    break
+        finally:
+            self._watching.discard(key)
+        self._cancel_timer(key)
+        if record is not None and record.status.terminal:
+            await self.engine.complete(run_id, node_id, record.status)
 
     def cancel_timers(self) -> None:
         for handle, run_id in list(self.timers.items()):
             handle.cancel()
             self.end(run_id)
         self.timers.clear()
+        self._keyed.clear()
 
 
 class LocalRuntime:
@@ -150,10 +200,12 @@ class LocalRuntime:
         *,
         workers: int = DEFAULT_WORKERS,
         partial_interval_s: float = 0.2,
+        on_approval: Callable[[str, str], Awaitable[None]] | None = None,
     ) -> None:
         self.store = store
         self.workers = workers
         self._delivery = _Delivery()
+        self._delivery.on_approval = on_approval  # told of each node that starts waiting
         self.engine = Engine(
             store,
             self._delivery,

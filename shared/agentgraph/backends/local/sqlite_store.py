@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -273,8 +273,9 @@ class SqliteStore(Transactions):
                 "FROM nodes n JOIN runs r ON r.run_id = n.run_id WHERE r.status='running' AND ("
                 " (n.status='running' AND n.lease_until < ?)"
                 " OR (n.status='retrying' AND n.next_attempt_at < ?)"
-                " OR (n.status='ready' AND n.updated_at < ?))",
-                (now, now - grace_s, now - grace_s),
+                " OR (n.status='ready' AND n.updated_at < ?)"
+                " OR (n.status='waiting_approval' AND n.next_attempt_at < ?))",
+                (now, now - grace_s, now - grace_s, now - grace_s),
             )
             return [rows.node_record(r) for r in found]
 
@@ -301,3 +302,70 @@ class SqliteStore(Transactions):
             return [Step.from_dict(json.loads(r["step"])) for r in found]
 
         return await self._read(work)
+
+    # ---- human approval --------------------------------------------------------------
+
+    async def await_approval(
+        self,
+        run_id: str,
+        node_id: str,
+        attempt: int,
+        pending: Any,
+        deadline: float,
+        now: float,
+        usage: Usage | None = None,
+        model: str | None = None,
+        message: str | None = None,
+    ) -> bool:
+        def decide(node: NodeRecord) -> Change | None:
+            return transitions.await_approval(
+                node, attempt, pending, deadline, now, usage, model, message
+            )
+
+        return await self._transition(run_id, node_id, decide) is not None
+
+    async def decide_approval(
+        self, run_id: str, node_id: str, attempt: int, outcome: Outcome, now: float
+    ) -> bool:
+        def decide(node: NodeRecord) -> Change | None:
+            return transitions.decide_approval(node, attempt, outcome, now)
+
+        return await self._transition(run_id, node_id, decide) is not None
+
+    # ---- redrive -------------------------------------------------------------------------
+
+    async def redrive_run(self, run_id: str, resets: Mapping[str, NodeStatus], now: float) -> bool:
+        """One transaction: the run must still be failed or cancelled; each node of
+        `resets` is reset, its arrivals from reset parents deleted (they will arrive
+        again) and its count made the arrivals that remain; then the run is running."""
+
+        def work(conn: sqlite3.Connection) -> bool:
+            row = conn.execute("SELECT status FROM runs WHERE run_id=?", (run_id,)).fetchone()
+            if row is None:
+                return False
+            current = RunStatus(row["status"])
+            change = transitions.redrive_run(run_id, current, now, len(resets))
+            if change is None:
+                return False
+            for node_id, status in resets.items():
+                node = rows.select_node(conn, run_id, node_id)
+                reset = None if node is None else transitions.redrive_node(node, status, now)
+                if node is None or reset is None:
+                    continue
+                rows.persist(conn, run_id, node_id, reset)
+                again = [p for p in node.parents if p in resets]
+                marks = ",".join("?" * len(again))
+                if again:
+                    conn.execute(
+                        "DELETE FROM arrivals WHERE run_id=? AND child_id=? "
+                        f"AND parent_id IN ({marks})",
+                        (run_id, node_id, *again),
+                    )
+                conn.execute(
+                    "UPDATE nodes SET arrivals=(SELECT count(*) FROM arrivals "
+                    "WHERE run_id=? AND child_id=?) WHERE run_id=? AND node_id=?",
+                    (run_id, node_id, run_id, node_id),
+                )
+            return rows.persist_run(conn, run_id, current, change)
+
+        return await self._tx(work)
