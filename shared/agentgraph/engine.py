@@ -593,6 +593,13 @@ def _check_output_size(output: Any) -> None:
 
 
 def new_run_id(now: float) -> str:
-    """Sortable by creation time, unique without coordination."""
+    """Unique without coordination, and deliberately NOT sortable by creation time.
+
+    The leading characters are random so that run documents (and the Cloud Tasks names
+    derived from them) spread over Firestore's key range instead of all landing on its
+    last split, which is Firestore's guidance against monotonically increasing document
+    ids. The creation time follows for people reading logs; anything that orders runs
+    orders by `created_at`. Only [0-9a-z-]: URL-safe and a valid Firestore document id.
+    """
     stamp = datetime.fromtimestamp(now, UTC).strftime("%Y%m%d-%H%M%S")
-    return f"{stamp}-{secrets.token_hex(4)}"
+    return f"{secrets.token_hex(5)}-{stamp}"
