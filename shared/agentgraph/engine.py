@@ -51,6 +51,7 @@ from agentgraph.core.ports import (
 from agentgraph.core.readiness import Decision, Verdict
 from agentgraph.core.status import NodeStatus, RunStatus
 from agentgraph.core.templates import condition_holds, render, render_value
+from agentgraph.core.timeouts import TimeoutBound
 from agentgraph.core.validate import load_graph, validate_input
 from agentgraph.engine_fanin import FanIn, template_values
 from agentgraph.engine_recovery import RUN_ENDED_WHILE_RUNNING, Recovery
@@ -105,6 +106,7 @@ class Engine(FanIn, Recovery):
         lease_s: float = LEASE_S,
         owner_activity: OwnerActivityReader | None = None,
         owner_limits: OwnerLimits | None = None,
+        timeout_bound: TimeoutBound | None = None,
     ) -> None:
         self.store = store
         self.dispatcher = dispatcher
@@ -121,6 +123,9 @@ class Engine(FanIn, Recovery):
         # node instead (core/limits.py); without, nothing is counted (the local backend).
         self.owner_activity = owner_activity
         self.owner_limits = owner_limits or OwnerLimits()
+        # Serverless: each pool's function timeout bounds a node's timeout_s (validation
+        # refuses longer ones); None keeps the graph schema's own bound (the local backend).
+        self.timeout_bound = timeout_bound
         self._runs: Lru[str, RunContext] = Lru(_RUNS_KEPT, _RUN_BYTES, _context_size)
         self._graphs: Lru[tuple[str, ...], tuple[Graph, int]] = Lru(
             _GRAPHS_KEPT, _GRAPH_BYTES, lambda entry: entry[1]
@@ -135,7 +140,12 @@ class Engine(FanIn, Recovery):
         return self._cached_graph(
             document,
             ("checked", *tools),
-            lambda: load_graph(document, tools=tools, model_known=self.llm.supports),
+            lambda: load_graph(
+                document,
+                tools=tools,
+                model_known=self.llm.supports,
+                timeout_bound=self.timeout_bound,
+            ),
         )
 
     async def compile_off_loop(self, document: Mapping[str, Any]) -> Graph:
@@ -149,7 +159,11 @@ class Engine(FanIn, Recovery):
         if cached is not None:
             return cached[0]
         graph = await asyncio.to_thread(
-            load_graph, document, tools=tools, model_known=self.llm.supports
+            load_graph,
+            document,
+            tools=tools,
+            model_known=self.llm.supports,
+            timeout_bound=self.timeout_bound,
         )
         if key is not None:
             self._graphs.put(key, (graph, size))

@@ -52,6 +52,7 @@ DEPLOYED_ENV = {
     names.ENV_LIMIT_DAILY_USD,
     names.ENV_LIMIT_DAILY_TOKENS,
     names.ENV_TRACE,
+    names.ENV_POOL_TIMEOUTS,
 }
 LOCAL_ONLY_ENV = {
     names.ENV_DB: "SQLite file of the local backend",

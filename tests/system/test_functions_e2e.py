@@ -476,6 +476,25 @@ def test_an_invalid_request_is_a_400_listing_every_problem(api: httpx.Client) ->
     assert error["message"] == "invalid graph: 5 problems"
 
 
+def test_a_timeout_longer_than_the_exec_function_and_ack_deadline_allow_is_a_400(
+    api: httpx.Client,
+) -> None:
+    """The emulator stack deploys the default pool with infra's default function timeout
+    (540 s): a node may ask for 510 s, not 511 (core/timeouts.py)."""
+    node = {"id": "slow", "prompt": "x", "model": "echo", "timeout_s": 511}
+    refused = api.post("/runs", json={"graph": {"name": "slow", "nodes": [node]}})
+    fits = api.post(
+        "/runs", json={"graph": {"name": "slow", "nodes": [{**node, "timeout_s": 510}]}}
+    )
+
+    assert refused.status_code == 400, refused.text
+    [problem] = refused.json()["error"]["details"]
+    assert (problem["path"], problem["node_id"]) == ("graph.nodes[0].timeout_s", "slow")
+    assert "at most 510 s" in problem["message"]
+    assert fits.status_code == 201, fits.text
+    wait_run(api, fits.json()["run_id"])
+
+
 def test_unknown_runs_and_routes_are_404_wrong_methods_405_and_big_bodies_413(
     api: httpx.Client,
 ) -> None:

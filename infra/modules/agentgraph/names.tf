@@ -44,4 +44,5 @@ locals {
   env_limit_daily_usd    = "AGENTGRAPH_LIMIT_DAILY_USD"
   env_limit_daily_tokens = "AGENTGRAPH_LIMIT_DAILY_TOKENS"
   env_trace              = "AGENTGRAPH_TRACE"
+  env_pool_timeouts      = "AGENTGRAPH_POOL_TIMEOUTS"
 }

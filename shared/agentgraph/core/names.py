@@ -108,3 +108,6 @@ ENV_LIMIT_DAILY_TOKENS = "AGENTGRAPH_LIMIT_DAILY_TOKENS"
 # Where traces and metrics go: off (default) | console | otlp | file | gcp (Terraform: gcp,
 # Cloud Trace and Cloud Monitoring). agentgraph.observability reads it.
 ENV_TRACE = "AGENTGRAPH_TRACE"
+# Each pool's exec function timeout, "pool=seconds,..." (core/timeouts.py): validation
+# refuses a node timeout_s the function timeout and the ack deadline would not allow.
+ENV_POOL_TIMEOUTS = "AGENTGRAPH_POOL_TIMEOUTS"

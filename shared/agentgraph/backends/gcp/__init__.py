@@ -59,6 +59,7 @@ def _build_engine() -> Engine:
     from agentgraph.backends.gcp.firestore_owner_activity import FirestoreOwnerActivity
     from agentgraph.backends.gcp.pubsub_dispatcher import PubSubDispatcher
     from agentgraph.core.limits import OwnerLimits
+    from agentgraph.core.timeouts import TimeoutBound
     from agentgraph.engine import Engine
     from agentgraph.llm import default_router
     from agentgraph.tools import default_registry, load_modules
@@ -78,6 +79,9 @@ def _build_engine() -> Engine:
         # Per-owner limits (AGENTGRAPH_LIMIT_*), counted from the runs on the same client.
         owner_activity=FirestoreOwnerActivity(store.client),
         owner_limits=OwnerLimits.from_env(os.environ),
+        # Each pool's function timeout (AGENTGRAPH_POOL_TIMEOUTS, set by infra/) bounds the
+        # timeout_s a graph may ask for; unset, infra's default pool timeout.
+        timeout_bound=TimeoutBound.from_env(os.environ, names.ENV_POOL_TIMEOUTS),
     )
 
 
