@@ -7,7 +7,7 @@ there, which calls `install`: it wraps the Firestore store's counted I/O
 (`FirestoreIO._commit`, `_get`, `_get_all`, `_query`, the one path every read and write
 of the store takes) so that each process appends to `<dir>/<pid>.jsonl` one line per
 committed batch, `{"t": commit time, "w": [document paths]}`, and one per read,
-`{"t": time, "r": documents billed}`. Nothing of agentgraph changes; the wrappers time
+`{"t": time, "r": documents billed, "by": the store method that read}`. Nothing of agentgraph changes; the wrappers time
 the commit as the client saw it return.
 
 `writes_by_document` and `max_writes_per_second` read those files back.
@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 import threading
 import time
 from collections import Counter, defaultdict
@@ -60,15 +61,23 @@ def install(folder: str) -> None:
 
     io._commit = logged_commit  # type: ignore[method-assign]
 
-    for name in ("_get", "_get_all", "_query"):
+    # Reads billed as FirestoreIO counts them, from each call's own arguments and result
+    # (not from `stats` deltas, which other coroutines of the process move meanwhile).
+    billed = {
+        "_get": lambda args, result: 1,
+        "_get_all": lambda args, result: len(args[0]) if args else 0,
+        "_query": lambda args, result: max(1, len(result)),
+    }
+    for name, count in billed.items():
         original = getattr(io, name)
 
-        async def counted(self: Any, *args: Any, _original: Any = original, **kw: Any) -> Any:
-            before = self.stats["reads"]
-            try:
-                return await _original(self, *args, **kw)
-            finally:
-                emit({"t": time.time(), "r": self.stats["reads"] - before})
+        async def counted(
+            self: Any, *args: Any, _original: Any = original, _count: Any = count, **kw: Any
+        ) -> Any:
+            result = await _original(self, *args, **kw)
+            caller = sys._getframe(1).f_code.co_name  # the store method reading
+            emit({"t": time.time(), "r": _count(args, result), "by": caller})
+            return result
 
         setattr(io, name, counted)
 
