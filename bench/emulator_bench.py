@@ -20,6 +20,7 @@ Gemini stub, every function under functions-framework, the push subscriptions) a
    out at once to the stack's complete function; the child's node-ready messages are
    counted on a pull subscription), a 2,000-node run created through the api, and a
    10 MB output written and read back through the Firestore store.
+4. Hot documents, crash takeover and a sustained load run: bench/scale_bench.py.
 """
 
 from __future__ import annotations
@@ -44,6 +45,7 @@ from agentgraph.core import names
 from agentgraph.core.messages import NodeFinished, NodeReady
 from agentgraph.core.ports import Outcome, Usage
 from agentgraph.core.status import NodeStatus, RunStatus
+from bench import scale_bench
 from bench.measure import (
     Context,
     Figure,
@@ -73,6 +75,7 @@ PROJECT = "bench-agentgraph"
 EDGE_GOAL = 1.2
 WRITES_GOAL, READS_GOAL = 5, 2
 RUN_TIMEOUT_S = 300.0
+OPS_LOG = "ops-log"  # where the stack's functions log their Firestore I/O (bench/ops_log.py)
 
 
 def _edge_verdict(results: Any) -> Verdict | None:
@@ -146,6 +149,7 @@ FIGURES = (
         "s",
         "reference",
     ),
+    *scale_bench.FIGURES,
 )
 
 
@@ -155,11 +159,12 @@ _PART_KEYS = {
     "fanin": ("fanin_1000_enqueues", "fanin_1000_s"),
     "create": ("create_2000_nodes_s",),
     "output": ("output_10mb_roundtrip_s",),
+    **scale_bench.PART_KEYS,
 }
 
 
 def _steps(repeat: int) -> int:
-    return 1 + (repeat + 1) + 1 + 3 + 1
+    return 1 + (repeat + 1) + 1 + 3 + 3 + 1
 
 
 # ---- the stack and the bench process's clients --------------------------------------------
@@ -174,7 +179,12 @@ async def _running_stack(ctx: Context) -> AsyncIterator[Any]:
         harness.ensure_tasks_venv(harness.REPO_ROOT)
     except harness.EmulatorNotInstalled as exc:
         raise Unavailable(f"the emulator stack cannot start: {exc}") from exc
-    stack = Stack(project=PROJECT, sweep_every_s=None, log_dir=ctx.workdir / "stack-logs")
+    stack = Stack(
+        project=PROJECT,
+        sweep_every_s=None,
+        log_dir=ctx.workdir / "stack-logs",
+        env=scale_bench.stack_env(ctx.workdir / OPS_LOG),  # the functions log their I/O
+    )
     try:
         await asyncio.to_thread(stack.start)
     except harness.EmulatorNotInstalled as exc:
@@ -766,6 +776,9 @@ async def emulator(ctx: Context) -> Figures:
             ("fanin", lambda: _fanin(ctx, stack)),
             ("create", lambda: _create(ctx, stack)),
             ("output", lambda: _output(ctx)),
+            ("hot", lambda: scale_bench.hot_documents(ctx, stack, ctx.workdir / OPS_LOG)),
+            ("load", lambda: scale_bench.load_run(ctx, stack, ctx.workdir / OPS_LOG)),
+            ("crash", lambda: scale_bench.crash_takeover(ctx, stack)),  # last: it kills exec
         ]
         for name, part in parts:
             try:

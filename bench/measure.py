@@ -199,6 +199,12 @@ EMULATOR_FIGURES: tuple[Figure, ...] = (
     Figure("fanin_1000_s", "fan-in of 1000 parents, wall time", "s"),
     Figure("create_2000_nodes_s", "creating a run of 2000 nodes", "s"),
     Figure("output_10mb_roundtrip_s", "10 MB output written and read back", "s"),
+    Figure("max_writes_per_doc_per_s", "most writes to one document in 1 s (fan-out)", "/s"),
+    Figure("crash_takeover_s", "exec killed mid-call → node running again", "s"),
+    Figure("load_nodes_per_s", "sustained load: nodes per second", "nodes/s"),
+    Figure("load_edge_p50_ms", "sustained load: edge latency, median", "ms"),
+    Figure("load_edge_p99_ms", "sustained load: edge latency, 99th percentile", "ms"),
+    Figure("load_lost_or_doubled", "sustained load: nodes lost, stuck or run twice", "nodes"),
 )
 
 

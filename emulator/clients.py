@@ -98,11 +98,16 @@ def create_push_subscription(
     min_backoff_s: float | None = None,
     max_backoff_s: float | None = None,
     exist_ok: bool = False,
+    dead_letter_topic: str | None = None,
+    max_delivery_attempts: int = 5,
 ) -> str:
     """Create a push subscription (optionally filtered) and return its path.
 
     `filter` is a Pub/Sub filter such as `names.pool_filter("default")`. With
-    `exist_ok=True` an existing subscription of that name is kept as it is.
+    `exist_ok=True` an existing subscription of that name is kept as it is. With
+    `dead_letter_topic` (a topic name of the same project), a message nacked
+    `max_delivery_attempts` times goes there, as infra/'s dead_letter_policy does (the
+    emulator honours it for push: tests/system/test_functions_e2e.py).
     """
     from google.api_core.exceptions import AlreadyExists
 
@@ -117,6 +122,11 @@ def create_push_subscription(
         }
         if filter:
             request["filter"] = filter
+        if dead_letter_topic is not None:
+            request["dead_letter_policy"] = {
+                "dead_letter_topic": f"projects/{project}/topics/{dead_letter_topic}",
+                "max_delivery_attempts": max_delivery_attempts,
+            }
         if min_backoff_s is not None or max_backoff_s is not None:
             request["retry_policy"] = {
                 key: {"seconds": int(value), "nanos": int((value % 1) * 1e9)}

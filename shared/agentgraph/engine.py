@@ -55,6 +55,7 @@ from agentgraph.core.ports import (
 from agentgraph.core.readiness import Decision, Verdict
 from agentgraph.core.status import NodeStatus, RunStatus
 from agentgraph.core.templates import condition_holds, render, render_value
+from agentgraph.core.timeouts import TimeoutBound
 from agentgraph.core.validate import load_graph, validate_input
 from agentgraph.engine_agent import AgentLoop
 from agentgraph.engine_approval import Approvals
@@ -121,6 +122,7 @@ class Engine(FanIn, Recovery, AgentLoop, ModelGating, Approvals, Redrive):
         local_files: bool = False,
         scratch: tool_context.ScratchSpace | None = None,
         model_gate: ModelGate | None = None,
+        timeout_bound: TimeoutBound | None = None,
     ) -> None:
         self.store = store
         self.dispatcher = dispatcher
@@ -146,6 +148,9 @@ class Engine(FanIn, Recovery, AgentLoop, ModelGating, Approvals, Redrive):
         if model_gate is None:
             model_gate = LocalModelGate(config_from_env(os.environ), clock=clock)
         self.gate = model_gate
+        # Serverless: each pool's function timeout bounds a node's timeout_s (validation
+        # refuses longer ones); None keeps the graph schema's own bound (the local backend).
+        self.timeout_bound = timeout_bound
         self._runs: Lru[str, RunContext] = Lru(_RUNS_KEPT, _RUN_BYTES, _context_size)
         self._graphs: Lru[tuple[str, ...], tuple[Graph, int]] = Lru(
             _GRAPHS_KEPT, _GRAPH_BYTES, lambda entry: entry[1]
@@ -160,7 +165,12 @@ class Engine(FanIn, Recovery, AgentLoop, ModelGating, Approvals, Redrive):
         return self._cached_graph(
             document,
             ("checked", *tools),
-            lambda: load_graph(document, tools=tools, model_known=self.llm.supports),
+            lambda: load_graph(
+                document,
+                tools=tools,
+                model_known=self.llm.supports,
+                timeout_bound=self.timeout_bound,
+            ),
         )
 
     async def compile_off_loop(self, document: Mapping[str, Any]) -> Graph:
@@ -174,7 +184,11 @@ class Engine(FanIn, Recovery, AgentLoop, ModelGating, Approvals, Redrive):
         if cached is not None:
             return cached[0]
         graph = await asyncio.to_thread(
-            load_graph, document, tools=tools, model_known=self.llm.supports
+            load_graph,
+            document,
+            tools=tools,
+            model_known=self.llm.supports,
+            timeout_bound=self.timeout_bound,
         )
         if key is not None:
             self._graphs.put(key, (graph, size))
@@ -435,7 +449,7 @@ class Engine(FanIn, Recovery, AgentLoop, ModelGating, Approvals, Redrive):
         """A takeover (the executor died mid-attempt) in a run that has ended since: the
         node must not run again, so it ends cancelled. Only takeovers pay this read; a
         first claim cannot race an ended run, whose cancel already took every ready node."""
-        run = await self.store.get_run(run_id)
+        run = await self.store.get_run_summary(run_id)
         if run is not None and not run.status.terminal:
             return False
         await self.store.resolve_node(
@@ -662,6 +676,13 @@ def _check_output_size(output: Any) -> None:
 
 
 def new_run_id(now: float) -> str:
-    """Sortable by creation time, unique without coordination."""
+    """Unique without coordination, and deliberately NOT sortable by creation time.
+
+    The leading characters are random so that run documents (and the Cloud Tasks names
+    derived from them) spread over Firestore's key range instead of all landing on its
+    last split, which is Firestore's guidance against monotonically increasing document
+    ids. The creation time follows for people reading logs; anything that orders runs
+    orders by `created_at`. Only [0-9a-z-]: URL-safe and a valid Firestore document id.
+    """
     stamp = datetime.fromtimestamp(now, UTC).strftime("%Y%m%d-%H%M%S")
-    return f"{stamp}-{secrets.token_hex(4)}"
+    return f"{secrets.token_hex(5)}-{stamp}"

@@ -206,7 +206,7 @@ class FanIn:
     async def _finish_run_if_done(self, run_id: str, context: RunContext) -> None:
         """Only sinks call this: the last node of a run to reach a final status is always
         a sink, and it does so after every other node's status was written."""
-        run = await self.store.get_run(run_id)
+        run = await self.store.get_run_summary(run_id)
         if run is None or run.status.terminal:
             return
         if sum(run.counts.get(s.value, 0) for s in TERMINAL_NODE) < run.node_count:

@@ -64,7 +64,7 @@ class Recovery:
     async def cancel(self, run_id: str) -> bool:
         """Cancel a run: nodes not started are cancelled; running ones finish their call
         but start nothing after them. False if the run had already ended."""
-        if await self.store.get_run(run_id) is None:
+        if await self.store.get_run_summary(run_id) is None:
             raise RunNotFound(run_id)
         return await self._end_run(run_id, RunStatus.CANCELLED, {"message": "cancelled"})
 

@@ -11,8 +11,9 @@ faithful:
   `agentgraph.backends.gcp.pubsub_envelope.pubsub_message` and given to
   `agentgraph.backends.gcp.handlers.execute` / `complete`: the same decode-and-dispatch as
   `backends/gcp/functions.pubsub_push`. As with
-  a push subscription, a message is acked only when the handler returned (or the message is
-  malformed: logged and acked, never redelivered), and redelivered when it raised. The
+  a push subscription, a message is acked only when the handler returned, and redelivered
+  when it raised or was malformed (the function answers 400 so that production's
+  dead-letter policy catches it; these pull subscriptions have none). The
   emulator ignores a subscription's retry policy on pull, so the consumer applies the
   backoff itself (`modify_ack_deadline` to the backoff instead of acking).
 - Cloud Tasks → `RetryEndpoint`. The tasks emulator honours `schedule_time` and POSTs the
@@ -223,8 +224,10 @@ class PullConsumer:
                 try:
                     message = pubsub_message(push_envelope(received.message, self.path))
                     await self.handler(message)
-                except MalformedMessage as exc:
-                    log.error("%s: malformed message acked and dropped: %s", self.path, exc)
+                except MalformedMessage as exc:  # 400 from the push function: a nack
+                    log.error("%s: malformed message refused (nacked): %s", self.path, exc)
+                    await self._nack([ack_id], REDELIVERY_BACKOFF_S)
+                    return
                 except Exception:
                     log.exception("%s: delivery failed; redelivered later", self.path)
                     await self._nack([ack_id], REDELIVERY_BACKOFF_S)

@@ -60,6 +60,7 @@ DEPLOYED_ENV = {
     names.ENV_BREAKER_FAILURES,
     names.ENV_BREAKER_WINDOW_S,
     names.ENV_BREAKER_COOLDOWN_S,
+    names.ENV_POOL_TIMEOUTS,
 }
 LOCAL_ONLY_ENV = {
     names.ENV_DB: "SQLite file of the local backend",

@@ -476,6 +476,25 @@ def test_an_invalid_request_is_a_400_listing_every_problem(api: httpx.Client) ->
     assert error["message"] == "invalid graph: 5 problems"
 
 
+def test_a_timeout_longer_than_the_exec_function_and_ack_deadline_allow_is_a_400(
+    api: httpx.Client,
+) -> None:
+    """The emulator stack deploys the default pool with infra's default function timeout
+    (540 s): a node may ask for 510 s, not 511 (core/timeouts.py)."""
+    node = {"id": "slow", "prompt": "x", "model": "echo", "timeout_s": 511}
+    refused = api.post("/runs", json={"graph": {"name": "slow", "nodes": [node]}})
+    fits = api.post(
+        "/runs", json={"graph": {"name": "slow", "nodes": [{**node, "timeout_s": 510}]}}
+    )
+
+    assert refused.status_code == 400, refused.text
+    [problem] = refused.json()["error"]["details"]
+    assert (problem["path"], problem["node_id"]) == ("graph.nodes[0].timeout_s", "slow")
+    assert "at most 510 s" in problem["message"]
+    assert fits.status_code == 201, fits.text
+    wait_run(api, fits.json()["run_id"])
+
+
 def test_unknown_runs_and_routes_are_404_wrong_methods_405_and_big_bodies_413(
     api: httpx.Client,
 ) -> None:
@@ -503,7 +522,7 @@ def test_health_and_openapi(api: httpx.Client) -> None:
 # ---- messages no redelivery can fix --------------------------------------------------------
 
 
-def test_malformed_cloud_events_are_acked_and_logged_with_their_message_id(
+def test_malformed_push_messages_are_refused_and_logged_with_their_message_id(
     stack: Stack,
 ) -> None:
     push = stack.push_endpoint("exec-default", names.TOPIC_NODE_READY)
@@ -544,22 +563,76 @@ def test_malformed_cloud_events_are_acked_and_logged_with_their_message_id(
     retry = httpx.post(stack.url("retry") + "/", content=b"{not json")
     answers["retry"] = 200 if retry.status_code == 202 else retry.status_code
 
-    assert set(answers.values()) == {200}, answers
-    assert "dropped" in retry.json()
+    # Pub/Sub messages: 400, a nack that no retry can fix, so they reach the dead-letter
+    # topic (test_dead_letters.py); the retry task: 202 (Cloud Tasks has no dead letters).
+    assert {v for k, v in answers.items() if k != "retry"} == {400}, answers
+    assert answers["retry"] == 200 and "dropped" in retry.json()
     logs = log_of(stack, "exec-default") + log_of(stack, "complete")
     for message_id in [*cases, "bad-base64", "bad-status", "bad-finished-id", "bad-finished-deep"]:
-        assert f"malformed message {message_id} acked and dropped" in logs, message_id
+        assert f"malformed message {message_id} refused for the dead-letter topic" in logs, (
+            message_id
+        )
 
 
-def test_a_malformed_message_through_pubsub_is_acked_not_redelivered(stack: Stack) -> None:
-    message_id = publish(stack, names.TOPIC_NODE_READY, b"{garbage", pool="default")
-    until(
-        lambda: log_of(stack, "exec-default"),
-        lambda log: f"malformed message {message_id}" in log,
-        10,
-        "the message never reached exec",
+def _pull(subscriber: Any, subscription: str) -> list[Any]:
+    from google.api_core.exceptions import DeadlineExceeded
+
+    try:
+        reply = subscriber.pull(
+            request={"subscription": subscription, "max_messages": 10}, timeout=5
+        )
+    except DeadlineExceeded:
+        return []
+    return list(reply.received_messages)
+
+
+def test_a_malformed_message_through_pubsub_reaches_the_dead_letter_topic(stack: Stack) -> None:
+    """A poison message is nacked (400) on every delivery, so Pub/Sub moves it to the
+    dead-letter topic after the subscription's max_delivery_attempts, as infra/'s
+    dead_letter_policy says. The Pub/Sub emulator honours dead-letter policies of push
+    subscriptions (it does not put `deliveryAttempt` in the envelope). A topic and
+    subscriptions of this test's own, so the stack's subscriptions never see the poison."""
+    suffix = uuid.uuid4().hex[:8]
+    poison, dead = f"poison-{suffix}", f"dead-{suffix}"
+    host = stack.emulators.pubsub.host
+    harness.create_topics(PROJECT, [poison, dead], host=host)
+    subscriber = harness.subscriber_client(host)
+    dead_sub = subscriber.subscription_path(PROJECT, f"dead-{suffix}")
+    subscriber.create_subscription(
+        request={"name": dead_sub, "topic": f"projects/{PROJECT}/topics/{dead}"}
     )
-    # A message answered with an error would be pushed again ahead of a later one.
-    barrier(stack, names.TOPIC_NODE_READY, "exec-default")
+    push_name = f"poison-exec-{suffix}"
+    harness.create_push_subscription(
+        PROJECT,
+        push_name,
+        poison,
+        stack.push_endpoint("exec-default", poison),
+        host=host,
+        min_backoff_s=0.1,
+        max_backoff_s=0.5,
+        dead_letter_topic=dead,
+        max_delivery_attempts=5,
+    )
+    try:
+        message_id = publish(stack, poison, b"{garbage", pool="default")
+        [received] = until(
+            lambda: _pull(subscriber, dead_sub),
+            bool,
+            60,
+            "the poison message never reached the dead-letter topic",
+        )
+        refused = f"malformed message {message_id} refused for the dead-letter topic"
+        until(
+            lambda: log_of(stack, "exec-default").count(refused),
+            lambda seen: seen >= 5,
+            10,
+            "exec did not log each of the 5 deliveries",
+        )
+    finally:
+        harness.delete_subscription(PROJECT, push_name, host=host)
+        subscriber.close()
 
-    assert log_of(stack, "exec-default").count(f"malformed message {message_id}") == 1
+    assert received.message.data == b"{garbage"
+    assert received.message.attributes["pool"] == "default"
+    assert received.message.attributes["CloudPubSubDeadLetterSourceDeliveryCount"] == "5"
+    assert log_of(stack, "exec-default").count(refused) == 5

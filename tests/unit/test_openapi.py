@@ -115,6 +115,7 @@ SPECIFIC: dict[tuple[str, int], Callable[[Client], httpx.Response]] = {
         c.call("POST", "/runs", {**RUN, "input": {"topic": "u"}}, headers={"Idempotency-Key": "k"}),
     )[1],
     ("listRuns", 400): lambda c: c.call("GET", "/runs", query={"limit": "0"}),
+    ("getRun", 400): lambda c: c.call("GET", f"/runs/{_run_id(c)}", query={"nodes_limit": "0"}),
     ("getRun", 404): lambda c: c.call("GET", "/runs/nope"),
     ("getRunEvents", 400): lambda c: c.call(
         "GET", f"/runs/{_run_id(c)}/events", query={"after": "-1"}

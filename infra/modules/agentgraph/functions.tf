@@ -26,6 +26,9 @@ locals {
     (local.env_limit_daily_usd)    = tostring(var.owner_limits.daily_usd)
     (local.env_limit_daily_tokens) = tostring(var.owner_limits.daily_tokens)
     (local.env_trace)              = var.telemetry
+    # Each pool's function timeout: the api and start_from_event refuse a node timeout_s that
+    # it and the ack deadline (pubsub.tf) would not allow (shared/agentgraph/core/timeouts.py).
+    (local.env_pool_timeouts) = join(",", [for pool, p in var.pools : "${pool}=${p.timeout_s}"])
   }
 
   # The audience of Google ID tokens the api accepts comes from here, never from a request:

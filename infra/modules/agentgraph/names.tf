@@ -52,4 +52,5 @@ locals {
   env_breaker_failures   = "AGENTGRAPH_BREAKER_FAILURES"
   env_breaker_window_s   = "AGENTGRAPH_BREAKER_WINDOW_S"
   env_breaker_cooldown_s = "AGENTGRAPH_BREAKER_COOLDOWN_S"
+  env_pool_timeouts      = "AGENTGRAPH_POOL_TIMEOUTS"
 }

@@ -49,8 +49,8 @@ variable "pools" {
     error_message = "No pool may be named api, complete, retry or sweep: push subscriptions and invoker grants are keyed by pool for exec and by role for the other functions."
   }
   validation {
-    condition     = alltrue([for p in values(var.pools) : p.timeout_s >= 10 && p.timeout_s <= 3600])
-    error_message = "Each pool's timeout_s must be between 10 and 3600 seconds (HTTP functions of gen2)."
+    condition     = alltrue([for p in values(var.pools) : p.timeout_s >= 60 && p.timeout_s <= 3600])
+    error_message = "Each pool's timeout_s must be between 60 and 3600 seconds (HTTP functions of gen2 allow 3600; a node's timeout_s may use the pool's timeout less 30 s, see shared/agentgraph/core/timeouts.py)."
   }
   validation {
     condition     = alltrue([for p in values(var.pools) : p.max_instances >= 1 && p.concurrency >= 1 && p.concurrency <= 1000])

@@ -125,13 +125,23 @@ class Node(_Body):
 
 
 class Run(RunSummary):
-    """A run with every node."""
+    """A run with one page of its nodes (all of them when `next_nodes_after` is null)."""
 
     nodes: list[Node]
+    next_nodes_after: int | None = Field(
+        None,
+        description="Set when the run has more nodes: pass it as `?nodes_after=` for the "
+        "next page. Null on the last page.",
+    )
 
     @classmethod
-    def with_nodes(cls, run: RunRecord, nodes: Sequence[NodeRecord]) -> Run:
-        return cls.model_validate({**run_to_json(run, nodes), "owner": run.owner})
+    def with_nodes(
+        cls, run: RunRecord, nodes: Sequence[NodeRecord], next_nodes_after: int | None = None
+    ) -> Run:
+        fields = run_to_json(run, nodes)
+        return cls.model_validate(
+            {**fields, "owner": run.owner, "next_nodes_after": next_nodes_after}
+        )
 
 
 class CancelledRun(RunSummary):

@@ -59,6 +59,8 @@ from agentgraph.core.run_json import run_to_json
 from agentgraph.engine import Engine, new_run_id
 
 MAX_LIST = 200
+NODES_PAGE = 100  # nodes per GET /runs/{id} unless ?nodes_limit= (outputs are up to 10 MiB)
+MAX_NODES_PAGE = 1000
 CONSOLE_PREFIX = "/api"  # the web console reaches the api at /api/** (infra hosting.tf)
 ID_PATTERN = RUN_ID_REGEX  # also what graph names fit in; never a Firestore-reserved __x__
 
@@ -211,15 +213,19 @@ class Api:
 
     async def _visible_run(self, caller: Caller | None, run_id: str) -> RunRecord:
         assert caller is not None
-        run = await self.engine.store.get_run(run_id)
+        run = await self.engine.store.get_run_summary(run_id)
         if run is None or not caller.may_see(run.owner):
             raise RunNotFound(run_id)
         return run
 
     async def get_run(self, request: Request, caller: Caller | None) -> Response:
+        limit = bodies.int_param(request, "nodes_limit", NODES_PAGE, 1, MAX_NODES_PAGE)
+        after = bodies.int_param(request, "nodes_after", -1, 0, 2**62)
         run = await self._visible_run(caller, request.path_params["run_id"])
-        nodes = await self.engine.store.list_nodes(run.run_id)
-        return _json(models.Run.with_nodes(run, nodes))
+        page = await self.engine.store.list_nodes_page(
+            run.run_id, limit=limit, after=None if after < 0 else after
+        )
+        return _json(models.Run.with_nodes(run, page.nodes, next_nodes_after=page.next_after))
 
     async def list_runs(self, request: Request, caller: Caller | None) -> Response:
         assert caller is not None
@@ -249,7 +255,7 @@ class Api:
     async def cancel_run(self, request: Request, caller: Caller | None) -> Response:
         run = await self._visible_run(caller, request.path_params["run_id"])
         changed = await self.engine.cancel(run.run_id)
-        after = await self.engine.store.get_run(run.run_id) or run
+        after = await self.engine.store.get_run_summary(run.run_id) or run
         summary = models.RunSummary.of(after).model_dump()
         return _json(models.CancelledRun(**summary, cancelled=changed))
 
@@ -433,10 +439,29 @@ ENDPOINTS: tuple[Endpoint, ...] = (
         "GET",
         "/runs/{run_id:id}",
         "getRun",
-        "A run with every node",
+        "A run with a page of its nodes",
         Api.get_run,
-        {200: Reply("The run.", models.Run)},
-        raises=(RunNotFound,),
+        {200: Reply("The run and one page of its nodes, in the graph's order.", models.Run)},
+        raises=(RunNotFound, RequestInvalid),
+        params=(
+            Param(
+                "nodes_limit",
+                "query",
+                {"type": "integer", "minimum": 1, "maximum": MAX_NODES_PAGE},
+                f"Nodes per page (default {NODES_PAGE}).",
+            ),
+            Param(
+                "nodes_after",
+                "query",
+                {"type": "integer", "minimum": 0},
+                "The `next_nodes_after` of the previous page; absent for the first page.",
+            ),
+        ),
+        description=f"Returns the run's summary and at most `nodes_limit` nodes (default "
+        f"{NODES_PAGE}, at most {MAX_NODES_PAGE}). When the run has more, `next_nodes_after` "
+        "is set: request the same path with `?nodes_after=<it>` for the next page; it is null "
+        "on the last page. The summary is read on every page, so it may be newer than the "
+        "first page's nodes.",
     ),
     Endpoint(
         "GET",

@@ -234,9 +234,29 @@ class Client:
             models.RunSummary, "POST", "/runs", json=body, headers={"Idempotency-Key": key}
         )
 
-    async def get(self, run_id: str) -> models.Run:
-        """The run with every node; ApiError 404 (`not_found`) for an unknown id."""
-        return await self._call(models.Run, "GET", f"/runs/{run_id}")
+    async def get(self, run_id: str, *, nodes_limit: int | None = None) -> models.Run:
+        """The run with every node, following the api's node pages (`nodes_limit` per
+        request; the api's default when None); ApiError 404 (`not_found`) for an unknown
+        id. The summary is the last page's, so it is at least as new as every node."""
+        run = await self.get_page(run_id, nodes_limit=nodes_limit)
+        nodes = list(run.nodes)
+        while run.next_nodes_after is not None:
+            run = await self.get_page(
+                run_id, nodes_limit=nodes_limit, nodes_after=run.next_nodes_after
+            )
+            nodes.extend(run.nodes)
+        return run.model_copy(update={"nodes": nodes, "next_nodes_after": None})
+
+    async def get_page(
+        self, run_id: str, *, nodes_limit: int | None = None, nodes_after: int | None = None
+    ) -> models.Run:
+        """The run with one page of its nodes (`next_nodes_after` names the next page)."""
+        params: dict[str, Any] = {}
+        if nodes_limit is not None:
+            params["nodes_limit"] = nodes_limit
+        if nodes_after is not None:
+            params["nodes_after"] = nodes_after
+        return await self._call(models.Run, "GET", f"/runs/{run_id}", params=params or None)
 
     async def list_runs(self, limit: int = 50, owner: str | None = None) -> list[models.RunSummary]:
         """The caller's runs, newest first (admins: everyone's, or `owner`'s)."""

@@ -135,3 +135,6 @@ ENV_RUN_FILES = "AGENTGRAPH_RUN_FILES"
 ENV_RUN_FILES_BUCKET = "AGENTGRAPH_RUN_FILES_BUCKET"
 ENV_RUN_FILE_MAX_BYTES = "AGENTGRAPH_RUN_FILE_MAX_BYTES"
 ENV_RUN_FILES_MAX_TOTAL_BYTES = "AGENTGRAPH_RUN_FILES_MAX_TOTAL_BYTES"
+# Each pool's exec function timeout, "pool=seconds,..." (core/timeouts.py): validation
+# refuses a node timeout_s the function timeout and the ack deadline would not allow.
+ENV_POOL_TIMEOUTS = "AGENTGRAPH_POOL_TIMEOUTS"

@@ -230,6 +230,15 @@ class Step:
         )
 
 
+@dataclass(frozen=True)
+class NodePage:
+    """One page of a run's nodes. `next_after` is the cursor of the next page (the last
+    node's position in the run's node order), None when this page is the last."""
+
+    nodes: list[NodeRecord]
+    next_after: int | None
+
+
 class Store(Protocol):
     """Durable run state. Every write method is one atomic, conditional transition."""
 
@@ -240,11 +249,27 @@ class Store(Protocol):
 
     async def get_run(self, run_id: str) -> RunRecord | None: ...
 
-    async def list_runs(self, owner: str | None = None, limit: int = 50) -> list[RunRecord]: ...
+    async def get_run_summary(self, run_id: str) -> RunRecord | None:
+        """The run WITHOUT its graph snapshot and input (`graph` is {}, `input` None):
+        what status checks and the api's answers need. Never reads or reassembles the
+        graph or the input (each may be hundreds of KB, the input up to 10 MiB)."""
+        ...
+
+    async def list_runs(self, owner: str | None = None, limit: int = 50) -> list[RunRecord]:
+        """Newest first by `created_at` (run ids are random, never an order); summaries
+        only, as `get_run_summary` returns them."""
+        ...
 
     async def get_node(self, run_id: str, node_id: str) -> NodeRecord | None: ...
 
     async def list_nodes(self, run_id: str) -> list[NodeRecord]: ...
+
+    async def list_nodes_page(
+        self, run_id: str, *, limit: int, after: int | None = None
+    ) -> NodePage:
+        """At most `limit` nodes in the run's node order, starting after the cursor a
+        previous page returned (`NodePage.next_after`); reads only those nodes."""
+        ...
 
     async def get_outputs(self, run_id: str, node_ids: Sequence[str]) -> dict[str, NodeRecord]:
         """The named nodes with their (reassembled) outputs, for template contexts."""

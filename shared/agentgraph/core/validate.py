@@ -38,6 +38,7 @@ from agentgraph.core.schemas import errors as schema_errors
 from agentgraph.core.schemas import json_path as _json_path
 from agentgraph.core.schemas import schema_problems as _schema_problems
 from agentgraph.core.templates import references
+from agentgraph.core.timeouts import TimeoutBound
 
 DEFAULT_TIMEOUT_S = 120.0
 DEFAULT_POOL = "default"
@@ -51,9 +52,11 @@ def load_graph(
     *,
     tools: Collection[str] | None = None,
     model_known: Callable[[str], bool] | None = None,
+    timeout_bound: TimeoutBound | None = None,
 ) -> Graph:
     """Validate a parsed graph document and build the core's Graph, or raise GraphInvalid
-    listing every problem. `tools` and `model_known` enable the name checks."""
+    listing every problem. `tools` and `model_known` enable the name checks;
+    `timeout_bound` the deployment's bound on each pool's `timeout_s` (core/timeouts.py)."""
     _check_limits(data)
     problems: list[Problem] = []
     spec = _check_document(data, problems)
@@ -74,6 +77,8 @@ def load_graph(
     ancestors = _ancestors({s.id: [p for p in s.after if p in index] for _, s in specs})
     reads = {s.id: _check_templates(i, s, index, ancestors.get(s.id), problems) for i, s in specs}
     _check_names(specs, defaults, tools, model_known, problems)
+    if timeout_bound is not None:
+        _check_timeouts(specs, defaults, timeout_bound, problems)
     input_schema = data.get("input") if isinstance(data, Mapping) else None
     if isinstance(input_schema, dict):
         problems.extend(_schema_problems("input", input_schema))
@@ -435,6 +440,26 @@ def _check_templates(
         if ancestors is not None:
             reads.update(ref for ref in refs.nodes if ref in ancestors)
     return frozenset(reads)
+
+
+def _check_timeouts(
+    specs: list[tuple[int, NodeSpec]],
+    defaults: Defaults,
+    bound: TimeoutBound,
+    problems: list[Problem],
+) -> None:
+    """Each node's effective timeout_s against its pool's bound, reported where it is
+    written: on the node, or once on `defaults.timeout_s` for the nodes that inherit it."""
+    reported: set[tuple[str, str]] = set()
+    for i, s in specs:
+        timeout_s = float(_pick(s.timeout_s, defaults.timeout_s, DEFAULT_TIMEOUT_S))
+        pool = _pick(s.pool, defaults.pool, DEFAULT_POOL)
+        why = bound.problem(pool, timeout_s)
+        path = f"nodes[{i}].timeout_s" if s.timeout_s is not None else "defaults.timeout_s"
+        if why is None or (path, pool) in reported:
+            continue
+        reported.add((path, pool))
+        problems.append(Problem(path, why, s.id if s.timeout_s is not None else None))
 
 
 def _check_names(

@@ -62,6 +62,7 @@ def _build_engine() -> Engine:
     from agentgraph.backends.gcp.scratch import GcsScratch
     from agentgraph.core.limits import OwnerLimits
     from agentgraph.core.model_gate import config_from_env
+    from agentgraph.core.timeouts import TimeoutBound
     from agentgraph.engine import Engine
     from agentgraph.llm import default_router
     from agentgraph.tools import default_registry, load_modules
@@ -86,6 +87,9 @@ def _build_engine() -> Engine:
         # Per-model limits and circuit breakers shared by every instance (one document per
         # model): AGENTGRAPH_MODEL_CONCURRENCY / _RATE, AGENTGRAPH_BREAKER_*.
         model_gate=FirestoreModelGate(store.client, config_from_env(os.environ)),
+        # Each pool's function timeout (AGENTGRAPH_POOL_TIMEOUTS, set by infra/) bounds the
+        # timeout_s a graph may ask for; unset, infra's default pool timeout.
+        timeout_bound=TimeoutBound.from_env(os.environ, names.ENV_POOL_TIMEOUTS),
     )
 
 

@@ -171,6 +171,25 @@ def run_doc(run: RunRecord, values: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+# The run document's fields a summary reads (a projection: never graph_* or input_*).
+RUN_SUMMARY_FIELDS = [
+    "graph_name",
+    "status",
+    "created_at",
+    "started_at",
+    "finished_at",
+    "node_count",
+    "counts",
+    "usage",
+    "error",
+    "owner",
+    "idempotency_key",
+    "request_hash",
+    "outputs_json",
+    "outputs_ref",
+]
+
+
 def run_record(run_id: str, data: Mapping[str, Any], texts: Mapping[str, str | None]) -> RunRecord:
     """`texts`: the graph / input / outputs JSON text, already reassembled."""
     return RunRecord(

@@ -19,6 +19,7 @@ import secrets
 import time
 from collections import Counter
 from collections.abc import Sequence
+from dataclasses import replace
 from typing import Any, Self
 
 from google.api_core.exceptions import AlreadyExists, FailedPrecondition
@@ -161,6 +162,13 @@ class FirestoreIO:
         return docs.node_record(
             data, chunks.loads(await self._text(snap.reference, data, "output"))
         )
+
+    async def _run_summary(self, snap: Any) -> RunRecord:
+        """A snapshot read with `docs.RUN_SUMMARY_FIELDS`: graph {} and input None."""
+        data = snap.to_dict()
+        outputs = await self._text(snap.reference, data, "outputs")
+        texts = {"graph": None, "input": None, "outputs": outputs}
+        return replace(docs.run_record(snap.id, data, texts), graph={})
 
     async def _run(self, snap: Any) -> RunRecord:
         data = snap.to_dict()

@@ -142,12 +142,18 @@ class RunWrites(FirestoreIO):
         snap = await self._get(self._run_ref(run_id))
         return await self._run(snap) if snap.exists else None
 
+    async def get_run_summary(self, run_id: str) -> RunRecord | None:
+        snap = await self._get(self._run_ref(run_id), field_paths=docs.RUN_SUMMARY_FIELDS)
+        return await self._run_summary(snap) if snap.exists else None
+
     async def list_runs(self, owner: str | None = None, limit: int = 50) -> list[RunRecord]:
         query: Any = self.client.collection(names.COLLECTION_RUNS)
         if owner is not None:
             query = query.where(filter=FieldFilter("owner", "==", owner))
         query = query.order_by("created_at", direction=firestore.Query.DESCENDING).limit(limit)
-        return list(await asyncio.gather(*(self._run(s) for s in await self._query(query))))
+        query = query.select(docs.RUN_SUMMARY_FIELDS)
+        found = await self._query(query)
+        return list(await asyncio.gather(*(self._run_summary(s) for s in found)))
 
     async def set_run_status(
         self,

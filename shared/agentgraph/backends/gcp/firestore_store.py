@@ -55,7 +55,7 @@ from agentgraph.backends.gcp.firestore_runs import RunWrites
 from agentgraph.backends.gcp.firestore_steps import StepWrites
 from agentgraph.core import names, transitions
 from agentgraph.core.lru import Lru
-from agentgraph.core.ports import Event, NodeError, NodeRecord, Outcome, Usage
+from agentgraph.core.ports import Event, NodeError, NodePage, NodeRecord, Outcome, Usage
 from agentgraph.core.status import NOT_STARTED, NodeStatus, RunStatus
 from agentgraph.core.transitions import Change
 
@@ -93,6 +93,17 @@ class FirestoreStore(RunWrites, StepWrites, RedriveWrites):
         query = self._run_ref(run_id).collection(names.COLLECTION_NODES)
         snaps = sorted(await self._query(query), key=lambda s: s.get("seq"))
         return list(await asyncio.gather(*(self._node(s) for s in snaps)))
+
+    async def list_nodes_page(
+        self, run_id: str, *, limit: int, after: int | None = None
+    ) -> NodePage:
+        query: Any = self._run_ref(run_id).collection(names.COLLECTION_NODES).order_by("seq")
+        if after is not None:
+            query = query.where(filter=FieldFilter("seq", ">", after))
+        snaps = await self._query(query.limit(limit + 1))  # one more: is there a next page
+        page = snaps[:limit]
+        nodes = list(await asyncio.gather(*(self._node(s) for s in page)))
+        return NodePage(nodes, int(page[-1].get("seq")) if len(snaps) > limit else None)
 
     async def get_outputs(self, run_id: str, node_ids: Sequence[str]) -> dict[str, NodeRecord]:
         refs = [self._node_ref(run_id, n) for n in dict.fromkeys(node_ids)]

@@ -17,7 +17,11 @@ forever. The envelope is what `pubsub_message` reads either way.
 
 Status codes are the delivery contract: for Pub/Sub push and Cloud Tasks, 2xx acks and
 anything else redelivers. A handler that returns acks; one that raises answers 500 (the
-framework's error middleware), so the message or task comes again.
+framework's error middleware), so the message or task comes again. A malformed Pub/Sub
+message is answered 400: a nack too, so after the subscription's max_delivery_attempts it
+lands on the dead-letter topic (infra/modules/agentgraph/pubsub.tf) instead of vanishing.
+A malformed retry task is answered 202 (Cloud Tasks has no dead-letter queue; the log
+line is where it ends).
 
 Each entry point continues the trace its request carries (`traceparent` in the message
 attributes or the HTTP headers; agentgraph.observability.tracing), so one run is one trace
@@ -225,33 +229,40 @@ def _ack() -> Response:
     return Response("OK", media_type="text/plain")
 
 
+def _refuse(what: str, message_id: str, attempt: Any, why: str) -> Response:
+    """400 for a message no redelivery can fix: Pub/Sub takes it as a nack, redelivers it
+    with the subscription's backoff and, after its dead_letter_policy's
+    max_delivery_attempts, moves it to the dead-letter topic, where a person finds it.
+    Acking it instead would make it vanish with nothing but a log line."""
+    log.error(
+        "%s: malformed message %s refused for the dead-letter topic (delivery %s): %s",
+        what,
+        message_id,
+        attempt if attempt is not None else "?",
+        why,
+    )
+    return Response(f"malformed message: {why}"[:1000], status_code=400, media_type="text/plain")
+
+
 async def pubsub_push(
     request: Request, handler: Callable[[Engine, PubSubMessage], Awaitable[Any]], what: str
 ) -> Response:
     """Run `handler` for the message of a Pub/Sub push request; answer 2xx (ack) when it
-    is done or when the message is malformed (logged with its id), raise (500: redeliver)
-    on anything else."""
+    is done, 400 (nack, so it ends in the dead-letter topic) when the message is
+    malformed, raise (500: redeliver) on anything else."""
     setup_telemetry(SERVICE)
     envelope = await _json_or_none(request)
+    attempt = _delivery_attempt(envelope)
     try:
         message = pubsub_message(envelope)
     except MalformedMessage as exc:
-        log.error(
-            "%s: malformed message %s acked and dropped: %s", what, _message_id(envelope), exc
-        )
-        return _ack()
+        return _refuse(what, _message_id(envelope), attempt, str(exc))
     attributes = {"messaging.system": "gcp_pubsub", "messaging.message.id": message.message_id}
     try:
         with tracing.continued(message.attributes, what, attributes):
             await _run_control(lambda engine: handler(engine, message), timeout=None)
     except MalformedMessage as exc:
-        log.error(
-            "%s: malformed message %s acked and dropped: %s (data %r)",
-            what,
-            message.message_id,
-            exc,
-            message.data[:200],
-        )
+        return _refuse(what, message.message_id, attempt, f"{exc} (data {message.data[:200]!r})")
     return _ack()
 
 
@@ -278,6 +289,12 @@ async def _json_or_none(request: Request) -> Any:
         return json.loads(await request.body())
     except (ValueError, UnicodeDecodeError):
         return None
+
+
+def _delivery_attempt(envelope: Any) -> Any:
+    """`deliveryAttempt` of the envelope: Pub/Sub sets it on subscriptions with a
+    dead-letter policy (the emulator does not)."""
+    return envelope.get("deliveryAttempt") if isinstance(envelope, dict) else None
 
 
 def _message_id(envelope: Any) -> str:

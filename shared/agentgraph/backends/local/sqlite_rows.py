@@ -48,6 +48,7 @@ CREATE TABLE IF NOT EXISTS nodes (
   PRIMARY KEY (run_id, node_id)
 );
 CREATE INDEX IF NOT EXISTS nodes_status ON nodes(status);
+CREATE INDEX IF NOT EXISTS nodes_order ON nodes(run_id, seq);
 CREATE TABLE IF NOT EXISTS arrivals (
   run_id TEXT NOT NULL, child_id TEXT NOT NULL, parent_id TEXT NOT NULL,
   PRIMARY KEY (run_id, child_id, parent_id)
@@ -87,13 +88,30 @@ SELECT_RUNS = (
 )
 
 
+# Reads of run summaries: every column but the graph and the input.
+SELECT_SUMMARIES = (
+    "SELECT run_id, graph_name, status, created_at, started_at, finished_at, node_count, "
+    "counts, usage, outputs, error, owner, idempotency_key, request_hash FROM runs"
+)
+
+
+def run_summary(row: sqlite3.Row) -> RunRecord:
+    """A row of SELECT_SUMMARIES: the run without its graph ({}) and input (None)."""
+    return _run(row, {}, None)
+
+
 def run_record(row: sqlite3.Row) -> RunRecord:
     graph_text = row["graph_text"]
+    graph = json.loads(row["graph"] if graph_text is None else graph_text)
+    return _run(row, graph, loads(row["input"]))
+
+
+def _run(row: sqlite3.Row, graph: dict[str, Any], input: Any) -> RunRecord:
     return RunRecord(
         run_id=row["run_id"],
         graph_name=row["graph_name"],
-        graph=json.loads(row["graph"] if graph_text is None else graph_text),
-        input=loads(row["input"]),
+        graph=graph,
+        input=input,
         status=RunStatus(row["status"]),
         created_at=row["created_at"],
         started_at=row["started_at"],

@@ -21,7 +21,16 @@ from typing import Any
 from agentgraph.backends.local import sqlite_rows as rows
 from agentgraph.backends.local.sqlite_tx import Transactions
 from agentgraph.core import transitions
-from agentgraph.core.ports import Event, NodeError, NodeRecord, Outcome, RunRecord, Step, Usage
+from agentgraph.core.ports import (
+    Event,
+    NodeError,
+    NodePage,
+    NodeRecord,
+    Outcome,
+    RunRecord,
+    Step,
+    Usage,
+)
 from agentgraph.core.status import NOT_STARTED, NodeStatus, RunStatus
 from agentgraph.core.transitions import Change
 
@@ -79,18 +88,25 @@ class SqliteStore(Transactions):
 
         return await self._read(work)
 
+    async def get_run_summary(self, run_id: str) -> RunRecord | None:
+        def work(conn: sqlite3.Connection) -> RunRecord | None:
+            row = conn.execute(f"{rows.SELECT_SUMMARIES} WHERE run_id=?", (run_id,)).fetchone()
+            return rows.run_summary(row) if row else None
+
+        return await self._read(work)
+
     async def list_runs(self, owner: str | None = None, limit: int = 50) -> list[RunRecord]:
         def work(conn: sqlite3.Connection) -> list[RunRecord]:
             if owner is None:
                 found = conn.execute(
-                    f"{rows.SELECT_RUNS} ORDER BY created_at DESC LIMIT ?", (limit,)
+                    f"{rows.SELECT_SUMMARIES} ORDER BY created_at DESC LIMIT ?", (limit,)
                 )
             else:
                 found = conn.execute(
-                    f"{rows.SELECT_RUNS} WHERE owner=? ORDER BY created_at DESC LIMIT ?",
+                    f"{rows.SELECT_SUMMARIES} WHERE owner=? ORDER BY created_at DESC LIMIT ?",
                     (owner, limit),
                 )
-            return [rows.run_record(r) for r in found]
+            return [rows.run_summary(r) for r in found]
 
         return await self._read(work)
 
@@ -127,6 +143,21 @@ class SqliteStore(Transactions):
                 f"SELECT {rows.NODE_COLUMNS} FROM nodes WHERE run_id=? ORDER BY seq", (run_id,)
             )
             return [rows.node_record(r) for r in found]
+
+        return await self._read(work)
+
+    async def list_nodes_page(
+        self, run_id: str, *, limit: int, after: int | None = None
+    ) -> NodePage:
+        def work(conn: sqlite3.Connection) -> NodePage:
+            found = conn.execute(
+                f"SELECT seq, {rows.NODE_COLUMNS} FROM nodes WHERE run_id=? AND seq>? "
+                "ORDER BY seq LIMIT ?",
+                (run_id, -1 if after is None else after, limit + 1),
+            ).fetchall()
+            page = found[:limit]
+            more = len(found) > limit
+            return NodePage([rows.node_record(r) for r in page], page[-1]["seq"] if more else None)
 
         return await self._read(work)
 
