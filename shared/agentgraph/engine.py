@@ -76,6 +76,8 @@ MAX_OUTPUT_BYTES = 10 * 1024 * 1024
 # worker that died is noticed (and its node taken over) about this long after, whatever
 # the node's timeout_s; a live one is never taken over for being slow.
 LEASE_S = 30.0
+LEASE_MARGIN_S = 1.0  # past a lease's end before a watch looks again (clock skew)
+LEASE_WATCH_TAG = "lease-"  # the delayed deliveries of lease watches (`_watch_lease`)
 _GRAPHS_KEPT = 64
 _GRAPH_BYTES = 64 * 1024 * 1024  # compiled graphs, measured by their document's JSON text
 _RUNS_KEPT = 256
@@ -491,6 +493,23 @@ class Engine(FanIn, Recovery, AgentLoop, ModelGating, Approvals, Redrive):
             await self.retries.schedule(run_id, node.id, attempt + 1, record.next_attempt_at)
         elif record.status == NodeStatus.WAITING_APPROVAL and record.next_attempt_at is not None:
             await self._arm_approval(run_id, node.id, attempt, record.next_attempt_at)
+        elif record.status == NodeStatus.RUNNING and record.lease_until is not None:
+            await self._watch_lease(run_id, node.id, attempt, record.lease_until)
+
+    async def _watch_lease(
+        self, run_id: str, node_id: str, attempt: int, lease_until: float
+    ) -> None:
+        """A node-ready for an attempt that runs under a live lease: a duplicate, or the
+        redelivery of a message whose worker died (Pub/Sub redelivers what a killed
+        function never acked). Acking it unrun would leave a dead worker's node to the
+        minute's sweep; nacking it would loop it through Pub/Sub's backoff into the
+        dead-letter topic. So look again when the lease runs out (a delayed delivery of
+        this attempt, `retry`): a dead worker's node is taken over then, about one lease
+        after its last heartbeat; a live worker's renewed lease is watched once more."""
+        due = lease_until + LEASE_MARGIN_S
+        await self.retries.schedule(
+            run_id, node_id, attempt, due, tag=f"{LEASE_WATCH_TAG}{int(due)}"
+        )
 
     async def _perform(
         self,

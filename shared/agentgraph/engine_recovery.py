@@ -41,6 +41,10 @@ class Recovery:
 
         async def _approval_due(self, record: NodeRecord) -> None: ...
 
+        async def _watch_lease(
+            self, run_id: str, node_id: str, attempt: int, lease_until: float
+        ) -> None: ...
+
         async def _arm_approval(
             self, run_id: str, node_id: str, attempt: int, deadline: float
         ) -> None: ...
@@ -60,6 +64,19 @@ class Recovery:
             await self.dispatcher.node_ready(run_id, node_id, attempt, pool)
         elif record and record.status == NodeStatus.WAITING_APPROVAL and record.attempt == attempt:
             await self._approval_due(record)  # the approval's timeout came due
+        elif record and record.status == NodeStatus.RUNNING and record.attempt == attempt:
+            await self._lease_due(record, pool)  # a watch of a lease (engine._watch_lease)
+
+    async def _lease_due(self, record: NodeRecord, pool: str) -> None:
+        """The lease a watch waited for: lapsed, the node-ready goes out again and its
+        claim takes the node over; renewed by a live worker, watch it once more."""
+        lease_until = record.lease_until
+        if lease_until is None:
+            return
+        if lease_until <= self.clock():
+            await self.dispatcher.node_ready(record.run_id, record.node_id, record.attempt, pool)
+        else:
+            await self._watch_lease(record.run_id, record.node_id, record.attempt, lease_until)
 
     async def cancel(self, run_id: str) -> bool:
         """Cancel a run: nodes not started are cancelled; running ones finish their call

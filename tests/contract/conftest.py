@@ -89,6 +89,7 @@ class Harness:
     _wait: Callable[[str, float], Awaitable[RunRecord]] | None = None
     _crash: Callable[[], Awaitable[None]] | None = None
     _recover: Callable[[str], Awaitable[None]] | None = None
+    _restart: Callable[[], Awaitable[None]] | None = None
 
     async def start(self, document: dict[str, Any], input: Any = None, **kwargs: Any) -> RunRecord:
         return await self.engine.start_run(document, input, **kwargs)
@@ -156,6 +157,12 @@ class Harness:
         """Fresh workers pick the run up (local: `resume`; cloud: the sweeper)."""
         assert self._recover is not None
         await self._recover(run_id)
+
+    async def restart(self) -> None:
+        """Fresh workers come up after a crash, and nothing else: no resume, no sweep,
+        no time skipped. Only what the backend redelivers by itself reaches them."""
+        assert self._restart is not None
+        await self._restart()
 
 
 def scripted_tools(calls: Counter[str], gates: defaultdict[str, asyncio.Event]) -> Registry:
@@ -248,7 +255,7 @@ async def _in_process(name: str, make_store: Callable[[], Store]) -> AsyncIterat
         await open_runtime()
         await runtimes[-1].resume(run_id)
 
-    h = Harness(name, None, None, tools, calls, gates, changed, wait, crash, recover)  # type: ignore[arg-type]
+    h = Harness(name, None, None, tools, calls, gates, changed, wait, crash, recover, open_runtime)  # type: ignore[arg-type]
     await open_runtime()
     yield h
     await runtimes[-1].close()
@@ -367,7 +374,11 @@ async def _gcp(stack: EmulatorStack, project: str, queue: str) -> AsyncIterator[
         dispatcher.close()  # sends what is batched, stops the batch thread
         publisher.transport.close()
 
-    h._wait, h._crash, h._recover = wait, delivery.crash, recover
+    async def restart() -> None:
+        new_engine()
+        delivery.start()
+
+    h._wait, h._crash, h._recover, h._restart = wait, delivery.crash, recover, restart
     try:
         await delivery.open()
         new_engine()

@@ -554,3 +554,30 @@ async def test_a_long_node_renews_its_short_lease_while_it_works(harness: Harnes
     nodes = await harness.nodes(run.run_id)
     assert run.status == RunStatus.SUCCEEDED and nodes["long"].executions == 1
     assert harness.calls["long"] == 1
+
+
+async def test_a_redelivery_that_finds_a_dead_workers_live_lease_takes_the_node_over_when_it_lapses(
+    harness: Harness,
+) -> None:
+    """The worker dies mid-call; its node-ready comes again while the lease it stopped
+    renewing still runs (Pub/Sub redelivers what a killed function never acked). That
+    delivery cannot claim, so it watches the lease: when it lapses the node is taken over,
+    a lease after the last heartbeat, with no sweep and no resume."""
+    harness.engine.lease_s = 2.0
+    started = await harness.start(graph({"id": "long", "tool": "hold", "args": {"key": "long"}}))
+    await harness.until(started.run_id, lambda n: n["long"].status == S.RUNNING)
+    await harness.crash()
+    await harness.restart()
+    lease = (await harness.nodes(started.run_id))["long"].lease_until
+    assert lease is not None and lease > harness.engine.clock()  # still live
+
+    await harness.engine.execute(started.run_id, "long", 1)  # the redelivered node-ready
+    await harness.until(started.run_id, lambda n: n["long"].executions == 2)
+    harness.release("long")
+    run = await harness.wait(started.run_id)
+
+    long = (await harness.nodes(run.run_id))["long"]
+    assert run.status == RunStatus.SUCCEEDED
+    assert long.executions == 2 and long.attempt == 1 and long.started_at is not None
+    assert long.started_at >= lease  # not before the dead worker's lease ran out
+    assert harness.calls["long"] == 2

@@ -20,7 +20,7 @@ from typing import Any
 from agentgraph.core.errors import RunStuck
 from agentgraph.core.ports import LlmProvider, RunRecord, Store, ToolRegistry
 from agentgraph.core.status import NodeStatus
-from agentgraph.engine import Engine
+from agentgraph.engine import LEASE_WATCH_TAG, Engine
 from agentgraph.observability import tracing
 from agentgraph.tools.run_files import LocalScratch
 
@@ -56,6 +56,7 @@ class _Delivery:
         self._keyed: dict[tuple[str, str, int], asyncio.TimerHandle] = {}
         self.on_approval: Callable[[str, str], Awaitable[None]] | None = None
         self._watching: set[tuple[str, str, int]] = set()
+        self._uncounted: set[asyncio.TimerHandle] = set()
 
     @property
     def idle(self) -> bool:
@@ -125,6 +126,10 @@ class _Delivery:
         engine = self.engine
         handle: asyncio.TimerHandle
 
+        # A lease watch (engine._watch_lease) is a look at a node another worker runs,
+        # not work of the run: a run may end while one is armed, so it is not counted.
+        counted = not tag.startswith(LEASE_WATCH_TAG)
+
         def fire() -> None:
             self.timers.pop(handle, None)
             if self._keyed.get((run_id, node_id, attempt)) is handle:
@@ -134,20 +139,29 @@ class _Delivery:
                 run_id,
                 f"retry {run_id}/{node_id}#{attempt}",
             )
-            self.end(run_id)
+            if counted:
+                self.end(run_id)
+            else:
+                self._uncounted.discard(handle)
 
-        self.begin(run_id)
+        if counted:
+            self.begin(run_id)
         key = (run_id, node_id, attempt)
         self._cancel_timer(key)  # the same delivery armed again replaces the earlier timer
         handle = asyncio.get_running_loop().call_later(max(0.0, at - time.time()), fire)
         self.timers[handle] = run_id
         self._keyed[key] = handle
+        if not counted:
+            self._uncounted.add(handle)
 
     def _cancel_timer(self, key: tuple[str, str, int]) -> None:
         handle = self._keyed.pop(key, None)
         if handle is not None and self.timers.pop(handle, None) is not None:
             handle.cancel()
-            self.end(key[0])
+            if handle in self._uncounted:
+                self._uncounted.discard(handle)
+            else:
+                self.end(key[0])
 
     async def awaiting_approval(self, run_id: str, node_id: str, attempt: int) -> None:
         """ApprovalWatcher: read the node until it is decided (here, or by another process
@@ -184,9 +198,11 @@ class _Delivery:
     def cancel_timers(self) -> None:
         for handle, run_id in list(self.timers.items()):
             handle.cancel()
-            self.end(run_id)
+            if handle not in self._uncounted:
+                self.end(run_id)
         self.timers.clear()
         self._keyed.clear()
+        self._uncounted.clear()
 
 
 class LocalRuntime:
