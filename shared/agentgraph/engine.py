@@ -19,11 +19,11 @@ import random
 import secrets
 import time
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from agentgraph.core import readiness
+from agentgraph.core import grow, readiness
 from agentgraph.core.errors import (
     LlmError,
     OutputTooLarge,
@@ -53,6 +53,7 @@ from agentgraph.core.status import NodeStatus, RunStatus
 from agentgraph.core.templates import condition_holds, render, render_value
 from agentgraph.core.validate import load_graph, validate_input
 from agentgraph.engine_fanin import FanIn, template_values
+from agentgraph.engine_grow import Growth
 from agentgraph.engine_recovery import RUN_ENDED_WHILE_RUNNING, Recovery
 from agentgraph.observability import engine_telemetry as telemetry
 from agentgraph.observability import metrics, tracing
@@ -70,6 +71,7 @@ _GRAPH_BYTES = 64 * 1024 * 1024  # compiled graphs, measured by their document's
 _RUNS_KEPT = 256
 _RUN_BYTES = 64 * 1024 * 1024  # run contexts hold run inputs (up to 10 MiB each)
 _ENDED_KEPT = 4096
+_INSTANCES_KEPT = 20_000  # resolved instance ids per run context
 
 
 @dataclass(frozen=True)
@@ -80,9 +82,21 @@ class RunContext:
     input: Any
     input_bytes: int = 0  # the input's JSON size, what the engine's memory of it costs
     owner: str | None = None  # whose limits the run's model calls count against
+    instances: dict[str, Node | None] = field(default_factory=dict, compare=False)
+
+    def node(self, node_id: str) -> Node | None:
+        """The node an id runs as: a graph node, or an instance (core/grow.py), cached."""
+        found = self.graph.nodes.get(node_id)
+        if found is not None:
+            return found
+        if node_id not in self.instances:
+            if len(self.instances) > _INSTANCES_KEPT:
+                self.instances.clear()
+            self.instances[node_id] = grow.instance_node(self.graph, node_id)
+        return self.instances[node_id]
 
 
-class Engine(FanIn, Recovery):
+class Engine(FanIn, Recovery, Growth):
     """One engine per process; it caches each run's compiled graph (immutable per run).
 
     Its three message kinds are split over three modules: node-ready here (`execute`),
@@ -190,7 +204,7 @@ class Engine(FanIn, Recovery):
         graph = await self.compile_off_loop(document)
         check_models = getattr(self.llm, "check_models", None)
         if self.check_llm_config and check_models is not None:
-            check_models(m for n in graph.nodes.values() for m in (n.model, n.fallback_model) if m)
+            check_models(grow.models(graph))
         # The input's schema and size, and the roots' conditions: CPU bounded by the
         # limits, off the event loop for the same reason as validation.
         context, roots = await asyncio.to_thread(self._prepare_roots, graph, input, owner)
@@ -290,10 +304,10 @@ class Engine(FanIn, Recovery):
 
     async def _execute(self, run_id: str, node_id: str, attempt: int) -> None:
         context = await self._context(run_id)
-        if context is None or node_id not in context.graph.nodes:
+        node = context.node(node_id) if context is not None else None
+        if context is None or node is None:
             log.warning("node-ready for unknown run/node %s/%s: dropped", run_id, node_id)
             return
-        node = context.graph[node_id]
         now = self.clock()
         if run_id in self._ended:  # ended by this process: start nothing new
             await self.store.resolve_node(
@@ -321,6 +335,9 @@ class Engine(FanIn, Recovery):
         if claimed.status == NodeStatus.FAILED:  # its workers were lost too many times
             await self.dispatcher.node_finished(run_id, node_id, NodeStatus.FAILED)
             return
+        if node.controller:  # a map, loop or subgraph: it adds instances, runs no call
+            await self._expand(run_id, context, node, claimed, attempt)
+            return
         if claimed.executions > claimed.attempt:
             if await self._cancel_takeover_of_ended_run(run_id, node_id):
                 return
@@ -340,7 +357,7 @@ class Engine(FanIn, Recovery):
         began = time.monotonic()
         try:
             async with self._leased(run_id, node_id, attempt), asyncio.timeout(node.timeout_s):
-                output, usage, model = await self._perform(run_id, context, node, attempt)
+                output, usage, model = await self._perform(run_id, context, node, attempt, claimed)
             _check_output_size(output)
             outcome = Outcome(NodeStatus.SUCCEEDED, output=output, usage=usage, model=model)
         except asyncio.CancelledError:
@@ -434,13 +451,17 @@ class Engine(FanIn, Recovery):
             return
         if record.status in (NodeStatus.SUCCEEDED, NodeStatus.FAILED):
             await self.dispatcher.node_finished(run_id, node.id, record.status)
+        elif record.status == NodeStatus.EXPANDED:
+            await self._redispatch_expansion(run_id, node)
         elif record.status == NodeStatus.RETRYING and record.next_attempt_at is not None:
             await self.retries.schedule(run_id, node.id, attempt + 1, record.next_attempt_at)
 
     async def _perform(
-        self, run_id: str, context: RunContext, node: Node, attempt: int
+        self, run_id: str, context: RunContext, node: Node, attempt: int, record: NodeRecord
     ) -> tuple[Any, Usage, str | None]:
-        values = await self._template_context(run_id, context, node.reads)
+        values = await self._values(run_id, context, node, record)
+        if node.agent is not None:
+            node = grow.with_profile(node, context.graph, render(node.agent, values).strip())
         if node.kind == "tool":
             assert node.tool is not None
             args = render_value(node.args, values)
@@ -537,11 +558,23 @@ class Engine(FanIn, Recovery):
     def _remember(self, run_id: str, context: RunContext) -> None:
         self._runs.put(run_id, context)
 
-    async def _template_context(
-        self, run_id: str, context: RunContext, reads: frozenset[str]
+    async def _values(
+        self,
+        run_id: str,
+        context: RunContext,
+        node: Node,
+        record: NodeRecord | None,
+        known: Mapping[str, NodeRecord] | None = None,
     ) -> dict[str, Any]:
-        records = await self.store.get_outputs(run_id, sorted(reads)) if reads else {}
-        return template_values(context.input, records, reads)
+        """What the node's templates read: `input`, `nodes.<id>` (in its scope: an
+        instance inside a subgraph reads its siblings), and an instance's bindings (item,
+        index, loop). `known`: records already read, by full id."""
+        known = known or {}
+        wanted = [node.scope + r for r in sorted(node.reads) if node.scope + r not in known]
+        fetched = await self.store.get_outputs(run_id, wanted) if wanted else {}
+        records = {**known, **fetched}
+        local = {r: records[node.scope + r] for r in node.reads if node.scope + r in records}
+        return {**grow.bindings_of(record), **template_values(context.input, local, node.reads)}
 
 
 def classify(exc: BaseException, attempt: int, timeout_s: float) -> NodeError:

@@ -100,7 +100,15 @@ class RunSummary(_Body):
 class Node(_Body):
     id: str
     status: Literal[
-        "waiting", "ready", "running", "retrying", "succeeded", "failed", "skipped", "cancelled"
+        "waiting",
+        "ready",
+        "running",
+        "retrying",
+        "expanded",
+        "succeeded",
+        "failed",
+        "skipped",
+        "cancelled",
     ]
     parents: list[str] = Field(
         default_factory=list, description="The nodes it waits for (`after`), in order"

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from agentgraph.core.model import OnError, RetryPolicy
+from agentgraph.core.model import AgentProfile, LoopSpec, OnError, RetryPolicy
 
 
 @dataclass(frozen=True)
@@ -17,7 +17,7 @@ class Node:
     id: str
     parents: tuple[str, ...]
     children: tuple[str, ...]
-    kind: Literal["tool", "agent"]
+    kind: Literal["tool", "agent", "subgraph"]
     pool: str
     on_error: OnError
     retry: RetryPolicy
@@ -38,6 +38,21 @@ class Node:
     stream: bool = False
     when: str | None = None
     reads: frozenset[str] = frozenset()  # ancestors whose results the templates read
+    # Runs that grow (core/grow.py). A node with map, loop or body is a controller: it
+    # runs no call of its own but adds instances to the run and is decided by them.
+    map: str | None = None
+    max_concurrency: int | None = None
+    loop: LoopSpec | None = None
+    body: Graph | None = None  # a subgraph's compiled nodes (ids local to it)
+    body_output: str | None = None  # a subgraph's `output:` template
+    agent: str | None = None  # a template naming one of the graph's `agents:` profiles
+    # Where an instance sits: the prefix its `nodes.<id>` reads resolve under ("" at the
+    # top, "research[2]/" inside the third item of subgraph `research`).
+    scope: str = ""
+
+    @property
+    def controller(self) -> bool:
+        return self.map is not None or self.loop is not None or self.body is not None
 
     @property
     def max_total_attempts(self) -> int:
@@ -56,6 +71,7 @@ class Graph:
     nodes: dict[str, Node]  # in a topological order
     input_schema: dict[str, Any] | None
     description: str | None = None
+    agents: dict[str, AgentProfile] = field(default_factory=dict)
 
     @property
     def roots(self) -> list[str]:

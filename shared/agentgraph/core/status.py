@@ -22,6 +22,9 @@ class NodeStatus(StrEnum):
     READY = "ready"
     RUNNING = "running"
     RETRYING = "retrying"
+    # A map, loop or subgraph node whose instances were added to the run: it holds no
+    # lease and no worker; its instances' arrivals decide it (core/grow.py).
+    EXPANDED = "expanded"
     SUCCEEDED = "succeeded"
     FAILED = "failed"
     SKIPPED = "skipped"
@@ -36,5 +39,8 @@ _TERMINAL_RUN = frozenset({RunStatus.SUCCEEDED, RunStatus.FAILED, RunStatus.CANC
 TERMINAL_NODE = frozenset(
     {NodeStatus.SUCCEEDED, NodeStatus.FAILED, NodeStatus.SKIPPED, NodeStatus.CANCELLED}
 )
-# A node in one of these has not started, so cancelling the run may cancel it.
-NOT_STARTED = frozenset({NodeStatus.WAITING, NodeStatus.READY, NodeStatus.RETRYING})
+# A node in one of these has not started (or, expanded, only waits for its instances), so
+# cancelling the run may cancel it.
+NOT_STARTED = frozenset(
+    {NodeStatus.WAITING, NodeStatus.READY, NodeStatus.RETRYING, NodeStatus.EXPANDED}
+)

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import difflib
 import json
+import re
 from collections import deque
 from collections.abc import Callable, Collection, Iterator, Mapping
 from dataclasses import dataclass
@@ -25,17 +26,27 @@ from pydantic import ValidationError
 from agentgraph.core.documents import MAX_DEPTH, too_deep
 from agentgraph.core.errors import GraphInvalid, InputInvalid, Problem, TemplateProblem
 from agentgraph.core.graph import Graph, Node
-from agentgraph.core.model import MAX_NODES, Defaults, GraphSpec, NodeSpec, OnError, RetryPolicy
+from agentgraph.core.model import (
+    MAX_NODES,
+    AgentProfile,
+    Defaults,
+    GraphSpec,
+    NodeSpec,
+    OnError,
+    RetryPolicy,
+)
 from agentgraph.core.schemas import errors as schema_errors
 from agentgraph.core.schemas import json_path as _json_path
 from agentgraph.core.schemas import schema_problems as _schema_problems
-from agentgraph.core.templates import references
+from agentgraph.core.templates import bare_expression, references
 
 DEFAULT_TIMEOUT_S = 120.0
 DEFAULT_POOL = "default"
 MAX_INPUT_BYTES = 10 * 1024 * 1024
 MAX_GRAPH_BYTES = 4 * 1024 * 1024  # the graph document as compact JSON
 MAX_EDGES = 20_000  # `after` entries over the whole graph
+MAX_NESTING = 4  # levels of subgraphs (`nodes:` inside `nodes:`), the top level counting 1
+_AGENT_NAME = re.compile(r"^[A-Za-z0-9_-]{1,63}$")
 
 
 def load_graph(
@@ -52,26 +63,210 @@ def load_graph(
     raw_nodes = data.get("nodes") if isinstance(data, Mapping) else None
     if not isinstance(raw_nodes, list):
         raise GraphInvalid(problems)
-    specs = _check_nodes(raw_nodes, problems)
     defaults = spec.defaults if spec else _defaults_or_empty(data)
+    agents = dict(spec.agents) if spec else {}
+    _check_agents(agents, model_known, problems)
+    scope = _Scope(defaults, tools, model_known, agents)
+    nodes = _compile_nodes(raw_nodes, "nodes", scope, frozenset(), 1, problems)
+    input_schema = data.get("input") if isinstance(data, Mapping) else None
+    if isinstance(input_schema, dict):
+        problems.extend(_schema_problems("input", input_schema))
+    if problems or spec is None or nodes is None:
+        raise GraphInvalid(problems)
+    return Graph(spec.name, nodes, spec.input, spec.description, agents)
+
+
+@dataclass(frozen=True)
+class _Scope:
+    """What every level of nesting is checked against."""
+
+    defaults: Defaults
+    tools: Collection[str] | None
+    model_known: Callable[[str], bool] | None
+    agents: Mapping[str, AgentProfile]
+
+
+def _compile_nodes(
+    raw_nodes: list[Any],
+    where: str,
+    scope: _Scope,
+    bindings: frozenset[str],
+    depth: int,
+    problems: list[Problem],
+) -> dict[str, Node] | None:
+    """One level of nodes (the graph's, or a subgraph's `nodes:`), checked and built;
+    None when it has problems (they are in `problems`). `bindings` are the names its
+    templates may read besides `input` and `nodes` (item, index, loop, from enclosing
+    maps and loops)."""
+    before = len(problems)
+    specs = _check_nodes(raw_nodes, where, problems)
     index = {s.id: i for i, s in specs}
-    _check_unique_ids(specs, problems)
-    _check_edges(specs, index, problems)
+    _check_unique_ids(specs, where, problems)
+    _check_edges(specs, index, where, problems)
     cycles = _find_cycles({s.id: s.after for _, s in specs if s})
     for cycle in cycles:
         first = cycle[0]
         problems.append(
-            Problem(f"nodes[{index[first]}].after", f"cycle: {' -> '.join(cycle)}", first)
+            Problem(f"{where}[{index[first]}].after", f"cycle: {' -> '.join(cycle)}", first)
         )
     ancestors = _ancestors({s.id: [p for p in s.after if p in index] for _, s in specs})
-    reads = {s.id: _check_templates(i, s, index, ancestors.get(s.id), problems) for i, s in specs}
-    _check_names(specs, defaults, tools, model_known, problems)
-    input_schema = data.get("input") if isinstance(data, Mapping) else None
-    if isinstance(input_schema, dict):
-        problems.extend(_schema_problems("input", input_schema))
-    if problems or spec is None:
-        raise GraphInvalid(problems)
-    return _build(spec, specs, defaults, reads)
+    reads = {
+        s.id: _check_templates(f"{where}[{i}]", s, index, ancestors.get(s.id), bindings, problems)
+        for i, s in specs
+    }
+    _check_growth(specs, where, bindings, problems)
+    _check_names(specs, where, scope, problems)
+    bodies: dict[str, Graph] = {}
+    for i, s in specs:
+        if s.graph is not None:
+            problems.append(
+                Problem(
+                    f"{where}[{i}].graph",
+                    f"refers to stored graph {s.graph!r}, which was not resolved: stored "
+                    "subgraphs are resolved when a run starts on a service that stores graphs",
+                    s.id,
+                )
+            )
+        if s.nodes is None:
+            continue
+        if depth >= MAX_NESTING:
+            problems.append(
+                Problem(
+                    f"{where}[{i}].nodes",
+                    f"subgraphs nest at most {MAX_NESTING} levels deep",
+                    s.id,
+                )
+            )
+            continue
+        inner = _compile_nodes(
+            s.nodes, f"{where}[{i}].nodes", scope, _own_bindings(s, bindings), depth + 1, problems
+        )
+        if inner is not None:
+            bodies[s.id] = Graph(s.id, inner, None)
+            _check_body_output(f"{where}[{i}]", s, bodies[s.id], bindings, problems)
+    if len(problems) > before:
+        return None
+    return _build(specs, scope, reads, bodies)
+
+
+def _own_bindings(spec: NodeSpec, enclosing: frozenset[str]) -> frozenset[str]:
+    """The names a node's per-instance templates may read: its scope's, plus `item` and
+    `index` when it maps, `loop` when it loops."""
+    own = set(enclosing)
+    if spec.map is not None:
+        own |= {"item", "index"}
+    if spec.loop is not None:
+        own.add("loop")
+    return frozenset(own)
+
+
+def _check_growth(
+    specs: list[tuple[int, NodeSpec]],
+    where: str,
+    bindings: frozenset[str],
+    problems: list[Problem],
+) -> None:
+    """`map` reads only ancestors and the enclosing bindings (checked with the other
+    templates); `loop.until` reads `output`, `loop`, `input` and the enclosing bindings."""
+    allowed = bindings | {"output", "loop", "input"}
+    for i, s in specs:
+        if s.loop is None:
+            continue
+        path = f"{where}[{i}].loop.until"
+        try:
+            refs = references(bare_expression(s.loop.until), expression=True)
+        except TemplateProblem as exc:
+            problems.append(Problem(path, f"does not parse: {exc}", s.id))
+            continue
+        for name in sorted(refs.other_names - allowed):
+            problems.append(
+                Problem(
+                    path,
+                    f"refers to {name!r}; 'until' may read {_names(allowed)}",
+                    s.id,
+                )
+            )
+        if refs.nodes or refs.dynamic_node_access:
+            problems.append(
+                Problem(path, "reads 'nodes'; 'until' decides on the iteration's 'output'", s.id)
+            )
+        problems.extend(Problem(path, unsafe, s.id) for unsafe in refs.unsafe)
+
+
+def _check_body_output(
+    path: str, spec: NodeSpec, body: Graph, bindings: frozenset[str], problems: list[Problem]
+) -> None:
+    """A subgraph's output is its single sink's, or its `output:` template over its nodes."""
+    if spec.output in ("text", "json"):
+        if len(body.sinks) > 1:
+            problems.append(
+                Problem(
+                    f"{path}.output",
+                    f"the subgraph has {len(body.sinks)} sinks ({', '.join(body.sinks)}): "
+                    'say which output it exposes, e.g. output: "{{ nodes.x.output }}"',
+                    spec.id,
+                )
+            )
+        return
+    try:
+        refs = references(spec.output)
+    except TemplateProblem as exc:
+        problems.append(Problem(f"{path}.output", f"does not parse: {exc}", spec.id))
+        return
+    if not ("{{" in spec.output or "{%" in spec.output):
+        problems.append(
+            Problem(f"{path}.output", "a subgraph's output is a template over its nodes", spec.id)
+        )
+    allowed = _own_bindings(spec, bindings)
+    for name in sorted(refs.other_names - allowed):
+        problems.append(
+            Problem(
+                f"{path}.output",
+                f"refers to {name!r}; it may read 'input', 'nodes.<id>' of the subgraph"
+                + (f" and {_names(allowed)}" if allowed else ""),
+                spec.id,
+            )
+        )
+    for ref in sorted(refs.nodes - set(body.nodes)):
+        problems.append(
+            Problem(
+                f"{path}.output",
+                f"refers to {ref!r}, which is not a node of the subgraph"
+                f"{_suggest(ref, body.nodes)}",
+                spec.id,
+            )
+        )
+
+
+def _names(names: Collection[str]) -> str:
+    return ", ".join(repr(n) for n in sorted(names))
+
+
+def _check_agents(
+    agents: Mapping[str, AgentProfile],
+    model_known: Callable[[str], bool] | None,
+    problems: list[Problem],
+) -> None:
+    for name, profile in agents.items():
+        if not _AGENT_NAME.match(name):
+            problems.append(
+                Problem(f"agents.{name}", "a profile name is letters, digits, '_' and '-'")
+            )
+        if profile.model is not None and model_known is not None and not model_known(profile.model):
+            problems.append(
+                Problem(
+                    f"agents.{name}.model",
+                    f"unknown model {profile.model!r}: expected a Gemini model (gemini-...) "
+                    "or 'echo'",
+                )
+            )
+        if profile.output_schema is not None:
+            problems.extend(
+                Problem(
+                    p.path.replace("output_schema", f"agents.{name}.output_schema", 1), p.message
+                )
+                for p in _schema_problems("output_schema", profile.output_schema)
+            )
 
 
 def validate_input(graph: Graph, value: Any) -> int:
@@ -166,17 +361,19 @@ def _defaults_or_empty(data: Any) -> Defaults:
         return Defaults()
 
 
-def _check_nodes(raw_nodes: list[Any], problems: list[Problem]) -> list[tuple[int, NodeSpec]]:
+def _check_nodes(
+    raw_nodes: list[Any], where: str, problems: list[Problem]
+) -> list[tuple[int, NodeSpec]]:
     specs: list[tuple[int, NodeSpec]] = []
     for i, raw in enumerate(raw_nodes):
         node_id = raw.get("id") if isinstance(raw, dict) else None
         if not isinstance(raw, dict):
-            problems.append(Problem(f"nodes[{i}]", f"must be a mapping, found {raw!r}"))
+            problems.append(Problem(f"{where}[{i}]", f"must be a mapping, found {raw!r}"))
             continue
         try:
             specs.append((i, NodeSpec.model_validate(raw)))
         except ValidationError as exc:
-            problems.extend(_pydantic_problems(f"nodes[{i}]", exc, node_id))
+            problems.extend(_pydantic_problems(f"{where}[{i}]", exc, node_id))
     return specs
 
 
@@ -188,14 +385,16 @@ def _suggest(name: str, known: Collection[str]) -> str:
     return f" (did you mean {close[0]!r}?)" if close else ""
 
 
-def _check_unique_ids(specs: list[tuple[int, NodeSpec]], problems: list[Problem]) -> None:
+def _check_unique_ids(
+    specs: list[tuple[int, NodeSpec]], where: str, problems: list[Problem]
+) -> None:
     seen: dict[str, int] = {}
     for i, s in specs:
         if s.id in seen:
             problems.append(
                 Problem(
-                    f"nodes[{i}].id",
-                    f"duplicate id {s.id!r} (first used by nodes[{seen[s.id]}])",
+                    f"{where}[{i}].id",
+                    f"duplicate id {s.id!r} (first used by {where}[{seen[s.id]}])",
                     s.id,
                 )
             )
@@ -204,11 +403,15 @@ def _check_unique_ids(specs: list[tuple[int, NodeSpec]], problems: list[Problem]
 
 
 def _check_edges(
-    specs: list[tuple[int, NodeSpec]], index: Mapping[str, int], problems: list[Problem]
+    specs: list[tuple[int, NodeSpec]],
+    index: Mapping[str, int],
+    scope_where: str,
+    problems: list[Problem],
 ) -> None:
     for i, s in specs:
         for j, parent in enumerate(s.after):
-            where = f"nodes[{i}].after[{j}]" if len(s.after) > 1 else f"nodes[{i}].after"
+            base = f"{scope_where}[{i}].after"
+            where = f"{base}[{j}]" if len(s.after) > 1 else base
             if parent not in index:
                 problems.append(
                     Problem(
@@ -222,7 +425,9 @@ def _check_edges(
         duplicates = {p for p in s.after if s.after.count(p) > 1}
         if duplicates:
             problems.append(
-                Problem(f"nodes[{i}].after", f"lists {sorted(duplicates)} more than once", s.id)
+                Problem(
+                    f"{scope_where}[{i}].after", f"lists {sorted(duplicates)} more than once", s.id
+                )
             )
 
 
@@ -351,15 +556,23 @@ class _Template:
     field: str
     source: str
     expression: bool
+    own: bool = True  # per instance (item, index, loop bound), or decided before growing
 
 
 def _templates_of(spec: NodeSpec) -> Iterator[_Template]:
+    """The templates of a node that read its scope (`loop.until` and a subgraph's
+    `output` read other names: `_check_growth`, `_check_body_output`). `when` and `map`
+    are decided before the node grows, so they read the enclosing bindings only."""
+    if spec.map is not None:
+        yield _Template("map", bare_expression(spec.map), True, own=False)
+    if spec.agent is not None:
+        yield _Template("agent", spec.agent, False)
     if spec.prompt is not None:
         yield _Template("prompt", spec.prompt, False)
     if spec.system is not None:
         yield _Template("system", spec.system, False)
     if spec.when is not None:
-        yield _Template("when", spec.when, True)
+        yield _Template("when", spec.when, True, own=False)
     yield from _arg_templates("args", spec.args)
 
 
@@ -375,26 +588,33 @@ def _arg_templates(path: str, value: Any) -> Iterator[_Template]:
 
 
 def _check_templates(
-    i: int,
+    path: str,
     spec: NodeSpec,
     index: Mapping[str, int],
     ancestors: _Ancestors | None,
+    enclosing: frozenset[str],
     problems: list[Problem],
 ) -> frozenset[str]:
-    """`ancestors` is None for a node on or below a cycle: its ancestry is undefined."""
+    """`ancestors` is None for a node on or below a cycle: its ancestry is undefined.
+    `enclosing`: the names of the node's scope (item, index, loop of enclosing maps and
+    loops); its own templates may read its own map's and loop's too."""
     reads: set[str] = set()
+    own = _own_bindings(spec, enclosing)
     for template in _templates_of(spec):
-        where = f"nodes[{i}].{template.field}"
+        where = f"{path}.{template.field}"
+        allowed = own if template.own else enclosing
         try:
             refs = references(template.source, expression=template.expression)
         except TemplateProblem as exc:
             problems.append(Problem(where, f"does not parse: {exc}", spec.id))
             continue
-        for name in sorted(refs.other_names):
+        for name in sorted(refs.other_names - allowed):
+            readable = f"'input', 'nodes.<id>', {_names(allowed)}" if allowed else ""
             problems.append(
                 Problem(
                     where,
-                    f"refers to {name!r}; templates may read only 'input' and 'nodes.<id>'",
+                    f"refers to {name!r}; templates may read only "
+                    + (readable or "'input' and 'nodes.<id>'"),
                     spec.id,
                 )
             )
@@ -427,27 +647,42 @@ def _check_templates(
 
 def _check_names(
     specs: list[tuple[int, NodeSpec]],
-    defaults: Defaults,
-    tools: Collection[str] | None,
-    model_known: Callable[[str], bool] | None,
+    where: str,
+    scope: _Scope,
     problems: list[Problem],
 ) -> None:
+    defaults, tools, model_known = scope.defaults, scope.tools, scope.model_known
     for i, s in specs:
         if s.tool is not None and tools is not None and s.tool not in tools:
             problems.append(
                 Problem(
-                    f"nodes[{i}].tool",
+                    f"{where}[{i}].tool",
                     f"unknown tool {s.tool!r}{_suggest(s.tool, tools)}",
                     s.id,
                 )
             )
+        if s.output_schema == "agents" and not scope.agents:
+            problems.append(
+                Problem(
+                    f"{where}[{i}].output_schema",
+                    "'agents' is the schema of a plan over the graph's 'agents:' profiles, "
+                    "and this graph declares none",
+                    s.id,
+                )
+            )
+        if s.agent is not None and not scope.agents:
+            problems.append(
+                Problem(f"{where}[{i}].agent", "the graph declares no 'agents:' profiles", s.id)
+            )
         if s.prompt is None:
             continue
         model = s.model or defaults.model
-        if model is None:
+        if model is None and s.agent is None:
             problems.append(
                 Problem(
-                    f"nodes[{i}].model", "an agent node needs a model (here or in 'defaults')", s.id
+                    f"{where}[{i}].model",
+                    "an agent node needs a model (here or in 'defaults')",
+                    s.id,
                 )
             )
         for field_name, name in (
@@ -457,15 +692,17 @@ def _check_names(
             if name is not None and model_known is not None and not model_known(name):
                 problems.append(
                     Problem(
-                        f"nodes[{i}].{field_name}",
+                        f"{where}[{i}].{field_name}",
                         f"unknown model {name!r}: expected a Gemini model (gemini-...) or 'echo'",
                         s.id,
                     )
                 )
-        if s.output_schema is not None:
+        if isinstance(s.output_schema, dict):
             problems.extend(
                 Problem(
-                    p.path.replace("output_schema", f"nodes[{i}].output_schema", 1), p.message, s.id
+                    p.path.replace("output_schema", f"{where}[{i}].output_schema", 1),
+                    p.message,
+                    s.id,
                 )
                 for p in _schema_problems("output_schema", s.output_schema)
             )
@@ -475,21 +712,22 @@ def _check_names(
 
 
 def _build(
-    spec: GraphSpec,
     specs: list[tuple[int, NodeSpec]],
-    defaults: Defaults,
+    scope: _Scope,
     reads: Mapping[str, frozenset[str]],
-) -> Graph:
+    bodies: Mapping[str, Graph],
+) -> dict[str, Node]:
     by_id = {s.id: s for _, s in specs}
     children: dict[str, list[str]] = {s.id: [] for _, s in specs}
     for _, s in specs:
         for parent in s.after:
             children[parent].append(s.id)
-    nodes = {
-        node_id: _resolve(by_id[node_id], defaults, children[node_id], reads[node_id])
+    return {
+        node_id: _resolve(
+            by_id[node_id], scope, children[node_id], reads[node_id], bodies.get(node_id)
+        )
         for node_id in _kahn({node_id: list(s.after) for node_id, s in by_id.items()})
     }
-    return Graph(spec.name, nodes, spec.input, spec.description)
 
 
 def _pick(node_value: Any, default_value: Any, fallback: Any) -> Any:
@@ -498,12 +736,24 @@ def _pick(node_value: Any, default_value: Any, fallback: Any) -> Any:
     return default_value if default_value is not None else fallback
 
 
-def _resolve(s: NodeSpec, d: Defaults, children: list[str], reads: frozenset[str]) -> Node:
+def _resolve(
+    s: NodeSpec,
+    scope: _Scope,
+    children: list[str],
+    reads: frozenset[str],
+    body: Graph | None,
+) -> Node:
+    d = scope.defaults
+    agent = s.prompt is not None
+    output_schema = (
+        plan_schema(scope.agents) if s.output_schema == "agents" else s.output_schema or None
+    )
+    assert output_schema is None or isinstance(output_schema, dict)
     return Node(
         id=s.id,
         parents=tuple(s.after),
         children=tuple(children),
-        kind="tool" if s.tool is not None else "agent",
+        kind="subgraph" if body is not None else "tool" if s.tool is not None else "agent",
         pool=_pick(s.pool, d.pool, DEFAULT_POOL),
         on_error=_pick(s.on_error, d.on_error, OnError.FAIL_RUN),
         retry=_pick(s.retry, d.retry, RetryPolicy()),
@@ -512,18 +762,45 @@ def _resolve(s: NodeSpec, d: Defaults, children: list[str], reads: frozenset[str
         args=dict(s.args),
         prompt=s.prompt,
         system=s.system,
-        model=_pick(s.model, d.model, None) if s.prompt is not None else None,
-        fallback_model=_pick(s.fallback_model, d.fallback_model, None)
-        if s.prompt is not None
-        else None,
+        model=_pick(s.model, d.model, None) if agent else None,
+        fallback_model=_pick(s.fallback_model, d.fallback_model, None) if agent else None,
         temperature=_pick(s.temperature, d.temperature, None),
         top_p=_pick(s.top_p, d.top_p, None),
         max_output_tokens=_pick(s.max_output_tokens, d.max_output_tokens, None),
         stop_sequences=tuple(_pick(s.stop_sequences, d.stop_sequences, ())),
         safety_settings=tuple(_pick(s.safety_settings, d.safety_settings, ())),
-        output=s.output,
-        output_schema=s.output_schema,
+        output="json" if s.output == "json" else "text",
+        output_schema=output_schema,
         stream=bool(_pick(s.stream, d.stream, False)),
         when=s.when,
         reads=reads,
+        map=s.map,
+        max_concurrency=s.max_concurrency,
+        loop=s.loop,
+        body=body,
+        body_output=s.output if body is not None and s.output not in ("text", "json") else None,
+        agent=s.agent,
     )
+
+
+def plan_schema(agents: Mapping[str, AgentProfile]) -> dict[str, Any]:
+    """The JSON schema of a planner's output over the graph's profiles (`output_schema:
+    agents`): `{"tasks": [{"agent": <profile name>, "task": <text>}, ...]}`, mapped with
+    `map: "{{ nodes.plan.output.tasks }}"` and `agent: "{{ item.agent }}"`."""
+    return {
+        "type": "object",
+        "properties": {
+            "tasks": {
+                "type": "array",
+                "items": {
+                    "type": "object",
+                    "properties": {
+                        "agent": {"type": "string", "enum": sorted(agents)},
+                        "task": {"type": "string"},
+                    },
+                    "required": ["agent", "task"],
+                },
+            }
+        },
+        "required": ["tasks"],
+    }
