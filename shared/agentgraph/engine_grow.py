@@ -168,7 +168,9 @@ class Growth:
             if counted is None:  # a repeat: the first may have died before sending this
                 await self.dispatcher.node_finished(run_id, controller_id, state.status)
             return
-        if state.status != NodeStatus.EXPANDED or state.arrivals < grow.expected_of(state):
+        if state.status != NodeStatus.EXPANDED or state.arrivals < grow.arrivals_needed(
+            controller, state
+        ):
             return
         if controller.map is not None:
             ids = [grow.item_id(controller_id, i) for i in range(grow.expected_of(state))]

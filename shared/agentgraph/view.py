@@ -17,7 +17,7 @@ from rich.table import Table
 from rich.text import Text
 from rich.tree import Tree
 
-from agentgraph.core.graph import Graph
+from agentgraph.core.graph import Graph, Node
 from agentgraph.core.ports import Event, NodeRecord, RunRecord
 from agentgraph.core.status import NodeStatus
 
@@ -289,11 +289,23 @@ def print_run_tree(console: Console, run: RunRecord, nodes: Sequence[NodeRecord]
         console.print(Text(f"error: {run.error.get('message', run.error)}", style="red"))
 
 
+def _what(node: Node) -> str:
+    """A node's kind for drawings, with how it grows (map, loop, subgraph)."""
+    what = f"tool {node.tool}" if node.kind == "tool" else f"agent {node.model or node.agent}"
+    if node.body is not None:
+        what = f"subgraph of {len(node.body)}"
+    if node.map is not None:
+        what += " × map"
+    if node.loop is not None:
+        what += f" ↻ ≤{node.loop.max_iterations}"
+    return what
+
+
 def draw_graph(graph: Graph, format: str) -> str:
     if format == "mermaid":
         lines = ["flowchart TD"]
         for node in graph.nodes.values():
-            label = f"{node.id}<br/>{node.tool or node.model}"
+            label = f"{node.id}<br/>{_what(node) if node.controller else node.tool or node.model}"
             shape = f'["{label}"]' if node.kind == "tool" else f'("{label}")'
             lines.append(f"    {node.id}{shape}")
         for node in graph.nodes.values():
@@ -308,7 +320,7 @@ def draw_graph(graph: Graph, format: str) -> str:
         members = [n for n in graph.nodes.values() if depth[n.id] == layer]
         lines.append(f"layer {layer}")
         for node in members:
-            kind = f"tool {node.tool}" if node.kind == "tool" else f"agent {node.model}"
+            kind = _what(node)
             arrow = f" ──▶ {', '.join(node.children)}" if node.children else "  (sink)"
             lines.append(f"  [{node.id}] {kind}{arrow}")
     return "\n".join(lines)

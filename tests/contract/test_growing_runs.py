@@ -533,3 +533,24 @@ async def test_the_orchestrator_pattern_plans_delegates_and_loops_until_the_crit
     assert run.outputs == {"rounds": {"approved": True, "text": "dig 2 + draft 2"}}
     nodes = await harness.nodes(run.run_id)
     assert nodes["rounds@1/delegate[1]"].output == "draft 1"
+
+
+async def test_a_map_with_two_parents_waits_for_every_item(harness: Harness) -> None:
+    """Its parents' arrivals are counted on the same record as its items'."""
+    run = await harness.run(
+        graph(
+            const("left", [1, 2, 3]),
+            const("right", 10),
+            {
+                "id": "sum",
+                "after": ["left", "right"],
+                "map": "nodes.left.output",
+                "tool": "sleep",
+                "args": {
+                    "seconds": "{{ 0.01 * item }}",
+                    "value": "{{ item + nodes.right.output }}",
+                },
+            },
+        )
+    )
+    assert run.status == RunStatus.SUCCEEDED and run.outputs == {"sum": [11, 12, 13]}

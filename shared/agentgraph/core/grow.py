@@ -174,6 +174,13 @@ def expected_of(record: NodeRecord) -> int:
     return int((record.meta or {}).get("expect", 1))
 
 
+def arrivals_needed(node: Node, record: NodeRecord) -> int:
+    """The arrival count that completes an expanded controller: its units, plus the
+    arrivals of its own parents, which a node with two or more parents counted on the
+    same record before it ran."""
+    return expected_of(record) + (len(node.parents) if len(node.parents) > 1 else 0)
+
+
 def _meta(bindings: Mapping[str, Any], node: Node) -> dict[str, Any] | None:
     if not bindings:
         return None

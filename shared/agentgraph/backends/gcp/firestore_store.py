@@ -54,7 +54,7 @@ from agentgraph.backends.gcp.firestore_io import doc_id
 from agentgraph.backends.gcp.firestore_runs import RunWrites
 from agentgraph.core import names, transitions
 from agentgraph.core.lru import Lru
-from agentgraph.core.ports import Event, NodeError, NodeRecord, Outcome, Usage
+from agentgraph.core.ports import Event, NodeError, NodeRecord, Outcome, RunRecord, Usage
 from agentgraph.core.status import NOT_STARTED, NodeStatus, RunStatus
 from agentgraph.core.transitions import Change
 
@@ -324,9 +324,11 @@ class FirestoreStore(RunWrites):
         repeated expansion) fails as a whole; the missing ones are then created alone."""
         if not records:
             return 0
-        run = await self.get_run(run_id)
-        if run is None:
+        snap = await self._get(self._run_ref(run_id), field_paths=["owner"])
+        if not snap.exists:
             return 0
+        owner = snap.to_dict().get("owner")
+        run = RunRecord(run_id, "", {}, None, RunStatus.RUNNING, now, 0, owner=owner)
         base = int(now * 1000) * 100_000  # after the graph's nodes (0...), in creation order
         docs_ = [
             (self._node_ref(run_id, r.node_id), r.status.value, docs.node_doc(r, run, base + i))
