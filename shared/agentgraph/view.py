@@ -295,9 +295,9 @@ def _what(node: Node) -> str:
     if node.body is not None:
         what = f"subgraph of {len(node.body)}"
     if node.map is not None:
-        what += " × map"
+        what += ", mapped"
     if node.loop is not None:
-        what += f" ↻ ≤{node.loop.max_iterations}"
+        what += f", loop of at most {node.loop.max_iterations}"
     return what
 
 
