@@ -554,3 +554,21 @@ async def test_a_map_with_two_parents_waits_for_every_item(harness: Harness) -> 
         )
     )
     assert run.status == RunStatus.SUCCEEDED and run.outputs == {"sum": [11, 12, 13]}
+
+
+async def test_an_item_retries_like_any_node(harness: Harness) -> None:
+    run = await harness.run(
+        graph(
+            {
+                "id": "each",
+                "map": "input.things",
+                "retry": {"max_attempts": 3, "initial_delay_s": 0.01, "jitter": False},
+                "tool": "flaky",
+                "args": {"key": "each{{ index }}", "failures": 1, "value": "{{ item }}"},
+            },
+        ),
+        {"things": ["a", "b"]},
+    )
+    nodes = await harness.nodes(run.run_id)
+    assert run.status == RunStatus.SUCCEEDED and run.outputs == {"each": ["a", "b"]}
+    assert nodes["each[0]"].attempt == 2 and harness.calls["each1"] == 2
