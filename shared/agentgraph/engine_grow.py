@@ -19,7 +19,7 @@ import logging
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
-from agentgraph.core import grow, readiness
+from agentgraph.core import grow, readiness, stored_subgraphs
 from agentgraph.core.errors import ExpansionError, TemplateProblem
 from agentgraph.core.graph import Node
 from agentgraph.core.lru import Lru
@@ -240,16 +240,16 @@ async def resolve_stored_subgraphs(
     """`graph: name@version` subgraphs replaced by the owner's stored definitions (the
     latest version when none is named), before the run is validated and written. A
     reference to a graph that does not exist is left in place: validation names it."""
-    for _ in range(grow.MAX_REF_ROUNDS):
-        refs = grow.graph_refs(document)
+    for _ in range(stored_subgraphs.MAX_REF_ROUNDS):
+        refs = stored_subgraphs.graph_refs(document)
         if not refs:
             break
-        stored: dict[grow.GraphRef, Mapping[str, Any]] = {}
+        stored: dict[stored_subgraphs.GraphRef, Mapping[str, Any]] = {}
         for name, version in refs:
             found = await graphs.get(owner, name, version)
             if found is not None:
                 stored[(name, version)] = found.definition
         if not stored:
             break
-        document = grow.inline_graph_refs(document, stored)
+        document = stored_subgraphs.inline_graph_refs(document, stored)
     return document

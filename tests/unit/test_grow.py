@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from agentgraph.core import grow
+from agentgraph.core import grow, stored_subgraphs
 from agentgraph.core.errors import ExpansionError, GraphInvalid, UnknownAgent
 from agentgraph.core.graph import Graph
 from agentgraph.core.ports import NodeError, NodeRecord
@@ -332,9 +332,9 @@ def test_an_unknown_profile_is_an_error_naming_the_known_ones() -> None:
 
 def test_stored_subgraph_refs_are_inlined_with_their_defaults() -> None:
     outer = {"name": "o", "nodes": [{"id": "s", "graph": "pair@2", "map": "input"}]}
-    assert grow.graph_refs(outer) == {("pair", 2)}
+    assert stored_subgraphs.graph_refs(outer) == {("pair", 2)}
     stored = {"defaults": {"model": "echo"}, "nodes": [{"id": "a", "prompt": "p"}]}
-    inlined = grow.inline_graph_refs(outer, {("pair", 2): stored})
+    inlined = stored_subgraphs.inline_graph_refs(outer, {("pair", 2): stored})
     assert inlined["nodes"] == [
         {"id": "s", "map": "input", "nodes": [{"model": "echo", "id": "a", "prompt": "p"}]}
     ]

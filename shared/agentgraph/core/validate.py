@@ -13,9 +13,7 @@ RE2, templates are parsed (never rendered) and checked for what the sandbox refu
 
 from __future__ import annotations
 
-import difflib
 import json
-import re
 from collections import deque
 from collections.abc import Callable, Collection, Iterator, Mapping
 from dataclasses import dataclass
@@ -39,6 +37,15 @@ from agentgraph.core.schemas import errors as schema_errors
 from agentgraph.core.schemas import json_path as _json_path
 from agentgraph.core.schemas import schema_problems as _schema_problems
 from agentgraph.core.templates import bare_expression, references
+from agentgraph.core.validate_grow import (
+    check_agents,
+    check_body_output,
+    check_growth,
+    names,
+    own_bindings,
+    plan_schema,
+    suggest,
+)
 
 DEFAULT_TIMEOUT_S = 120.0
 DEFAULT_POOL = "default"
@@ -46,7 +53,6 @@ MAX_INPUT_BYTES = 10 * 1024 * 1024
 MAX_GRAPH_BYTES = 4 * 1024 * 1024  # the graph document as compact JSON
 MAX_EDGES = 20_000  # `after` entries over the whole graph
 MAX_NESTING = 4  # levels of subgraphs (`nodes:` inside `nodes:`), the top level counting 1
-_AGENT_NAME = re.compile(r"^[A-Za-z0-9_-]{1,63}$")
 
 
 def load_graph(
@@ -65,7 +71,7 @@ def load_graph(
         raise GraphInvalid(problems)
     defaults = spec.defaults if spec else _defaults_or_empty(data)
     agents = dict(spec.agents) if spec else {}
-    _check_agents(agents, model_known, problems)
+    check_agents(agents, model_known, problems)
     scope = _Scope(defaults, tools, model_known, agents)
     nodes = _compile_nodes(raw_nodes, "nodes", scope, frozenset(), 1, problems)
     input_schema = data.get("input") if isinstance(data, Mapping) else None
@@ -114,8 +120,8 @@ def _compile_nodes(
         s.id: _check_templates(f"{where}[{i}]", s, index, ancestors.get(s.id), bindings, problems)
         for i, s in specs
     }
-    _check_growth(specs, where, bindings, problems)
-    _check_names(specs, where, scope, problems)
+    check_growth(specs, where, bindings, problems)
+    _checknames(specs, where, scope, problems)
     bodies: dict[str, Graph] = {}
     for i, s in specs:
         if s.graph is not None:
@@ -139,134 +145,14 @@ def _compile_nodes(
             )
             continue
         inner = _compile_nodes(
-            s.nodes, f"{where}[{i}].nodes", scope, _own_bindings(s, bindings), depth + 1, problems
+            s.nodes, f"{where}[{i}].nodes", scope, own_bindings(s, bindings), depth + 1, problems
         )
         if inner is not None:
             bodies[s.id] = Graph(s.id, inner, None)
-            _check_body_output(f"{where}[{i}]", s, bodies[s.id], bindings, problems)
+            check_body_output(f"{where}[{i}]", s, bodies[s.id], bindings, problems)
     if len(problems) > before:
         return None
     return _build(specs, scope, reads, bodies)
-
-
-def _own_bindings(spec: NodeSpec, enclosing: frozenset[str]) -> frozenset[str]:
-    """The names a node's per-instance templates may read: its scope's, plus `item` and
-    `index` when it maps, `loop` when it loops."""
-    own = set(enclosing)
-    if spec.map is not None:
-        own |= {"item", "index"}
-    if spec.loop is not None:
-        own.add("loop")
-    return frozenset(own)
-
-
-def _check_growth(
-    specs: list[tuple[int, NodeSpec]],
-    where: str,
-    bindings: frozenset[str],
-    problems: list[Problem],
-) -> None:
-    """`map` reads only ancestors and the enclosing bindings (checked with the other
-    templates); `loop.until` reads `output`, `loop`, `input` and the enclosing bindings."""
-    allowed = bindings | {"output", "loop", "input"}
-    for i, s in specs:
-        if s.loop is None:
-            continue
-        path = f"{where}[{i}].loop.until"
-        try:
-            refs = references(bare_expression(s.loop.until), expression=True)
-        except TemplateProblem as exc:
-            problems.append(Problem(path, f"does not parse: {exc}", s.id))
-            continue
-        for name in sorted(refs.other_names - allowed):
-            problems.append(
-                Problem(
-                    path,
-                    f"refers to {name!r}; 'until' may read {_names(allowed)}",
-                    s.id,
-                )
-            )
-        if refs.nodes or refs.dynamic_node_access:
-            problems.append(
-                Problem(path, "reads 'nodes'; 'until' decides on the iteration's 'output'", s.id)
-            )
-        problems.extend(Problem(path, unsafe, s.id) for unsafe in refs.unsafe)
-
-
-def _check_body_output(
-    path: str, spec: NodeSpec, body: Graph, bindings: frozenset[str], problems: list[Problem]
-) -> None:
-    """A subgraph's output is its single sink's, or its `output:` template over its nodes."""
-    if spec.output in ("text", "json"):
-        if len(body.sinks) > 1:
-            problems.append(
-                Problem(
-                    f"{path}.output",
-                    f"the subgraph has {len(body.sinks)} sinks ({', '.join(body.sinks)}): "
-                    'say which output it exposes, e.g. output: "{{ nodes.x.output }}"',
-                    spec.id,
-                )
-            )
-        return
-    try:
-        refs = references(spec.output)
-    except TemplateProblem as exc:
-        problems.append(Problem(f"{path}.output", f"does not parse: {exc}", spec.id))
-        return
-    if not ("{{" in spec.output or "{%" in spec.output):
-        problems.append(
-            Problem(f"{path}.output", "a subgraph's output is a template over its nodes", spec.id)
-        )
-    allowed = _own_bindings(spec, bindings)
-    for name in sorted(refs.other_names - allowed):
-        problems.append(
-            Problem(
-                f"{path}.output",
-                f"refers to {name!r}; it may read 'input', 'nodes.<id>' of the subgraph"
-                + (f" and {_names(allowed)}" if allowed else ""),
-                spec.id,
-            )
-        )
-    for ref in sorted(refs.nodes - set(body.nodes)):
-        problems.append(
-            Problem(
-                f"{path}.output",
-                f"refers to {ref!r}, which is not a node of the subgraph"
-                f"{_suggest(ref, body.nodes)}",
-                spec.id,
-            )
-        )
-
-
-def _names(names: Collection[str]) -> str:
-    return ", ".join(repr(n) for n in sorted(names))
-
-
-def _check_agents(
-    agents: Mapping[str, AgentProfile],
-    model_known: Callable[[str], bool] | None,
-    problems: list[Problem],
-) -> None:
-    for name, profile in agents.items():
-        if not _AGENT_NAME.match(name):
-            problems.append(
-                Problem(f"agents.{name}", "a profile name is letters, digits, '_' and '-'")
-            )
-        if profile.model is not None and model_known is not None and not model_known(profile.model):
-            problems.append(
-                Problem(
-                    f"agents.{name}.model",
-                    f"unknown model {profile.model!r}: expected a Gemini model (gemini-...) "
-                    "or 'echo'",
-                )
-            )
-        if profile.output_schema is not None:
-            problems.extend(
-                Problem(
-                    p.path.replace("output_schema", f"agents.{name}.output_schema", 1), p.message
-                )
-                for p in _schema_problems("output_schema", profile.output_schema)
-            )
 
 
 def validate_input(graph: Graph, value: Any) -> int:
@@ -380,9 +266,7 @@ def _check_nodes(
 # ---- whole-graph rules -----------------------------------------------------------------
 
 
-def _suggest(name: str, known: Collection[str]) -> str:
-    close = difflib.get_close_matches(name, list(known), n=1)
-    return f" (did you mean {close[0]!r}?)" if close else ""
+_suggest = suggest
 
 
 def _check_unique_ids(
@@ -561,7 +445,7 @@ class _Template:
 
 def _templates_of(spec: NodeSpec) -> Iterator[_Template]:
     """The templates of a node that read its scope (`loop.until` and a subgraph's
-    `output` read other names: `_check_growth`, `_check_body_output`). `when` and `map`
+    `output` read other names: `check_growth`, `check_body_output`). `when` and `map`
     are decided before the node grows, so they read the enclosing bindings only."""
     if spec.map is not None:
         yield _Template("map", bare_expression(spec.map), True, own=False)
@@ -599,7 +483,7 @@ def _check_templates(
     `enclosing`: the names of the node's scope (item, index, loop of enclosing maps and
     loops); its own templates may read its own map's and loop's too."""
     reads: set[str] = set()
-    own = _own_bindings(spec, enclosing)
+    own = own_bindings(spec, enclosing)
     for template in _templates_of(spec):
         where = f"{path}.{template.field}"
         allowed = own if template.own else enclosing
@@ -609,7 +493,7 @@ def _check_templates(
             problems.append(Problem(where, f"does not parse: {exc}", spec.id))
             continue
         for name in sorted(refs.other_names - allowed):
-            readable = f"'input', 'nodes.<id>', {_names(allowed)}" if allowed else ""
+            readable = f"'input', 'nodes.<id>', {names(allowed)}" if allowed else ""
             problems.append(
                 Problem(
                     where,
@@ -645,7 +529,7 @@ def _check_templates(
     return frozenset(reads)
 
 
-def _check_names(
+def _checknames(
     specs: list[tuple[int, NodeSpec]],
     where: str,
     scope: _Scope,
@@ -781,26 +665,3 @@ def _resolve(
         body_output=s.output if body is not None and s.output not in ("text", "json") else None,
         agent=s.agent,
     )
-
-
-def plan_schema(agents: Mapping[str, AgentProfile]) -> dict[str, Any]:
-    """The JSON schema of a planner's output over the graph's profiles (`output_schema:
-    agents`): `{"tasks": [{"agent": <profile name>, "task": <text>}, ...]}`, mapped with
-    `map: "{{ nodes.plan.output.tasks }}"` and `agent: "{{ item.agent }}"`."""
-    return {
-        "type": "object",
-        "properties": {
-            "tasks": {
-                "type": "array",
-                "items": {
-                    "type": "object",
-                    "properties": {
-                        "agent": {"type": "string", "enum": sorted(agents)},
-                        "task": {"type": "string"},
-                    },
-                    "required": ["agent", "task"],
-                },
-            }
-        },
-        "required": ["tasks"],
-    }
