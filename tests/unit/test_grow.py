@@ -339,3 +339,8 @@ def test_stored_subgraph_refs_are_inlined_with_their_defaults() -> None:
         {"id": "s", "map": "input", "nodes": [{"model": "echo", "id": "a", "prompt": "p"}]}
     ]
     assert outer["nodes"][0]["graph"] == "pair@2"  # the caller's document is not changed
+
+
+def test_a_constant_profile_name_is_checked_before_the_run() -> None:
+    found = problems(graph({"id": "x", "agent": "writr", "prompt": "p"}, agents={"writer": {}}))
+    assert found == ["nodes[0].agent: unknown profile 'writr' (did you mean 'writer'?)"]

@@ -439,6 +439,8 @@ def with_profile(node: Node, graph: Graph, name: str) -> Node:
     if profile is None:
         known = ", ".join(sorted(graph.agents)) or "none"
         raise UnknownAgent(f"agent {name!r} is not one of the graph's profiles ({known})")
+    if not (profile.model or node.model):
+        raise UnknownAgent(f"agent {name!r} names no model, and the node has none")
     output = profile.output or node.output
     return replace(
         node,

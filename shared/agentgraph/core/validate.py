@@ -558,6 +558,14 @@ def _checknames(
             problems.append(
                 Problem(f"{where}[{i}].agent", "the graph declares no 'agents:' profiles", s.id)
             )
+        elif s.agent is not None and "{" not in s.agent and s.agent not in scope.agents:
+            problems.append(
+                Problem(
+                    f"{where}[{i}].agent",
+                    f"unknown profile {s.agent!r}{_suggest(s.agent, scope.agents)}",
+                    s.id,
+                )
+            )
         if s.prompt is None:
             continue
         model = s.model or defaults.model
