@@ -344,3 +344,21 @@ def test_stored_subgraph_refs_are_inlined_with_their_defaults() -> None:
 def test_a_constant_profile_name_is_checked_before_the_run() -> None:
     found = problems(graph({"id": "x", "agent": "writr", "prompt": "p"}, agents={"writer": {}}))
     assert found == ["nodes[0].agent: unknown profile 'writr' (did you mean 'writer'?)"]
+
+
+def test_expand_gives_up_the_lease_and_settle_applies_only_to_an_expanded_node() -> None:
+    from agentgraph.core import transitions
+    from agentgraph.core.ports import Outcome
+
+    running = NodeRecord("r", "m", S.RUNNING, [], [], lease_until=50.0, meta={"bindings": {}})
+    change = transitions.expand(running, 1, 7, now=10.0)
+    assert change is not None and change.moves == ((S.RUNNING, S.EXPANDED),)
+    expanded = change.applied(running)
+    assert expanded.lease_until is None and expanded.meta == {"bindings": {}, "expect": 7}
+    assert transitions.expand(expanded, 1, 7, now=11.0) is None  # a repeat does nothing
+    outcome = Outcome(S.SUCCEEDED, output=[1])
+    assert transitions.settle(running, outcome, now=12.0) is None
+    settled = transitions.settle(expanded, outcome, now=12.0)
+    assert settled is not None and settled.fields["output"] == [1]
+    assert transitions.settle(settled.applied(expanded), outcome, now=13.0) is None
+    assert transitions.cancel(expanded, now=14.0) is not None  # a run's cancel ends it
