@@ -362,3 +362,32 @@ def test_expand_gives_up_the_lease_and_settle_applies_only_to_an_expanded_node()
     assert settled is not None and settled.fields["output"] == [1]
     assert transitions.settle(settled.applied(expanded), outcome, now=13.0) is None
     assert transitions.cancel(expanded, now=14.0) is not None  # a run's cancel ends it
+
+
+def test_show_groups_a_large_map_and_marks_loop_iterations() -> None:
+    from rich.console import Console
+
+    from agentgraph.core.ports import RunRecord
+    from agentgraph.core.status import RunStatus
+    from agentgraph.view import print_run_tree
+
+    def node(node_id: str, status: NodeStatus = S.SUCCEEDED, **extra: Any) -> NodeRecord:
+        return NodeRecord("r", node_id, status, extra.pop("parents", []), [], **extra)
+
+    failed = node("m[3]", S.FAILED, error=NodeError("ValueError", "bad item"))
+    records = [
+        node("m", S.FAILED),
+        *(node(f"m[{i}]") for i in range(3)),
+        failed,
+        *(node(f"m[{i}]") for i in range(4, 30)),
+        node("l"),
+        node("l@1"),
+        node("l@2"),
+    ]
+    run = RunRecord("r", "g", {}, None, RunStatus.FAILED, 0.0, len(records))
+    console = Console(record=True, width=120)
+    print_run_tree(console, run, records)
+    text = console.export_text()
+    assert "30 items: 1 failed, 29 succeeded" in text
+    assert "m[3] failed" in text and "ValueError: bad item" in text and "m[4]" not in text
+    assert "l@2 succeeded  iteration 2" in text
