@@ -368,7 +368,7 @@ async def test_a_plan_naming_an_unknown_profile_is_a_clear_node_error(harness: H
 
 
 async def test_cancelling_during_a_large_map_stops_it(harness: Harness) -> None:
-    n = 1000 if harness.name == "local" else 200
+    n = 1000
     started = await harness.start(
         graph(
             {
@@ -572,3 +572,24 @@ async def test_an_item_retries_like_any_node(harness: Harness) -> None:
     nodes = await harness.nodes(run.run_id)
     assert run.status == RunStatus.SUCCEEDED and run.outputs == {"each": ["a", "b"]}
     assert nodes["each[0]"].attempt == 2 and harness.calls["each1"] == 2
+
+
+async def test_a_map_over_1000_items_runs_exactly_1000_item_executions(harness: Harness) -> None:
+    started = await harness.start(
+        graph(
+            {
+                "id": "each",
+                "map": "input.things",
+                "max_concurrency": 50,
+                "tool": "const",
+                "args": {"key": "item", "value": "{{ item }}"},
+            },
+        ),
+        {"things": list(range(1000))},
+    )
+    run = await harness.wait(started.run_id, timeout=300)
+    nodes = await harness.nodes(run.run_id)
+    assert run.status == RunStatus.SUCCEEDED and run.outputs == {"each": list(range(1000))}
+    assert harness.calls["item"] == 1000
+    assert sum(r.executions for r in nodes.values() if r.node_id != "each") == 1000
+    assert run.node_count == 1001 == len(nodes)
