@@ -131,7 +131,7 @@ class Growth:
         if node.map is not None:
             record = await self.store.get_node(run_id, node.id)
             expect = grow.expected_of(record) if record else 0
-            lanes = min(expect, node.max_concurrency or expect)
+            lanes = min(expect, grow.lanes_of(node))
             context_ids = [grow.item_id(node.id, i) for i in range(lanes)]
         else:
             assert node.body is not None
@@ -158,12 +158,12 @@ class Growth:
         if controller.loop is not None and position is not None:
             await self._after_iteration(run_id, context, controller, record, position[1])
             return
-        if controller.map is not None and position is not None:
-            await self._release_lane(run_id, controller, position[1].index or 0)
         counted = await self.store.record_arrival(run_id, controller_id, unit.id)
         state = await self.store.get_node(run_id, controller_id)
         if state is None:
             return
+        if controller.map is not None and position is not None:
+            await self._release_lane(run_id, controller, state, position[1].index or 0)
         if state.status.terminal:
             if counted is None:  # a repeat: the first may have died before sending this
                 await self.dispatcher.node_finished(run_id, controller_id, state.status)
@@ -188,13 +188,19 @@ class Growth:
         if await self.store.settle_node(run_id, controller_id, outcome, self.clock()):
             await self.dispatcher.node_finished(run_id, controller_id, outcome.status)
 
-    async def _release_lane(self, run_id: str, controller: Node, index: int) -> None:
-        """With max_concurrency, an item finishing releases the next item of its lane
-        (waiting -> ready, exactly once: the transition is conditional)."""
-        lanes = controller.max_concurrency
-        if lanes is None or run_id in self._ended:
+    async def _release_lane(
+        self, run_id: str, controller: Node, state: NodeRecord, index: int
+    ) -> None:
+        """An item finishing releases the next item of its lane (waiting -> ready,
+        exactly once: the transition is conditional; a repeat re-checks it)."""
+        following = index + grow.lanes_of(controller)
+        if (
+            run_id in self._ended
+            or state.status != NodeStatus.EXPANDED
+            or following >= grow.expected_of(state)
+        ):
             return
-        successor = grow.item_id(controller.id, index + lanes)
+        successor = grow.item_id(controller.id, following)
         if await self.store.resolve_node(run_id, successor, NodeStatus.READY, self.clock()):
             await self.dispatcher.node_ready(run_id, successor, 1, controller.pool)
 
