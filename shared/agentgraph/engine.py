@@ -335,9 +335,6 @@ class Engine(FanIn, Recovery, Growth):
         if claimed.status == NodeStatus.FAILED:  # its workers were lost too many times
             await self.dispatcher.node_finished(run_id, node_id, NodeStatus.FAILED)
             return
-        if node.controller:  # a map, loop or subgraph: it adds instances, runs no call
-            await self._expand(run_id, context, node, claimed, attempt)
-            return
         if claimed.executions > claimed.attempt:
             if await self._cancel_takeover_of_ended_run(run_id, node_id):
                 return
@@ -352,6 +349,9 @@ class Engine(FanIn, Recovery, Growth):
                     "repeated after an executor died mid-attempt",
                 )
             )
+        if node.controller:  # a map, loop or subgraph: it adds instances, runs no call
+            await self._expand(run_id, context, node, claimed, attempt)
+            return
         usage = Usage()
         model: str | None = None
         began = time.monotonic()

@@ -75,7 +75,20 @@ class Growth:
         await self.store.add_instances(run_id, expansion.records, now)
         if not await self.store.expand_node(run_id, node.id, attempt, expansion.expect, now):
             return  # no longer this attempt's (taken over): the other expansion sends
+        if await self._ended_meanwhile(run_id):
+            return
         await self._send(run_id, expansion.records)
+
+    async def _ended_meanwhile(self, run_id: str) -> bool:
+        """Instances added while the run was being cancelled (or failed) may have come
+        after its cancel's query: cancel what has not started once more, so nothing of
+        an ended run starts. One read of the run per expansion."""
+        run = await self.store.get_run(run_id)
+        if run is None or not run.status.terminal:
+            return False
+        self._ended.put(run_id, None)
+        await self.store.cancel_not_started(run_id, self.clock())
+        return True
 
     async def _plan(
         self,
@@ -233,6 +246,8 @@ class Growth:
         bindings = grow.bindings_of(state)
         nxt = grow.expand_iteration(run_id, controller, step.iteration, step.previous, bindings)
         created = await self.store.add_instances(run_id, [nxt], self.clock())
+        if await self._ended_meanwhile(run_id):
+            return
         if not created:
             existing = await self.store.get_node(run_id, nxt.node_id)
             if existing is None or existing.status != NodeStatus.READY or existing.executions:

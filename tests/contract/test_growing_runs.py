@@ -593,3 +593,39 @@ async def test_a_map_over_1000_items_runs_exactly_1000_item_executions(harness: 
     assert harness.calls["item"] == 1000
     assert sum(r.executions for r in nodes.values() if r.node_id != "each") == 1000
     assert run.node_count == 1001 == len(nodes)
+
+
+async def test_a_map_expanding_while_its_run_is_cancelled_starts_no_item(harness: Harness) -> None:
+    class CancelledDuringExpansion:
+        """The run is cancelled (by another caller) just before the instances are added."""
+
+        def __init__(self, inner: Any, cancel: Any) -> None:
+            self.inner, self.cancel = inner, cancel
+
+        def __getattr__(self, name: str) -> Any:
+            return getattr(self.inner, name)
+
+        async def add_instances(self, run_id: str, *args: Any) -> int:
+            await self.cancel(run_id)
+            return int(await self.inner.add_instances(run_id, *args))
+
+    engine = harness.engine
+    engine.store = CancelledDuringExpansion(engine.store, engine.cancel)  # type: ignore[assignment]
+    started = await harness.start(
+        graph(
+            const("first", [1, 2, 3]),
+            {
+                "id": "each",
+                "after": ["first"],
+                "map": "nodes.first.output",
+                "tool": "const",
+                "args": {"key": "each"},
+            },
+        )
+    )
+    run = await harness.wait(started.run_id)
+    await harness.until(run.run_id, lambda n: all(r.status.terminal for r in n.values()))
+    nodes = await harness.nodes(run.run_id)
+    assert run.status == RunStatus.CANCELLED and "each" not in harness.calls
+    assert {nodes[f"each[{i}]"].status for i in range(3)} == {S.CANCELLED}
+    assert nodes["each"].status == S.CANCELLED
