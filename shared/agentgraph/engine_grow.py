@@ -15,6 +15,7 @@ node-ready of the controller re-sends what its expansion owes.
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
@@ -198,6 +199,7 @@ class Growth:
         await self._settle(run_id, controller_id, outcome)
 
     async def _settle(self, run_id: str, controller_id: str, outcome: Outcome) -> None:
+        outcome = _within_output_limit(outcome)
         if await self.store.settle_node(run_id, controller_id, outcome, self.clock()):
             await self.dispatcher.node_finished(run_id, controller_id, outcome.status)
 
@@ -233,6 +235,7 @@ class Growth:
             controller, iteration, record, grow.bindings_of(record), context.input
         )
         if isinstance(step, Outcome):
+            step = _within_output_limit(step)
             if await self.store.settle_node(run_id, controller.id, step, self.clock()):
                 await self.dispatcher.node_finished(run_id, controller.id, step.status)
                 return
@@ -253,6 +256,20 @@ class Growth:
             if existing is None or existing.status != NodeStatus.READY or existing.executions:
                 return
         await self.dispatcher.node_ready(run_id, nxt.node_id, 1, nxt.pool)
+
+
+def _within_output_limit(outcome: Outcome) -> Outcome:
+    """A map's list of outputs is an output like any other: over the size limit
+    (`MAX_OUTPUT_BYTES`), the map fails with OutputTooLarge instead."""
+    from agentgraph.engine import MAX_OUTPUT_BYTES  # engine imports this module
+
+    if outcome.status != NodeStatus.SUCCEEDED:
+        return outcome
+    size = len(json.dumps(outcome.output, ensure_ascii=False).encode())
+    if size <= MAX_OUTPUT_BYTES:
+        return outcome
+    message = f"output is {size:,} bytes; the limit is {MAX_OUTPUT_BYTES:,} bytes"
+    return Outcome(NodeStatus.FAILED, error=NodeError("OutputTooLarge", message, False))
 
 
 async def resolve_stored_subgraphs(

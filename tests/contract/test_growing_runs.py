@@ -629,3 +629,21 @@ async def test_a_map_expanding_while_its_run_is_cancelled_starts_no_item(harness
     assert run.status == RunStatus.CANCELLED and "each" not in harness.calls
     assert {nodes[f"each[{i}]"].status for i in range(3)} == {S.CANCELLED}
     assert nodes["each"].status == S.CANCELLED
+
+
+async def test_a_map_whose_list_of_outputs_is_too_large_fails_clearly(harness: Harness) -> None:
+    run = await harness.run(
+        graph(
+            {
+                "id": "each",
+                "map": "input.things",
+                "tool": "blob",
+                "args": {"size": 4 * 1024 * 1024},
+            },
+        ),
+        {"things": [1, 2, 3]},
+    )
+    nodes = await harness.nodes(run.run_id)
+    error = nodes["each"].error
+    assert run.status == RunStatus.FAILED
+    assert error is not None and error.type == "OutputTooLarge" and "the limit is" in error.message
