@@ -20,11 +20,11 @@ import random
 import secrets
 import time
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from agentgraph.core import readiness
+from agentgraph.core import grow, readiness
 from agentgraph.core.errors import (
     LlmError,
     OutputTooLarge,
@@ -61,6 +61,7 @@ from agentgraph.engine_agent import AgentLoop
 from agentgraph.engine_approval import Approvals
 from agentgraph.engine_fanin import FanIn, template_values
 from agentgraph.engine_gate import LocalModelGate, ModelGating, Ticket
+from agentgraph.engine_grow import Growth
 from agentgraph.engine_recovery import RUN_ENDED_WHILE_RUNNING, Recovery
 from agentgraph.engine_redrive import Redrive
 from agentgraph.llm import attachments
@@ -83,6 +84,7 @@ _GRAPH_BYTES = 64 * 1024 * 1024  # compiled graphs, measured by their document's
 _RUNS_KEPT = 256
 _RUN_BYTES = 64 * 1024 * 1024  # run contexts hold run inputs (up to 10 MiB each)
 _ENDED_KEPT = 4096
+_INSTANCES_KEPT = 20_000  # resolved instance ids per run context
 
 
 @dataclass(frozen=True)
@@ -93,9 +95,21 @@ class RunContext:
     input: Any
     input_bytes: int = 0  # the input's JSON size, what the engine's memory of it costs
     owner: str | None = None  # whose limits the run's model calls count against
+    instances: dict[str, Node | None] = field(default_factory=dict, compare=False)
+
+    def node(self, node_id: str) -> Node | None:
+        """The node an id runs as: a graph node, or an instance (core/grow.py), cached."""
+        found = self.graph.nodes.get(node_id)
+        if found is not None:
+            return found
+        if node_id not in self.instances:
+            if len(self.instances) > _INSTANCES_KEPT:
+                self.instances.clear()
+            self.instances[node_id] = grow.instance_node(self.graph, node_id)
+        return self.instances[node_id]
 
 
-class Engine(FanIn, Recovery, AgentLoop, ModelGating, Approvals, Redrive):
+class Engine(FanIn, Recovery, Growth, AgentLoop, ModelGating, Approvals, Redrive):
     """One engine per process; it caches each run's compiled graph (immutable per run).
 
     Its three message kinds are split over three modules: node-ready here (`execute`),
@@ -231,7 +245,7 @@ class Engine(FanIn, Recovery, AgentLoop, ModelGating, Approvals, Redrive):
         graph = await self.compile_off_loop(document)
         check_models = getattr(self.llm, "check_models", None)
         if self.check_llm_config and check_models is not None:
-            check_models(m for n in graph.nodes.values() for m in (n.model, n.fallback_model) if m)
+            check_models(grow.models(graph))
         # The input's schema and size, and the roots' conditions: CPU bounded by the
         # limits, off the event loop for the same reason as validation.
         context, roots = await asyncio.to_thread(self._prepare_roots, graph, input, owner)
@@ -333,10 +347,10 @@ class Engine(FanIn, Recovery, AgentLoop, ModelGating, Approvals, Redrive):
         self, run_id: str, node_id: str, attempt: int, ticket: Ticket | None = None
     ) -> None:
         context = await self._context(run_id)
-        if context is None or node_id not in context.graph.nodes:
+        node = context.node(node_id) if context is not None else None
+        if context is None or node is None:
             log.warning("node-ready for unknown run/node %s/%s: dropped", run_id, node_id)
             return
-        node = context.graph[node_id]
         now = self.clock()
         if await self._has_ended(run_id):  # ended by this process: start nothing new
             await self.store.resolve_node(
@@ -378,6 +392,9 @@ class Engine(FanIn, Recovery, AgentLoop, ModelGating, Approvals, Redrive):
                     "repeated after an executor died mid-attempt",
                 )
             )
+        if node.controller:  # a map, loop or subgraph: it adds instances, runs no call
+            await self._expand(run_id, context, node, claimed, attempt)
+            return
         usage = Usage()
         model: str | None = None
         attempt_model = ticket.model if ticket is not None else node.model_for_attempt(attempt)
@@ -390,12 +407,12 @@ class Engine(FanIn, Recovery, AgentLoop, ModelGating, Approvals, Redrive):
             async with self._leased(run_id, node_id, attempt), asyncio.timeout(node.timeout_s):
                 with tool_context.bound(call):
                     output, usage, model = await self._perform(
-                        run_id, context, node, attempt, claimed.usage, ticket
+                        run_id, context, node, attempt, claimed, ticket
                     )
             _check_output_size(output)
             outcome = Outcome(NodeStatus.SUCCEEDED, output=output, usage=usage, model=model)
             if node.approval is not None:
-                request = await self._approval_request(run_id, context, node, output)
+                request = await self._approval_request(run_id, context, node, claimed, output)
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # every failure of user code becomes a node error
@@ -489,6 +506,8 @@ class Engine(FanIn, Recovery, AgentLoop, ModelGating, Approvals, Redrive):
             return
         if record.status in (NodeStatus.SUCCEEDED, NodeStatus.FAILED):
             await self.dispatcher.node_finished(run_id, node.id, record.status)
+        elif record.status == NodeStatus.EXPANDED:
+            await self._redispatch_expansion(run_id, node)
         elif record.status == NodeStatus.RETRYING and record.next_attempt_at is not None:
             await self.retries.schedule(run_id, node.id, attempt + 1, record.next_attempt_at)
         elif record.status == NodeStatus.WAITING_APPROVAL and record.next_attempt_at is not None:
@@ -517,12 +536,16 @@ class Engine(FanIn, Recovery, AgentLoop, ModelGating, Approvals, Redrive):
         context: RunContext,
         node: Node,
         attempt: int,
-        recorded: Usage | None = None,
+        record: NodeRecord,
         ticket: Ticket | None = None,
     ) -> tuple[Any, Usage, str | None]:
         if node.kind == "gate":  # an approval step with no work of its own
             return None, Usage(), None
-        values = await self._template_context(run_id, context, node.reads)
+        values = await self._values(run_id, context, node, record)
+        # A planned subagent calls its profile's model: the gate admitted the template's.
+        admitted = ticket.model if ticket is not None and node.agent is None else None
+        if node.agent is not None:
+            node = grow.with_profile(node, context.graph, render(node.agent, values).strip())
         if node.kind == "tool":
             assert node.tool is not None
             args = render_value(node.args, values)
@@ -532,7 +555,7 @@ class Engine(FanIn, Recovery, AgentLoop, ModelGating, Approvals, Redrive):
             ):
                 return await self._call_tool(node.tool, args), Usage(), None
         assert node.prompt is not None
-        model = ticket.model if ticket is not None else node.model_for_attempt(attempt)
+        model = admitted or node.model_for_attempt(attempt)
         assert model is not None
         await self._check_budget(context)
         attached = await self._attachments(node, values)
@@ -558,7 +581,7 @@ class Engine(FanIn, Recovery, AgentLoop, ModelGating, Approvals, Redrive):
                 node,
                 attempt,
                 request,
-                recorded or Usage(),
+                record.usage,
                 lambda: self._check_budget(context),
                 on_partial,
                 lambda turn, partial: self._generate(turn, partial, ticket),
@@ -639,11 +662,23 @@ class Engine(FanIn, Recovery, AgentLoop, ModelGating, Approvals, Redrive):
     def _remember(self, run_id: str, context: RunContext) -> None:
         self._runs.put(run_id, context)
 
-    async def _template_context(
-        self, run_id: str, context: RunContext, reads: frozenset[str]
+    async def _values(
+        self,
+        run_id: str,
+        context: RunContext,
+        node: Node,
+        record: NodeRecord | None,
+        known: Mapping[str, NodeRecord] | None = None,
     ) -> dict[str, Any]:
-        records = await self.store.get_outputs(run_id, sorted(reads)) if reads else {}
-        return template_values(context.input, records, reads)
+        """What the node's templates read: `input`, `nodes.<id>` (in its scope: an
+        instance inside a subgraph reads its siblings), and an instance's bindings (item,
+        index, loop). `known`: records already read, by full id."""
+        known = known or {}
+        wanted = [node.scope + r for r in sorted(node.reads) if node.scope + r not in known]
+        fetched = await self.store.get_outputs(run_id, wanted) if wanted else {}
+        records = {**known, **fetched}
+        local = {r: records[node.scope + r] for r in node.reads if node.scope + r in records}
+        return {**grow.bindings_of(record), **template_values(context.input, local, node.reads)}
 
 
 def classify(exc: BaseException, attempt: int, timeout_s: float) -> NodeError:

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from agentgraph.core import approval
@@ -49,18 +49,23 @@ class Approvals:
 
         def _context_of(self, run: RunRecord) -> RunContext: ...
 
-        async def _template_context(
-            self, run_id: str, context: RunContext, reads: frozenset[str]
+        async def _values(
+            self,
+            run_id: str,
+            context: RunContext,
+            node: Node,
+            record: NodeRecord | None,
+            known: Mapping[str, NodeRecord] | None = None,
         ) -> dict[str, Any]: ...
 
     async def _approval_request(
-        self, run_id: str, context: RunContext, node: Node, output: Any
+        self, run_id: str, context: RunContext, node: Node, record: NodeRecord, output: Any
     ) -> dict[str, Any]:
         """What the person is asked: the rendered message (it may read `output`, the
         node's computed value), that value, the approvers and the deadline. A message that
         does not render fails the node like any template (TemplateProblem)."""
         assert node.approval is not None
-        values = await self._template_context(run_id, context, node.reads)
+        values = await self._values(run_id, context, node, record)
         message = render(node.approval.message, {**values, "output": output})
         deadline = self.clock() + node.approval.timeout_s
         return approval.pending(message, output, node.approval.approvers, deadline)
@@ -113,10 +118,10 @@ class Approvals:
     def approval_step(self, run: RunRecord, node_id: str) -> Approval | None:
         """The node's `approval:` settings (None for a node without); NodeNotFound for a
         node the run does not have."""
-        graph = self._context_of(run).graph
-        if node_id not in graph.nodes:
+        node = self._context_of(run).node(node_id)
+        if node is None:
             raise NodeNotFound(run.run_id, node_id)
-        return graph[node_id].approval
+        return node.approval
 
     async def decide_approval(
         self,
@@ -139,11 +144,12 @@ class Approvals:
         context = await self._context(run_id)
         if context is None:
             raise RunNotFound(run_id)
-        if node_id not in context.graph.nodes:
+        node = context.node(node_id)
+        if node is None:
             raise NodeNotFound(run_id, node_id)
         if payload is not approval.UNSET:
             _check_payload(payload)
-        if context.graph[node_id].approval is None:
+        if node.approval is None:
             raise ApprovalConflict(f"node {node_id!r} of run {run_id} has no approval step")
         record = await self.store.get_node(run_id, node_id)
         if record is None:

@@ -13,7 +13,7 @@ import logging
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
-from agentgraph.core import readiness
+from agentgraph.core import grow, readiness
 from agentgraph.core.errors import TemplateProblem
 from agentgraph.core.graph import Node
 from agentgraph.core.lru import Lru
@@ -42,6 +42,24 @@ class FanIn:
 
         async def _context(self, run_id: str) -> RunContext | None: ...
 
+        async def _values(
+            self,
+            run_id: str,
+            context: RunContext,
+            node: Node,
+            record: NodeRecord | None,
+            known: Mapping[str, NodeRecord] | None = None,
+        ) -> dict[str, Any]: ...
+
+        async def _arrive_at_controller(
+            self,
+            run_id: str,
+            context: RunContext,
+            unit: Node,
+            record: NodeRecord,
+            controller_id: str,
+        ) -> None: ...
+
     async def complete(self, run_id: str, node_id: str, status: NodeStatus | str) -> None:
         """Record this node's arrival at each child, once per edge; the arrival that
         completes a child's set of parents decides the child. A sink may end the run.
@@ -50,7 +68,8 @@ class FanIn:
         so a forged or stale node-finished ("failed" for a node that is running, or that
         succeeded) changes nothing. That costs one read per message."""
         context = await self._context(run_id)
-        if context is None or node_id not in context.graph.nodes:
+        node = context.node(node_id) if context is not None else None
+        if context is None or node is None:
             log.warning("node-finished for unknown run/node %s/%s: dropped", run_id, node_id)
             return
         record = await self.store.get_node(run_id, node_id)
@@ -71,13 +90,15 @@ class FanIn:
                 record.status.value,
             )
         status = record.status
-        graph = context.graph
-        node = graph[node_id]
         if status == NodeStatus.FAILED and node.on_error == OnError.FAIL_RUN:
             error = record.error.to_dict() if record.error else {}
             await self._end_run(run_id, RunStatus.FAILED, {"node_id": node_id, **error})
             return
         if status == NodeStatus.CANCELLED:
+            return
+        if grow.is_instance(node_id) and any(_contains(c, node_id) for c in node.children):
+            # an item, an iteration or a body's sink: its controller decides on it
+            await self._arrive_at_controller(run_id, context, node, record, node.children[0])
             return
         if len(node.children) == 1:
             await self._arrive(run_id, context, node_id, status, node.children[0])
@@ -100,7 +121,8 @@ class FanIn:
         the conditional waiting -> ready|skipped|failed that decides it is already
         exactly-once (a duplicate finds it decided and, like a duplicate arrival, only
         re-sends what `_finish_decision` owes)."""
-        child = context.graph[child_id]
+        child = context.node(child_id)
+        assert child is not None, child_id
         finished = (parent_id, status)
         if len(child.parents) == 1:
             if not await self._decide_child(run_id, context, child, finished):
@@ -159,14 +181,14 @@ class FanIn:
         known: dict[str, ParentResult] = {}
         if finished is not None and finished[1] in (NodeStatus.SUCCEEDED, NodeStatus.FAILED):
             parent_id, parent_status = finished
-            known[parent_id] = ParentResult(parent_status, context.graph[parent_id].on_error)
+            known[parent_id] = ParentResult(parent_status, _node(context, parent_id).on_error)
         rest = [p for p in child.parents if p not in known]
         parents = await self.store.get_outputs(run_id, rest) if rest else {}
         decision = readiness.decide(
             {
                 **known,
                 **{
-                    pid: ParentResult(rec.status, context.graph[pid].on_error, rec.skip_reason)
+                    pid: ParentResult(rec.status, _node(context, pid).on_error, rec.skip_reason)
                     for pid, rec in parents.items()
                 },
             }
@@ -175,8 +197,8 @@ class FanIn:
         if decision.verdict == Verdict.READY and await self._has_ended(run_id):
             decision = Decision(Verdict.CANCEL, readiness.RUN_ENDED)
         if decision.verdict == Verdict.READY and child.when is not None:
-            extra = await self.store.get_outputs(run_id, sorted(child.reads - set(parents)))
-            values = template_values(context.input, {**parents, **extra}, child.reads)
+            own = await self.store.get_node(run_id, child.id) if child.scope else None
+            values = await self._values(run_id, context, child, own, parents)
             try:
                 decision = readiness.apply_condition(condition_holds(child.when, values))
             except TemplateProblem as exc:
@@ -264,6 +286,17 @@ class FanIn:
         self._ended.put(run_id, None)
         await self.store.cancel_not_started(run_id, self.clock())
         return changed
+
+
+def _contains(controller_id: str, instance_id: str) -> bool:
+    """Whether an instance is one of a controller's own (its item, iteration, inner node)."""
+    return instance_id.startswith(controller_id) and instance_id[len(controller_id)] in "[@/"
+
+
+def _node(context: RunContext, node_id: str) -> Node:
+    node = context.node(node_id)
+    assert node is not None, node_id
+    return node
 
 
 def template_values(

@@ -86,7 +86,7 @@ class ModelGating:
 
     async def _gated_execute(self, run_id: str, node_id: str, attempt: int) -> None:
         context = await self._context(run_id)
-        node = context.graph.nodes.get(node_id) if context is not None else None
+        node = context.node(node_id) if context is not None else None
         if node is None or node.kind != "agent":
             await self._execute(run_id, node_id, attempt)
             return

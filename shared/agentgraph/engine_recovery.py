@@ -52,10 +52,11 @@ class Recovery:
     async def retry(self, run_id: str, node_id: str, attempt: int) -> None:
         """A delayed retry came due: make the node ready for `attempt` and dispatch it."""
         context = await self._context(run_id)
-        if context is None or node_id not in context.graph.nodes:
+        node = context.node(node_id) if context is not None else None
+        if node is None:
             log.warning("retry for unknown run/node %s/%s: dropped", run_id, node_id)
             return
-        pool = context.graph[node_id].pool
+        pool = node.pool
         if await self.store.requeue_node(run_id, node_id, attempt, self.clock()):
             await self.dispatcher.node_ready(run_id, node_id, attempt, pool)
             return

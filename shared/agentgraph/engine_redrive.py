@@ -63,6 +63,11 @@ class Redrive:
         context = await self._context(run_id)
         assert context is not None
         records = {r.node_id: r for r in await self.store.list_nodes(run_id)}
+        if any(node_id not in context.graph.nodes for node_id in records):
+            raise RedriveConflict(
+                f"run {run_id} grew instances (map, loop or subgraph); redriving such a run "
+                "is not supported yet: start it again instead"
+            )
         again = redrive.plan(context.graph, records)
         if not await self.store.redrive_run(run_id, again, self.clock()):
             after = await self.store.get_run(run_id)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections import Counter
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
@@ -17,7 +18,8 @@ from rich.table import Table
 from rich.text import Text
 from rich.tree import Tree
 
-from agentgraph.core.graph import Graph
+from agentgraph.core import grow
+from agentgraph.core.graph import Graph, Node
 from agentgraph.core.ports import Event, NodeRecord, RunRecord
 from agentgraph.core.status import NodeStatus
 
@@ -26,6 +28,7 @@ STYLE = {
     "ready": "cyan",
     "running": "bold yellow",
     "retrying": "magenta",
+    "expanded": "blue",
     "succeeded": "green",
     "failed": "bold red",
     "skipped": "dim",
@@ -39,6 +42,7 @@ ICON = {
     "ready": "○",
     "running": "◐",
     "retrying": "↻",
+    "expanded": "⋔",
     "succeeded": "✓",
     "failed": "✗",
     "skipped": "-",
@@ -259,11 +263,17 @@ def print_run_tree(console: Console, run: RunRecord, nodes: Sequence[NodeRecord]
         header.append(" · " + usage)
     tree = Tree(header)
     branches: dict[str, Tree] = {}
+    grouped = _grouped_items(nodes)
     for record in nodes:
+        unit = grow.unit_of(record.node_id)
+        if unit is not None and unit[0] in grouped and record.status != NodeStatus.FAILED:
+            continue  # counted on its map's summary line
         status = record.status.value
         label = Text()
         label.append(f"{ICON[status]} {record.node_id} ", style="bold")
         label.append(status, style=STYLE[status])
+        if unit is not None and unit[1].iteration is not None:
+            label.append(f"  iteration {unit[1].iteration}", style="blue")
         details = [
             d
             for d in (
@@ -280,8 +290,11 @@ def print_run_tree(console: Console, run: RunRecord, nodes: Sequence[NodeRecord]
             label.append("  " + " · ".join(details), style="dim")
         if len(record.parents) > 1:
             label.append(f"  (after {', '.join(record.parents)})", style="dim")
-        parent = branches.get(record.parents[0]) if record.parents else None
+        above = _tree_parent(record)
+        parent = branches.get(above) if above is not None else None
         branch = (parent or tree).add(label)
+        if record.node_id in grouped:
+            branch.add(grouped[record.node_id])
         if record.error:
             branch.add(Text(f"{record.error.type}: {record.error.message}", style="red"))
         elif record.skip_reason and record.status in (NodeStatus.SKIPPED, NodeStatus.CANCELLED):
@@ -292,11 +305,58 @@ def print_run_tree(console: Console, run: RunRecord, nodes: Sequence[NodeRecord]
         console.print(Text(f"error: {run.error.get('message', run.error)}", style="red"))
 
 
+GROUP_OVER = 10  # a map with more items than this shows one line of counts (and failures)
+
+
+def _tree_parent(record: NodeRecord) -> str | None:
+    """Where a node hangs in the run tree: under its first parent; an item or iteration
+    under its map or loop; a subgraph's first node under its subgraph."""
+    if record.parents and grow.unit_of(record.node_id) is None:
+        return record.parents[0]
+    unit = grow.unit_of(record.node_id)
+    if unit is not None:
+        return unit[0]
+    if "/" in record.node_id:
+        return record.node_id.rpartition("/")[0]
+    return None
+
+
+def _grouped_items(nodes: Sequence[NodeRecord]) -> dict[str, Text]:
+    """For each map with more than GROUP_OVER items: one line, its items per status."""
+    items: dict[str, Counter[str]] = {}
+    for record in nodes:
+        unit = grow.unit_of(record.node_id)
+        if unit is not None and unit[1].index is not None:
+            items.setdefault(unit[0], Counter())[record.status.value] += 1
+    lines = {}
+    for controller, counts in items.items():
+        if sum(counts.values()) <= GROUP_OVER:
+            continue
+        line = Text(f"{sum(counts.values()):,} items: ", style="bold")
+        for i, (status, n) in enumerate(sorted(counts.items())):
+            line.append(", " if i else "")
+            line.append(f"{n:,} {status}", style=STYLE.get(status, ""))
+        lines[controller] = line
+    return lines
+
+
+def _what(node: Node) -> str:
+    """A node's kind for drawings, with how it grows (map, loop, subgraph)."""
+    what = f"tool {node.tool}" if node.kind == "tool" else f"agent {node.model or node.agent}"
+    if node.body is not None:
+        what = f"subgraph of {len(node.body)}"
+    if node.map is not None:
+        what += ", mapped"
+    if node.loop is not None:
+        what += f", loop of at most {node.loop.max_iterations}"
+    return what
+
+
 def draw_graph(graph: Graph, format: str) -> str:
     if format == "mermaid":
         lines = ["flowchart TD"]
         for node in graph.nodes.values():
-            label = f"{node.id}<br/>{node.tool or node.model}"
+            label = f"{node.id}<br/>{_what(node) if node.controller else node.tool or node.model}"
             shape = f'["{label}"]' if node.kind == "tool" else f'("{label}")'
             lines.append(f"    {node.id}{shape}")
         for node in graph.nodes.values():
@@ -311,7 +371,7 @@ def draw_graph(graph: Graph, format: str) -> str:
         members = [n for n in graph.nodes.values() if depth[n.id] == layer]
         lines.append(f"layer {layer}")
         for node in members:
-            kind = f"tool {node.tool}" if node.kind == "tool" else f"agent {node.model}"
+            kind = _what(node)
             arrow = f" ──▶ {', '.join(node.children)}" if node.children else "  (sink)"
             lines.append(f"  [{node.id}] {kind}{arrow}")
     return "\n".join(lines)

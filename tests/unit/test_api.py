@@ -177,6 +177,24 @@ def test_runs_from_a_stored_graph_use_the_latest_or_the_asked_version(
     assert (latest.status_code, pinned.status_code, missing.status_code) == (201, 201, 404)
 
 
+def test_a_stored_subgraph_is_inlined_into_the_run_when_it_starts(client: Client) -> None:
+    client.call("POST", "/graphs", GRAPH)
+    outer = {
+        "name": "outer",
+        "defaults": {"model": "echo"},
+        "nodes": [{"id": "sub", "graph": "pair@1"}, {"id": "unknown", "graph": "nope"}],
+    }
+    invalid = client.call("POST", "/runs", {"graph": outer})
+    assert invalid.status_code == 400
+    assert "'nope', which was not resolved" in json.dumps(invalid.json())
+
+    outer["nodes"] = outer["nodes"][:1]
+    created = client.call("POST", "/runs", {"graph": outer, "input": {"topic": "t"}})
+    assert created.status_code == 201, created.json()
+    run = client.call("GET", f"/runs/{created.json()['run_id']}").json()
+    assert [(n["id"], n["status"]) for n in run["nodes"]] == [("sub", "ready")]
+
+
 # ---- GET /runs/{id}, cancel, events, list ------------------------------------------------------
 
 

@@ -113,3 +113,27 @@ async def test_the_graph_has_a_row_of_its_own_and_older_files_still_read(tmp_pat
         assert [r.run_id for r in await store.list_runs()] == ["r1"]
     finally:
         store.close()
+
+
+async def test_a_file_from_before_runs_could_grow_gains_the_meta_column(tmp_path: Path) -> None:
+    store = await _store_with_run(tmp_path / "runs.db", ["a"])
+    store.close()
+    conn = sqlite3.connect(tmp_path / "runs.db")
+    try:
+        conn.execute("ALTER TABLE nodes DROP COLUMN meta")
+        conn.commit()
+    finally:
+        conn.close()
+    reopened = SqliteStore(tmp_path / "runs.db")
+    try:
+        added = NodeRecord(
+            "r1", "m[0]", NodeStatus.READY, [], ["m"], meta={"bindings": {"item": 1}}
+        )
+        assert await reopened.add_instances("r1", [added], 2.0) == 1
+        assert await reopened.add_instances("r1", [added], 3.0) == 0  # if absent only
+        nodes = {n.node_id: n for n in await reopened.list_nodes("r1")}
+        assert nodes["a"].meta is None and nodes["m[0]"].meta == {"bindings": {"item": 1}}
+        run = await reopened.get_run("r1")
+        assert run is not None and run.node_count == 2 and run.counts["ready"] == 2
+    finally:
+        reopened.close()

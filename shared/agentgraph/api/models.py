@@ -105,6 +105,7 @@ class Node(_Body):
         "ready",
         "running",
         "retrying",
+        "expanded",
         "succeeded",
         "failed",
         "skipped",

@@ -57,6 +57,7 @@ from agentgraph.core.model import NODE_ID_PATTERN, GraphSpec
 from agentgraph.core.ports import GraphStore, NodeRecord, RunRecord
 from agentgraph.core.run_json import run_to_json
 from agentgraph.engine import Engine, new_run_id
+from agentgraph.engine_grow import resolve_stored_subgraphs
 
 MAX_LIST = 200
 NODES_PAGE = 100  # nodes per GET /runs/{id} unless ?nodes_limit= (outputs are up to 10 MiB)
@@ -203,13 +204,14 @@ class Api:
         check_start(limits, await activity.activity(caller.uid, now, limits), now)
 
     async def _resolve_graph(self, spec: RunRequest, caller: Caller) -> dict[str, Any]:
+        """The graph to run, with its stored subgraphs (`graph: name@version`) inlined."""
         if spec.graph is not None:
-            return spec.graph
+            return await resolve_stored_subgraphs(spec.graph, caller.uid, self.graphs)
         assert spec.graph_id is not None
         stored = await self.graphs.get(caller.uid, spec.graph_id, spec.version)
         if stored is None:
             raise GraphNotFound(spec.graph_id, spec.version)
-        return stored.definition
+        return await resolve_stored_subgraphs(stored.definition, caller.uid, self.graphs)
 
     async def _visible_run(self, caller: Caller | None, run_id: str) -> RunRecord:
         assert caller is not None

@@ -231,6 +231,15 @@ class MaxTurnsExceeded(AgentgraphError):
     same model the same questions."""
 
 
+class ExpansionError(AgentgraphError, ValueError):
+    """A map, loop or subgraph could not add its instances: `map:` is not a list, has too
+    many items, the run would pass its instance cap, an item is too large to store."""
+
+
+class UnknownAgent(AgentgraphError, ValueError):
+    """`agent:` named a profile the graph's `agents:` does not declare."""
+
+
 class LlmError(AgentgraphError):
     """A provider failure, already classified. Permanent errors are never retried."""
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from agentgraph.core.model import Approval, OnError, RetryPolicy
+from agentgraph.core.model import AgentProfile, Approval, LoopSpec, OnError, RetryPolicy
 
 
 @dataclass(frozen=True)
@@ -17,7 +17,7 @@ class Node:
     id: str
     parents: tuple[str, ...]
     children: tuple[str, ...]
-    kind: Literal["tool", "agent", "gate"]  # gate: approval only, no work of its own
+    kind: Literal["tool", "agent", "gate", "subgraph"]  # gate: approval only, no work
     pool: str
     on_error: OnError
     retry: RetryPolicy
@@ -43,6 +43,21 @@ class Node:
     max_turns: int = 10
     on_max_turns: Literal["fail", "return_last"] = "fail"
     approval: Approval | None = None
+    # Runs that grow (core/grow.py). A node with map, loop or body is a controller: it
+    # runs no call of its own but adds instances to the run and is decided by them.
+    map: str | None = None
+    max_concurrency: int | None = None
+    loop: LoopSpec | None = None
+    body: Graph | None = None  # a subgraph's compiled nodes (ids local to it)
+    body_output: str | None = None  # a subgraph's `output:` template
+    agent: str | None = None  # a template naming one of the graph's `agents:` profiles
+    # Where an instance sits: the prefix its `nodes.<id>` reads resolve under ("" at the
+    # top, "research[2]/" inside the third item of subgraph `research`).
+    scope: str = ""
+
+    @property
+    def controller(self) -> bool:
+        return self.map is not None or self.loop is not None or self.body is not None
 
     @property
     def max_total_attempts(self) -> int:
@@ -61,6 +76,7 @@ class Graph:
     nodes: dict[str, Node]  # in a topological order
     input_schema: dict[str, Any] | None
     description: str | None = None
+    agents: dict[str, AgentProfile] = field(default_factory=dict)
 
     @property
     def roots(self) -> list[str]:

@@ -14,7 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from agentgraph.core.documents import parse_json
 from agentgraph.core.errors import MalformedMessage, RequestInvalid
-from agentgraph.core.model import NAME_PATTERN, NODE_ID_PATTERN
+from agentgraph.core.model import INSTANCE_ID_PATTERN, NAME_PATTERN
 from agentgraph.core.status import NodeStatus
 
 # Like node ids, run ids may not start with "__": Firestore reserves ids such as __x__.
@@ -35,7 +35,7 @@ class NodeReady(_Message):
     """node-ready: run one attempt of one node (Pub/Sub data, and the Cloud Tasks body)."""
 
     run_id: str = Field(pattern=RUN_ID_PATTERN)
-    node_id: str = Field(pattern=NODE_ID_PATTERN)
+    node_id: str = Field(pattern=INSTANCE_ID_PATTERN, max_length=600)
     attempt: int = Field(ge=1, le=1000)
 
 
@@ -43,7 +43,7 @@ class NodeFinished(_Message):
     """node-finished: a node reached a final status; the fan-in takes it from here."""
 
     run_id: str = Field(pattern=RUN_ID_PATTERN)
-    node_id: str = Field(pattern=NODE_ID_PATTERN)
+    node_id: str = Field(pattern=INSTANCE_ID_PATTERN, max_length=600)
     status: NodeStatus
 
 

@@ -16,6 +16,10 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 NAME_PATTERN = r"^[a-z0-9-]{1,63}$"
 # Ids become Firestore document ids, which may not look like __x__: no id starts with "__".
 NODE_ID_PATTERN = r"^(?:[a-z0-9-][a-z0-9_-]{0,62}|_(?:[a-z0-9-][a-z0-9_-]{0,61})?)$"
+# A node instance of a run that grows (core/grow.py): segments `id[index]@iteration`
+# joined by `/`, e.g. `research[2]/summarize@1`. Ids above never hold `[`, `]`, `@`, `/`.
+_SEGMENT = r"(?:[a-z0-9-][a-z0-9_-]{0,62}|_(?:[a-z0-9-][a-z0-9_-]{0,61})?)(?:\[(?:0|[1-9][0-9]{0,5})\])?(?:@[1-9][0-9]{0,4})?"
+INSTANCE_ID_PATTERN = rf"^{_SEGMENT}(?:/{_SEGMENT}){{0,7}}$"
 POOL_PATTERN = r"^[a-z0-9-]{1,30}$"
 MAX_NODES = 2000
 MAX_TURNS = 100
@@ -23,6 +27,10 @@ DEFAULT_MAX_TURNS = 10
 MAX_TOOLS = 64
 MAX_ATTACHMENTS = 16
 _ATTACH_KEYS = frozenset({"mime_type", "data", "uri"})
+MAX_ITERATIONS = 1000  # loop.max_iterations
+MAX_MAP_CONCURRENCY = 10_000
+# `graph: name@version`: a stored graph used as a subgraph (resolved when the run starts).
+GRAPH_REF_PATTERN = r"^[a-z0-9-]{1,63}(?:@[1-9][0-9]{0,8})?$"
 
 
 class OnError(StrEnum):
@@ -105,6 +113,28 @@ class Defaults(_NodeSettings):
     pass
 
 
+class LoopSpec(_Strict):
+    """`loop:` runs the node (or subgraph) again until `until` holds for the iteration's
+    `output`, at most `max_iterations` times (required: a loop must be bounded)."""
+
+    until: str = Field(min_length=1, max_length=2000)
+    max_iterations: int = Field(ge=1, le=MAX_ITERATIONS)
+    on_exhausted: Literal["fail", "succeed"] = "fail"
+
+
+class AgentProfile(_Strict):
+    """A named agent profile (`agents:`); a node with `agent: "{{ item.agent }}"` runs with
+    the profile its item names (planned subagents)."""
+
+    description: str | None = Field(None, max_length=2000)
+    model: str | None = Field(None, min_length=1, max_length=100)
+    system: str | None = Field(None, max_length=100_000)
+    temperature: float | None = Field(None, ge=0, le=2)
+    max_output_tokens: int | None = Field(None, ge=1, le=1_000_000)
+    output: Literal["text", "json"] | None = None
+    output_schema: dict[str, Any] | None = None
+
+
 class NodeSpec(_NodeSettings):
     """One node: a tool call (`tool` + `args`) or an agent (`prompt`, optional `system`)."""
 
@@ -115,8 +145,10 @@ class NodeSpec(_NodeSettings):
     args: dict[str, Any] = Field(default_factory=dict)
     system: str | None = Field(None, max_length=100_000)
     prompt: str | None = Field(None, min_length=1, max_length=100_000)
-    output: Literal["text", "json"] = "text"
-    output_schema: dict[str, Any] | None = None
+    # "text" | "json" for a tool or agent node; for a subgraph, a template giving its output.
+    output: str = Field("text", min_length=1, max_length=100_000)
+    # A JSON schema, or "agents": the schema of a plan over the graph's `agents:` profiles.
+    output_schema: dict[str, Any] | Literal["agents"] | None = None
     when: str | None = Field(None, min_length=1, max_length=2000)
     # Files sent to the model with the prompt (agent nodes): each a template rendering to
     # a local path (local backend), a gs:// URI, or {mime_type, data (base64)} / {uri,
@@ -124,12 +156,38 @@ class NodeSpec(_NodeSettings):
     attach: list[str | dict[str, Any]] | None = Field(None, max_length=MAX_ATTACHMENTS)
     approval: Approval | None = None
 
+    # Runs that grow (core/grow.py): map over a list, loop, subgraph, planned subagents.
+    map: str | None = Field(None, min_length=1, max_length=2000)
+    max_concurrency: int | None = Field(None, ge=1, le=MAX_MAP_CONCURRENCY)
+    loop: LoopSpec | None = None
+    nodes: list[dict[str, Any]] | None = Field(None, min_length=1, max_length=MAX_NODES)
+    graph: str | None = Field(None, pattern=GRAPH_REF_PATTERN)
+    agent: str | None = Field(None, min_length=1, max_length=2000)
+
     @model_validator(mode="after")
     def _tool_or_agent(self) -> NodeSpec:
+        if self.nodes is not None or self.graph is not None:
+            return self._subgraph()
+        if self.output not in ("text", "json"):
+            raise ValueError("'output' is 'text' or 'json' (a template only on a subgraph)")
+        if self.max_concurrency is not None and self.map is None:
+            raise ValueError("'max_concurrency' needs 'map'")
+        if self.map is not None and self.loop is not None:
+            raise ValueError(
+                "a node takes 'map' or 'loop', not both: put the loop in a subgraph and map that"
+            )
+        if self.agent is not None and self.prompt is None:
+            raise ValueError("'agent' picks a profile for an agent node: it needs 'prompt'")
+        if self.approval is not None and (self.map is not None or self.loop is not None):
+            raise ValueError(
+                "'approval' waits for one decision: not on a 'map' or 'loop' node; put the "
+                "approval on a node after it (a node with only 'approval' is a gate)"
+            )
         gate = self.approval is not None and self.tool is None and self.prompt is None
         if (self.tool is None) == (self.prompt is None) and not gate:
             raise ValueError(
-                "a node needs exactly one of 'tool' (a tool node) or 'prompt' (an agent node)"
+                "a node needs exactly one of 'tool' (a tool node), 'prompt' (an agent node) "
+                "or 'nodes' / 'graph' (a subgraph)"
             )
         if self.tool is not None and self.system is not None:
             raise ValueError("'system' is for agent nodes; a tool node takes 'args'")
@@ -147,6 +205,29 @@ class NodeSpec(_NodeSettings):
             raise ValueError("'attach' is for agent nodes; a tool node takes 'args'")
         for i, entry in enumerate(self.attach or ()):
             _check_attach_entry(i, entry)
+        return self
+
+    def _subgraph(self) -> NodeSpec:
+        if self.nodes is not None and self.graph is not None:
+            raise ValueError("a subgraph takes 'nodes' (inline) or 'graph' (stored), not both")
+        for name in (
+            "tool",
+            "prompt",
+            "system",
+            "agent",
+            "output_schema",
+            "approval",
+            "tools",
+            "attach",
+        ):
+            if getattr(self, name) is not None:
+                raise ValueError(f"'{name}' is for a tool or agent node, not a subgraph")
+        if self.args:
+            raise ValueError("'args' is for a tool node, not a subgraph")
+        if self.map is not None and self.loop is not None:
+            raise ValueError("a subgraph takes 'map' or 'loop', not both: nest a subgraph")
+        if self.max_concurrency is not None and self.map is None:
+            raise ValueError("'max_concurrency' needs 'map'")
         return self
 
 
@@ -177,4 +258,5 @@ class GraphSpec(_Strict):
     description: str | None = Field(None, max_length=10_000)
     defaults: Defaults = Field(default_factory=Defaults)
     input: dict[str, Any] | None = None
+    agents: dict[str, AgentProfile] = Field(default_factory=dict, max_length=100)
     nodes: list[dict[str, Any]] = Field(min_length=1, max_length=MAX_NODES)

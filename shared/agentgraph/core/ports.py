@@ -148,6 +148,9 @@ class NodeRecord:
     skip_reason: str | None = None
     partial: str | None = None
     executions: int = 0  # claims that started work; > attempt means a crash repeated one
+    # An instance's bindings ({"bindings": {item, index, loop}}) and an expanded
+    # controller's {"expect": arrivals that decide it} (core/grow.py).
+    meta: dict[str, Any] | None = None
 
 
 @dataclass
@@ -346,7 +349,25 @@ class Store(Protocol):
         ...
 
     async def cancel_not_started(self, run_id: str, now: float) -> list[str]:
-        """Every waiting, ready or retrying node -> cancelled; returns their ids."""
+        """Every waiting, ready, retrying or expanded node -> cancelled; returns their ids."""
+        ...
+
+    async def add_instances(self, run_id: str, records: Sequence[NodeRecord], now: float) -> int:
+        """Add node instances to a running run (core/grow.py), each only if absent, with
+        the run's node_count and counts moved in the same commit as the nodes they count
+        (a batch of up to a few hundred: never one write of the run per instance). A
+        repeated call creates nothing; returns how many were created."""
+        ...
+
+    async def expand_node(
+        self, run_id: str, node_id: str, attempt: int, expect: int, now: float
+    ) -> bool:
+        """running(attempt) -> expanded: a controller whose instances exist now waits for
+        `expect` arrivals, holding no lease."""
+        ...
+
+    async def settle_node(self, run_id: str, node_id: str, outcome: Outcome, now: float) -> bool:
+        """expanded -> succeeded|failed, with the output its instances gave."""
         ...
 
     async def renew_lease(

@@ -22,6 +22,9 @@ class NodeStatus(StrEnum):
     READY = "ready"
     RUNNING = "running"
     RETRYING = "retrying"
+    # A map, loop or subgraph node whose instances were added to the run: it holds no
+    # lease and no worker; its instances' arrivals decide it (core/grow.py).
+    EXPANDED = "expanded"
     SUCCEEDED = "succeeded"
     FAILED = "failed"
     SKIPPED = "skipped"
@@ -39,8 +42,14 @@ _TERMINAL_RUN = frozenset({RunStatus.SUCCEEDED, RunStatus.FAILED, RunStatus.CANC
 TERMINAL_NODE = frozenset(
     {NodeStatus.SUCCEEDED, NodeStatus.FAILED, NodeStatus.SKIPPED, NodeStatus.CANCELLED}
 )
-# A node in one of these holds no worker (it has not started, or it waits for a person's
-# approval), so cancelling the run may cancel it.
+# A node in one of these holds no worker (it has not started, it waits for a person's
+# approval, or, expanded, only waits for its instances), so cancelling the run may cancel it.
 NOT_STARTED = frozenset(
-    {NodeStatus.WAITING, NodeStatus.READY, NodeStatus.RETRYING, NodeStatus.WAITING_APPROVAL}
+    {
+        NodeStatus.WAITING,
+        NodeStatus.READY,
+        NodeStatus.RETRYING,
+        NodeStatus.WAITING_APPROVAL,
+        NodeStatus.EXPANDED,
+    }
 )

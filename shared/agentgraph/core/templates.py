@@ -393,6 +393,15 @@ def render_value(value: Any, context: Mapping[str, Any]) -> Any:
     return value
 
 
+def bare_expression(source: str) -> str:
+    """An expression written either bare (`nodes.a.output`) or as one `{{ ... }}`
+    (`map: "{{ nodes.a.output }}"`): the expression itself."""
+    single = _SINGLE_EXPRESSION.match(source)
+    if single and "{{" not in single.group(1) and "{%" not in source:
+        return single.group(1).strip()
+    return source
+
+
 def evaluate(expression: str, context: Mapping[str, Any]) -> Any:
     """Evaluate one expression (a `when:` condition, or a single-expression arg)."""
     source = expression.strip()

@@ -226,6 +226,52 @@ def cancel(node: NodeRecord, now: float) -> Change | None:
     )
 
 
+def expand(node: NodeRecord, attempt: int, expect: int, now: float) -> Change | None:
+    """running(attempt) -> expanded: a map, loop or subgraph whose instances were added.
+    It gives up its lease: from now on its instances' arrivals decide it."""
+    if not _running(node, attempt):
+        return None
+    return Change(
+        node.status,
+        node.attempt,
+        {
+            "status": NodeStatus.EXPANDED,
+            "lease_until": None,
+            "updated_at": now,
+            "meta": {**(node.meta or {}), "expect": expect},
+        },
+        _node_event(node, now, NodeStatus.EXPANDED, attempt, f"{expect} to wait for"),
+        ((NodeStatus.RUNNING, NodeStatus.EXPANDED),),
+    )
+
+
+def settle(node: NodeRecord, outcome: Outcome, now: float) -> Change | None:
+    """expanded -> succeeded | failed, with the output (or error) its instances gave."""
+    if node.status != NodeStatus.EXPANDED:
+        return None
+    failure = outcome.error
+    return Change(
+        node.status,
+        node.attempt,
+        {
+            "status": outcome.status,
+            "output": outcome.output,
+            "error": failure,
+            "finished_at": now,
+            "duration_ms": int((now - (node.started_at or now)) * 1000),
+            "updated_at": now,
+        },
+        _node_event(
+            node,
+            now,
+            outcome.status,
+            node.attempt,
+            f"{failure.type}: {failure.message}" if failure else None,
+        ),
+        ((NodeStatus.EXPANDED, outcome.status),),
+    )
+
+
 def renew(node: NodeRecord, attempt: int, lease_until: float) -> Change | None:
     """The worker of running(attempt) is alive: its lease runs until `lease_until`. Leases
     are short (a dead worker is taken over soon after it stops renewing), so a long node

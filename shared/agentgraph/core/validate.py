@@ -13,7 +13,6 @@ RE2, templates are parsed (never rendered) and checked for what the sandbox refu
 
 from __future__ import annotations
 
-import difflib
 import json
 from collections import deque
 from collections.abc import Callable, Collection, Iterator, Mapping
@@ -28,6 +27,7 @@ from agentgraph.core.graph import Graph, Node
 from agentgraph.core.model import (
     DEFAULT_MAX_TURNS,
     MAX_NODES,
+    AgentProfile,
     Defaults,
     GraphSpec,
     NodeSpec,
@@ -37,14 +37,24 @@ from agentgraph.core.model import (
 from agentgraph.core.schemas import errors as schema_errors
 from agentgraph.core.schemas import json_path as _json_path
 from agentgraph.core.schemas import schema_problems as _schema_problems
-from agentgraph.core.templates import references
+from agentgraph.core.templates import bare_expression, references
 from agentgraph.core.timeouts import TimeoutBound
+from agentgraph.core.validate_grow import (
+    check_agents,
+    check_body_output,
+    check_growth,
+    names,
+    own_bindings,
+    plan_schema,
+    suggest,
+)
 
 DEFAULT_TIMEOUT_S = 120.0
 DEFAULT_POOL = "default"
 MAX_INPUT_BYTES = 10 * 1024 * 1024
 MAX_GRAPH_BYTES = 4 * 1024 * 1024  # the graph document as compact JSON
 MAX_EDGES = 20_000  # `after` entries over the whole graph
+MAX_NESTING = 4  # levels of subgraphs (`nodes:` inside `nodes:`), the top level counting 1
 
 
 def load_graph(
@@ -63,28 +73,93 @@ def load_graph(
     raw_nodes = data.get("nodes") if isinstance(data, Mapping) else None
     if not isinstance(raw_nodes, list):
         raise GraphInvalid(problems)
-    specs = _check_nodes(raw_nodes, problems)
     defaults = spec.defaults if spec else _defaults_or_empty(data)
+    agents = dict(spec.agents) if spec else {}
+    check_agents(agents, model_known, problems)
+    scope = _Scope(defaults, tools, model_known, agents, timeout_bound)
+    nodes = _compile_nodes(raw_nodes, "nodes", scope, frozenset(), 1, problems)
+    input_schema = data.get("input") if isinstance(data, Mapping) else None
+    if isinstance(input_schema, dict):
+        problems.extend(_schema_problems("input", input_schema))
+    if problems or spec is None or nodes is None:
+        raise GraphInvalid(problems)
+    return Graph(spec.name, nodes, spec.input, spec.description, agents)
+
+
+@dataclass(frozen=True)
+class _Scope:
+    """What every level of nesting is checked against."""
+
+    defaults: Defaults
+    tools: Collection[str] | None
+    model_known: Callable[[str], bool] | None
+    agents: Mapping[str, AgentProfile]
+    timeout_bound: TimeoutBound | None = None
+
+
+def _compile_nodes(
+    raw_nodes: list[Any],
+    where: str,
+    scope: _Scope,
+    bindings: frozenset[str],
+    depth: int,
+    problems: list[Problem],
+) -> dict[str, Node] | None:
+    """One level of nodes (the graph's, or a subgraph's `nodes:`), checked and built;
+    None when it has problems (they are in `problems`). `bindings` are the names its
+    templates may read besides `input` and `nodes` (item, index, loop, from enclosing
+    maps and loops)."""
+    before = len(problems)
+    specs = _check_nodes(raw_nodes, where, problems)
     index = {s.id: i for i, s in specs}
-    _check_unique_ids(specs, problems)
-    _check_edges(specs, index, problems)
+    _check_unique_ids(specs, where, problems)
+    _check_edges(specs, index, where, problems)
     cycles = _find_cycles({s.id: s.after for _, s in specs if s})
     for cycle in cycles:
         first = cycle[0]
         problems.append(
-            Problem(f"nodes[{index[first]}].after", f"cycle: {' -> '.join(cycle)}", first)
+            Problem(f"{where}[{index[first]}].after", f"cycle: {' -> '.join(cycle)}", first)
         )
     ancestors = _ancestors({s.id: [p for p in s.after if p in index] for _, s in specs})
-    reads = {s.id: _check_templates(i, s, index, ancestors.get(s.id), problems) for i, s in specs}
-    _check_names(specs, defaults, tools, model_known, problems)
-    if timeout_bound is not None:
-        _check_timeouts(specs, defaults, timeout_bound, problems)
-    input_schema = data.get("input") if isinstance(data, Mapping) else None
-    if isinstance(input_schema, dict):
-        problems.extend(_schema_problems("input", input_schema))
-    if problems or spec is None:
-        raise GraphInvalid(problems)
-    return _build(spec, specs, defaults, reads)
+    reads = {
+        s.id: _check_templates(f"{where}[{i}]", s, index, ancestors.get(s.id), bindings, problems)
+        for i, s in specs
+    }
+    check_growth(specs, where, bindings, problems)
+    _check_names(specs, where, scope, problems)
+    if scope.timeout_bound is not None:
+        _check_timeouts(specs, where, scope, problems)
+    bodies: dict[str, Graph] = {}
+    for i, s in specs:
+        if s.graph is not None:
+            problems.append(
+                Problem(
+                    f"{where}[{i}].graph",
+                    f"refers to stored graph {s.graph!r}, which was not resolved: stored "
+                    "subgraphs are resolved when a run starts on a service that stores graphs",
+                    s.id,
+                )
+            )
+        if s.nodes is None:
+            continue
+        if depth >= MAX_NESTING:
+            problems.append(
+                Problem(
+                    f"{where}[{i}].nodes",
+                    f"subgraphs nest at most {MAX_NESTING} levels deep",
+                    s.id,
+                )
+            )
+            continue
+        inner = _compile_nodes(
+            s.nodes, f"{where}[{i}].nodes", scope, own_bindings(s, bindings), depth + 1, problems
+        )
+        if inner is not None:
+            bodies[s.id] = Graph(s.id, inner, None)
+            check_body_output(f"{where}[{i}]", s, bodies[s.id], bindings, problems)
+    if len(problems) > before:
+        return None
+    return _build(specs, scope, reads, bodies)
 
 
 def validate_input(graph: Graph, value: Any) -> int:
@@ -179,36 +254,38 @@ def _defaults_or_empty(data: Any) -> Defaults:
         return Defaults()
 
 
-def _check_nodes(raw_nodes: list[Any], problems: list[Problem]) -> list[tuple[int, NodeSpec]]:
+def _check_nodes(
+    raw_nodes: list[Any], where: str, problems: list[Problem]
+) -> list[tuple[int, NodeSpec]]:
     specs: list[tuple[int, NodeSpec]] = []
     for i, raw in enumerate(raw_nodes):
         node_id = raw.get("id") if isinstance(raw, dict) else None
         if not isinstance(raw, dict):
-            problems.append(Problem(f"nodes[{i}]", f"must be a mapping, found {raw!r}"))
+            problems.append(Problem(f"{where}[{i}]", f"must be a mapping, found {raw!r}"))
             continue
         try:
             specs.append((i, NodeSpec.model_validate(raw)))
         except ValidationError as exc:
-            problems.extend(_pydantic_problems(f"nodes[{i}]", exc, node_id))
+            problems.extend(_pydantic_problems(f"{where}[{i}]", exc, node_id))
     return specs
 
 
 # ---- whole-graph rules -----------------------------------------------------------------
 
 
-def _suggest(name: str, known: Collection[str]) -> str:
-    close = difflib.get_close_matches(name, list(known), n=1)
-    return f" (did you mean {close[0]!r}?)" if close else ""
+_suggest = suggest
 
 
-def _check_unique_ids(specs: list[tuple[int, NodeSpec]], problems: list[Problem]) -> None:
+def _check_unique_ids(
+    specs: list[tuple[int, NodeSpec]], where: str, problems: list[Problem]
+) -> None:
     seen: dict[str, int] = {}
     for i, s in specs:
         if s.id in seen:
             problems.append(
                 Problem(
-                    f"nodes[{i}].id",
-                    f"duplicate id {s.id!r} (first used by nodes[{seen[s.id]}])",
+                    f"{where}[{i}].id",
+                    f"duplicate id {s.id!r} (first used by {where}[{seen[s.id]}])",
                     s.id,
                 )
             )
@@ -217,11 +294,15 @@ def _check_unique_ids(specs: list[tuple[int, NodeSpec]], problems: list[Problem]
 
 
 def _check_edges(
-    specs: list[tuple[int, NodeSpec]], index: Mapping[str, int], problems: list[Problem]
+    specs: list[tuple[int, NodeSpec]],
+    index: Mapping[str, int],
+    scope_where: str,
+    problems: list[Problem],
 ) -> None:
     for i, s in specs:
         for j, parent in enumerate(s.after):
-            where = f"nodes[{i}].after[{j}]" if len(s.after) > 1 else f"nodes[{i}].after"
+            base = f"{scope_where}[{i}].after"
+            where = f"{base}[{j}]" if len(s.after) > 1 else base
             if parent not in index:
                 problems.append(
                     Problem(
@@ -235,7 +316,9 @@ def _check_edges(
         duplicates = {p for p in s.after if s.after.count(p) > 1}
         if duplicates:
             problems.append(
-                Problem(f"nodes[{i}].after", f"lists {sorted(duplicates)} more than once", s.id)
+                Problem(
+                    f"{scope_where}[{i}].after", f"lists {sorted(duplicates)} more than once", s.id
+                )
             )
 
 
@@ -365,15 +448,23 @@ class _Template:
     source: str
     expression: bool
     extra: frozenset[str] = frozenset()  # names it may read besides input and nodes
+    own: bool = True  # per instance (item, index, loop bound), or decided before growing
 
 
 def _templates_of(spec: NodeSpec) -> Iterator[_Template]:
+    """The templates of a node that read its scope (`loop.until` and a subgraph's
+    `output` read other names: `check_growth`, `check_body_output`). `when` and `map`
+    are decided before the node grows, so they read the enclosing bindings only."""
+    if spec.map is not None:
+        yield _Template("map", bare_expression(spec.map), True, own=False)
+    if spec.agent is not None:
+        yield _Template("agent", spec.agent, False)
     if spec.prompt is not None:
         yield _Template("prompt", spec.prompt, False)
     if spec.system is not None:
         yield _Template("system", spec.system, False)
     if spec.when is not None:
-        yield _Template("when", spec.when, True)
+        yield _Template("when", spec.when, True, own=False)
     yield from _arg_templates("args", spec.args)
     yield from _arg_templates("attach", spec.attach or [])
     if spec.approval is not None:
@@ -392,26 +483,33 @@ def _arg_templates(path: str, value: Any) -> Iterator[_Template]:
 
 
 def _check_templates(
-    i: int,
+    path: str,
     spec: NodeSpec,
     index: Mapping[str, int],
     ancestors: _Ancestors | None,
+    enclosing: frozenset[str],
     problems: list[Problem],
 ) -> frozenset[str]:
-    """`ancestors` is None for a node on or below a cycle: its ancestry is undefined."""
+    """`ancestors` is None for a node on or below a cycle: its ancestry is undefined.
+    `enclosing`: the names of the node's scope (item, index, loop of enclosing maps and
+    loops); its own templates may read its own map's and loop's too."""
     reads: set[str] = set()
+    own = own_bindings(spec, enclosing)
     for template in _templates_of(spec):
-        where = f"nodes[{i}].{template.field}"
+        where = f"{path}.{template.field}"
+        allowed = own if template.own else enclosing
         try:
             refs = references(template.source, expression=template.expression)
         except TemplateProblem as exc:
             problems.append(Problem(where, f"does not parse: {exc}", spec.id))
             continue
-        for name in sorted(refs.other_names - template.extra):
+        for name in sorted(refs.other_names - allowed - template.extra):
+            readable = f"'input', 'nodes.<id>', {names(allowed)}" if allowed else ""
             problems.append(
                 Problem(
                     where,
-                    f"refers to {name!r}; templates may read only 'input' and 'nodes.<id>'",
+                    f"refers to {name!r}; templates may read only "
+                    + (readable or "'input' and 'nodes.<id>'"),
                     spec.id,
                 )
             )
@@ -444,18 +542,20 @@ def _check_templates(
 
 def _check_timeouts(
     specs: list[tuple[int, NodeSpec]],
-    defaults: Defaults,
-    bound: TimeoutBound,
+    where: str,
+    scope: _Scope,
     problems: list[Problem],
 ) -> None:
     """Each node's effective timeout_s against its pool's bound, reported where it is
     written: on the node, or once on `defaults.timeout_s` for the nodes that inherit it."""
+    defaults, bound = scope.defaults, scope.timeout_bound
+    assert bound is not None
     reported: set[tuple[str, str]] = set()
     for i, s in specs:
         timeout_s = float(_pick(s.timeout_s, defaults.timeout_s, DEFAULT_TIMEOUT_S))
         pool = _pick(s.pool, defaults.pool, DEFAULT_POOL)
         why = bound.problem(pool, timeout_s)
-        path = f"nodes[{i}].timeout_s" if s.timeout_s is not None else "defaults.timeout_s"
+        path = f"{where}[{i}].timeout_s" if s.timeout_s is not None else "defaults.timeout_s"
         if why is None or (path, pool) in reported:
             continue
         reported.add((path, pool))
@@ -464,28 +564,51 @@ def _check_timeouts(
 
 def _check_names(
     specs: list[tuple[int, NodeSpec]],
-    defaults: Defaults,
-    tools: Collection[str] | None,
-    model_known: Callable[[str], bool] | None,
+    where: str,
+    scope: _Scope,
     problems: list[Problem],
 ) -> None:
+    defaults, tools, model_known = scope.defaults, scope.tools, scope.model_known
     for i, s in specs:
         if s.tool is not None and tools is not None and s.tool not in tools:
             problems.append(
                 Problem(
-                    f"nodes[{i}].tool",
+                    f"{where}[{i}].tool",
                     f"unknown tool {s.tool!r}{_suggest(s.tool, tools)}",
+                    s.id,
+                )
+            )
+        if s.output_schema == "agents" and not scope.agents:
+            problems.append(
+                Problem(
+                    f"{where}[{i}].output_schema",
+                    "'agents' is the schema of a plan over the graph's 'agents:' profiles, "
+                    "and this graph declares none",
+                    s.id,
+                )
+            )
+        if s.agent is not None and not scope.agents:
+            problems.append(
+                Problem(f"{where}[{i}].agent", "the graph declares no 'agents:' profiles", s.id)
+            )
+        elif s.agent is not None and "{" not in s.agent and s.agent not in scope.agents:
+            problems.append(
+                Problem(
+                    f"{where}[{i}].agent",
+                    f"unknown profile {s.agent!r}{_suggest(s.agent, scope.agents)}",
                     s.id,
                 )
             )
         if s.prompt is None:
             continue
-        _check_function_tools(i, s, defaults, tools, problems)
+        _check_function_tools(f"{where}[{i}]", s, defaults, tools, problems)
         model = s.model or defaults.model
-        if model is None:
+        if model is None and s.agent is None:
             problems.append(
                 Problem(
-                    f"nodes[{i}].model", "an agent node needs a model (here or in 'defaults')", s.id
+                    f"{where}[{i}].model",
+                    "an agent node needs a model (here or in 'defaults')",
+                    s.id,
                 )
             )
         for field_name, name in (
@@ -495,29 +618,31 @@ def _check_names(
             if name is not None and model_known is not None and not model_known(name):
                 problems.append(
                     Problem(
-                        f"nodes[{i}].{field_name}",
+                        f"{where}[{i}].{field_name}",
                         f"unknown model {name!r}: expected a Gemini model (gemini-...) or 'echo'",
                         s.id,
                     )
                 )
-        if s.output_schema is not None:
+        if isinstance(s.output_schema, dict):
             problems.extend(
                 Problem(
-                    p.path.replace("output_schema", f"nodes[{i}].output_schema", 1), p.message, s.id
+                    p.path.replace("output_schema", f"{where}[{i}].output_schema", 1),
+                    p.message,
+                    s.id,
                 )
                 for p in _schema_problems("output_schema", s.output_schema)
             )
 
 
 def _check_function_tools(
-    i: int,
+    path: str,
     s: NodeSpec,
     defaults: Defaults,
     tools: Collection[str] | None,
     problems: list[Problem],
 ) -> None:
     """An agent's `tools` (its own, else the defaults'): registered, each named once."""
-    field_name = f"nodes[{i}].tools" if s.tools is not None else "defaults.tools"
+    field_name = f"{path}.tools" if s.tools is not None else "defaults.tools"
     names = s.tools if s.tools is not None else defaults.tools
     seen: set[str] = set()
     for j, name in enumerate(names or ()):
@@ -534,21 +659,22 @@ def _check_function_tools(
 
 
 def _build(
-    spec: GraphSpec,
     specs: list[tuple[int, NodeSpec]],
-    defaults: Defaults,
+    scope: _Scope,
     reads: Mapping[str, frozenset[str]],
-) -> Graph:
+    bodies: Mapping[str, Graph],
+) -> dict[str, Node]:
     by_id = {s.id: s for _, s in specs}
     children: dict[str, list[str]] = {s.id: [] for _, s in specs}
     for _, s in specs:
         for parent in s.after:
             children[parent].append(s.id)
-    nodes = {
-        node_id: _resolve(by_id[node_id], defaults, children[node_id], reads[node_id])
+    return {
+        node_id: _resolve(
+            by_id[node_id], scope, children[node_id], reads[node_id], bodies.get(node_id)
+        )
         for node_id in _kahn({node_id: list(s.after) for node_id, s in by_id.items()})
     }
-    return Graph(spec.name, nodes, spec.input, spec.description)
 
 
 def _pick(node_value: Any, default_value: Any, fallback: Any) -> Any:
@@ -557,12 +683,30 @@ def _pick(node_value: Any, default_value: Any, fallback: Any) -> Any:
     return default_value if default_value is not None else fallback
 
 
-def _resolve(s: NodeSpec, d: Defaults, children: list[str], reads: frozenset[str]) -> Node:
+def _resolve(
+    s: NodeSpec,
+    scope: _Scope,
+    children: list[str],
+    reads: frozenset[str],
+    body: Graph | None,
+) -> Node:
+    d = scope.defaults
+    agent = s.prompt is not None
+    output_schema = (
+        plan_schema(scope.agents) if s.output_schema == "agents" else s.output_schema or None
+    )
+    assert output_schema is None or isinstance(output_schema, dict)
     return Node(
         id=s.id,
         parents=tuple(s.after),
         children=tuple(children),
-        kind="tool" if s.tool is not None else "agent" if s.prompt is not None else "gate",
+        kind="subgraph"
+        if body is not None
+        else "tool"
+        if s.tool is not None
+        else "agent"
+        if s.prompt is not None
+        else "gate",
         pool=_pick(s.pool, d.pool, DEFAULT_POOL),
         on_error=_pick(s.on_error, d.on_error, OnError.FAIL_RUN),
         retry=_pick(s.retry, d.retry, RetryPolicy()),
@@ -571,17 +715,15 @@ def _resolve(s: NodeSpec, d: Defaults, children: list[str], reads: frozenset[str
         args=dict(s.args),
         prompt=s.prompt,
         system=s.system,
-        model=_pick(s.model, d.model, None) if s.prompt is not None else None,
-        fallback_model=_pick(s.fallback_model, d.fallback_model, None)
-        if s.prompt is not None
-        else None,
+        model=_pick(s.model, d.model, None) if agent else None,
+        fallback_model=_pick(s.fallback_model, d.fallback_model, None) if agent else None,
         temperature=_pick(s.temperature, d.temperature, None),
         top_p=_pick(s.top_p, d.top_p, None),
         max_output_tokens=_pick(s.max_output_tokens, d.max_output_tokens, None),
         stop_sequences=tuple(_pick(s.stop_sequences, d.stop_sequences, ())),
         safety_settings=tuple(_pick(s.safety_settings, d.safety_settings, ())),
-        output=s.output,
-        output_schema=s.output_schema,
+        output="json" if s.output == "json" else "text",
+        output_schema=output_schema,
         stream=bool(_pick(s.stream, d.stream, False)),
         when=s.when,
         attach=tuple(s.attach or ()),
@@ -590,4 +732,10 @@ def _resolve(s: NodeSpec, d: Defaults, children: list[str], reads: frozenset[str
         max_turns=int(_pick(s.max_turns, d.max_turns, DEFAULT_MAX_TURNS)),
         on_max_turns=_pick(s.on_max_turns, d.on_max_turns, "fail"),
         approval=s.approval,
+        map=s.map,
+        max_concurrency=s.max_concurrency,
+        loop=s.loop,
+        body=body,
+        body_output=s.output if body is not None and s.output not in ("text", "json") else None,
+        agent=s.agent,
     )

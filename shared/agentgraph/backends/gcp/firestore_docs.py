@@ -81,6 +81,7 @@ def node_doc(node: NodeRecord, run: RunRecord, seq: int) -> dict[str, Any]:
         "skip_reason": node.skip_reason,
         "partial": None,
         "executions": 0,
+        "meta_json": chunks.dumps(node.meta),
     }
 
 
@@ -107,6 +108,7 @@ def node_record(data: Mapping[str, Any], output: Any = None) -> NodeRecord:
         skip_reason=data.get("skip_reason"),
         partial=data.get("partial"),
         executions=int(data.get("executions", 0)),
+        meta=chunks.loads(data.get("meta_json")),
     )
 
 
@@ -125,6 +127,8 @@ def change_fields(node: NodeRecord, change: Change) -> tuple[dict[str, Any], lis
             fields[name] = value.to_dict()
         elif name == "partial":
             fields[name] = cap(value, PARTIAL_CAP)
+        elif name == "meta":
+            fields["meta_json"] = chunks.dumps(value)
         elif name != "output":
             fields[name] = value
     if "output" in change.fields:
@@ -235,6 +239,15 @@ def event_record(run_id: str, data: Mapping[str, Any], seq: int) -> Event:
         data.get("message"),
         seq,
     )
+
+
+def instance_increments(created: Mapping[str, int]) -> dict[str, Any]:
+    """Instances added to a running run: its node_count and counts grow with them."""
+    fields: dict[str, Any] = {
+        f"counts.{status}": firestore.Increment(n) for status, n in created.items() if n
+    }
+    fields["node_count"] = firestore.Increment(sum(created.values()))
+    return fields
 
 
 def run_increments(moves: Sequence[tuple[str, str]], spent: Usage | None) -> dict[str, Any]:

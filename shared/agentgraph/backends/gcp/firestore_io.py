@@ -31,6 +31,12 @@ from agentgraph.core import names
 from agentgraph.core.ports import NodeRecord, RunRecord
 
 
+def doc_id(node_id: str) -> str:
+    """A node's document id: instance ids (core/grow.py) hold `/`, which a Firestore id
+    may not; `|` never occurs in a node id, so the mapping is one to one."""
+    return node_id.replace("/", "|")
+
+
 class Writes:
     """A batch that counts the documents it writes (a transform rides on its document)."""
 
@@ -91,7 +97,7 @@ class FirestoreIO:
         return self.client.collection(names.COLLECTION_RUNS).document(run_id)
 
     def _node_ref(self, run_id: str, node_id: str) -> Any:
-        return self._run_ref(run_id).collection(names.COLLECTION_NODES).document(node_id)
+        return self._run_ref(run_id).collection(names.COLLECTION_NODES).document(doc_id(node_id))
 
     def _event_ref(self, run_id: str) -> Any:
         self._last_us = max(time.time_ns() // 1000, self._last_us + 1)

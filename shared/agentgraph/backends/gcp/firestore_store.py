@@ -50,16 +50,26 @@ from google.cloud.firestore_v1.field_path import FieldPath
 from agentgraph.backends.gcp import chunks
 from agentgraph.backends.gcp import firestore_docs as docs
 from agentgraph.backends.gcp.contention import TryAgain, until_settled
+from agentgraph.backends.gcp.firestore_io import doc_id
 from agentgraph.backends.gcp.firestore_redrive import RedriveWrites
 from agentgraph.backends.gcp.firestore_runs import RunWrites
 from agentgraph.backends.gcp.firestore_steps import StepWrites
 from agentgraph.core import names, transitions
 from agentgraph.core.lru import Lru
-from agentgraph.core.ports import Event, NodeError, NodePage, NodeRecord, Outcome, Usage
+from agentgraph.core.ports import (
+    Event,
+    NodeError,
+    NodePage,
+    NodeRecord,
+    Outcome,
+    RunRecord,
+    Usage,
+)
 from agentgraph.core.status import NOT_STARTED, NodeStatus, RunStatus
 from agentgraph.core.transitions import Change
 
 _CANCEL_BATCH = 200  # nodes per cancel commit: node + event each, plus the run
+_INSTANCE_BATCH = 400  # instances per commit (and one write of the run: their counts)
 _EVENT_WINDOW_US = 120_000_000
 _STALE_LIMIT = 1000  # per kind and call; the sweeper comes back for the rest
 _LEASES_KEPT = 4096
@@ -231,7 +241,7 @@ class FirestoreStore(RunWrites, StepWrites, RedriveWrites):
         precondition) and Increment(1) of the child's count, read from the transform."""
         child = self._node_ref(run_id, child_id)
         writes = self._writes()
-        arrival = child.collection(names.COLLECTION_ARRIVALS).document(parent_id)
+        arrival = child.collection(names.COLLECTION_ARRIVALS).document(doc_id(parent_id))
         writes.create(arrival, {"parent": parent_id, "at": time.time()})
         writes.update(child, {"arrivals": firestore.Increment(1)})
         self._before_commit(writes)  # pragma: SYNCPOINT
@@ -320,13 +330,80 @@ class FirestoreStore(RunWrites, StepWrites, RedriveWrites):
             moves.extend(change.moves)
             if change.event is not None:
                 writes.create(self._event_ref(run_id), docs.event_doc(change.event))
-            cancelled.append((snap.get("seq"), snap.id))
+            cancelled.append((snap.get("seq"), snap.get("node_id")))
         if not cancelled:
             return []
         writes.update(self._run_ref(run_id), docs.run_increments(moves, None))
         self._before_commit(writes)  # pragma: SYNCPOINT
         await self._commit(writes)
         return cancelled
+
+    async def add_instances(self, run_id: str, records: Sequence[NodeRecord], now: float) -> int:
+        """Commits of up to `_INSTANCE_BATCH` create()s, each with the run's node_count
+        and counts incremented by exactly what it creates: a commit applies whole or not
+        at all, so the counts stay true. A commit that meets an existing instance (a
+        repeated expansion) fails as a whole; the missing ones are then created alone."""
+        if not records:
+            return 0
+        snap = await self._get(self._run_ref(run_id), field_paths=["owner"])
+        if not snap.exists:
+            return 0
+        owner = snap.to_dict().get("owner")
+        run = RunRecord(run_id, "", {}, None, RunStatus.RUNNING, now, 0, owner=owner)
+        base = int(now * 1000) * 100_000  # after the graph's nodes (0...), in creation order
+        docs_ = [
+            (self._node_ref(run_id, r.node_id), r.status.value, docs.node_doc(r, run, base + i))
+            for i, r in enumerate(records)
+        ]
+        for doc in docs_:
+            doc[2]["updated_at"] = now
+        groups = [docs_[i : i + _INSTANCE_BATCH] for i in range(0, len(docs_), _INSTANCE_BATCH)]
+        counts = await asyncio.gather(*(self._create_instances(run_id, g) for g in groups))
+        return sum(counts)
+
+    async def _create_instances(self, run_id: str, group: list[tuple[Any, str, Any]]) -> int:
+        missing = list(group)
+        created = 0
+
+        async def attempt(_: int) -> int:
+            nonlocal missing, created
+            if not missing:
+                return created
+            writes = self._writes()
+            tally: dict[str, int] = {}
+            for ref, status, doc in missing:
+                writes.create(ref, doc)
+                tally[status] = tally.get(status, 0) + 1
+            writes.update(self._run_ref(run_id), docs.instance_increments(tally))
+            self._before_commit(writes)  # pragma: SYNCPOINT
+            try:
+                await self._commit(writes)
+            except AlreadyExists:
+                found = await self._get_all([ref for ref, _, _ in missing], field_paths=["status"])
+                present = {s.reference.path for s in found if s.exists}
+                missing = [m for m in missing if m[0].path not in present]
+                if missing:
+                    raise TryAgain from None
+                return created
+            created += len(missing)
+            return created
+
+        return await until_settled(attempt, f"run {run_id}: adding {len(group)} instances")
+
+    async def expand_node(
+        self, run_id: str, node_id: str, attempt: int, expect: int, now: float
+    ) -> bool:
+        def decide(node: NodeRecord) -> Change | None:
+            return transitions.expand(node, attempt, expect, now)
+
+        lease = (run_id, node_id, attempt)
+        return await self._transition(run_id, node_id, decide, lease=lease) is not None
+
+    async def settle_node(self, run_id: str, node_id: str, outcome: Outcome, now: float) -> bool:
+        def decide(node: NodeRecord) -> Change | None:
+            return transitions.settle(node, outcome, now)
+
+        return await self._transition(run_id, node_id, decide) is not None
 
     async def renew_lease(
         self, run_id: str, node_id: str, attempt: int, lease_until: float

@@ -29,6 +29,7 @@ from agentgraph.core.errors import (
 from agentgraph.core.messages import EventRunRequest, NodeFinished, NodeReady, decode
 from agentgraph.core.ports import GraphStore, RunRecord
 from agentgraph.engine import Engine
+from agentgraph.engine_grow import resolve_stored_subgraphs
 from agentgraph.observability import metrics
 
 log = logging.getLogger("agentgraph.functions")
@@ -79,6 +80,7 @@ async def start_from_event(engine: Engine, graphs: GraphStore, message: PubSubMe
         if stored is None:
             raise MalformedMessage(str(GraphNotFound(request.graph_id, request.version)))
         document = stored.definition
+    document = await resolve_stored_subgraphs(dict(document), request.owner or EVENT_OWNER, graphs)
     try:
         return await engine.start_run(
             document,

@@ -44,7 +44,7 @@ CREATE TABLE IF NOT EXISTS nodes (
   arrivals INTEGER NOT NULL DEFAULT 0, output TEXT, error TEXT, started_at REAL,
   finished_at REAL, duration_ms INTEGER, usage TEXT NOT NULL, lease_until REAL,
   next_attempt_at REAL, updated_at REAL, model TEXT, skip_reason TEXT, partial TEXT,
-  executions INTEGER NOT NULL DEFAULT 0,
+  executions INTEGER NOT NULL DEFAULT 0, meta TEXT,
   PRIMARY KEY (run_id, node_id)
 );
 CREATE INDEX IF NOT EXISTS nodes_status ON nodes(status);
@@ -69,8 +69,10 @@ RETURNING = sqlite3.sqlite_version_info >= (3, 35, 0)  # UPDATE … RETURNING
 NODE_COLUMNS = (
     "run_id, node_id, status, attempt, parents, children, pool, arrivals, output, error, "
     "started_at, finished_at, duration_ms, usage, lease_until, next_attempt_at, updated_at, "
-    "model, skip_reason, partial, executions"
+    "model, skip_reason, partial, executions, meta"
 )
+# Files written before runs could grow have no `meta` column: added when opened.
+MIGRATIONS = ("ALTER TABLE nodes ADD COLUMN meta TEXT",)
 
 
 def dumps(value: Any) -> str | None:
@@ -178,10 +180,13 @@ def node_record(row: sqlite3.Row) -> NodeRecord:
         skip_reason=row["skip_reason"],
         partial=row["partial"],
         executions=row["executions"],
+        meta=loads(row["meta"]),
     )
 
 
-def node_rows(run: RunRecord, nodes: Iterable[NodeRecord]) -> list[tuple[Any, ...]]:
+def node_rows(
+    run: RunRecord, nodes: Iterable[NodeRecord], first_seq: int = 0
+) -> list[tuple[Any, ...]]:
     """The values of `INSERT_NODE`, one tuple per node in creation order."""
     return [
         (
@@ -194,17 +199,18 @@ def node_rows(run: RunRecord, nodes: Iterable[NodeRecord]) -> list[tuple[Any, ..
             json.dumps(n.children),
             n.pool,
             json.dumps(n.usage.to_dict()),
-            run.created_at,
+            n.updated_at if n.updated_at is not None else run.created_at,
             n.skip_reason,
             n.finished_at,
+            dumps(n.meta),
         )
-        for seq, n in enumerate(nodes)
+        for seq, n in enumerate(nodes, first_seq)
     ]
 
 
 INSERT_NODE = (
     "INSERT INTO nodes (run_id, node_id, seq, status, attempt, parents, children, pool, "
-    "usage, updated_at, skip_reason, finished_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)"
+    "usage, updated_at, skip_reason, finished_at, meta) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)"
 )
 
 
@@ -252,7 +258,7 @@ def _column(name: str, value: Any) -> Any:
         return None if value is None else json.dumps(value.to_dict())
     if name == "usage":
         return json.dumps(value.to_dict())
-    if name == "output":
+    if name in ("output", "meta"):
         return dumps(value)
     return value
 
@@ -329,3 +335,20 @@ def move_counts(
         sets.append(f"usage=json_set(usage, {', '.join(terms)})")
     if sets:
         conn.execute(f"UPDATE runs SET {', '.join(sets)} WHERE run_id=?", (*params, run_id))
+
+
+def add_counts(
+    conn: sqlite3.Connection, run_id: str, created: Mapping[str, int], total: int
+) -> None:
+    """Nodes added to a running run (instances): node_count and counts, in one UPDATE."""
+    pairs: list[str] = []
+    params: list[Any] = []
+    for status, count in created.items():
+        path = f'$."{status}"'
+        pairs.append("?, COALESCE(json_extract(counts, ?), 0) + ?")
+        params += [path, path, count]
+    conn.execute(
+        f"UPDATE runs SET node_count=node_count+?, counts=json_set(counts, {', '.join(pairs)}) "
+        "WHERE run_id=?",
+        (total, *params, run_id),
+    )

@@ -12,9 +12,12 @@ module holds no rule of the state machine, only where the records are.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sqlite3
+from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +43,12 @@ class SqliteStore(Transactions):
 
     def __init__(self, path: str | Path = ":memory:") -> None:
         super().__init__(path, rows.SCHEMA)
+        assert self._conn is not None
+        columns = {r["name"] for r in self._conn.execute("PRAGMA table_info(nodes)")}
+        if "meta" not in columns:
+            for statement in rows.MIGRATIONS:
+                with contextlib.suppress(sqlite3.OperationalError):  # another process did
+                    self._conn.execute(statement)
 
     async def _transition(
         self, run_id: str, node_id: str, decide: Callable[[NodeRecord], Change | None]
@@ -269,6 +278,42 @@ class SqliteStore(Transactions):
             return cancelled
 
         return await self._tx(work)
+
+    async def add_instances(self, run_id: str, records: Sequence[NodeRecord], now: float) -> int:
+        def work(conn: sqlite3.Connection) -> int:
+            row = conn.execute(f"{rows.SELECT_RUNS} WHERE runs.run_id=?", (run_id,)).fetchone()
+            if row is None or not records:
+                return 0
+            run = rows.run_record(row)
+            (last,) = conn.execute(
+                "SELECT COALESCE(MAX(seq), -1) FROM nodes WHERE run_id=?", (run_id,)
+            ).fetchone()
+            fresh = [replace(r, updated_at=now) for r in records]
+            created: Counter[str] = Counter()
+            insert = rows.INSERT_NODE.replace("INSERT INTO", "INSERT OR IGNORE INTO")
+            for record, values in zip(fresh, rows.node_rows(run, fresh, last + 1), strict=True):
+                if conn.execute(insert, values).rowcount:
+                    created[record.status.value] += 1
+            total = sum(created.values())
+            if total:
+                rows.add_counts(conn, run_id, created, total)
+            return total
+
+        return await self._tx(work)
+
+    async def expand_node(
+        self, run_id: str, node_id: str, attempt: int, expect: int, now: float
+    ) -> bool:
+        def decide(node: NodeRecord) -> Change | None:
+            return transitions.expand(node, attempt, expect, now)
+
+        return await self._transition(run_id, node_id, decide) is not None
+
+    async def settle_node(self, run_id: str, node_id: str, outcome: Outcome, now: float) -> bool:
+        def decide(node: NodeRecord) -> Change | None:
+            return transitions.settle(node, outcome, now)
+
+        return await self._transition(run_id, node_id, decide) is not None
 
     async def renew_lease(
         self, run_id: str, node_id: str, attempt: int, lease_until: float
