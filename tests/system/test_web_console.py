@@ -128,6 +128,12 @@ class Page:
         )
         return dict(self.driver.execute_script(script))
 
+    def click(self, css: str) -> bool:
+        """Find and click in one script (a live view may redraw between a find and a
+        click); False when there is nothing to click yet, for `wait`."""
+        script = "const e = document.querySelector(arguments[0]); if (e) e.click(); return !!e"
+        return bool(self.driver.execute_script(script, css))
+
     def click_node(self, node_id: str) -> None:
         self.find(f'g.node[data-node-id="{node_id}"]')[0].click()
 
@@ -268,7 +274,7 @@ def test_cancel_stops_the_run(stack: Stack, open_page: Callable[[str], Page]) ->
     page = open_page("linus")
     page.go(f"#/runs/{run_id}")
     page.wait(lambda: page.statuses().get("slow") == "running", "the slow node running")
-    page.find("#cancel")[0].click()
+    page.wait(lambda: page.click("#cancel"), "the Cancel button")
 
     page.wait(lambda: page.text("#run-status") == "cancelled", "the run cancelled")
     page.wait(lambda: page.statuses().get("next") == "cancelled", "the next node cancelled")
@@ -373,7 +379,7 @@ def test_approve_and_reject_a_node_waiting_for_approval_from_the_page(
     page.wait(lambda: page.text("#approval-question") == "publish draft?", "the question")
     page.shot("waiting-for-approval")
     page.find("#approval-comment")[0].send_keys("looks good")
-    page.find("#approve")[0].click()
+    page.wait(lambda: page.click("#approve"), "the Approve button")
     page.wait(lambda: page.statuses().get("publish") == "succeeded", "the next node ran")
     page.wait(lambda: page.text("#run-status") == "succeeded", "the run succeeded")
     assert '"decision": "approved"' in page.text("#node-output")
@@ -382,8 +388,7 @@ def test_approve_and_reject_a_node_waiting_for_approval_from_the_page(
     page.go(f"#/runs/{rejected}")
     page.wait(lambda: page.statuses().get("review") == "waiting_approval", "the node waiting")
     page.click_node("review")
-    page.wait(lambda: page.find("#reject"), "the Reject button")
-    page.find("#reject")[0].click()
+    page.wait(lambda: page.click("#reject"), "the Reject button")
     page.wait(lambda: page.text("#run-status") == "failed", "the run failed")
     page.wait(lambda: "ApprovalRejected" in page.text("#node-error"), "the rejection")
     page.wait(lambda: page.find("#redrive"), "the Redrive button of a failed run")
