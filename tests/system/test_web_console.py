@@ -269,7 +269,7 @@ def test_cancel_stops_the_run(stack: Stack, open_page: Callable[[str], Page]) ->
     run_id = start_run(
         stack,
         "linus",
-        {"name": "cancel-me", "nodes": [sleeper("slow", 3), sleeper("next", 0.1, ["slow"])]},
+        {"name": "cancel-me", "nodes": [sleeper("slow", 30), sleeper("next", 0.1, ["slow"])]},
     )
     page = open_page("linus")
     page.go(f"#/runs/{run_id}")
