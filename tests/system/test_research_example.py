@@ -27,8 +27,12 @@ def test_the_research_example_plans_delegates_loops_and_waits_for_its_approval(
 ) -> None:
     db = tmp_path / "db"
     process = subprocess.Popen(
-        [sys.executable, "-m", "agentgraph", "run", EXAMPLE, "--set", f"topic={TOPIC}"]
-        + ["--db", str(db), "--json"],
+        [
+            sys.executable,
+            "-m",
+            *("agentgraph", "run", EXAMPLE, "--set", f"topic={TOPIC}"),
+            *("--json", "--db", str(db)),
+        ],
         cwd=ROOT,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
