@@ -144,6 +144,7 @@ class ProgressView:
         self._live: Live | None = None
         self._last_event = 0
         self._last_refresh = 0.0
+        self._folder = view_grow.LiveFolder(store, run_id)  # a large map: one line
 
     def __enter__(self) -> ProgressView:
         if self.console.is_terminal:
@@ -176,9 +177,12 @@ class ProgressView:
         if events:
             self._last_event = events[-1].seq or self._last_event
             lines = [
-                event_line(e)
-                for e in events
-                if e.node_id is None or e.message or e.status in _LOGGED_NODE_STATUSES
+                event_line(e) if isinstance(e, Event) else f"{_clock(e.at)}  {e.text()}"
+                for e in await self._folder.fold(events)
+                if not isinstance(e, Event)
+                or e.node_id is None
+                or e.message
+                or e.status in _LOGGED_NODE_STATUSES
             ]
             if lines:
                 self.console.file.write("".join(line + "\n" for line in lines))

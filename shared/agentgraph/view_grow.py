@@ -14,6 +14,7 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from agentgraph.core import grow
 from agentgraph.core.ports import Event
@@ -147,3 +148,45 @@ def group_events(
             last = events[-1].at if events else 0.0
             rows.append(state.line(last, group, "so far"))
     return rows
+
+
+class LiveFolder:
+    """`group_events` for a timeline read in pieces as the run goes (the plain-line progress
+    of `agentgraph run` in CI logs and pipes): whether a map is large is read once from its
+    record when its first item shows (`expect`, its item count), and its group line with
+    the counts is written when the map ends."""
+
+    def __init__(self, store: Any, run_id: str) -> None:
+        self.store, self.run_id = store, run_id
+        self._size: dict[str, int] = {}
+        self._groups: dict[str, _Group] = {}
+
+    async def _large(self, group: str) -> bool:
+        if group not in self._size:
+            record = await self.store.get_node(self.run_id, group)
+            self._size[group] = grow.expected_of(record) if record is not None else 0
+        return self._size[group] > GROUP_OVER
+
+    async def fold(self, events: Sequence[Event]) -> list[Event | GroupLine]:
+        rows: list[Event | GroupLine] = []
+        for event in events:
+            found = map_group(event.node_id) if event.node_id else None
+            if found is not None and await self._large(found[0]):
+                group, item = found
+                state = self._groups.setdefault(group, _Group())
+                state.items.update(f"{group}[{i}]" for i in range(self._size[group]))
+                if not state.started:
+                    state.started = True
+                    rows.append(state.line(event.at, group, "started"))
+                if event.node_id == item and event.status:
+                    state.status[item] = event.status
+                if event.status == "failed" and state.failed_shown < FAILED_SHOWN:
+                    state.failed_shown += 1
+                    rows.append(event)
+                continue
+            ended = self._groups.get(event.node_id or "")
+            if ended is not None and event.status in _ENDED and not ended.ended:
+                ended.ended = True
+                rows.append(ended.line(event.at, event.node_id or "", "ended"))
+            rows.append(event)
+        return rows

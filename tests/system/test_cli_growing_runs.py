@@ -14,7 +14,7 @@ N = 1000
 
 
 @pytest.fixture(scope="module")
-def big_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
+def big_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str, str]:
     """A finished run of a 1,000-item map where items 10 and 500 fail (and the map goes on)."""
     tmp = tmp_path_factory.mktemp("big")
     graph = write(
@@ -53,13 +53,13 @@ def big_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
         timeout=180,
     )
     assert ran.returncode == 0, ran.stderr
-    return db, json.loads(ran.stdout)["run_id"]
+    return db, json.loads(ran.stdout)["run_id"], ran.stderr
 
 
 def test_logs_show_a_1000_item_map_as_one_line_per_change_with_counts(
-    big_run: tuple[Path, str],
+    big_run: tuple[Path, str, str],
 ) -> None:
-    db, run_id = big_run
+    db, run_id, _ = big_run
     logs = agentgraph("logs", run_id, db=db)
     assert logs.returncode == 0, logs.stderr
     lines = logs.stdout.splitlines()
@@ -71,8 +71,8 @@ def test_logs_show_a_1000_item_map_as_one_line_per_change_with_counts(
     assert "--expand review (or --all)" in logs.stderr
 
 
-def test_logs_expand_a_map_on_demand(big_run: tuple[Path, str]) -> None:
-    db, run_id = big_run
+def test_logs_expand_a_map_on_demand(big_run: tuple[Path, str, str]) -> None:
+    db, run_id, _ = big_run
     for flag in (["--expand", "review"], ["--all"]):
         logs = agentgraph("logs", run_id, *flag, db=db)
         assert logs.returncode == 0, logs.stderr
@@ -83,8 +83,8 @@ def test_logs_expand_a_map_on_demand(big_run: tuple[Path, str]) -> None:
         assert "items started" not in logs.stdout
 
 
-def test_show_groups_the_map_and_expands_it_on_demand(big_run: tuple[Path, str]) -> None:
-    db, run_id = big_run
+def test_show_groups_the_map_and_expands_it_on_demand(big_run: tuple[Path, str, str]) -> None:
+    db, run_id, _ = big_run
     shown = agentgraph("show", run_id, db=db)
     assert "1,000 items: 2 failed, 998 succeeded" in shown.stdout
     assert "review[10] failed" in shown.stdout and "review[11]" not in shown.stdout
@@ -131,3 +131,14 @@ def test_graph_draws_the_research_example_grouped(tmp_path: Path) -> None:
     assert "    rounds --> answer" in lines
     text = agentgraph("graph", "examples/research.yaml", db=tmp_path)
     assert "  [rounds] subgraph of 4 · loop until output.approved · max 3 ──▶ answer" in text.stdout
+
+
+def test_the_progress_of_run_in_a_log_shows_the_map_as_group_lines(
+    big_run: tuple[Path, str, str],
+) -> None:
+    _, _, progress = big_run
+    lines = progress.splitlines()
+    assert len(lines) < 20, progress
+    assert any(line.endswith("review: 1,000 items started") for line in lines)
+    assert any(line.endswith("review: 1,000 items: 2 failed, 998 succeeded") for line in lines)
+    assert sum("nothing to shout" in line for line in lines) == 2

@@ -5,10 +5,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from agentgraph.core.ports import Event
+from agentgraph.core.ports import Event, NodeRecord
+from agentgraph.core.status import NodeStatus
 from agentgraph.core.validate import load_graph
 from agentgraph.view_graph import ascii, mermaid
-from agentgraph.view_grow import GroupLine, folded_groups, group_events, map_group
+from agentgraph.view_grow import GroupLine, LiveFolder, folded_groups, group_events, map_group
 
 
 def ev(node_id: str | None, status: str, at: float = 0.0, message: str | None = None) -> Event:
@@ -149,3 +150,37 @@ def test_the_text_drawing_nests_a_subgraph_under_its_node() -> None:
         "  [review] agent echo · map over nodes.files.output · max_concurrency 100 ──▶ draft"
         in drawing
     )
+
+
+class _Records:
+    """The one read LiveFolder makes: a map node's record, with its item count."""
+
+    def __init__(self, **expect: int) -> None:
+        self.expect, self.reads = expect, 0
+
+    async def get_node(self, run_id: str, node_id: str) -> NodeRecord | None:
+        self.reads += 1
+        if node_id not in self.expect:
+            return None
+        meta = {"bindings": {}, "expect": self.expect[node_id]}
+        return NodeRecord(run_id, node_id, NodeStatus.EXPANDED, [], [], meta=meta)
+
+
+async def test_the_live_progress_folds_a_large_map_read_in_pieces() -> None:
+    records = _Records(review=100, small=3)
+    folder = LiveFolder(records, "r")
+    events = a_map_of(100, failing=(7,))
+    got = [*await folder.fold(events[:50]), *await folder.fold(events[50:])]
+    assert texts(got) == [
+        "run running",
+        "review running",
+        "review expanded",
+        "review: 100 items started",
+        "review[7] failed",
+        "review: 100 items: 1 failed, 99 succeeded",
+        "review succeeded",
+        "run succeeded",
+    ]
+    assert records.reads == 1
+    small = a_map_of(3, controller="small")
+    assert await folder.fold(small) == small
