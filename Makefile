@@ -5,13 +5,14 @@ VENV := .venv
 BIN := $(VENV)/bin
 DEMO_DB := .agentgraph/demo.db
 
-.PHONY: help run test lint lock lint-infra test-rules format unit e2e bench emulators demo-emulators openapi package deploy destroy clean web chromium
+.PHONY: help run example-research test lint lock lint-infra test-rules format unit e2e bench emulators demo-emulators openapi package deploy destroy clean web chromium
 CHECKOV_VERSION := 3.3.30
 PROJECT ?=
 REGION ?= us-central1
 
 help:
 	@echo "make run        run the demo graph on the embedded local backend"
+	@echo "make example-research  the research orchestrator (map, loop, subgraph, planned subagents, approval), offline"
 	@echo "make test       install, lint (ruff, mypy) and run every test"
 	@echo "make bench      benchmarks (not part of test)"
 	@echo "make emulators  the whole gcp backend on this machine: emulators + functions + web console (foreground)"
@@ -55,6 +56,12 @@ $(VENV)/.bench-installed: $(VENV)/.test-installed
 
 run: $(VENV)/.run-installed
 	$(BIN)/agentgraph run examples/code-review.yaml --tools agentgraph.tools.code_review --set code=@examples/sample_code.py --db $(DEMO_DB)
+
+# Waits for approval before its final answer: approve from another terminal with the
+# `agentgraph approve ...` command it prints.
+TOPIC ?= durable agent runtimes
+example-research: $(VENV)/.run-installed
+	$(BIN)/agentgraph run examples/research.yaml --set topic="$(TOPIC)" --db $(DEMO_DB)
 
 lint: $(VENV)/.test-installed
 	$(BIN)/ruff check shared functions emulator tests bench

@@ -28,6 +28,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import os
 import statistics
 import threading
 import time
@@ -45,7 +46,7 @@ from agentgraph.core import names
 from agentgraph.core.messages import NodeFinished, NodeReady
 from agentgraph.core.ports import Outcome, Usage
 from agentgraph.core.status import NodeStatus, RunStatus
-from bench import scale_bench
+from bench import map_bench, scale_bench
 from bench.measure import (
     Context,
     Figure,
@@ -150,6 +151,7 @@ FIGURES = (
         "reference",
     ),
     *scale_bench.FIGURES,
+    *map_bench.FIGURES,
 )
 
 
@@ -160,11 +162,15 @@ _PART_KEYS = {
     "create": ("create_2000_nodes_s",),
     "output": ("output_10mb_roundtrip_s",),
     **scale_bench.PART_KEYS,
+    **map_bench.PART_KEYS,
 }
+# Only these parts (comma-separated names of _PART_KEYS), for a quick check of one; the
+# figures of the others are null with the reason. Unset: every part.
+PARTS_ENV = "BENCH_EMULATOR_PARTS"
 
 
 def _steps(repeat: int) -> int:
-    return 1 + (repeat + 1) + 1 + 3 + 3 + 1
+    return 1 + (repeat + 1) + 1 + 3 + 3 + 1 + 1
 
 
 # ---- the stack and the bench process's clients --------------------------------------------
@@ -778,9 +784,15 @@ async def emulator(ctx: Context) -> Figures:
             ("output", lambda: _output(ctx)),
             ("hot", lambda: scale_bench.hot_documents(ctx, stack, ctx.workdir / OPS_LOG)),
             ("load", lambda: scale_bench.load_run(ctx, stack, ctx.workdir / OPS_LOG)),
+            ("map", lambda: map_bench.map_run(ctx, stack, ctx.workdir / OPS_LOG)),
             ("crash", lambda: scale_bench.crash_takeover(ctx, stack)),  # last: it kills exec
         ]
+        wanted = {p.strip() for p in os.environ.get(PARTS_ENV, "").split(",") if p.strip()}
         for name, part in parts:
+            if wanted and name not in wanted:
+                for key in _PART_KEYS[name]:
+                    ctx.note(key, f"not run ({PARTS_ENV}={','.join(sorted(wanted))})")
+                continue
             try:
                 got, more = await part()
             except Exception as exc:  # the other parts still run; the run exits 1

@@ -205,6 +205,10 @@ EMULATOR_FIGURES: tuple[Figure, ...] = (
     Figure("load_edge_p50_ms", "sustained load: edge latency, median", "ms"),
     Figure("load_edge_p99_ms", "sustained load: edge latency, 99th percentile", "ms"),
     Figure("load_lost_or_doubled", "sustained load: nodes lost, stuck or run twice", "nodes"),
+    Figure("map_1000_llm_calls", "a 1,000-item map: item calls at the LLM stub", "calls"),
+    Figure("map_1000_s", "a 1,000-item map: wall time", "s"),
+    Figure("map_1000_writes_per_item", "a 1,000-item map: Firestore writes per item", "writes"),
+    Figure("map_1000_max_writes_per_doc_per_s", "a 1,000-item map: hottest document", "/s"),
 )
 
 

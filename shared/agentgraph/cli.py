@@ -39,6 +39,7 @@ from agentgraph.view import (
     print_outputs,
     print_run_tree,
 )
+from agentgraph.view_grow import folded_groups, group_events
 
 app = typer.Typer(
     add_completion=False,
@@ -95,6 +96,16 @@ TokenOption = Annotated[
     str | None,
     typer.Option("--token", envvar=names.ENV_API_TOKEN, help="Bearer token for --api."),
 ]
+ExpandOption = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--expand",
+        "-e",
+        help="Show this map's items one by one (its id, e.g. review or rounds@2/review, or "
+        "its template path, e.g. rounds/review; repeatable).",
+    ),
+]
+AllOption = Annotated[bool, typer.Option("--all", help="Show every map's items one by one.")]
 AudienceOption = Annotated[
     str | None,
     typer.Option(
@@ -366,6 +377,8 @@ def show(
     run_id: str,
     db: DbOption = DEFAULT_DB,
     as_json: JsonOption = False,
+    expand: ExpandOption = None,
+    expand_all: AllOption = False,
     backend: BackendOption = "local",
     api: ApiOption = None,
     token: TokenOption = None,
@@ -390,21 +403,33 @@ def show(
         if as_json:
             _print_json(run_to_json(run, nodes))
         else:
-            print_run_tree(out, run, nodes)
+            print_run_tree(out, run, nodes, expand or (), expand_all)
         return 0 if run.status in (RunStatus.SUCCEEDED, RunStatus.RUNNING, RunStatus.PENDING) else 1
 
     raise _Exit(_run_async(main))
 
 
 @app.command()
-def logs(run_id: str, db: DbOption = DEFAULT_DB, backend: BackendOption = "local") -> None:
-    """The run's timeline: every status change, retry and error, in order."""
+def logs(
+    run_id: str,
+    db: DbOption = DEFAULT_DB,
+    backend: BackendOption = "local",
+    expand: ExpandOption = None,
+    expand_all: AllOption = False,
+) -> None:
+    """The run's timeline: every status change, retry and error, in order. A map of more
+    than 10 items is one line per change of the whole map, with counts (--expand, --all)."""
     store = _open_store(backend, db)
 
     async def main() -> int:
         if await store.get_run(run_id) is None:
             raise RunNotFound(run_id)
-        print_events(out, await store.list_events(run_id))
+        events = await store.list_events(run_id)
+        print_events(out, group_events(events, expand or (), expand_all))
+        folded = folded_groups(events, expand or (), expand_all)
+        if folded:
+            names = " ".join(f"--expand {g}" for g in folded)
+            err.print(f"maps shown as counts; each item with {names} (or --all)", highlight=False)
         return 0
 
     raise _Exit(_run_async(main))
@@ -605,7 +630,7 @@ def graph(
         raise _fail(f"--format: expected 'mermaid' or 'ascii', found {format!r}")
     runtime = _open_local(":memory:", 1, tools)
     compiled = runtime.engine.compile(load_document(file))
-    out.print(draw_graph(compiled, format), highlight=False, markup=False)
+    out.print(draw_graph(compiled, format), highlight=False, markup=False, soft_wrap=True)
 
 
 @app.command()

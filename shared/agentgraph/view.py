@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import time
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -18,10 +18,12 @@ from rich.table import Table
 from rich.text import Text
 from rich.tree import Tree
 
+from agentgraph import view_graph, view_grow
 from agentgraph.core import grow
-from agentgraph.core.graph import Graph, Node
+from agentgraph.core.graph import Graph
 from agentgraph.core.ports import Event, NodeRecord, RunRecord
 from agentgraph.core.status import NodeStatus
+from agentgraph.view_grow import GROUP_OVER, GroupLine
 
 STYLE = {
     "waiting": "dim",
@@ -142,6 +144,7 @@ class ProgressView:
         self._live: Live | None = None
         self._last_event = 0
         self._last_refresh = 0.0
+        self._folder = view_grow.LiveFolder(store, run_id)  # a large map: one line
 
     def __enter__(self) -> ProgressView:
         if self.console.is_terminal:
@@ -174,9 +177,12 @@ class ProgressView:
         if events:
             self._last_event = events[-1].seq or self._last_event
             lines = [
-                event_line(e)
-                for e in events
-                if e.node_id is None or e.message or e.status in _LOGGED_NODE_STATUSES
+                event_line(e) if isinstance(e, Event) else f"{_clock(e.at)}  {e.text()}"
+                for e in await self._folder.fold(events)
+                if not isinstance(e, Event)
+                or e.node_id is None
+                or e.message
+                or e.status in _LOGGED_NODE_STATUSES
             ]
             if lines:
                 self.console.file.write("".join(line + "\n" for line in lines))
@@ -198,8 +204,16 @@ def _clock(at: float) -> str:
     return datetime.fromtimestamp(at, UTC).strftime("%H:%M:%S.%f")[:-3]
 
 
-def print_events(console: Console, events: Sequence[Event]) -> None:
+def print_events(console: Console, events: Sequence[Event | GroupLine]) -> None:
+    """The timeline; a `GroupLine` (view_grow.group_events) stands for a map's items."""
     for event in events:
+        if isinstance(event, GroupLine):
+            group = Text(_clock(event.at) + "  ", style="dim")
+            group.append(f"{event.group + '[*]':<20} ", style="bold")
+            group.append(f"{'items':<10}", style=STYLE["expanded"])
+            group.append(f"  {event.text()}")
+            console.print(group, highlight=False)
+            continue
         line = Text(_clock(event.at) + "  ", style="dim")
         if event.node_id:
             line.append(f"{event.node_id:<20} ", style="bold")
@@ -251,8 +265,16 @@ def print_outputs(console: Console, run: RunRecord, nodes: Sequence[NodeRecord])
     console.print(Panel(Group(*parts), title=f"run {run.run_id}", title_align="left"))
 
 
-def print_run_tree(console: Console, run: RunRecord, nodes: Sequence[NodeRecord]) -> None:
-    """Each node under its first parent; other parents are named, so a DAG reads as a tree."""
+def print_run_tree(
+    console: Console,
+    run: RunRecord,
+    nodes: Sequence[NodeRecord],
+    expand: Collection[str] = (),
+    expand_all: bool = False,
+) -> None:
+    """Each node under its first parent; other parents are named, so a DAG reads as a tree.
+    A map of more than GROUP_OVER items is one line of counts (its failed items still
+    shown) unless `expand` names it or `expand_all` (view_grow.expanded)."""
     header = Text()
     header.append(f"{run.graph_name} ", style="bold")
     header.append(f"{run.run_id} ")
@@ -263,10 +285,15 @@ def print_run_tree(console: Console, run: RunRecord, nodes: Sequence[NodeRecord]
         header.append(" · " + usage)
     tree = Tree(header)
     branches: dict[str, Tree] = {}
-    grouped = _grouped_items(nodes)
+    grouped = {
+        g: line
+        for g, line in _grouped_items(nodes).items()
+        if not view_grow.expanded(g, expand, expand_all)
+    }
     for record in nodes:
         unit = grow.unit_of(record.node_id)
-        if unit is not None and unit[0] in grouped and record.status != NodeStatus.FAILED:
+        in_map = view_grow.map_group(record.node_id)
+        if in_map is not None and in_map[0] in grouped and record.status != NodeStatus.FAILED:
             continue  # counted on its map's summary line
         status = record.status.value
         label = Text()
@@ -301,11 +328,11 @@ def print_run_tree(console: Console, run: RunRecord, nodes: Sequence[NodeRecord]
             branch.add(Text(record.skip_reason.replace("_", " "), style="dim"))
         branches[record.node_id] = branch
     console.print(tree)
+    if grouped:
+        names = " ".join(f"--expand {g}" for g in grouped)
+        console.print(Text(f"maps shown as counts; each item with {names} (or --all)", style="dim"))
     if run.error:
         console.print(Text(f"error: {run.error.get('message', run.error)}", style="red"))
-
-
-GROUP_OVER = 10  # a map with more items than this shows one line of counts (and failures)
 
 
 def _tree_parent(record: NodeRecord) -> str | None:
@@ -340,38 +367,6 @@ def _grouped_items(nodes: Sequence[NodeRecord]) -> dict[str, Text]:
     return lines
 
 
-def _what(node: Node) -> str:
-    """A node's kind for drawings, with how it grows (map, loop, subgraph)."""
-    what = f"tool {node.tool}" if node.kind == "tool" else f"agent {node.model or node.agent}"
-    if node.body is not None:
-        what = f"subgraph of {len(node.body)}"
-    if node.map is not None:
-        what += ", mapped"
-    if node.loop is not None:
-        what += f", loop of at most {node.loop.max_iterations}"
-    return what
-
-
 def draw_graph(graph: Graph, format: str) -> str:
-    if format == "mermaid":
-        lines = ["flowchart TD"]
-        for node in graph.nodes.values():
-            label = f"{node.id}<br/>{_what(node) if node.controller else node.tool or node.model}"
-            shape = f'["{label}"]' if node.kind == "tool" else f'("{label}")'
-            lines.append(f"    {node.id}{shape}")
-        for node in graph.nodes.values():
-            for child in node.children:
-                lines.append(f"    {node.id} --> {child}")
-        return "\n".join(lines)
-    depth: dict[str, int] = {}
-    for node in graph.nodes.values():  # topological order
-        depth[node.id] = 1 + max((depth[p] for p in node.parents), default=-1)
-    lines = [f"{graph.name}: {len(graph)} nodes"]
-    for layer in range(max(depth.values()) + 1):
-        members = [n for n in graph.nodes.values() if depth[n.id] == layer]
-        lines.append(f"layer {layer}")
-        for node in members:
-            kind = _what(node)
-            arrow = f" ──▶ {', '.join(node.children)}" if node.children else "  (sink)"
-            lines.append(f"  [{node.id}] {kind}{arrow}")
-    return "\n".join(lines)
+    """Mermaid or text; maps, loops and subgraphs drawn as written (view_graph.py)."""
+    return view_graph.mermaid(graph) if format == "mermaid" else view_graph.ascii(graph)

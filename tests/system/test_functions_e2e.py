@@ -636,3 +636,29 @@ def test_a_malformed_message_through_pubsub_reaches_the_dead_letter_topic(stack:
     assert received.message.attributes["pool"] == "default"
     assert received.message.attributes["CloudPubSubDeadLetterSourceDeliveryCount"] == "5"
     assert log_of(stack, "exec-default").count(refused) == 5
+
+
+def test_the_research_example_runs_on_the_stack_and_finishes_once_approved_through_the_api(
+    api: httpx.Client,
+) -> None:
+    """examples/research.yaml as it runs offline, here through the api and the functions."""
+    import yaml
+
+    graph = yaml.safe_load((harness.REPO_ROOT / "examples" / "research.yaml").read_text())
+    run_id = start(api, graph, {"topic": "durable agent runtimes"})["run_id"]
+    until(
+        lambda: nodes_of(api.get(f"/runs/{run_id}").json()).get("answer", {}).get("status"),
+        lambda status: status == "waiting_approval",
+        120,
+        "the answer has not started waiting for approval",
+    )
+    approved = api.post(f"/runs/{run_id}/nodes/answer/approve", json={"comment": "ship it"})
+    assert approved.status_code == 200, approved.text
+    run = wait_run(api, run_id, timeout=60)
+    nodes = nodes_of(run)
+    assert run["status"] == "succeeded"
+    assert run["outputs"]["answer"]["decision"] == "approved"
+    assert run["outputs"]["answer"]["payload"].startswith("Round 2 answer on durable agent")
+    assert nodes["rounds@2/critic"]["output"]["approved"] is True and "rounds@3" not in nodes
+    assert len(nodes["rounds@2/research"]["output"]) == 4
+    assert all(n["executions"] == 1 for n in nodes.values() if n["status"] == "succeeded")
