@@ -3,12 +3,16 @@ applies to a node, and the pure decisions of delegation and memory."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 import pytest
 
-from agentgraph.core import grow
-from agentgraph.core.errors import GraphInvalid
+from agentgraph.core import delegation, grow, transitions
+from agentgraph.core.errors import DelegationTooDeep, GraphInvalid
+from agentgraph.core.model import OnError
+from agentgraph.core.ports import FunctionCall, NodeError, NodeRecord
+from agentgraph.core.status import NodeStatus as S
 from agentgraph.core.validate import load_graph
 
 TOOLS = ["const", "noop"]
@@ -81,3 +85,125 @@ def test_a_delegate_cycle_between_profiles_is_allowed_the_depth_cap_bounds_it() 
         )
     )
     assert g["x"].delegates == ("a",)
+
+
+# ---- delegation: pure decisions ---------------------------------------------------------------
+
+
+def lead_graph() -> Any:
+    return load_graph(
+        graph(
+            {"id": "lead", "prompt": "p", "delegates": ["researcher"], "pool": "agents"},
+            agents={
+                "researcher": {
+                    "description": "Finds things.",
+                    "system": "You research.",
+                    "tools": ["const"],
+                    "delegates": ["researcher"],
+                }
+            },
+        ),
+        tools=TOOLS,
+    )
+
+
+def test_a_delegate_id_names_its_caller_profile_and_step() -> None:
+    assert delegation.child_id("lead", "researcher", 3) == "lead/researcher[3]"
+    assert delegation.parse("lead/researcher[3]") == ("lead", "researcher", 3)
+    assert delegation.parse("a[2]/b/coder[1]") == ("a[2]/b", "coder", 1)
+    assert delegation.parse("lead") is None and delegation.parse("s/inner") is None
+    assert delegation.parse("lead/x@2") is None
+
+
+def test_a_delegate_runs_as_its_profile_with_the_task_as_prompt_and_its_caller_as_child() -> None:
+    g = lead_graph()
+    child = delegation.node(g["lead"], g, "lead/researcher[1]", "researcher")
+    assert child is not None
+    assert (child.prompt, child.system, child.model, child.pool) == (
+        "{{ task }}",
+        "You research.",
+        "echo",
+        "agents",
+    )
+    assert (child.parents, child.children, child.delegate_of, child.delegate_depth) == (
+        (),
+        ("lead",),
+        "lead",
+        1,
+    )
+    assert child.tools == ("const",) and child.delegates == ("researcher",)
+    assert child.on_error == OnError.CONTINUE and child.reads == frozenset()
+    assert delegation.node(g["lead"], g, "lead/nobody[1]", "nobody") is None
+
+
+def test_each_delegate_profile_is_one_function_taking_a_task() -> None:
+    g = lead_graph()
+    (spec,) = delegation.declarations(g["lead"], g)
+    assert (spec.name, spec.description) == ("researcher", "Finds things.")
+    assert spec.parameters["required"] == ["task"]
+    assert spec.parameters["properties"]["task"]["type"] == "string"
+
+
+def test_a_turns_calls_split_into_tool_and_delegate_calls_keeping_their_indexes() -> None:
+    g = lead_graph()
+    calls = [(1, FunctionCall("const")), (2, FunctionCall("researcher", {"task": "t"}))]
+    node = replace(g["lead"], tools=("const",))
+    assert delegation.split(node, calls) == ([calls[0]], [calls[1]])
+
+
+def test_depth_is_capped_at_three() -> None:
+    g = lead_graph()
+    node = g["lead"]
+    for depth in range(delegation.MAX_DELEGATE_DEPTH):
+        delegation.check_depth(replace(node, delegate_depth=depth))
+    with pytest.raises(DelegationTooDeep, match="at most 3 deep"):
+        delegation.check_depth(replace(node, delegate_depth=3))
+
+
+def test_a_delegates_record_carries_its_task_and_its_turns_siblings() -> None:
+    g = lead_graph()
+    call = FunctionCall("researcher", {"task": "find x"})
+    record = delegation.record(
+        "r", g["lead"], 2, call, ["lead/researcher[1]", "lead/researcher[2]"]
+    )
+    assert (record.node_id, record.status, record.children) == (
+        "lead/researcher[2]",
+        S.READY,
+        ["lead"],
+    )
+    assert grow.bindings_of(record) == {"task": "find x"}
+    assert delegation.siblings_of(record) == ["lead/researcher[1]", "lead/researcher[2]"]
+    assert delegation.task_of(FunctionCall("researcher", {"task": " "})) is None
+
+
+def test_a_delegates_output_or_error_is_the_calls_result() -> None:
+    call = FunctionCall("researcher", {"task": "t"}, id="c1")
+    done = NodeRecord("r", "lead/researcher[1]", S.SUCCEEDED, [], ["lead"], output="Paris")
+    step = delegation.result_step(1, 1, 1, call, done, 5.0)
+    assert (step.kind, step.name, step.result, step.error, step.call_id) == (
+        "tool",
+        "researcher",
+        "Paris",
+        None,
+        "c1",
+    )
+    failed = replace(done, status=S.FAILED, output=None, error=NodeError("Boom", "it broke", False))
+    assert delegation.result_step(1, 1, 1, call, failed, 5.0).error == {
+        "type": "Boom",
+        "message": "it broke",
+    }
+    cancelled = replace(done, status=S.CANCELLED, output=None)
+    assert delegation.result_step(1, 1, 1, call, cancelled, 5.0).error == {
+        "type": "DelegateFailed",
+        "message": "the researcher agent ended cancelled",
+    }
+
+
+def test_a_caller_woken_from_its_delegates_is_ready_at_the_same_attempt_with_no_lost_run() -> None:
+    waiting = NodeRecord("r", "lead", S.EXPANDED, [], [], attempt=2, executions=2)
+    change = transitions.resolve(waiting, S.READY, 9.0, expected=(S.EXPANDED,))
+    assert change is not None
+    woken = change.applied(waiting)
+    assert (woken.status, woken.attempt, woken.executions) == (S.READY, 2, 1)
+    assert transitions.lost_executions(woken) == 0
+    assert transitions.resolve(woken, S.READY, 9.0, expected=(S.EXPANDED,)) is None

@@ -58,6 +58,7 @@ class Node:
     profile: str | None = None
     memory: Literal["run", "none"] = "none"
     delegate_of: str | None = None
+    delegate_depth: int = 0
     # Where an instance sits: the prefix its `nodes.<id>` reads resolve under ("" at the
     # top, "research[2]/" inside the third item of subgraph `research`).
     scope: str = ""
