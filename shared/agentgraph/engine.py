@@ -32,6 +32,7 @@ from agentgraph.core.errors import (
     OutputTooLarge,
     RetryableToolError,
     TemplateProblem,
+    UnknownAgent,
 )
 from agentgraph.core.graph import Graph, Node
 from agentgraph.core.limits import OwnerLimits, check_spend
@@ -65,6 +66,7 @@ from agentgraph.engine_delegates import Delegation
 from agentgraph.engine_fanin import FanIn, template_values
 from agentgraph.engine_gate import LocalModelGate, ModelGating, Ticket
 from agentgraph.engine_grow import Growth
+from agentgraph.engine_memory import Memory
 from agentgraph.engine_recovery import RUN_ENDED_WHILE_RUNNING, Recovery
 from agentgraph.engine_redrive import Redrive
 from agentgraph.llm import attachments
@@ -113,7 +115,9 @@ class RunContext:
         return self.instances[node_id]
 
 
-class Engine(FanIn, Recovery, Growth, AgentLoop, Delegation, ModelGating, Approvals, Redrive):
+class Engine(
+    FanIn, Recovery, Growth, AgentLoop, Delegation, Memory, ModelGating, Approvals, Redrive
+):
     """One engine per process; it caches each run's compiled graph (immutable per run).
 
     Its three message kinds are split over three modules: node-ready here (`execute`),
@@ -569,7 +573,8 @@ class Engine(FanIn, Recovery, Growth, AgentLoop, Delegation, ModelGating, Approv
                 return await self._call_tool(node.tool, args), Usage(), None
         assert node.prompt is not None
         model = admitted or node.model_for_attempt(attempt)
-        assert model is not None
+        if model is None:  # a delegate whose profile names no model, nor its caller
+            raise UnknownAgent(f"{node.id!r} has no model: its profile names none")
         await self._check_budget(context)
         attached = await self._attachments(node, values)
         request = LlmRequest(
@@ -588,7 +593,7 @@ class Engine(FanIn, Recovery, Growth, AgentLoop, Delegation, ModelGating, Approv
             attachments=attached,
         )
         on_partial = self._partial_writer(run_id, node.id, attempt) if node.stream else None
-        if node.tools or node.delegates:  # function calling: durable steps (engine_agent.py)
+        if node.tools or node.delegates or node.memory == "run":  # durable steps (engine_agent)
             return await self._tool_loop(
                 run_id,
                 node,

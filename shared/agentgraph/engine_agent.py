@@ -39,6 +39,7 @@ from agentgraph.core.ports import (
     Step,
     Store,
     ToolRegistry,
+    Turn,
     Usage,
 )
 from agentgraph.observability import engine_telemetry as telemetry
@@ -56,7 +57,13 @@ class AgentLoop:
     tools: ToolRegistry
     clock: Callable[[], float]
 
-    if TYPE_CHECKING:  # provided by Engine (engine_delegates.py)
+    if TYPE_CHECKING:  # provided by Engine (engine_delegates.py, engine_memory.py)
+
+        async def _memory_history(self, run_id: str, node: Node) -> tuple[Turn, ...]: ...
+
+        async def _memorize(
+            self, run_id: str, node: Node, prompt: str, steps: list[Step]
+        ) -> None: ...
 
         async def _delegate_steps(
             self,
@@ -86,19 +93,25 @@ class AgentLoop:
         functions of the node's delegate profiles (engine_delegates.py): a turn calling
         one whose answer is not in yet raises DelegationSuspended."""
         generate = generate or self.llm.generate
-        request = replace(request, functions=(*self._functions(node), *delegates))
+        request = replace(
+            request,
+            functions=(*self._functions(node), *delegates),
+            history=await self._memory_history(run_id, node),
+        )
         steps = await self.store.list_steps(run_id, node.id)
         try:
             while True:
                 state = agent_loop.replay(steps)
                 action = agent_loop.decide(state, node.max_turns)
                 if isinstance(action, agent_loop.Answer):
+                    await self._memorize(run_id, node, request.prompt, steps)
                     output = action.data if node.output == "json" else action.text
                     usage = agent_loop.unrecorded(agent_loop.total_usage(steps), recorded)
                     return output, usage, action.model
                 if isinstance(action, agent_loop.Exhausted):
                     if node.on_max_turns != "return_last":
                         raise agent_loop.exhausted_error(action)
+                    await self._memorize(run_id, node, request.prompt, steps)
                     usage = agent_loop.unrecorded(agent_loop.total_usage(steps), recorded)
                     last_model = next((s.name for s in reversed(steps) if s.kind == "model"), None)
                     return action.last_text, usage, last_model

@@ -18,7 +18,7 @@ from rich.table import Table
 from rich.text import Text
 from rich.tree import Tree
 
-from agentgraph.core import grow
+from agentgraph.core import delegation, grow
 from agentgraph.core.graph import Graph, Node
 from agentgraph.core.ports import Event, NodeRecord, RunRecord
 from agentgraph.core.status import NodeStatus
@@ -265,7 +265,7 @@ def print_run_tree(console: Console, run: RunRecord, nodes: Sequence[NodeRecord]
     branches: dict[str, Tree] = {}
     grouped = _grouped_items(nodes)
     for record in nodes:
-        unit = grow.unit_of(record.node_id)
+        unit = _unit(record)
         if unit is not None and unit[0] in grouped and record.status != NodeStatus.FAILED:
             continue  # counted on its map's summary line
         status = record.status.value
@@ -305,15 +305,25 @@ def print_run_tree(console: Console, run: RunRecord, nodes: Sequence[NodeRecord]
         console.print(Text(f"error: {run.error.get('message', run.error)}", style="red"))
 
 
+def _unit(record: NodeRecord) -> tuple[str, grow.Segment] | None:
+    """An item or iteration's controller and segment; None for a delegate (`caller/
+    profile[step]`, core/delegation.py), which hangs under its caller, its only child."""
+    if delegation.parse(record.node_id) is not None and record.children == [
+        record.node_id.rpartition("/")[0]
+    ]:
+        return None
+    return grow.unit_of(record.node_id)
+
+
 GROUP_OVER = 10  # a map with more items than this shows one line of counts (and failures)
 
 
 def _tree_parent(record: NodeRecord) -> str | None:
     """Where a node hangs in the run tree: under its first parent; an item or iteration
     under its map or loop; a subgraph's first node under its subgraph."""
-    if record.parents and grow.unit_of(record.node_id) is None:
+    if record.parents and _unit(record) is None:
         return record.parents[0]
-    unit = grow.unit_of(record.node_id)
+    unit = _unit(record)
     if unit is not None:
         return unit[0]
     if "/" in record.node_id:
@@ -325,7 +335,7 @@ def _grouped_items(nodes: Sequence[NodeRecord]) -> dict[str, Text]:
     """For each map with more than GROUP_OVER items: one line, its items per status."""
     items: dict[str, Counter[str]] = {}
     for record in nodes:
-        unit = grow.unit_of(record.node_id)
+        unit = _unit(record)
         if unit is not None and unit[1].index is not None:
             items.setdefault(unit[0], Counter())[record.status.value] += 1
     lines = {}

@@ -245,3 +245,60 @@ async def test_a_suspended_caller_holds_no_worker_so_one_worker_runs_its_delegat
     assert run.outputs == {"lead": answered("writer", "write")}
     assert sorted(nodes) == ["lead", "lead/researcher[1]", "lead/writer[3]"]
     assert nodes["lead"].executions == 1
+
+
+# ---- memory: run ----------------------------------------------------------------------------
+
+
+def looping_writer(memory: dict[str, Any], prompt: str) -> dict[str, Any]:
+    return {
+        "name": "memory",
+        "agents": {"writer": {"model": MODEL, **memory}},
+        "nodes": [
+            {
+                "id": "draft",
+                "agent": "writer",
+                "prompt": prompt,
+                "loop": {"until": "loop.iteration == 3", "max_iterations": 3},
+            }
+        ],
+    }
+
+
+def requests_of(stub: GeminiStub) -> list[dict[str, Any]]:
+    return sorted(stub.calls()["log"], key=lambda e: e["seq"])
+
+
+async def test_memory_run_carries_a_profiles_conversation_across_loop_iterations(
+    harness: Harness, stub: GeminiStub
+) -> None:
+    run = await harness.run(looping_writer({"memory": "run"}, "Draft {{ loop.iteration }}."))
+    assert run.status == RunStatus.SUCCEEDED
+    sent = requests_of(stub)
+    assert [e["last_user_text"] for e in sent] == ["Draft 1.", "Draft 2.", "Draft 3."]
+    # each iteration sees every earlier one: its prompt and the model's answer
+    assert [e["model_turns"] for e in sent] == [0, 1, 2]
+    assert [e["prompt"] for e in sent] == ["Draft 1.", "Draft 1.", "Draft 1."]
+    entries = await harness.store.list_steps(run.run_id, "_memory@writer")
+    assert [e.name for e in entries] == ["draft@1", "draft@2", "draft@3"]
+
+
+async def test_without_memory_each_iteration_starts_afresh(
+    harness: Harness, stub: GeminiStub
+) -> None:
+    run = await harness.run(looping_writer({}, "Draft {{ loop.iteration }}."))
+    assert run.status == RunStatus.SUCCEEDED
+    assert [e["model_turns"] for e in requests_of(stub)] == [0, 0, 0]
+
+
+async def test_memory_is_trimmed_to_its_token_budget_keeping_the_newest_conversations(
+    harness: Harness, stub: GeminiStub
+) -> None:
+    # one iteration is about 65 tokens (prompt and answer, 4 characters a token): two
+    # do not fit in 100, so the third iteration sees only the second
+    prompt = "Draft {{ loop.iteration }}. " + "x" * 110
+    run = await harness.run(looping_writer({"memory": "run", "memory_tokens": 100}, prompt))
+    assert run.status == RunStatus.SUCCEEDED
+    sent = requests_of(stub)
+    assert [e["model_turns"] for e in sent] == [0, 1, 1]
+    assert sent[2]["prompt"].startswith("Draft 2.")

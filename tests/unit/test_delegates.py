@@ -8,10 +8,10 @@ from typing import Any
 
 import pytest
 
-from agentgraph.core import delegation, grow, transitions
+from agentgraph.core import agent_loop, agent_memory, delegation, grow, transitions
 from agentgraph.core.errors import DelegationTooDeep, GraphInvalid
 from agentgraph.core.model import OnError
-from agentgraph.core.ports import FunctionCall, NodeError, NodeRecord
+from agentgraph.core.ports import FunctionCall, NodeError, NodeRecord, Step
 from agentgraph.core.status import NodeStatus as S
 from agentgraph.core.validate import load_graph
 
@@ -207,3 +207,47 @@ def test_a_caller_woken_from_its_delegates_is_ready_at_the_same_attempt_with_no_
     assert (woken.status, woken.attempt, woken.executions) == (S.READY, 2, 1)
     assert transitions.lost_executions(woken) == 0
     assert transitions.resolve(woken, S.READY, 9.0, expected=(S.EXPANDED,)) is None
+
+
+# ---- memory: run ----------------------------------------------------------------------------
+
+
+def conversation(index: int, node_id: str, prompt: str, answer: str) -> Step:
+    turn = Step(0, "model", "m", 1, 1, 0.0, result=agent_loop.model_result(answer, ()))
+    return agent_memory.entry(index, node_id, prompt, [turn], 1.0)
+
+
+def test_memory_sends_earlier_conversations_oldest_first_without_the_nodes_own() -> None:
+    entries = [conversation(0, "d@1", "one", "first"), conversation(1, "d@2", "two", "second")]
+    turns = agent_memory.history(entries, "d@3", 8_000)
+    assert [(t.role, t.text) for t in turns] == [
+        ("user", "one"),
+        ("model", "first"),
+        ("user", "two"),
+        ("model", "second"),
+    ]
+    assert [t.text for t in agent_memory.history(entries, "d@2", 8_000)] == ["one", "first"]
+
+
+def test_memory_keeps_the_newest_whole_conversations_that_fit_the_budget() -> None:
+    entries = [conversation(i, f"d@{i}", "p" * 200, "a" * 200) for i in range(3)]
+    assert agent_memory.estimate_tokens("p" * 200) == 50  # 4 characters a token
+    kept = agent_memory.history(entries, "d@9", 250)  # 100 tokens each: two fit
+    assert len(kept) == 4
+    assert agent_memory.history(entries, "d@9", 99) == ()  # not even the newest fits
+
+
+def test_a_conversation_is_remembered_once_per_node_at_the_next_free_index() -> None:
+    entries = [conversation(0, "d@1", "one", "first")]
+    assert agent_memory.remembered(entries, "d@1") and not agent_memory.remembered(entries, "d@2")
+    assert agent_memory.next_index(entries) == 1 and agent_memory.next_index([]) == 0
+    assert agent_memory.key("writer") == "_memory@writer"
+
+
+def test_show_hangs_a_delegate_under_its_caller_not_under_a_map() -> None:
+    from agentgraph.view import _tree_parent, _unit
+
+    delegate = NodeRecord("r", "lead/researcher[1]", S.SUCCEEDED, [], ["lead"])
+    item = NodeRecord("r", "s/inner[1]", S.SUCCEEDED, [], ["s/inner"])
+    assert _unit(delegate) is None and _tree_parent(delegate) == "lead"
+    assert _unit(item) is not None and _tree_parent(item) == "s/inner"

@@ -117,6 +117,7 @@ def node(caller: Node, graph: Graph, node_id: str, profile_name: str) -> Node | 
         delegates=tuple(profile.delegates or ()),
         profile=profile_name,
         memory=profile.memory,
+        memory_tokens=profile.memory_tokens,
         delegate_of=caller.id,
         delegate_depth=caller.delegate_depth + 1,
     )

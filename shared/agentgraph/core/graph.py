@@ -59,6 +59,7 @@ class Node:
     memory: Literal["run", "none"] = "none"
     delegate_of: str | None = None
     delegate_depth: int = 0
+    memory_tokens: int = 8_000  # the budget of `memory: run` (core/agent_memory.py)
     # Where an instance sits: the prefix its `nodes.<id>` reads resolve under ("" at the
     # top, "research[2]/" inside the third item of subgraph `research`).
     scope: str = ""

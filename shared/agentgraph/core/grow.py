@@ -451,6 +451,7 @@ def with_profile(node: Node, graph: Graph, name: str) -> Node:
         max_turns=profile.max_turns or node.max_turns,
         delegates=tuple(profile.delegates) if profile.delegates is not None else node.delegates,
         memory=profile.memory,
+        memory_tokens=profile.memory_tokens,
         model=profile.model or node.model,
         system=profile.system if profile.system is not None else node.system,
         temperature=profile.temperature if profile.temperature is not None else node.temperature,

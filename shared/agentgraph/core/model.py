@@ -141,6 +141,8 @@ class AgentProfile(_Strict):
     max_turns: int | None = Field(None, ge=1, le=MAX_TURNS)
     delegates: list[str] | None = Field(None, max_length=MAX_DELEGATES)
     memory: Literal["run", "none"] = "none"
+    # With memory: run, the most tokens of earlier conversations sent (core/agent_memory.py).
+    memory_tokens: int = Field(8_000, ge=100, le=1_000_000)
 
 
 class NodeSpec(_NodeSettings):
