@@ -24,12 +24,15 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from agentgraph.core import grow, readiness
+from agentgraph import engine_delegates
+from agentgraph.core import delegation, grow, readiness
 from agentgraph.core.errors import (
+    DelegationSuspended,
     LlmError,
     OutputTooLarge,
     RetryableToolError,
     TemplateProblem,
+    UnknownAgent,
 )
 from agentgraph.core.graph import Graph, Node
 from agentgraph.core.limits import OwnerLimits, check_spend
@@ -59,9 +62,11 @@ from agentgraph.core.timeouts import TimeoutBound
 from agentgraph.core.validate import load_graph, validate_input
 from agentgraph.engine_agent import AgentLoop
 from agentgraph.engine_approval import Approvals
+from agentgraph.engine_delegates import Delegation
 from agentgraph.engine_fanin import FanIn, template_values
 from agentgraph.engine_gate import LocalModelGate, ModelGating, Ticket
 from agentgraph.engine_grow import Growth
+from agentgraph.engine_memory import Memory
 from agentgraph.engine_recovery import RUN_ENDED_WHILE_RUNNING, Recovery
 from agentgraph.engine_redrive import Redrive
 from agentgraph.llm import attachments
@@ -105,11 +110,14 @@ class RunContext:
         if node_id not in self.instances:
             if len(self.instances) > _INSTANCES_KEPT:
                 self.instances.clear()
-            self.instances[node_id] = grow.instance_node(self.graph, node_id)
+            found = grow.instance_node(self.graph, node_id)
+            self.instances[node_id] = found or engine_delegates.resolve(self, node_id)
         return self.instances[node_id]
 
 
-class Engine(FanIn, Recovery, Growth, AgentLoop, ModelGating, Approvals, Redrive):
+class Engine(
+    FanIn, Recovery, Growth, AgentLoop, Delegation, Memory, ModelGating, Approvals, Redrive
+):
     """One engine per process; it caches each run's compiled graph (immutable per run).
 
     Its three message kinds are split over three modules: node-ready here (`execute`),
@@ -400,6 +408,7 @@ class Engine(FanIn, Recovery, Growth, AgentLoop, ModelGating, Approvals, Redrive
         attempt_model = ticket.model if ticket is not None else node.model_for_attempt(attempt)
         began = time.monotonic()
         request: dict[str, Any] | None = None  # an approval's, once its work is done
+        suspended: DelegationSuspended | None = None  # waits for delegates (engine_delegates)
         try:
             # Tools called in the attempt (by a tool node, or by an agent) learn their run
             # from tools.context (e.g. the run's scratch space).
@@ -415,6 +424,8 @@ class Engine(FanIn, Recovery, Growth, AgentLoop, ModelGating, Approvals, Redrive
                 request = await self._approval_request(run_id, context, node, claimed, output)
         except asyncio.CancelledError:
             raise
+        except DelegationSuspended as exc:
+            suspended = exc
         except Exception as exc:  # every failure of user code becomes a node error
             error = classify(exc, attempt, node.timeout_s)
             usage = getattr(exc, "usage", usage)
@@ -425,6 +436,10 @@ class Engine(FanIn, Recovery, Growth, AgentLoop, ModelGating, Approvals, Redrive
                 await self._schedule_retry(run_id, node, attempt, error, action, usage)
                 return
             outcome = Outcome(NodeStatus.FAILED, error=error, usage=usage, model=attempt_model)
+        if suspended is not None:  # its delegates run; their node-finished wake it
+            telemetry.record_attempt(node, "expanded", attempt_model, began)
+            await self._suspend(run_id, node, attempt, suspended)
+            return
         if request is not None:  # the work is done; a person decides the rest
             telemetry.record_attempt(node, "waiting_approval", outcome.model, began)
             await self._await_approval(run_id, node, attempt, request, usage, model)
@@ -506,6 +521,8 @@ class Engine(FanIn, Recovery, Growth, AgentLoop, ModelGating, Approvals, Redrive
             return
         if record.status in (NodeStatus.SUCCEEDED, NodeStatus.FAILED):
             await self.dispatcher.node_finished(run_id, node.id, record.status)
+        elif record.status == NodeStatus.EXPANDED and not node.controller:
+            await self._redispatch_delegates(run_id, node)  # an agent waiting for delegates
         elif record.status == NodeStatus.EXPANDED:
             await self._redispatch_expansion(run_id, node)
         elif record.status == NodeStatus.RETRYING and record.next_attempt_at is not None:
@@ -556,7 +573,8 @@ class Engine(FanIn, Recovery, Growth, AgentLoop, ModelGating, Approvals, Redrive
                 return await self._call_tool(node.tool, args), Usage(), None
         assert node.prompt is not None
         model = admitted or node.model_for_attempt(attempt)
-        assert model is not None
+        if model is None:  # a delegate whose profile names no model, nor its caller
+            raise UnknownAgent(f"{node.id!r} has no model: its profile names none")
         await self._check_budget(context)
         attached = await self._attachments(node, values)
         request = LlmRequest(
@@ -575,7 +593,7 @@ class Engine(FanIn, Recovery, Growth, AgentLoop, ModelGating, Approvals, Redrive
             attachments=attached,
         )
         on_partial = self._partial_writer(run_id, node.id, attempt) if node.stream else None
-        if node.tools:  # function calling: a loop of durable steps (engine_agent.py)
+        if node.tools or node.delegates or node.memory == "run":  # durable steps (engine_agent)
             return await self._tool_loop(
                 run_id,
                 node,
@@ -585,6 +603,7 @@ class Engine(FanIn, Recovery, Growth, AgentLoop, ModelGating, Approvals, Redrive
                 lambda: self._check_budget(context),
                 on_partial,
                 lambda turn, partial: self._generate(turn, partial, ticket),
+                delegation.declarations(node, context.graph),
             )
         with tracing.span(f"chat {model}", telemetry.llm_attributes(request)):
             response = await self._generate(request, on_partial, ticket)

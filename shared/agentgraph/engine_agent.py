@@ -24,9 +24,9 @@ import contextlib
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from agentgraph.core import agent_loop
+from agentgraph.core import agent_loop, delegation
 from agentgraph.core.errors import RetryableToolError
 from agentgraph.core.graph import Node
 from agentgraph.core.ports import (
@@ -39,6 +39,7 @@ from agentgraph.core.ports import (
     Step,
     Store,
     ToolRegistry,
+    Turn,
     Usage,
 )
 from agentgraph.observability import engine_telemetry as telemetry
@@ -56,6 +57,24 @@ class AgentLoop:
     tools: ToolRegistry
     clock: Callable[[], float]
 
+    if TYPE_CHECKING:  # provided by Engine (engine_delegates.py, engine_memory.py)
+
+        async def _memory_history(self, run_id: str, node: Node) -> tuple[Turn, ...]: ...
+
+        async def _memorize(
+            self, run_id: str, node: Node, prompt: str, steps: list[Step]
+        ) -> None: ...
+
+        async def _delegate_steps(
+            self,
+            run_id: str,
+            node: Node,
+            attempt: int,
+            turn: int,
+            calls: list[tuple[int, FunctionCall]],
+            into: list[Step],
+        ) -> None: ...
+
     async def _tool_loop(
         self,
         run_id: str,
@@ -66,29 +85,45 @@ class AgentLoop:
         before_model_call: Callable[[], Awaitable[None]],
         on_partial: OnPartial | None,
         generate: Generate | None = None,
+        delegates: tuple[FunctionSpec, ...] = (),
     ) -> tuple[Any, Usage, str | None]:
         """(output, usage not yet charged to the node, answering model). `generate` makes
         each model call (the engine passes its gated call, so the breaker sees every
-        turn's outcome); the LLM provider's own by default."""
+        turn's outcome); the LLM provider's own by default. `delegates` are the
+        functions of the node's delegate profiles (engine_delegates.py): a turn calling
+        one whose answer is not in yet raises DelegationSuspended."""
         generate = generate or self.llm.generate
-        request = replace(request, functions=self._functions(node))
+        request = replace(
+            request,
+            functions=(*self._functions(node), *delegates),
+            history=await self._memory_history(run_id, node),
+        )
         steps = await self.store.list_steps(run_id, node.id)
         try:
             while True:
                 state = agent_loop.replay(steps)
                 action = agent_loop.decide(state, node.max_turns)
                 if isinstance(action, agent_loop.Answer):
+                    await self._memorize(run_id, node, request.prompt, steps)
                     output = action.data if node.output == "json" else action.text
                     usage = agent_loop.unrecorded(agent_loop.total_usage(steps), recorded)
                     return output, usage, action.model
                 if isinstance(action, agent_loop.Exhausted):
                     if node.on_max_turns != "return_last":
                         raise agent_loop.exhausted_error(action)
+                    await self._memorize(run_id, node, request.prompt, steps)
                     usage = agent_loop.unrecorded(agent_loop.total_usage(steps), recorded)
                     last_model = next((s.name for s in reversed(steps) if s.kind == "model"), None)
                     return action.last_text, usage, last_model
                 if isinstance(action, agent_loop.RunTools):
-                    await self._tool_steps(run_id, node, attempt, action, steps)
+                    to_tools, to_delegates = delegation.split(node, action.calls)
+                    if to_tools:
+                        tools_action = agent_loop.RunTools(action.turn, tuple(to_tools))
+                        await self._tool_steps(run_id, node, attempt, tools_action, steps)
+                    if to_delegates:
+                        await self._delegate_steps(
+                            run_id, node, attempt, action.turn, to_delegates, steps
+                        )
                     continue
                 await before_model_call()
                 turn_request = replace(request, turns=state.turns)

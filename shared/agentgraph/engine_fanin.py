@@ -60,6 +60,8 @@ class FanIn:
             controller_id: str,
         ) -> None: ...
 
+        async def _delegate_finished(self, run_id: str, node: Node, record: NodeRecord) -> None: ...
+
     async def complete(self, run_id: str, node_id: str, status: NodeStatus | str) -> None:
         """Record this node's arrival at each child, once per edge; the arrival that
         completes a child's set of parents decides the child. A sink may end the run.
@@ -95,6 +97,9 @@ class FanIn:
             await self._end_run(run_id, RunStatus.FAILED, {"node_id": node_id, **error})
             return
         if status == NodeStatus.CANCELLED:
+            return
+        if node.delegate_of is not None:  # a delegate: its caller waits for it
+            await self._delegate_finished(run_id, node, record)
             return
         if grow.is_instance(node_id) and any(_contains(c, node_id) for c in node.children):
             # an item, an iteration or a body's sink: its controller decides on it

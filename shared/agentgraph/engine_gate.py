@@ -87,7 +87,8 @@ class ModelGating:
     async def _gated_execute(self, run_id: str, node_id: str, attempt: int) -> None:
         context = await self._context(run_id)
         node = context.node(node_id) if context is not None else None
-        if node is None or node.kind != "agent":
+        if node is None or node.kind != "agent" or node.model_for_attempt(attempt) is None:
+            # (no model of its own: an `agent:` node takes its profile's, or fails clearly)
             await self._execute(run_id, node_id, attempt)
             return
         ticket = await self._admit(run_id, node, attempt)

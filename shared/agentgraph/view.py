@@ -19,7 +19,7 @@ from rich.text import Text
 from rich.tree import Tree
 
 from agentgraph import view_graph, view_grow
-from agentgraph.core import grow
+from agentgraph.core import delegation, grow
 from agentgraph.core.graph import Graph
 from agentgraph.core.ports import Event, NodeRecord, RunRecord
 from agentgraph.core.status import NodeStatus
@@ -291,8 +291,8 @@ def print_run_tree(
         if not view_grow.expanded(g, expand, expand_all)
     }
     for record in nodes:
-        unit = grow.unit_of(record.node_id)
-        in_map = view_grow.map_group(record.node_id)
+        unit = _unit(record)
+        in_map = None if _delegate(record) else view_grow.map_group(record.node_id)
         if in_map is not None and in_map[0] in grouped and record.status != NodeStatus.FAILED:
             continue  # counted on its map's summary line
         status = record.status.value
@@ -335,12 +335,25 @@ def print_run_tree(
         console.print(Text(f"error: {run.error.get('message', run.error)}", style="red"))
 
 
+def _delegate(record: NodeRecord) -> bool:
+    """A delegate (`caller/profile[step]`, core/delegation.py) hangs under its caller,
+    its only child: not an item of a map."""
+    return delegation.parse(record.node_id) is not None and record.children == [
+        record.node_id.rpartition("/")[0]
+    ]
+
+
+def _unit(record: NodeRecord) -> tuple[str, grow.Segment] | None:
+    """An item or iteration's controller and segment; None for a delegate."""
+    return None if _delegate(record) else grow.unit_of(record.node_id)
+
+
 def _tree_parent(record: NodeRecord) -> str | None:
     """Where a node hangs in the run tree: under its first parent; an item or iteration
     under its map or loop; a subgraph's first node under its subgraph."""
-    if record.parents and grow.unit_of(record.node_id) is None:
+    if record.parents and _unit(record) is None:
         return record.parents[0]
-    unit = grow.unit_of(record.node_id)
+    unit = _unit(record)
     if unit is not None:
         return unit[0]
     if "/" in record.node_id:
@@ -352,7 +365,7 @@ def _grouped_items(nodes: Sequence[NodeRecord]) -> dict[str, Text]:
     """For each map with more than GROUP_OVER items: one line, its items per status."""
     items: dict[str, Counter[str]] = {}
     for record in nodes:
-        unit = grow.unit_of(record.node_id)
+        unit = _unit(record)
         if unit is not None and unit[1].index is not None:
             items.setdefault(unit[0], Counter())[record.status.value] += 1
     lines = {}

@@ -293,6 +293,20 @@ def test_the_tools_example_runs_offline(tmp_path: Path) -> None:
     assert '| tool word_count(text="durable agents") |' in traced.stdout
 
 
+def test_the_delegates_example_runs_offline(tmp_path: Path) -> None:
+    db = tmp_path / "runs.db"
+    example = ("examples/delegates.yaml", "--tools", "examples/word_tools.py")
+    ran = agentgraph("run", *example, "--json", db=db)
+    assert ran.returncode == 0, ran.stderr
+    run = json.loads(ran.stdout)
+    assert run["outputs"] == {"lead": 'writer: {"result": "Improve the draft."}'}
+    shown = agentgraph("show", run["run_id"], db=db)
+    for child in ("lead/researcher[1]", "lead/writer[2]", "lead/writer[4]"):
+        assert child in shown.stdout
+    traced = agentgraph("trace", run["run_id"], "lead/researcher[1]", db=db)
+    assert '| tool word_count(text="durable agents as tools") |' in traced.stdout
+
+
 # ---- approval and redrive ------------------------------------------------------------------
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 # CLI exit codes: 0 succeeded, 1 the run failed or was cancelled (or the system could not
 # finish the command), 2 the caller's input was wrong (graph, run input, unknown id).
@@ -238,6 +239,21 @@ class ExpansionError(AgentgraphError, ValueError):
 
 class UnknownAgent(AgentgraphError, ValueError):
     """`agent:` named a profile the graph's `agents:` does not declare."""
+
+
+class DelegationTooDeep(AgentgraphError):
+    """An agent at the delegation depth cap (`core/delegation.MAX_DELEGATE_DEPTH`) called a
+    delegate. Permanent: the node fails, and its caller receives the error."""
+
+
+class DelegationSuspended(AgentgraphError):
+    """Not a failure: an agent's tool loop called delegates whose answers are not in yet.
+    The engine adds their instances and suspends the node (`engine_delegates.py`);
+    `records` are the delegate instances of the turn, created if absent."""
+
+    def __init__(self, records: list[Any]) -> None:
+        super().__init__(f"waiting for {len(records)} delegate(s)")
+        self.records = records
 
 
 class LlmError(AgentgraphError):

@@ -51,6 +51,15 @@ class Node:
     body: Graph | None = None  # a subgraph's compiled nodes (ids local to it)
     body_output: str | None = None  # a subgraph's `output:` template
     agent: str | None = None  # a template naming one of the graph's `agents:` profiles
+    # Agents as tools (engine_delegates.py): the profiles the model may call; the profile
+    # this node runs as (set by grow.with_profile), its memory, and for a delegate's
+    # instance, the caller whose call it answers.
+    delegates: tuple[str, ...] = ()
+    profile: str | None = None
+    memory: Literal["run", "none"] = "none"
+    delegate_of: str | None = None
+    delegate_depth: int = 0
+    memory_tokens: int = 8_000  # the budget of `memory: run` (core/agent_memory.py)
     # Where an instance sits: the prefix its `nodes.<id>` reads resolve under ("" at the
     # top, "research[2]/" inside the third item of subgraph `research`).
     scope: str = ""

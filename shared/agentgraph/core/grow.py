@@ -435,7 +435,7 @@ def _excerpt(value: Any) -> str:
 
 def with_profile(node: Node, graph: Graph, name: str) -> Node:
     """The node as the named `agents:` profile runs it: the profile's model, system,
-    output and sampling settings over the node's. An unknown name is the node's error."""
+    output, sampling, tools, max_turns, delegates and memory over the node's. An unknown name is the node's error."""
     profile = graph.agents.get(name)
     if profile is None:
         known = ", ".join(sorted(graph.agents)) or "none"
@@ -446,6 +446,12 @@ def with_profile(node: Node, graph: Graph, name: str) -> Node:
     return replace(
         node,
         agent=None,
+        profile=name,
+        tools=tuple(profile.tools) if profile.tools is not None else node.tools,
+        max_turns=profile.max_turns or node.max_turns,
+        delegates=tuple(profile.delegates) if profile.delegates is not None else node.delegates,
+        memory=profile.memory,
+        memory_tokens=profile.memory_tokens,
         model=profile.model or node.model,
         system=profile.system if profile.system is not None else node.system,
         temperature=profile.temperature if profile.temperature is not None else node.temperature,

@@ -25,6 +25,7 @@ MAX_NODES = 2000
 MAX_TURNS = 100
 DEFAULT_MAX_TURNS = 10
 MAX_TOOLS = 64
+MAX_DELEGATES = 16  # profiles one agent may call as tools (`delegates`)
 MAX_ATTACHMENTS = 16
 _ATTACH_KEYS = frozenset({"mime_type", "data", "uri"})
 MAX_ITERATIONS = 1000  # loop.max_iterations
@@ -133,6 +134,15 @@ class AgentProfile(_Strict):
     max_output_tokens: int | None = Field(None, ge=1, le=1_000_000)
     output: Literal["text", "json"] | None = None
     output_schema: dict[str, Any] | None = None
+    # An agent running this profile (an `agent:` node, or a delegate) calls these tools,
+    # delegates to these profiles (agents as tools, engine_delegates.py), and with
+    # `memory: run` carries its conversation across its runs within the run (agent_memory).
+    tools: list[str] | None = Field(None, max_length=MAX_TOOLS)
+    max_turns: int | None = Field(None, ge=1, le=MAX_TURNS)
+    delegates: list[str] | None = Field(None, max_length=MAX_DELEGATES)
+    memory: Literal["run", "none"] = "none"
+    # With memory: run, the most tokens of earlier conversations sent (core/agent_memory.py).
+    memory_tokens: int = Field(8_000, ge=100, le=1_000_000)
 
 
 class NodeSpec(_NodeSettings):
@@ -163,6 +173,8 @@ class NodeSpec(_NodeSettings):
     nodes: list[dict[str, Any]] | None = Field(None, min_length=1, max_length=MAX_NODES)
     graph: str | None = Field(None, pattern=GRAPH_REF_PATTERN)
     agent: str | None = Field(None, min_length=1, max_length=2000)
+    # Agents as tools: profiles of `agents:` the model may call like tools (an agent node).
+    delegates: list[str] | None = Field(None, max_length=MAX_DELEGATES)
 
     @model_validator(mode="after")
     def _tool_or_agent(self) -> NodeSpec:
@@ -197,6 +209,8 @@ class NodeSpec(_NodeSettings):
                 "'tools', 'max_turns' and 'on_max_turns' are for agent nodes (the model "
                 "calls the tools); a tool node names one 'tool'"
             )
+        if self.delegates is not None and self.prompt is None:
+            raise ValueError("'delegates' is for agent nodes (the model calls the profiles)")
         if self.prompt is not None and self.args:
             raise ValueError("'args' is for tool nodes; an agent node takes 'prompt'")
         if self.output_schema is not None and self.output != "json":
@@ -219,6 +233,7 @@ class NodeSpec(_NodeSettings):
             "approval",
             "tools",
             "attach",
+            "delegates",
         ):
             if getattr(self, name) is not None:
                 raise ValueError(f"'{name}' is for a tool or agent node, not a subgraph")

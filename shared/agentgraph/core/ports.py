@@ -572,6 +572,8 @@ class LlmRequest:
     # Function calling: the tools the model may call, and the turns after the prompt.
     functions: tuple[FunctionSpec, ...] = ()
     turns: tuple[Turn, ...] = ()
+    # Turns BEFORE the prompt: an agent profile's earlier conversations (`memory: run`).
+    history: tuple[Turn, ...] = ()
     attachments: tuple[Attachment, ...] = ()  # parts after the prompt, in order
 
 

@@ -198,6 +198,10 @@ def resolve(
         fields["skip_reason"] = reason
     if status in TERMINAL_NODE:
         fields["finished_at"] = now
+    if node.status == NodeStatus.EXPANDED and status == NodeStatus.READY:
+        # An agent woken from its delegates runs again at the same attempt: its
+        # suspension was no lost execution, so it does not count toward max_takeovers.
+        fields["executions"] = max(node.executions - 1, 0)
     return Change(
         node.status,
         node.attempt,

@@ -42,7 +42,9 @@ from agentgraph.core.timeouts import TimeoutBound
 from agentgraph.core.validate_grow import (
     check_agents,
     check_body_output,
+    check_delegates,
     check_growth,
+    check_tool_names,
     names,
     own_bindings,
     plan_schema,
@@ -75,7 +77,7 @@ def load_graph(
         raise GraphInvalid(problems)
     defaults = spec.defaults if spec else _defaults_or_empty(data)
     agents = dict(spec.agents) if spec else {}
-    check_agents(agents, model_known, problems)
+    check_agents(agents, model_known, problems, tools)
     scope = _Scope(defaults, tools, model_known, agents, timeout_bound)
     nodes = _compile_nodes(raw_nodes, "nodes", scope, frozenset(), 1, problems)
     input_schema = data.get("input") if isinstance(data, Mapping) else None
@@ -601,7 +603,7 @@ def _check_names(
             )
         if s.prompt is None:
             continue
-        _check_function_tools(f"{where}[{i}]", s, defaults, tools, problems)
+        _check_function_tools(f"{where}[{i}]", s, defaults, tools, problems, scope.agents)
         model = s.model or defaults.model
         if model is None and s.agent is None:
             problems.append(
@@ -640,19 +642,15 @@ def _check_function_tools(
     defaults: Defaults,
     tools: Collection[str] | None,
     problems: list[Problem],
+    agents: Mapping[str, AgentProfile],
 ) -> None:
-    """An agent's `tools` (its own, else the defaults'): registered, each named once."""
+    """An agent's `tools` (its own, else the defaults'): registered, each named once; its
+    `delegates`: profiles of the graph."""
     field_name = f"{path}.tools" if s.tools is not None else "defaults.tools"
     names = s.tools if s.tools is not None else defaults.tools
-    seen: set[str] = set()
-    for j, name in enumerate(names or ()):
-        if name in seen:
-            problems.append(Problem(f"{field_name}[{j}]", f"tool {name!r} is listed twice", s.id))
-        seen.add(name)
-        if tools is not None and name not in tools:
-            problems.append(
-                Problem(f"{field_name}[{j}]", f"unknown tool {name!r}{_suggest(name, tools)}", s.id)
-            )
+    check_tool_names(field_name, names or (), tools, problems, s.id)
+    if s.delegates:
+        check_delegates(f"{path}.delegates", s.delegates, names or (), agents, problems, s.id)
 
 
 # ---- building the core graph -----------------------------------------------------------
@@ -738,4 +736,5 @@ def _resolve(
         body=body,
         body_output=s.output if body is not None and s.output not in ("text", "json") else None,
         agent=s.agent,
+        delegates=tuple(s.delegates or ()),
     )

@@ -119,8 +119,17 @@ def check_agents(
     agents: Mapping[str, AgentProfile],
     model_known: Callable[[str], bool] | None,
     problems: list[Problem],
+    tools: Collection[str] | None = None,
 ) -> None:
     for name, profile in agents.items():
+        check_tool_names(f"agents.{name}.tools", profile.tools or (), tools, problems)
+        check_delegates(
+            f"agents.{name}.delegates",
+            profile.delegates or (),
+            profile.tools or (),
+            agents,
+            problems,
+        )
         if not _AGENT_NAME.match(name):
             problems.append(
                 Problem(f"agents.{name}", "a profile name is letters, digits, '_' and '-'")
@@ -163,3 +172,62 @@ def plan_schema(agents: Mapping[str, AgentProfile]) -> dict[str, Any]:
         },
         "required": ["tasks"],
     }
+
+
+# A delegate's instance id is `<caller>/<profile>[<step>]` (engine_delegates.py): the
+# profiles an agent delegates to are named like node ids.
+_DELEGATE_NAME = re.compile(r"^[a-z0-9-][a-z0-9_-]{0,62}$")
+
+
+def check_tool_names(
+    path: str,
+    listed: Collection[str],
+    tools: Collection[str] | None,
+    problems: list[Problem],
+    node_id: str | None = None,
+) -> None:
+    """An agent's `tools`: registered (when the registry is known), each named once."""
+    seen: set[str] = set()
+    for j, name in enumerate(listed):
+        if name in seen:
+            problems.append(Problem(f"{path}[{j}]", f"tool {name!r} is listed twice", node_id))
+        seen.add(name)
+        if tools is not None and name not in tools:
+            problems.append(
+                Problem(f"{path}[{j}]", f"unknown tool {name!r}{suggest(name, tools)}", node_id)
+            )
+
+
+def check_delegates(
+    path: str,
+    delegates: Collection[str],
+    own_tools: Collection[str],
+    agents: Mapping[str, AgentProfile],
+    problems: list[Problem],
+    node_id: str | None = None,
+) -> None:
+    """`delegates`: profiles of `agents:`, each once, named like node ids, none sharing a
+    name with one of the same agent's tools (the model calls both by name). Cycles are
+    allowed (a researcher may ask a researcher): the depth cap bounds them at run time."""
+    seen: set[str] = set()
+    for j, name in enumerate(delegates):
+        where = f"{path}[{j}]"
+        if name in seen:
+            problems.append(Problem(where, f"profile {name!r} is listed twice", node_id))
+        seen.add(name)
+        if name not in agents:
+            known = suggest(name, agents) if agents else " (the graph declares no 'agents:')"
+            problems.append(Problem(where, f"unknown profile {name!r}{known}", node_id))
+        elif not _DELEGATE_NAME.match(name):
+            problems.append(
+                Problem(
+                    where,
+                    f"a profile called as a delegate is named like a node id (lowercase "
+                    f"letters, digits, '_' and '-'): {name!r}",
+                    node_id,
+                )
+            )
+        if name in own_tools:
+            problems.append(
+                Problem(where, f"{name!r} is both a tool and a delegate of this agent", node_id)
+            )

@@ -154,7 +154,11 @@ class GeminiProvider:
         json_mode = request.output == "json"
         if json_mode and request.output_schema is not None:
             _check_schema(request.output_schema, request.model)
-        contents = [_first_turn(request), *(functions.content(t) for t in request.turns)]
+        contents = [
+            *(functions.content(t) for t in request.history),
+            _first_turn(request),
+            *(functions.content(t) for t in request.turns),
+        ]
         text, model, usage, calls = await self._call(request, contents, on_partial)
         if calls:
             return LlmResponse(text=text, model=model, usage=usage, calls=calls)
