@@ -41,6 +41,8 @@ def test_the_indexes_file_has_the_composite_indexes_the_queries_need() -> None:
         (nodes, "COLLECTION_GROUP", (("status", "ASCENDING"), ("updated_at", "ASCENDING"))),
         # api: a user's runs, newest first (idempotency keys are documents, not a query)
         (runs, "COLLECTION", (("owner", "ASCENDING"), ("created_at", "DESCENDING"))),
+        # web console: a group's instances (a node_id range) in a status, counted or watched
+        (nodes, "COLLECTION", (("status", "ASCENDING"), ("node_id", "ASCENDING"))),
     }
 
 
