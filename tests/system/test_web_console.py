@@ -495,6 +495,41 @@ def test_a_loops_iterations_are_stacked_under_it_with_their_statuses(
     assert iterations == [(f"iteration {k}", "succeeded") for k in (1, 2, 3)]
 
 
+def test_a_subgraphs_nodes_are_grouped_under_it_and_open_like_nodes(
+    stack: Stack, open_page: Callable[[str], Page]
+) -> None:
+    run_id = start_run(
+        stack,
+        "barbara",
+        {
+            "name": "nested",
+            "nodes": [
+                {
+                    "id": "research",
+                    "nodes": [sleeper("search", 0.1), sleeper("sum", 0.1, ["search"])],
+                },
+                sleeper("report", 0.1, ["research"]),
+            ],
+        },
+    )
+    page = open_page("barbara")
+    page.go(f"#/runs/{run_id}")
+    page.wait(lambda: page.text("#run-status") == "succeeded", "the run succeeded")
+    assert sorted(page.statuses()) == ["report", "research"]
+    page.wait(lambda: counts_of(page, "research") == "succeeded 2", "counts on the subgraph's box")
+    page.click_node("research")
+    page.wait(lambda: page.text("#group-counts") == "2 nodes: 2 succeeded", "the counts")
+    page.find("#group-toggle")[0].click()
+    listed = page.wait(lambda: len(instances_listed(page)) == 2 and instances_listed(page), "nodes")
+    assert listed == [("research/search", "succeeded"), ("research/sum", "succeeded")]
+
+    page.find('#group-items button[data-instance-id="research/sum"]')[0].click()
+    page.wait(lambda: page.text("#node-panel h2") == "research/sum", "the instance's panel")
+    page.wait(lambda: page.text("#node-output") == '"sum"', "the instance's output")
+    page.wait(lambda: "succeeded" in page.text("#node-timeline"), "the instance's timeline")
+    page.shot("subgraph-node")
+
+
 def test_an_acting_agents_tool_trace_shows_in_its_panel(
     stack: Stack, open_page: Callable[[str], Page]
 ) -> None:
@@ -503,8 +538,10 @@ def test_an_acting_agents_tool_trace_shows_in_its_panel(
             "Look things up.",
             '@call 1 e2e_value {"value": {"answer": 42}}',
             '@call 1 e2e_fail {"message": "no such page"}',
+            '@call 2 e2e_sleep {"seconds": 4, "value": "slept"}',
         ]
     )
+    page = open_page("ada")  # first: the trace must grow while the page watches
     run_id = start_run(
         stack,
         "ada",
@@ -515,32 +552,39 @@ def test_an_acting_agents_tool_trace_shows_in_its_panel(
                     "id": "agent",
                     "model": "gemini-2.5-flash",
                     "prompt": prompt,
-                    "tools": ["e2e_value", "e2e_fail"],
+                    "tools": ["e2e_value", "e2e_fail", "e2e_sleep"],
                 }
             ],
         },
     )
-    page = open_page("ada")
     page.go(f"#/runs/{run_id}")
     page.wait(lambda: page.find('g.node[data-node-id="agent"]'), "the node")
     page.click_node("agent")
-    page.wait(lambda: page.text("#node-status") == "succeeded", "the agent finished")
     script = (
         "return [...document.querySelectorAll('#node-steps li.step')]"
         ".map(li => [li.dataset.kind, li.textContent])"
     )
+    # Live: the first turns show while the agent still runs (its last tool sleeps 4 s).
+    page.wait(
+        lambda: (
+            page.text("#node-status") == "running" and len(page.driver.execute_script(script)) >= 4
+        ),
+        "steps while the agent runs",
+    )
+    page.wait(lambda: page.text("#node-status") == "succeeded", "the agent finished")
     steps = page.wait(
-        lambda: len(found := page.driver.execute_script(script)) >= 4 and found, "4 steps"
+        lambda: len(found := page.driver.execute_script(script)) >= 6 and found, "6 steps"
     )
     page.driver.execute_script("document.getElementById('node-steps').scrollIntoView()")
     page.shot("tool-trace")
 
     kinds = [kind for kind, _ in steps]
-    assert kinds == ["model", "tool", "tool", "model"]
-    first_turn, value, failed, last_turn = (text for _, text in steps)
+    assert kinds == ["model", "tool", "tool", "model", "tool", "model"]
+    first_turn, value, failed, second_turn, slept, last_turn = (text for _, text in steps)
     assert "model gemini-2.5-flash" in first_turn and "turn 1" in first_turn
     assert "tokens" in first_turn and "ms" in first_turn
     assert "tool e2e_value" in value and '"answer": 42' in value
     assert "tool e2e_fail · error" in failed and "no such page" in failed
-    assert "turn 2" in last_turn
+    assert "turn 2" in second_turn and "tool e2e_sleep · ok" in slept
+    assert "turn 3" in last_turn and '"slept"' in slept
     assert page.not_reloaded()

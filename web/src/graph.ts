@@ -53,6 +53,7 @@ export class GraphView {
   readonly element: SVGSVGElement;
   private readonly nodes = new Map<string, SVGGElement>();
   private readonly counts = new Map<string, SVGTextElement>();
+  private readonly countsText = new Map<string, string>();
 
   constructor(graphNodes: GraphNode[], onSelect: (id: string) => void) {
     const g = new Graph();
@@ -121,7 +122,8 @@ export class GraphView {
     const group = this.nodes.get(id);
     if (!group || group.getAttribute("data-status") === status) return;
     group.setAttribute("data-status", status);
-    group.setAttribute("aria-label", `${id}: ${status}`);
+    const counts = this.countsText.get(id);
+    group.setAttribute("aria-label", `${id}: ${status}${counts ? `; ${counts}` : ""}`);
   }
 
   /**
@@ -138,6 +140,7 @@ export class GraphView {
       .map(([s, n]) => `${s} ${n}`)
       .join(", ");
     group.setAttribute("data-counts", data);
+    this.countsText.set(id, full);
     group.setAttribute("aria-label", `${id}: ${group.getAttribute("data-status")}; ${full}`);
   }
 
