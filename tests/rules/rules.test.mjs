@@ -166,10 +166,10 @@ describe("the web console's queries", () => {
       // A run that grew: map `m` with two items, loop `l` with one iteration, subgraph `s`.
       for (const [id, status, seq] of [
         ['m[0]', 'succeeded', 1e17], ['m[1]', 'running', 1e17 + 1], ['l@1', 'running', 1e17 + 2],
-        ['s/a', 'waiting', 1e17 + 3], ['m', 'expanded', 3],
+        ['s/a', 'waiting', 1e17 + 3], ['m', 'expanded', 3], ['m[0]/x', 'running', 1e17 + 4],
       ]) {
         await setDoc(Q.nodeDoc(F, db, CONSOLE_RUN, id), {
-          owner: ALICE, run_id: CONSOLE_RUN, node_id: id, seq, status,
+          owner: ALICE, run_id: CONSOLE_RUN, node_id: id, seq, status, children: [id === 'm[0]/x' ? 'm[0]' : id.slice(0, 1)],
         });
       }
       await setDoc(doc(db, 'runs', CONSOLE_RUN, 'nodes', 'n0', 'steps', '000000'), {
@@ -202,12 +202,13 @@ describe("the web console's queries", () => {
     // A group's counts, its active instances, its pages; a node's steps and a step's chunks.
     const count = async (mark, status) =>
       (await assertSucceeds(F.getCountFromServer(Q.groupCountQuery(F, db, CONSOLE_RUN, mark === '/' ? 's' : mark === '@' ? 'l' : 'm', mark, status)))).data().count;
-    assert.equal(await count('[', null), 2);
+    assert.equal(await count('[', null), 2); // the items, not the nodes of their bodies
+    assert.equal(await count('[', 'running'), 1);
     assert.equal(await count('[', 'succeeded'), 1);
     assert.equal(await count('@', null), 1);
     assert.equal(await count('/', 'waiting'), 1);
     const active = await assertSucceeds(getDocs(Q.groupActiveQuery(F, db, CONSOLE_RUN, 'm', '[')));
-    assert.deepEqual(active.docs.map((d) => d.id), ['m[1]']);
+    assert.deepEqual(active.docs.map((d) => d.id).sort(), ['m[0]|x', 'm[1]']);
     const byId = await assertSucceeds(getDocs(Q.instancesByIdQuery(F, db, CONSOLE_RUN, ['m[0]', 'm[1]', 'm[2]'])));
     assert.deepEqual(byId.docs.map((d) => d.id).sort(), ['m[0]', 'm[1]']);
     const sub = await assertSucceeds(getDocs(Q.instancesPageQuery(F, db, CONSOLE_RUN, 's', '/')));

@@ -530,6 +530,41 @@ def test_a_subgraphs_nodes_are_grouped_under_it_and_open_like_nodes(
     page.shot("subgraph-node")
 
 
+def test_a_map_of_subgraphs_counts_its_items_and_each_item_lists_its_own_nodes(
+    stack: Stack, open_page: Callable[[str], Page]
+) -> None:
+    run_id = start_run(
+        stack,
+        "grace",
+        {
+            "name": "mapped-subgraph",
+            "nodes": [
+                {
+                    "id": "per",
+                    "map": "{{ input.numbers }}",
+                    "nodes": [sleeper("a", 0.1), sleeper("b", 0.1, ["a"])],
+                },
+            ],
+        },
+        {"numbers": [0, 1, 2]},
+    )
+    page = open_page("grace")
+    page.go(f"#/runs/{run_id}")
+    page.wait(lambda: page.text("#run-status") == "succeeded", "the run succeeded")
+    # Its 3 items, not the 6 nodes of their bodies.
+    page.wait(lambda: counts_of(page, "per") == "succeeded 3", "counts on the map's box")
+    page.click_node("per")
+    page.find("#group-toggle")[0].click()
+    page.wait(lambda: len(instances_listed(page)) == 3, "the 3 items")
+    page.find('#group-items button[data-instance-id="per[1]"]')[0].click()
+    page.wait(lambda: page.text("#node-panel h2") == "per[1]", "the item's panel")
+    page.wait(lambda: page.text("#group-counts") == "2 nodes: 2 succeeded", "the item's counts")
+    page.find("#group-toggle")[0].click()
+    listed = page.wait(lambda: len(instances_listed(page)) == 2 and instances_listed(page), "nodes")
+    page.shot("map-of-subgraphs-item")
+    assert listed == [("per[1]/a", "succeeded"), ("per[1]/b", "succeeded")]
+
+
 def test_an_acting_agents_tool_trace_shows_in_its_panel(
     stack: Stack, open_page: Callable[[str], Page]
 ) -> None:

@@ -118,7 +118,9 @@ class Counter {
     this.stopActive = onSnapshot(
       Q.groupActiveQuery(F, db, runId, id, group.mark),
       (snap) => {
-        this.active = new Map(snap.docs.map((d) => [d.id, String(d.get("status"))]));
+        // A map's or loop's units only (not the nodes of a mapped subgraph's bodies).
+        const units = snap.docs.filter((d) => group.mark === "/" || !String(d.get("node_id")).includes("/", id.length));
+        this.active = new Map(units.map((d) => [d.id, String(d.get("status"))]));
         this.capped = snap.size >= Q.GROUP_ACTIVE;
         this.refresh();
       },

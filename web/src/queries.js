@@ -94,12 +94,16 @@ function instances(F, db, runId, controllerId, mark, ...more) {
 /**
  * For an aggregation count (getCountFromServer): the group's instances, or those in
  * `status`. Billed one read per 1,000 index entries counted (at least one per query).
- * Needs the (status, node_id) index of firestore.indexes.json.
+ * A map's items and a loop's iterations are exactly the ids in the range whose `children`
+ * hold the controller (core/grow.instance_node): so a map of subgraphs counts its items,
+ * not their bodies' nodes. Needs the (children, [status,] node_id) indexes of
+ * firestore.indexes.json.
  */
 export function groupCountQuery(F, db, runId, controllerId, mark, status) {
-  return status == null
-    ? instances(F, db, runId, controllerId, mark)
-    : instances(F, db, runId, controllerId, mark, F.where('status', '==', status));
+  const parts = [];
+  if (mark !== '/') parts.push(F.where('children', 'array-contains', controllerId));
+  if (status != null) parts.push(F.where('status', '==', status));
+  return instances(F, db, runId, controllerId, mark, ...parts);
 }
 
 /** The group's active instances (at most GROUP_ACTIVE), watched: their changes refresh the counts. */
