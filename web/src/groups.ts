@@ -124,7 +124,7 @@ class Counter {
         this.capped = snap.size >= Q.GROUP_ACTIVE;
         this.refresh();
       },
-      () => undefined, // a refused query leaves the counts as they were
+      () => this.refresh(), // without the active ones, the counts still show what ended
     );
   }
 
