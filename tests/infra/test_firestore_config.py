@@ -41,6 +41,16 @@ def test_the_indexes_file_has_the_composite_indexes_the_queries_need() -> None:
         (nodes, "COLLECTION_GROUP", (("status", "ASCENDING"), ("updated_at", "ASCENDING"))),
         # api: a user's runs, newest first (idempotency keys are documents, not a query)
         (runs, "COLLECTION", (("owner", "ASCENDING"), ("created_at", "DESCENDING"))),
+        # web console: a group's instances (a node_id range) in a status, counted or watched
+        (nodes, "COLLECTION", (("status", "ASCENDING"), ("node_id", "ASCENDING"))),
+        # web console: a map's items / a loop's iterations (children holds the controller),
+        # counted, all or in a status
+        (nodes, "COLLECTION", (("children", "CONTAINS"), ("node_id", "ASCENDING"))),
+        (
+            nodes,
+            "COLLECTION",
+            (("children", "CONTAINS"), ("status", "ASCENDING"), ("node_id", "ASCENDING")),
+        ),
     }
 
 

@@ -163,6 +163,19 @@ describe("the web console's queries", () => {
         });
       }
       await setDoc(doc(db, 'runs', CONSOLE_RUN, 'events', 'e1'), { node_id: 'n0', at: 1, kind: 'status' });
+      // A run that grew: map `m` with two items, loop `l` with one iteration, subgraph `s`.
+      for (const [id, status, seq] of [
+        ['m[0]', 'succeeded', 1e17], ['m[1]', 'running', 1e17 + 1], ['l@1', 'running', 1e17 + 2],
+        ['s/a', 'waiting', 1e17 + 3], ['m', 'expanded', 3], ['m[0]/x', 'running', 1e17 + 4],
+      ]) {
+        await setDoc(Q.nodeDoc(F, db, CONSOLE_RUN, id), {
+          owner: ALICE, run_id: CONSOLE_RUN, node_id: id, seq, status, children: [id === 'm[0]/x' ? 'm[0]' : id.slice(0, 1)],
+        });
+      }
+      await setDoc(doc(db, 'runs', CONSOLE_RUN, 'nodes', 'n0', 'steps', '000000'), {
+        index: 0, kind: 'model', name: 'echo', at: 1, step_json: '{}', step_ref: null,
+      });
+      await setDoc(doc(db, 'runs', CONSOLE_RUN, 'nodes', 'n0', 'steps', '000001', 'chunks', `${marker.prefix}-0000`), { data: 'x' });
       for (const ref of [
         ...Q.chunkDocs(F, db, ['runs', CONSOLE_RUN], marker),
         ...Q.chunkDocs(F, db, ['runs', CONSOLE_RUN, 'nodes', 'n0'], marker),
@@ -179,10 +192,33 @@ describe("the web console's queries", () => {
     await assertSucceeds(getDocs(Q.runsQuery(F, db, ALICE, page.docs[0])));
     await assertSucceeds(getDoc(Q.runDoc(F, db, CONSOLE_RUN)));
     const window = await assertSucceeds(getDocs(Q.nodesWindowQuery(F, db, CONSOLE_RUN, 0)));
-    assert.deepEqual(window.docs.map((d) => d.id), ['n0', 'n1', 'n2']);
+    assert.deepEqual(window.docs.map((d) => d.id).slice(0, 3), ['n0', 'n1', 'n2']);
     await assertSucceeds(getDocs(Q.nodesWindowQuery(F, db, CONSOLE_RUN, Q.NODE_WINDOW)));
     await assertSucceeds(getDoc(Q.nodeDoc(F, db, CONSOLE_RUN, 'n1')));
     await assertSucceeds(getDocs(Q.nodeEventsQuery(F, db, CONSOLE_RUN, 'n0')));
+    // The window of the graph's own nodes leaves the instances out.
+    const own = await assertSucceeds(getDocs(Q.nodesWindowQuery(F, db, CONSOLE_RUN, 0, 4)));
+    assert.deepEqual(own.docs.map((d) => d.id), ['n0', 'n1', 'n2', 'm']);
+    // A group's counts, its active instances, its pages; a node's steps and a step's chunks.
+    const count = async (mark, status) =>
+      (await assertSucceeds(F.getCountFromServer(Q.groupCountQuery(F, db, CONSOLE_RUN, mark === '/' ? 's' : mark === '@' ? 'l' : 'm', mark, status)))).data().count;
+    assert.equal(await count('[', null), 2); // the items, not the nodes of their bodies
+    assert.equal(await count('[', 'running'), 1);
+    assert.equal(await count('[', 'succeeded'), 1);
+    assert.equal(await count('@', null), 1);
+    assert.equal(await count('/', 'waiting'), 1);
+    const active = await assertSucceeds(getDocs(Q.groupActiveQuery(F, db, CONSOLE_RUN, 'm', '[')));
+    assert.deepEqual(active.docs.map((d) => d.id).sort(), ['m[0]|x', 'm[1]']);
+    const byId = await assertSucceeds(getDocs(Q.instancesByIdQuery(F, db, CONSOLE_RUN, ['m[0]', 'm[1]', 'm[2]'])));
+    assert.deepEqual(byId.docs.map((d) => d.id).sort(), ['m[0]', 'm[1]']);
+    const sub = await assertSucceeds(getDocs(Q.instancesPageQuery(F, db, CONSOLE_RUN, 's', '/')));
+    assert.deepEqual(sub.docs.map((d) => d.get('node_id')), ['s/a']);
+    await assertSucceeds(getDocs(Q.instancesPageQuery(F, db, CONSOLE_RUN, 's', '/', 's/a')));
+    const steps = await assertSucceeds(getDocs(Q.nodeStepsQuery(F, db, CONSOLE_RUN, 'n0')));
+    assert.deepEqual(steps.docs.map((d) => d.id), ['000000']);
+    for (const ref of Q.chunkDocs(F, db, ['runs', CONSOLE_RUN, 'nodes', 'n0', 'steps', '000001'], { chunks: 1, prefix: marker.prefix })) {
+      await assertSucceeds(getDoc(ref));
+    }
     for (const ref of Q.chunkDocs(F, db, ['runs', CONSOLE_RUN], marker)) await assertSucceeds(getDoc(ref));
     for (const ref of Q.chunkDocs(F, db, ['runs', CONSOLE_RUN, 'nodes', 'n0'], marker)) {
       await assertSucceeds(getDoc(ref));
@@ -196,6 +232,13 @@ describe("the web console's queries", () => {
     await assertFails(getDocs(Q.nodesWindowQuery(F, db, CONSOLE_RUN, 0)));
     await assertFails(getDoc(Q.nodeDoc(F, db, CONSOLE_RUN, 'n1')));
     await assertFails(getDocs(Q.nodeEventsQuery(F, db, CONSOLE_RUN, 'n0')));
+    await assertFails(getDocs(Q.nodesWindowQuery(F, db, CONSOLE_RUN, 0, 4)));
+    await assertFails(F.getCountFromServer(Q.groupCountQuery(F, db, CONSOLE_RUN, 'm', '[', null)));
+    await assertFails(F.getCountFromServer(Q.groupCountQuery(F, db, CONSOLE_RUN, 'm', '[', 'succeeded')));
+    await assertFails(getDocs(Q.groupActiveQuery(F, db, CONSOLE_RUN, 'm', '[')));
+    await assertFails(getDocs(Q.instancesByIdQuery(F, db, CONSOLE_RUN, ['m[0]'])));
+    await assertFails(getDocs(Q.instancesPageQuery(F, db, CONSOLE_RUN, 's', '/')));
+    await assertFails(getDocs(Q.nodeStepsQuery(F, db, CONSOLE_RUN, 'n0')));
     for (const ref of Q.chunkDocs(F, db, ['runs', CONSOLE_RUN, 'nodes', 'n0'], marker)) {
       await assertFails(getDoc(ref));
     }

@@ -173,9 +173,11 @@ def api_as(stack: Stack, uid: str) -> httpx.Client:
     )
 
 
-def start_run(stack: Stack, uid: str, graph: dict[str, Any]) -> str:
+def start_run(
+    stack: Stack, uid: str, graph: dict[str, Any], input: dict[str, Any] | None = None
+) -> str:
     with api_as(stack, uid) as client:
-        response = client.post("/runs", json={"graph": graph})
+        response = client.post("/runs", json={"graph": graph, "input": input or {}})
     assert response.status_code == 201, response.text
     return str(response.json()["run_id"])
 
@@ -393,4 +395,236 @@ def test_approve_and_reject_a_node_waiting_for_approval_from_the_page(
     page.wait(lambda: "ApprovalRejected" in page.text("#node-error"), "the rejection")
     page.wait(lambda: page.find("#redrive"), "the Redrive button of a failed run")
     page.shot("rejected")
+    assert page.not_reloaded()
+
+
+# ---- runs that grow, and the tool trace of an acting agent ---------------------------------
+
+
+def counts_of(page: Page, node_id: str) -> str:
+    """The live counts on a group's box, e.g. "running 2, succeeded 28" ('' before any)."""
+    script = (
+        "const g = document.querySelector(`g.node[data-node-id='${arguments[0]}']`);"
+        "return g ? (g.dataset.counts || '') : ''"
+    )
+    return str(page.driver.execute_script(script, node_id))
+
+
+def instances_listed(page: Page) -> list[tuple[str, str]]:
+    script = (
+        "return [...document.querySelectorAll('#group-items li')]"
+        ".map(li => [li.querySelector('button').textContent, li.dataset.status])"
+    )
+    return [(label, status) for label, status in page.driver.execute_script(script)]
+
+
+def test_a_30_item_map_is_one_box_whose_counts_reach_30_succeeded_and_lists_its_items(
+    stack: Stack, open_page: Callable[[str], Page]
+) -> None:
+    page = open_page("hedy")  # first: the counts must move while the page watches
+    run_id = start_run(
+        stack,
+        "hedy",
+        {
+            "name": "mapped",
+            "nodes": [
+                sleeper("first", 0.1),
+                {
+                    "id": "each",
+                    "after": ["first"],
+                    "map": "{{ input.numbers }}",
+                    "max_concurrency": 5,
+                    "tool": "e2e_sleep",
+                    "args": {"seconds": 0.5, "value": "{{ item }}"},
+                },
+                sleeper("after", 0.1, ["each"]),
+            ],
+        },
+        {"numbers": list(range(30))},
+    )
+    page.go(f"#/runs/{run_id}")
+    page.wait(lambda: page.statuses().get("each") == "expanded", "the map expanded")
+    page.wait(lambda: counts_of(page, "each"), "counts on the map's box")
+    page.shot("map-in-progress")
+    page.wait(lambda: counts_of(page, "each") == "succeeded 30", "30 items succeeded", 120)
+    page.wait(lambda: page.text("#run-status") == "succeeded", "the run succeeded")
+
+    # One box for the map: its 30 items are not drawn, and the graph's 3 nodes are.
+    assert sorted(page.statuses()) == ["after", "each", "first"]
+    page.click_node("each")
+    page.wait(lambda: page.text("#group-counts") == "30 items: 30 succeeded", "the map's counts")
+    page.find("#group-toggle")[0].click()
+    listed = page.wait(
+        lambda: len(instances_listed(page)) == 30 and instances_listed(page), "items"
+    )
+    page.driver.execute_script("document.getElementById('group').scrollIntoView()")
+    page.shot("map-items")
+    assert listed == [(f"each[{i}]", "succeeded") for i in range(30)]
+
+    page.find('#group-items button[data-instance-id="each[7]"]')[0].click()
+    page.wait(lambda: page.text("#node-panel h2") == "each[7]", "the item's panel")
+    page.wait(lambda: page.text("#node-status") == "succeeded", "the item's status")
+    page.wait(lambda: page.text("#node-output") == "7", "the item's output")
+    assert page.not_reloaded()
+
+
+def test_a_loops_iterations_are_stacked_under_it_with_their_statuses(
+    stack: Stack, open_page: Callable[[str], Page]
+) -> None:
+    run_id = start_run(
+        stack,
+        "alan",
+        {
+            "name": "looped",
+            "nodes": [
+                {
+                    "id": "draft",
+                    "loop": {"until": "output >= 3", "max_iterations": 10},
+                    "tool": "e2e_value",
+                    "args": {"value": "{{ loop.iteration }}"},
+                },
+            ],
+        },
+    )
+    page = open_page("alan")
+    page.go(f"#/runs/{run_id}")
+    page.wait(lambda: page.statuses().get("draft") == "succeeded", "the loop succeeded")
+    page.click_node("draft")
+    iterations = page.wait(
+        lambda: len(instances_listed(page)) == 3 and instances_listed(page), "3 iterations"
+    )
+    page.wait(lambda: page.text("#group-counts") == "3 iterations: 3 succeeded", "the counts")
+    page.wait(lambda: counts_of(page, "draft") == "succeeded 3", "counts on the loop's box")
+    page.driver.execute_script("document.getElementById('group').scrollIntoView()")
+    page.shot("loop-iterations")
+    assert iterations == [(f"iteration {k}", "succeeded") for k in (1, 2, 3)]
+
+
+def test_a_subgraphs_nodes_are_grouped_under_it_and_open_like_nodes(
+    stack: Stack, open_page: Callable[[str], Page]
+) -> None:
+    run_id = start_run(
+        stack,
+        "barbara",
+        {
+            "name": "nested",
+            "nodes": [
+                {
+                    "id": "research",
+                    "nodes": [sleeper("search", 0.1), sleeper("sum", 0.1, ["search"])],
+                },
+                sleeper("report", 0.1, ["research"]),
+            ],
+        },
+    )
+    page = open_page("barbara")
+    page.go(f"#/runs/{run_id}")
+    page.wait(lambda: page.text("#run-status") == "succeeded", "the run succeeded")
+    assert sorted(page.statuses()) == ["report", "research"]
+    page.wait(lambda: counts_of(page, "research") == "succeeded 2", "counts on the subgraph's box")
+    page.click_node("research")
+    page.wait(lambda: page.text("#group-counts") == "2 nodes: 2 succeeded", "the counts")
+    page.find("#group-toggle")[0].click()
+    listed = page.wait(lambda: len(instances_listed(page)) == 2 and instances_listed(page), "nodes")
+    assert listed == [("research/search", "succeeded"), ("research/sum", "succeeded")]
+
+    page.find('#group-items button[data-instance-id="research/sum"]')[0].click()
+    page.wait(lambda: page.text("#node-panel h2") == "research/sum", "the instance's panel")
+    page.wait(lambda: page.text("#node-output") == '"sum"', "the instance's output")
+    page.wait(lambda: "succeeded" in page.text("#node-timeline"), "the instance's timeline")
+    page.shot("subgraph-node")
+
+
+def test_a_map_of_subgraphs_counts_its_items_and_each_item_lists_its_own_nodes(
+    stack: Stack, open_page: Callable[[str], Page]
+) -> None:
+    run_id = start_run(
+        stack,
+        "grace",
+        {
+            "name": "mapped-subgraph",
+            "nodes": [
+                {
+                    "id": "per",
+                    "map": "{{ input.numbers }}",
+                    "nodes": [sleeper("a", 0.1), sleeper("b", 0.1, ["a"])],
+                },
+            ],
+        },
+        {"numbers": [0, 1, 2]},
+    )
+    page = open_page("grace")
+    page.go(f"#/runs/{run_id}")
+    page.wait(lambda: page.text("#run-status") == "succeeded", "the run succeeded")
+    # Its 3 items, not the 6 nodes of their bodies.
+    page.wait(lambda: counts_of(page, "per") == "succeeded 3", "counts on the map's box")
+    page.click_node("per")
+    page.find("#group-toggle")[0].click()
+    page.wait(lambda: len(instances_listed(page)) == 3, "the 3 items")
+    page.find('#group-items button[data-instance-id="per[1]"]')[0].click()
+    page.wait(lambda: page.text("#node-panel h2") == "per[1]", "the item's panel")
+    page.wait(lambda: page.text("#group-counts") == "2 nodes: 2 succeeded", "the item's counts")
+    page.find("#group-toggle")[0].click()
+    listed = page.wait(lambda: len(instances_listed(page)) == 2 and instances_listed(page), "nodes")
+    page.shot("map-of-subgraphs-item")
+    assert listed == [("per[1]/a", "succeeded"), ("per[1]/b", "succeeded")]
+
+
+def test_an_acting_agents_tool_trace_shows_in_its_panel(
+    stack: Stack, open_page: Callable[[str], Page]
+) -> None:
+    prompt = "\n".join(
+        [
+            "Look things up.",
+            '@call 1 e2e_value {"value": {"answer": 42}}',
+            '@call 1 e2e_fail {"message": "no such page"}',
+            '@call 2 e2e_sleep {"seconds": 4, "value": "slept"}',
+        ]
+    )
+    page = open_page("ada")  # first: the trace must grow while the page watches
+    run_id = start_run(
+        stack,
+        "ada",
+        {
+            "name": "acting",
+            "nodes": [
+                {
+                    "id": "agent",
+                    "model": "gemini-2.5-flash",
+                    "prompt": prompt,
+                    "tools": ["e2e_value", "e2e_fail", "e2e_sleep"],
+                }
+            ],
+        },
+    )
+    page.go(f"#/runs/{run_id}")
+    page.wait(lambda: page.find('g.node[data-node-id="agent"]'), "the node")
+    page.click_node("agent")
+    script = (
+        "return [...document.querySelectorAll('#node-steps li.step')]"
+        ".map(li => [li.dataset.kind, li.textContent])"
+    )
+    # Live: the first turns show while the agent still runs (its last tool sleeps 4 s).
+    page.wait(
+        lambda: (
+            page.text("#node-status") == "running" and len(page.driver.execute_script(script)) >= 4
+        ),
+        "steps while the agent runs",
+    )
+    page.wait(lambda: page.text("#node-status") == "succeeded", "the agent finished")
+    steps = page.wait(
+        lambda: len(found := page.driver.execute_script(script)) >= 6 and found, "6 steps"
+    )
+    page.driver.execute_script("document.getElementById('node-steps').scrollIntoView()")
+    page.shot("tool-trace")
+
+    kinds = [kind for kind, _ in steps]
+    assert kinds == ["model", "tool", "tool", "model", "tool", "model"]
+    first_turn, value, failed, second_turn, slept, last_turn = (text for _, text in steps)
+    assert "model gemini-2.5-flash" in first_turn and "turn 1" in first_turn
+    assert "tokens" in first_turn and "ms" in first_turn
+    assert "tool e2e_value" in value and '"answer": 42' in value
+    assert "tool e2e_fail · error" in failed and "no such page" in failed
+    assert "turn 2" in second_turn and "tool e2e_sleep · ok" in slept
+    assert "turn 3" in last_turn and '"slept"' in slept
     assert page.not_reloaded()

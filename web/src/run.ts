@@ -11,17 +11,25 @@
  * - for the selected node: at most 1 node document (when outside the window) and at most
  *   EVENTS (100) of its events; large outputs' chunks only when asked ("Load output");
  * - the graph itself comes from the run document (graph_json), or from its chunks once.
- * So watching a 2,000-node run reads at most 1 + 200 + 1 + 100 = 302 documents when it
- * opens, and then one read per change of a watched document. Nothing polls.
+ * Without groups or steps, watching a 2,000-node run reads at most 1 + 200 + 1 + 100 = 302
+ * documents when it opens, and then one read per change of a watched document. Nothing polls.
  * Nodes outside the window are drawn with status "unwatched" until the window moves there.
+ * The window holds the graph's own nodes only; the instances of a run that grows (map
+ * items, loop iterations, subgraph nodes) are counted and listed per group (groups.ts:
+ * at most 6 groups counted, each at most 100 reads, and a page of 30 instances listed),
+ * and the selected node's tool trace reads its latest 50 steps (steps.ts). With those,
+ * opening a run of any size reads at most 1 + 200 + 1 + 100 + 50 + 6 × 100 + 30 = 982
+ * documents (712 when no group has over 1,000 instances).
  */
 
 import * as F from "firebase/firestore";
 import { type DocumentData, type Firestore, getDoc, onSnapshot } from "firebase/firestore";
 import * as Q from "./queries.js";
 import { api } from "./api";
-import { GraphView, type GraphNode } from "./graph";
+import { GraphView, type GraphNode, legend } from "./graph";
+import { type Counts, type Group, Groups, describeCounts, groupOfSpec } from "./groups";
 import type { Session } from "./session";
+import { StepTrace } from "./steps";
 import { Listeners, el, pretty, usd, when } from "./util";
 
 export const WINDOW = Q.NODE_WINDOW;
@@ -59,7 +67,23 @@ function graphNodes(graph: { nodes?: Record<string, unknown>[] }): GraphNode[] {
     id: String(n.id),
     after: (n.after as string[] | undefined) ?? [],
     kind: n.prompt != null ? "agent" : "tool",
+    group: groupOfSpec(n)?.kind,
   }));
+}
+
+const SHORT: Record<string, string> = { succeeded: "✓", failed: "✗", running: "◐", waiting: "·" };
+
+/** The line on a group's box: the main statuses by icon, then the total. */
+function shortCounts(counts: Counts): string {
+  const s = counts.byStatus;
+  const active = ["ready", "running", "retrying", "expanded", "waiting_approval"].reduce((a, k) => a + (s[k] ?? 0), 0);
+  const parts = [
+    s.succeeded ? `${SHORT.succeeded}${s.succeeded}` : "",
+    active ? `${SHORT.running}${active}` : "",
+    s.failed ? `${SHORT.failed}${s.failed}` : "",
+    s.waiting ? `${SHORT.waiting}${s.waiting}` : "",
+  ].filter(Boolean);
+  return `${parts.join(" ")} /${counts.total}`;
 }
 
 function field(label: string, value: Node | string, id?: string): HTMLElement {
@@ -79,13 +103,15 @@ export function renderRun(
   const message = el("p", { class: "muted", role: "status", id: "run-message" });
   const graphBox = el("div", { class: "graph-box", "aria-label": "Graph" });
   const windowBar = el("div", { class: "pager" });
+  const trace = new StepTrace(db, runId);
+  let groups: Groups | null = null;
   const panel = el("section", { id: "node-panel", class: "card", "aria-live": "polite" });
   panel.append(el("p", { class: "muted", text: "Select a node to see its details." }));
   root.replaceChildren(
     el("h1", {}, "Run ", el("code", { text: runId })),
     header,
     message,
-    el("div", { class: "run-body" }, el("div", {}, graphBox, windowBar), panel),
+    el("div", { class: "run-body" }, el("div", {}, graphBox, legend(), windowBar), panel),
   );
 
   let run: DocumentData | null = null;
@@ -103,6 +129,8 @@ export function renderRun(
     stopWindow?.();
     stopSelected?.();
     stopEvents?.();
+    trace.stop();
+    groups?.stop();
   });
 
   const cancel = el("button", { type: "button", id: "cancel", class: "danger", text: "Cancel run" });
@@ -158,7 +186,7 @@ export function renderRun(
   };
 
   const drawWindowBar = () => {
-    const count = Number(run?.node_count ?? 0);
+    const count = specs.size; // the graph's own nodes (instances are listed per group)
     if (count <= WINDOW) {
       windowBar.replaceChildren();
       return;
@@ -183,7 +211,7 @@ export function renderRun(
     for (const id of specs.keys()) view?.setStatus(id, "unwatched");
     drawWindowBar();
     stopWindow = onSnapshot(
-      Q.nodesWindowQuery(F, db, runId, first),
+      Q.nodesWindowQuery(F, db, runId, first, specs.size),
       (snap) => {
         for (const change of snap.docChanges()) {
           const data = change.doc.data();
@@ -193,6 +221,7 @@ export function renderRun(
           } else {
             nodes.set(change.doc.id, data);
             view?.setStatus(change.doc.id, String(data.status));
+            groups?.nodeChanged(change.doc.id, data);
           }
           if (change.doc.id === selected) drawPanel();
         }
@@ -213,14 +242,19 @@ export function renderRun(
     // Small graphs shrink to fit the box; large ones keep their size and scroll.
     view.element.classList.toggle("fit", specs.size <= 60);
     graphBox.replaceChildren(view.element);
+    const onCounts = (id: string, group: Group, counts: Counts) =>
+      view?.setCounts(id, shortCounts(counts), describeCounts(group.kind, counts), counts.byStatus);
+    groups = new Groups(db, runId, specs, onCounts, select);
     watchWindow(0);
   };
 
   const select = (id: string) => {
     selected = id;
     view?.select(id);
+    groups?.select(id);
     stopSelected?.();
     stopSelected = null;
+    if (!specs.has(id)) nodes.delete(id); // an instance: never in the window, read afresh
     if (!nodes.has(id)) {
       // Outside the watched window: watch this one document while it is selected.
       stopSelected = onSnapshot(Q.nodeDoc(F, db, runId, id), (snap) => {
@@ -260,7 +294,7 @@ export function renderRun(
     const input = spec
       ? JSON.stringify(
           Object.fromEntries(
-            Object.entries(spec).filter(([k]) => ["tool", "args", "prompt", "system", "model"].includes(k)),
+            Object.entries(spec).filter(([k]) => ["tool", "args", "prompt", "system", "model", "tools", "map", "loop"].includes(k)),
           ),
           null,
           2,
@@ -272,7 +306,7 @@ export function renderRun(
       const load = el("button", { type: "button", text: `Load output (${ref.bytes.toLocaleString()} bytes)` });
       load.addEventListener("click", async () => {
         load.disabled = true;
-        const text = await readChunks(db, ["runs", runId, "nodes", selected!], ref);
+        const text = await readChunks(db, ["runs", runId, "nodes", Q.nodeDocId(selected!)], ref);
         output.replaceChildren(el("pre", { text: pretty(text) }));
       });
       output.append(load);
@@ -281,6 +315,9 @@ export function renderRun(
     }
     const sections: HTMLElement[] = [];
     const context: NodeContext = { session, apiUrl, runId, run: run ?? {}, spec };
+    const group = groups?.section(selected, node);
+    if (group) sections.push(group);
+    sections.push(trace.section(selected));
     for (const section of nodeSections) {
       const part = section(node, context);
       if (part) sections.push(part);
