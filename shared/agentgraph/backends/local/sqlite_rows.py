@@ -20,7 +20,7 @@ from __future__ import annotations
 import json
 import sqlite3
 import threading
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from agentgraph.core.ports import Event, NodeError, NodeRecord, RunRecord, Usage
@@ -302,17 +302,32 @@ def event_record(row: sqlite3.Row) -> Event:
     )
 
 
+def _usage_text(usage: Usage) -> str:
+    if not (
+        usage.calls
+        or usage.input_tokens
+        or usage.output_tokens
+        or usage.cached_tokens
+        or usage.thinking_tokens
+        or usage.cost_usd
+    ):
+        return _NO_USAGE
+    return json.dumps(usage.to_dict())
+
+
+_ENCODERS: dict[str, Callable[[Any], Any]] = {
+    "status": lambda value: NodeStatus(value).value,
+    "error": lambda value: None if value is None else json.dumps(value.to_dict()),
+    "usage": _usage_text,
+    "output": dumps,
+    "meta": dumps,
+}
+
+
 def _column(name: str, value: Any) -> Any:
     """A NodeRecord field's value as its column holds it."""
-    if name == "status":
-        return NodeStatus(value).value
-    if name == "error":
-        return None if value is None else json.dumps(value.to_dict())
-    if name == "usage":
-        return json.dumps(value.to_dict())
-    if name in ("output", "meta"):
-        return dumps(value)
-    return value
+    encode = _ENCODERS.get(name)
+    return value if encode is None else encode(value)
 
 
 def applied(node: NodeRecord, change: Change) -> NodeRecord:
@@ -380,6 +395,8 @@ def move_counts(
         for old, new in moves:
             delta[old.value] = delta.get(old.value, 0) - 1
             delta[new.value] = delta.get(new.value, 0) + 1
+        if usage is None or _usage_text(usage) is _NO_USAGE:
+            return
         moves = ()
     delta_now: dict[str, int] = {}
     for old, new in moves:
