@@ -458,7 +458,6 @@ class Engine(
 
         async def beat() -> None:
             while True:
-                await asyncio.sleep(self.lease_s / 3)
                 try:
                     alive = await self.store.renew_lease(
                         run_id, node_id, attempt, self.clock() + self.lease_s
@@ -467,17 +466,29 @@ class Engine(
                     log.warning(
                         "renewing the lease of %s/%s failed", run_id, node_id, exc_info=True
                     )
-                    continue
+                    alive = True
                 if not alive:
                     return
+                await asyncio.sleep(self.lease_s / 3)
 
-        heartbeat = asyncio.create_task(beat(), name=f"lease {run_id}/{node_id}#{attempt}")
+        # The first beat is a timer, its task made only when it fires: most attempts end
+        # well within a third of the lease and so cost no task (and no cancelled task).
+        heartbeat: asyncio.Task[None] | None = None
+
+        def first_beat() -> None:
+            nonlocal heartbeat
+            heartbeat = asyncio.ensure_future(beat())
+            heartbeat.set_name(f"lease {run_id}/{node_id}#{attempt}")
+
+        timer = asyncio.get_running_loop().call_later(self.lease_s / 3, first_beat)
         try:
             yield
         finally:
-            heartbeat.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await heartbeat
+            timer.cancel()
+            if heartbeat is not None:
+                heartbeat.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await heartbeat
 
     async def _cancel_takeover_of_ended_run(self, run_id: str, node_id: str) -> bool:
         """A takeover (the executor died mid-attempt) in a run that has ended since: the
@@ -740,6 +751,8 @@ def _context_size(context: RunContext) -> int:
 
 
 def _check_output_size(output: Any) -> None:
+    if output is None or (isinstance(output, str) and 6 * len(output) + 2 <= MAX_OUTPUT_BYTES):
+        return  # a text's JSON is at most 6 bytes a character (\uXXXX) and its quotes
     try:
         size = len(json.dumps(output, ensure_ascii=False).encode())
     except (TypeError, ValueError) as exc:

@@ -193,16 +193,30 @@ class LocalModelGate:
         self.config = config or GateConfig()
         self.clock = clock
         self.states: dict[str, rules.GateState] = {}
+        self._limits: dict[str, rules.ModelLimit] = {}
+
+    def _limit(self, model: str) -> rules.ModelLimit:
+        limit = self._limits.get(model)
+        if limit is None:
+            if len(self._limits) > 1024:
+                self._limits.clear()
+            limit = self._limits[model] = self.config.limit_for(model)
+        return limit
 
     async def admit(self, model: str, hold_s: float) -> Admitted | Refused:
+        limit = self._limit(model)
+        if model not in self.states and limit.concurrency is None and limit.rate_per_s is None:
+            # A healthy model without limits (every call of most graphs): `rules.admit`
+            # would admit and leave nothing to remember; that decision, without building it.
+            return Admitted(secrets.token_hex(8))
         state = self.states.get(model, rules.GateState())
-        state, decision = rules.admit(
-            state, self.config.limit_for(model), self.clock(), secrets.token_hex(8), hold_s
-        )
+        state, decision = rules.admit(state, limit, self.clock(), secrets.token_hex(8), hold_s)
         self._keep(model, state)
         return decision
 
     async def release(self, model: str, permit: Admitted, outcome: Outcome) -> None:
+        if model not in self.states and outcome == "success":
+            return  # a success of a healthy model holding nothing changes nothing
         state = self.states.get(model, rules.GateState())
         self._keep(
             model, rules.release(state, self.config.breaker, self.clock(), permit.lease, outcome)

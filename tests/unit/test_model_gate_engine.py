@@ -147,3 +147,19 @@ async def test_a_concurrency_cap_holds_for_a_wide_layer() -> None:
     assert models.count("fake-capped") == 8
     assert models.most_in_flight == 2
     assert all(r.attempt == 1 for r in records.values())
+
+
+async def test_a_healthy_unlimited_model_leaves_no_state_and_its_failures_still_open_the_breaker() -> (
+    None
+):
+    """The gate's shortcut for a model without limits and without a streak: nothing is
+    remembered for its successes, and overloads are counted as without the shortcut."""
+    gate = LocalModelGate(GateConfig(breaker=BreakerSettings(failures=2, cooldown_s=30)))
+    permit = await gate.admit("gemini-2.5-flash", 60)
+    await gate.release("gemini-2.5-flash", permit, "success")  # type: ignore[arg-type]
+    assert gate.states == {}
+    for _ in range(2):
+        permit = await gate.admit("gemini-2.5-flash", 60)
+        await gate.release("gemini-2.5-flash", permit, "overload")  # type: ignore[arg-type]
+    refused = await gate.admit("gemini-2.5-flash", 60)
+    assert getattr(refused, "because", None) == "open"

@@ -137,3 +137,94 @@ async def test_a_file_from_before_runs_could_grow_gains_the_meta_column(tmp_path
         assert run is not None and run.node_count == 2 and run.counts["ready"] == 2
     finally:
         reopened.close()
+
+
+async def test_transitions_of_one_group_commit_move_counts_and_write_events_as_one_at_a_time(
+    tmp_path: Path,
+) -> None:
+    """A group commit writes its counts once per run and its events together, before its
+    COMMIT: the run row and the timeline are what transitions one at a time would leave,
+    a status moved into and out of within the batch included (its key at 0)."""
+    together = await _store_with_run(tmp_path / "together.db", ["a", "b"])
+    alone = await _store_with_run(tmp_path / "alone.db", ["a", "b"])
+    done = Outcome(NodeStatus.SUCCEEDED, output="x")
+    try:
+        await together.claim_node("r1", "a", 1, 2.0, 100.0)
+        await asyncio.gather(
+            together.finish_node("r1", "a", 1, done, 3.0),
+            together.claim_node("r1", "b", 1, 3.0, 100.0),
+        )
+        await together.finish_node("r1", "b", 1, done, 4.0)
+        await alone.claim_node("r1", "a", 1, 2.0, 100.0)
+        await alone.finish_node("r1", "a", 1, done, 3.0)
+        await alone.claim_node("r1", "b", 1, 3.0, 100.0)
+        await alone.finish_node("r1", "b", 1, done, 4.0)
+        runs = [await s.get_run("r1") for s in (together, alone)]
+        assert runs[0] is not None and runs[1] is not None
+        assert runs[0].counts == runs[1].counts == {"ready": 0, "running": 0, "succeeded": 2}
+        timelines = [
+            [(e.kind, e.node_id, e.status, e.at) for e in await s.list_events("r1")]
+            for s in (together, alone)
+        ]
+        assert timelines[0] == timelines[1]
+        assert [e[1:3] for e in timelines[0][1:]] == [
+            ("a", "running"),
+            ("a", "succeeded"),
+            ("b", "running"),
+            ("b", "succeeded"),
+        ]
+    finally:
+        together.close()
+        alone.close()
+
+
+async def test_a_failing_transition_takes_none_of_its_counts_or_events_with_it(
+    tmp_path: Path,
+) -> None:
+    store = await _store_with_run(tmp_path / "runs.db", ["a", "b"])
+
+    def broken(conn: sqlite3.Connection) -> None:
+        from agentgraph.backends.local import sqlite_rows as rows
+        from agentgraph.core import transitions
+
+        node = rows.select_node(conn, "r1", "b")
+        assert node is not None
+        change = transitions.claim(node, 1, 2.0, 100.0)
+        assert change is not None and rows.persist(conn, "r1", "b", change)
+        raise ValueError("a bug after the transition was persisted")
+
+    try:
+        results = await asyncio.gather(
+            store.claim_node("r1", "a", 1, 2.0, 100.0), store._tx(broken), return_exceptions=True
+        )
+        assert isinstance(results[1], ValueError)
+        run = await store.get_run("r1")
+        assert run is not None and run.counts == {"ready": 1, "running": 1}
+        events = [(e.node_id, e.status) for e in await store.list_events("r1")][1:]
+        assert events == [("a", "running")]
+    finally:
+        store.close()
+
+
+async def test_a_node_record_reads_back_every_field_it_was_written_with(tmp_path: Path) -> None:
+    store = await _store_with_run(tmp_path / "runs.db", ["a"])
+    try:
+        claimed = await store.claim_node("r1", "a", 1, 2.0, 100.0)
+        assert claimed is not None and claimed.executions == 1 and claimed.lease_until == 100.0
+        spent = Usage(input_tokens=3, output_tokens=4, cost_usd=0.5, calls=1)
+        outcome = Outcome(NodeStatus.SUCCEEDED, output={"k": [1, "é"]}, usage=spent, model="m")
+        assert await store.finish_node("r1", "a", 1, outcome, 3.5)
+        node = await store.get_node("r1", "a")
+        assert node is not None
+        assert (node.status, node.output, node.usage, node.model) == (
+            NodeStatus.SUCCEEDED,
+            {"k": [1, "é"]},
+            spent,
+            "m",
+        )
+        assert (node.started_at, node.finished_at, node.duration_ms) == (2.0, 3.5, 1500)
+        assert node.error is None and node.meta is None and node.lease_until is None
+        page = await store.list_nodes_page("r1", limit=1)
+        assert page.nodes == [node]
+    finally:
+        store.close()

@@ -19,8 +19,8 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from collections import Counter
-from collections.abc import Iterable, Mapping
+import threading
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from agentgraph.core.ports import Event, NodeError, NodeRecord, RunRecord, Usage
@@ -157,30 +157,75 @@ def run_row(run: RunRecord) -> tuple[Any, ...]:
     )
 
 
-def node_record(row: sqlite3.Row) -> NodeRecord:
+_STATUSES = {s.value: s for s in NodeStatus}
+_NO_USAGE = json.dumps(Usage().to_dict())  # what a node that called no model holds
+_LISTS: dict[str, list[str]] = {}  # parents/children texts decoded (bounded, see _ids)
+_LISTS_KEPT = 8192
+
+
+def _ids(text: str) -> list[str]:
+    """A parents/children column as a list: these texts repeat on every transition of a
+    node and never change, so each is decoded once (a fresh list every time: records are
+    mutable)."""
+    found = _LISTS.get(text)
+    if found is None:
+        if len(_LISTS) >= _LISTS_KEPT:
+            _LISTS.clear()
+        found = _LISTS[text] = json.loads(text)
+    return list(found)
+
+
+def node_record(row: sqlite3.Row | tuple[Any, ...]) -> NodeRecord:
+    """A row whose first columns are NODE_COLUMNS, read by position (a transition reads
+    one per node several times, so the decoding is on the hot path: columns that hold
+    nothing, which is most of them most of the time, are not decoded)."""
+    (
+        run_id,
+        node_id,
+        status,
+        attempt,
+        parents,
+        children,
+        pool,
+        arrivals,
+        output,
+        error,
+        started_at,
+        finished_at,
+        duration_ms,
+        usage,
+        lease_until,
+        next_attempt_at,
+        updated_at,
+        model,
+        skip_reason,
+        partial,
+        executions,
+        meta,
+    ) = row[:22]
     return NodeRecord(
-        run_id=row["run_id"],
-        node_id=row["node_id"],
-        status=NodeStatus(row["status"]),
-        attempt=row["attempt"],
-        parents=json.loads(row["parents"]),
-        children=json.loads(row["children"]),
-        pool=row["pool"],
-        arrivals=row["arrivals"],
-        output=loads(row["output"]),
-        error=NodeError.from_dict(loads(row["error"])),
-        started_at=row["started_at"],
-        finished_at=row["finished_at"],
-        duration_ms=row["duration_ms"],
-        usage=Usage.from_dict(json.loads(row["usage"])),
-        lease_until=row["lease_until"],
-        next_attempt_at=row["next_attempt_at"],
-        updated_at=row["updated_at"],
-        model=row["model"],
-        skip_reason=row["skip_reason"],
-        partial=row["partial"],
-        executions=row["executions"],
-        meta=loads(row["meta"]),
+        run_id,
+        node_id,
+        _STATUSES[status],
+        _ids(parents),
+        _ids(children),
+        pool,
+        attempt,
+        arrivals,
+        None if output is None else json.loads(output),
+        None if error is None else NodeError.from_dict(json.loads(error)),
+        started_at,
+        finished_at,
+        duration_ms,
+        Usage() if usage == _NO_USAGE else Usage.from_dict(json.loads(usage)),
+        lease_until,
+        next_attempt_at,
+        updated_at,
+        model,
+        skip_reason,
+        partial,
+        executions,
+        None if meta is None else json.loads(meta),
     )
 
 
@@ -221,20 +266,27 @@ def select_node(conn: sqlite3.Connection, run_id: str, node_id: str) -> NodeReco
     return node_record(row) if row else None
 
 
+INSERT_EVENT = (
+    "INSERT INTO events (run_id, at, kind, node_id, status, attempt, message) "
+    "VALUES (?,?,?,?,?,?,?)"
+)
+
+
 def insert_event(conn: sqlite3.Connection, event: Event) -> None:
-    conn.execute(
-        "INSERT INTO events (run_id, at, kind, node_id, status, attempt, message) "
-        "VALUES (?,?,?,?,?,?,?)",
-        (
-            event.run_id,
-            event.at,
-            event.kind,
-            event.node_id,
-            event.status,
-            event.attempt,
-            event.message,
-        ),
+    values = (
+        event.run_id,
+        event.at,
+        event.kind,
+        event.node_id,
+        event.status,
+        event.attempt,
+        event.message,
     )
+    batch = open_batch()
+    if batch is not None:
+        batch.events.append(values)
+    else:
+        conn.execute(INSERT_EVENT, values)
 
 
 def event_record(row: sqlite3.Row) -> Event:
@@ -250,17 +302,40 @@ def event_record(row: sqlite3.Row) -> Event:
     )
 
 
+def _usage_text(usage: Usage) -> str:
+    if not (
+        usage.calls
+        or usage.input_tokens
+        or usage.output_tokens
+        or usage.cached_tokens
+        or usage.thinking_tokens
+        or usage.cost_usd
+    ):
+        return _NO_USAGE
+    return json.dumps(usage.to_dict())
+
+
+_ENCODERS: dict[str, Callable[[Any], Any]] = {
+    "status": lambda value: NodeStatus(value).value,
+    "error": lambda value: None if value is None else json.dumps(value.to_dict()),
+    "usage": _usage_text,
+    "output": dumps,
+    "meta": dumps,
+}
+
+
 def _column(name: str, value: Any) -> Any:
     """A NodeRecord field's value as its column holds it."""
-    if name == "status":
-        return NodeStatus(value).value
-    if name == "error":
-        return None if value is None else json.dumps(value.to_dict())
-    if name == "usage":
-        return json.dumps(value.to_dict())
-    if name in ("output", "meta"):
-        return dumps(value)
-    return value
+    encode = _ENCODERS.get(name)
+    return value if encode is None else encode(value)
+
+
+def applied(node: NodeRecord, change: Change) -> NodeRecord:
+    """`change.applied(node)` without `dataclasses.replace`'s per-call introspection (a
+    NodeRecord has no __post_init__ to run): a copy with the changed fields."""
+    record = object.__new__(type(node))
+    record.__dict__.update(node.__dict__, **change.fields)
+    return record
 
 
 def persist(conn: sqlite3.Connection, run_id: str, node_id: str, change: Change) -> bool:
@@ -310,19 +385,24 @@ def move_counts(
     moves: Iterable[tuple[NodeStatus, NodeStatus]],
     usage: Usage | None = None,
 ) -> None:
-    """Move node counts between statuses (and add usage) on the run row, in SQL: one
-    UPDATE with `json_set`, the run row is never decoded for it."""
-    delta: Counter[str] = Counter()
+    """Move node counts between statuses (and add usage) on the run row, in SQL: `json_set`,
+    the run row is never decoded for it. Inside a `Batch` the counts are summed and
+    written once per run just before the COMMIT; usage (rare, and rounded per addition)
+    is written at once."""
+    batch = open_batch()
+    if batch is not None:
+        delta = batch.counts.setdefault(run_id, {})
+        for old, new in moves:
+            delta[old.value] = delta.get(old.value, 0) - 1
+            delta[new.value] = delta.get(new.value, 0) + 1
+        if usage is None or _usage_text(usage) is _NO_USAGE:
+            return
+        moves = ()
+    delta_now: dict[str, int] = {}
     for old, new in moves:
-        delta[old.value] -= 1
-        delta[new.value] += 1
-    pairs: list[str] = []
-    params: list[Any] = []
-    for status, change in delta.items():
-        if change:
-            path = f'$."{status}"'
-            pairs.append("?, COALESCE(json_extract(counts, ?), 0) + ?")
-            params += [path, path, change]
+        delta_now[old.value] = delta_now.get(old.value, 0) - 1
+        delta_now[new.value] = delta_now.get(new.value, 0) + 1
+    pairs, params = _count_terms({k: v for k, v in delta_now.items() if v})
     sets = [f"counts=json_set(counts, {', '.join(pairs)})"] if pairs else []
     spent = {k: v for k, v in usage.to_dict().items() if v} if usage is not None else {}
     if spent:
@@ -335,6 +415,62 @@ def move_counts(
         sets.append(f"usage=json_set(usage, {', '.join(terms)})")
     if sets:
         conn.execute(f"UPDATE runs SET {', '.join(sets)} WHERE run_id=?", (*params, run_id))
+
+
+def _count_terms(delta: Mapping[str, int]) -> tuple[list[str], list[Any]]:
+    """`json_set` arguments adding each delta to its status's count (a key it creates)."""
+    pairs: list[str] = []
+    params: list[Any] = []
+    for status, change in delta.items():
+        path = f'$."{status}"'
+        pairs.append("?, COALESCE(json_extract(counts, ?), 0) + ?")
+        params += [path, path, change]
+    return pairs, params
+
+
+class Batch:
+    """The writes of one group-committed transaction that can wait until just before its
+    COMMIT (`sqlite_tx._together`): the run counts moved by its transitions, summed per
+    run into one UPDATE, and its events, inserted together in the order they were made.
+    Nothing reads them inside the transaction, and they commit with it or not at all, so
+    every transition is still durable before its caller hears of it; a transaction does
+    3 statements per transition fewer than 5 (read, write, counts, event)."""
+
+    __slots__ = ("counts", "events")
+
+    def __init__(self) -> None:
+        self.counts: dict[str, dict[str, int]] = {}
+        self.events: list[tuple[Any, ...]] = []
+
+    def write(self, conn: sqlite3.Connection) -> None:
+        for run_id, delta in self.counts.items():
+            # A status moved into and out of within the batch still gets its key (at 0),
+            # as it would have one transition at a time.
+            pairs, params = _count_terms(delta)
+            if pairs:
+                conn.execute(
+                    f"UPDATE runs SET counts=json_set(counts, {', '.join(pairs)}) WHERE run_id=?",
+                    (*params, run_id),
+                )
+        if self.events:
+            conn.executemany(INSERT_EVENT, self.events)
+
+
+_batches = threading.local()  # the transaction open on this thread, if any
+
+
+def begin_batch() -> Batch:
+    batch = Batch()
+    _batches.open = batch
+    return batch
+
+
+def end_batch() -> None:
+    _batches.open = None
+
+
+def open_batch() -> Batch | None:
+    return getattr(_batches, "open", None)
 
 
 def add_counts(

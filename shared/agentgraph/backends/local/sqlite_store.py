@@ -63,7 +63,20 @@ class SqliteStore(Transactions):
                 return None
             if not rows.persist(conn, run_id, node_id, change):
                 return None
-            return change.applied(node)
+            return rows.applied(node, change)
+
+        return await self._tx(work)
+
+    async def _transitioned(
+        self, run_id: str, node_id: str, decide: Callable[[NodeRecord], Change | None]
+    ) -> bool:
+        """`_transition` for callers that only ask whether it happened (most of them):
+        the record after the change is not built."""
+
+        def work(conn: sqlite3.Connection) -> bool:
+            node = rows.select_node(conn, run_id, node_id)
+            change = None if node is None else decide(node)
+            return change is not None and rows.persist(conn, run_id, node_id, change)
 
         return await self._tx(work)
 
@@ -160,7 +173,7 @@ class SqliteStore(Transactions):
     ) -> NodePage:
         def work(conn: sqlite3.Connection) -> NodePage:
             found = conn.execute(
-                f"SELECT seq, {rows.NODE_COLUMNS} FROM nodes WHERE run_id=? AND seq>? "
+                f"SELECT {rows.NODE_COLUMNS}, seq FROM nodes WHERE run_id=? AND seq>? "
                 "ORDER BY seq LIMIT ?",
                 (run_id, -1 if after is None else after, limit + 1),
             ).fetchall()
@@ -206,7 +219,7 @@ class SqliteStore(Transactions):
         def decide(node: NodeRecord) -> Change | None:
             return transitions.finish(node, attempt, outcome, now)
 
-        return await self._transition(run_id, node_id, decide) is not None
+        return await self._transitioned(run_id, node_id, decide)
 
     async def schedule_retry(
         self,
@@ -221,13 +234,13 @@ class SqliteStore(Transactions):
         def decide(node: NodeRecord) -> Change | None:
             return transitions.schedule_retry(node, attempt, error, next_attempt_at, now, usage)
 
-        return await self._transition(run_id, node_id, decide) is not None
+        return await self._transitioned(run_id, node_id, decide)
 
     async def requeue_node(self, run_id: str, node_id: str, attempt: int, now: float) -> bool:
         def decide(node: NodeRecord) -> Change | None:
             return transitions.requeue(node, attempt, now)
 
-        return await self._transition(run_id, node_id, decide) is not None
+        return await self._transitioned(run_id, node_id, decide)
 
     async def record_arrival(self, run_id: str, child_id: str, parent_id: str) -> int | None:
         def work(conn: sqlite3.Connection) -> int | None:
@@ -259,7 +272,7 @@ class SqliteStore(Transactions):
         def decide(node: NodeRecord) -> Change | None:
             return transitions.resolve(node, status, now, reason, expected)
 
-        return await self._transition(run_id, node_id, decide) is not None
+        return await self._transitioned(run_id, node_id, decide)
 
     async def cancel_not_started(self, run_id: str, now: float) -> list[str]:
         def work(conn: sqlite3.Connection) -> list[str]:
@@ -307,13 +320,13 @@ class SqliteStore(Transactions):
         def decide(node: NodeRecord) -> Change | None:
             return transitions.expand(node, attempt, expect, now)
 
-        return await self._transition(run_id, node_id, decide) is not None
+        return await self._transitioned(run_id, node_id, decide)
 
     async def settle_node(self, run_id: str, node_id: str, outcome: Outcome, now: float) -> bool:
         def decide(node: NodeRecord) -> Change | None:
             return transitions.settle(node, outcome, now)
 
-        return await self._transition(run_id, node_id, decide) is not None
+        return await self._transitioned(run_id, node_id, decide)
 
     async def renew_lease(
         self, run_id: str, node_id: str, attempt: int, lease_until: float
@@ -321,13 +334,13 @@ class SqliteStore(Transactions):
         def decide(node: NodeRecord) -> Change | None:
             return transitions.renew(node, attempt, lease_until)
 
-        return await self._transition(run_id, node_id, decide) is not None
+        return await self._transitioned(run_id, node_id, decide)
 
     async def set_partial(self, run_id: str, node_id: str, attempt: int, text: str) -> None:
         def decide(node: NodeRecord) -> Change | None:
             return transitions.set_partial(node, attempt, text)
 
-        await self._transition(run_id, node_id, decide)
+        await self._transitioned(run_id, node_id, decide)
 
     async def append_event(self, event: Event) -> None:
         await self._tx(lambda conn: rows.insert_event(conn, event))
@@ -398,7 +411,7 @@ class SqliteStore(Transactions):
                 node, attempt, pending, deadline, now, usage, model, message
             )
 
-        return await self._transition(run_id, node_id, decide) is not None
+        return await self._transitioned(run_id, node_id, decide)
 
     async def decide_approval(
         self, run_id: str, node_id: str, attempt: int, outcome: Outcome, now: float
@@ -406,7 +419,7 @@ class SqliteStore(Transactions):
         def decide(node: NodeRecord) -> Change | None:
             return transitions.decide_approval(node, attempt, outcome, now)
 
-        return await self._transition(run_id, node_id, decide) is not None
+        return await self._transitioned(run_id, node_id, decide)
 
     # ---- redrive -------------------------------------------------------------------------
 

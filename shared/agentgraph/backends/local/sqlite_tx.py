@@ -18,6 +18,8 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
 
+from agentgraph.backends.local import sqlite_rows as rows
+
 T = TypeVar("T")
 
 _Pending = tuple[Callable[[sqlite3.Connection], Any], "asyncio.Future[Any]"]
@@ -51,13 +53,17 @@ def _together(
     conn: sqlite3.Connection, works: Sequence[Callable[[sqlite3.Connection], Any]]
 ) -> list[Any]:
     conn.execute("BEGIN IMMEDIATE")
+    batch = rows.begin_batch()  # the writes that wait for the end of the transaction
     try:
         results = [work(conn) for work in works]
+        batch.write(conn)
         conn.execute("COMMIT")
     except BaseException:
         if conn.in_transaction:
             conn.execute("ROLLBACK")
         raise
+    finally:
+        rows.end_batch()
     return results
 
 
