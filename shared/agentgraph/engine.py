@@ -639,7 +639,7 @@ class Engine(FanIn, Recovery, Growth, AgentLoop, ModelGating, Approvals, Redrive
         context = self._runs.get(run_id)
         if context is not None:
             return context
-        run = await self.store.get_run(run_id)
+        run = await self.store.get_run(run_id, counts=False)
         return None if run is None else self._context_of(run)
 
     def _prepare_roots(

@@ -163,6 +163,7 @@ describe("the web console's queries", () => {
         });
       }
       await setDoc(doc(db, 'runs', CONSOLE_RUN, 'events', 'e1'), { node_id: 'n0', at: 1, kind: 'status' });
+      await setDoc(doc(db, 'runs', CONSOLE_RUN, 'shards', '07'), { counts: { succeeded: 1 } });
       for (const ref of [
         ...Q.chunkDocs(F, db, ['runs', CONSOLE_RUN], marker),
         ...Q.chunkDocs(F, db, ['runs', CONSOLE_RUN, 'nodes', 'n0'], marker),
@@ -183,6 +184,8 @@ describe("the web console's queries", () => {
     await assertSucceeds(getDocs(Q.nodesWindowQuery(F, db, CONSOLE_RUN, Q.NODE_WINDOW)));
     await assertSucceeds(getDoc(Q.nodeDoc(F, db, CONSOLE_RUN, 'n1')));
     await assertSucceeds(getDocs(Q.nodeEventsQuery(F, db, CONSOLE_RUN, 'n0')));
+    const shards = await assertSucceeds(getDocs(Q.shardsQuery(F, db, CONSOLE_RUN)));
+    assert.deepEqual(shards.docs.map((d) => d.id), ['07']);
     for (const ref of Q.chunkDocs(F, db, ['runs', CONSOLE_RUN], marker)) await assertSucceeds(getDoc(ref));
     for (const ref of Q.chunkDocs(F, db, ['runs', CONSOLE_RUN, 'nodes', 'n0'], marker)) {
       await assertSucceeds(getDoc(ref));
@@ -196,6 +199,7 @@ describe("the web console's queries", () => {
     await assertFails(getDocs(Q.nodesWindowQuery(F, db, CONSOLE_RUN, 0)));
     await assertFails(getDoc(Q.nodeDoc(F, db, CONSOLE_RUN, 'n1')));
     await assertFails(getDocs(Q.nodeEventsQuery(F, db, CONSOLE_RUN, 'n0')));
+    await assertFails(getDocs(Q.shardsQuery(F, db, CONSOLE_RUN)));
     for (const ref of Q.chunkDocs(F, db, ['runs', CONSOLE_RUN, 'nodes', 'n0'], marker)) {
       await assertFails(getDoc(ref));
     }

@@ -68,7 +68,9 @@ class Recorder:
         with self._lock:
             self.sent.append(("finished", run_id, node_id))
 
-    async def schedule(self, run_id: str, node_id: str, attempt: int, at: float) -> None:
+    async def schedule(
+        self, run_id: str, node_id: str, attempt: int, at: float, *, tag: str = ""
+    ) -> None:
         with self._lock:
             self.sent.append(("retry", run_id, node_id))
 

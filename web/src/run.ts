@@ -20,6 +20,7 @@ import * as F from "firebase/firestore";
 import { type DocumentData, type Firestore, getDoc, onSnapshot } from "firebase/firestore";
 import * as Q from "./queries.js";
 import { api } from "./api";
+import { countRun, watchShards } from "./counts";
 import { GraphView, type GraphNode } from "./graph";
 import type { Session } from "./session";
 import { Listeners, el, pretty, usd, when } from "./util";
@@ -89,6 +90,7 @@ export function renderRun(
   );
 
   let run: DocumentData | null = null;
+  let shards: DocumentData[] = [];
   let specs = new Map<string, Record<string, unknown>>();
   let view: GraphView | null = null;
   const nodes = new Map<string, DocumentData>();
@@ -132,8 +134,8 @@ export function renderRun(
 
   const drawHeader = () => {
     if (!run) return;
-    const usage = run.usage ?? {};
-    const counts = Object.entries((run.counts ?? {}) as Record<string, number>)
+    const { counts: counted, usage } = countRun(run, shards);
+    const counts = Object.entries(counted)
       .filter(([, n]) => n > 0)
       .map(([s, n]) => `${s} ${n}`)
       .join(", ");
@@ -321,6 +323,12 @@ export function renderRun(
     );
   };
 
+  listeners.add(
+    watchShards(db, runId, (docs) => {
+      shards = docs;
+      drawHeader();
+    }),
+  );
   listeners.add(
     onSnapshot(
       Q.runDoc(F, db, runId),

@@ -10,6 +10,15 @@ Layout (collection names from `agentgraph.core.names`):
   the last transition); the output as text in `output_json` or a marker in `output_ref`.
 - `runs/{run_id}/nodes/{child}/arrivals/{parent}`: one document per fan-in edge (for
   children with two or more parents; a one-parent child needs none).
+- `runs/{run_id}/shards/{k}` (k < `SHARDS`, from a hash of the node id; created by the
+  first write): `counts` {final node status: n} and `usage` {token and cost totals},
+  incremented in the same commit as the node transitions that end a node (or undo an end:
+  a redrive) or carry usage. The run's counts of final statuses and its usage are the run
+  document's own `counts` / `usage` (what existed at creation) plus every shard's; the
+  counts of unfinished statuses are not stored: a reader counts the nodes
+  (`node_count` minus the final ones, split by status with `count()` queries). So no
+  document is written by every transition of a busy run: the run document changes at
+  creation, start, end (and when a run grows), a shard about 1/`SHARDS` of the ends.
 - `runs/{run_id}/events/{id}`: the append-only timeline.
 - `runs/{run_id}/chunks/…`, `runs/{run_id}/nodes/{node_id}/chunks/…`: see chunks.py.
 - `idempotency/{sha256(owner NUL key)}`: owner, key, run_id, request_hash, created_at.
@@ -23,6 +32,7 @@ outgrows Firestore's 1 MiB.
 
 from __future__ import annotations
 
+import zlib
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -32,12 +42,13 @@ from google.cloud import firestore
 from agentgraph.backends.gcp import chunks
 from agentgraph.core import names
 from agentgraph.core.ports import Event, NodeError, NodeRecord, RunRecord, Usage
-from agentgraph.core.status import NodeStatus, RunStatus
+from agentgraph.core.status import TERMINAL_NODE, NodeStatus, RunStatus
 from agentgraph.core.transitions import Change, RunChange
 
 NODE_BUDGET = 950_000  # bytes of a node document (1 MiB cap, with room for field names)
 RUN_INPUTS_BUDGET = 600_000  # graph + input inline on the run document
 RUN_OUTPUTS_BUDGET = 300_000  # outputs inline on the run document
+SHARDS = 16  # counter documents per run: ~1/16 of the node ends each
 TEXT_CAP = 64 * 1024
 PARTIAL_CAP = 256 * 1024
 
@@ -165,7 +176,7 @@ def run_doc(run: RunRecord, values: dict[str, Any]) -> dict[str, Any]:
         "started_at": run.started_at,
         "finished_at": run.finished_at,
         "node_count": run.node_count,
-        "counts": dict(run.counts),
+        "counts": final_counts(run.counts),
         "usage": run.usage.to_dict(),
         "error": run.error,
         "owner": run.owner,
@@ -242,26 +253,54 @@ def event_record(run_id: str, data: Mapping[str, Any], seq: int) -> Event:
 
 
 def instance_increments(created: Mapping[str, int]) -> dict[str, Any]:
-    """Instances added to a running run: its node_count and counts grow with them."""
-    fields: dict[str, Any] = {
-        f"counts.{status}": firestore.Increment(n) for status, n in created.items() if n
-    }
-    fields["node_count"] = firestore.Increment(sum(created.values()))
-    return fields
+    """Instances added to a running run: its node_count grows with them (their final
+    counts, if any were created final, go to a shard: `shard_fields`)."""
+    return {"node_count": firestore.Increment(sum(created.values()))}
 
 
-def run_increments(moves: Sequence[tuple[str, str]], spent: Usage | None) -> dict[str, Any]:
-    """Field transforms on the run: node counts move between statuses, usage adds up.
-    Blind increments: the run document is never read to write them."""
+def final_counts(counts: Mapping[str, int]) -> dict[str, int]:
+    """The counts a run stores: final statuses only (the others are counted on reading)."""
+    final = {s.value for s in TERMINAL_NODE}
+    return {k: int(v) for k, v in counts.items() if k in final and v}
+
+
+def shard_id(node_id: str) -> str:
+    """Which counter document of the run a node's transitions increment (stable per node,
+    spread evenly: a wide layer of nodes ending at once spreads over all of them)."""
+    return f"{zlib.crc32(node_id.encode()) % SHARDS:02d}"
+
+
+def shard_fields(moves: Sequence[tuple[str, str]], spent: Usage | None) -> dict[str, Any]:
+    """Field transforms for a run's counter shard (written with set(merge=True), so the
+    first write creates it): moves into or out of a final status, and usage. Empty for a
+    transition between unfinished statuses: those are never written anywhere but the node.
+    Blind increments: the shard is never read to write them."""
+    final = {s.value for s in TERMINAL_NODE}
     delta: Counter[str] = Counter()
     for old, new in moves:
-        delta[old] -= 1
-        delta[new] += 1
-    fields: dict[str, Any] = {f"counts.{k}": firestore.Increment(v) for k, v in delta.items() if v}
-    for key, value in (spent.to_dict() if spent else {}).items():
-        if value:
-            fields[f"usage.{key}"] = firestore.Increment(value)
+        delta[NodeStatus(old).value] -= 1
+        delta[NodeStatus(new).value] += 1
+    counts = {k: firestore.Increment(v) for k, v in delta.items() if v and k in final}
+    spent_fields = {
+        key: firestore.Increment(value)
+        for key, value in (spent.to_dict() if spent else {}).items()
+        if value
+    }
+    fields: dict[str, Any] = {}
+    if counts:
+        fields["counts"] = counts
+    if spent_fields:
+        fields["usage"] = spent_fields
     return fields
+
+
+def add_shard(total: Counter[str], spent: Usage, data: Mapping[str, Any]) -> Usage:
+    """Add a shard's (or the run document's) final counts and usage to the running sums."""
+    final = {s.value for s in TERMINAL_NODE}
+    for key, value in (data.get("counts") or {}).items():
+        if key in final:
+            total[key] += int(value)
+    return spent + Usage.from_dict(data.get("usage"))
 
 
 def usage(data: Mapping[str, Any] | None) -> Usage:

@@ -9,10 +9,11 @@ reads the node, asks `core.transitions` what to do, and persists the answer.
 How each transition stays one atomic, conditional commit:
 - A node transition reads the node and commits ONE batch: the node update with a
   `last_update_time` precondition (it applies only to the state it was decided on; else
-  it re-reads and decides again, `contention.until_settled`), `Increment` moves of the
-  run's `counts.<old>` / `counts.<new>` and usage, and its event. The run document is
-  never read for this: the hot document sees blind increments only, never a
-  read-modify-write transaction.
+  it re-reads and decides again, `contention.until_settled`), and, when it ends a node or
+  carries usage, `Increment`s of the final count and usage in one of the run's counter
+  shards (`firestore_docs.shard_fields`), and its event. No transition writes the run
+  document: a busy run's document is not hot, and finishing or cancelling it does not
+  race node transitions for its update time.
 - Each transition writes a fresh `op` token: after an ambiguous failure (a commit the
   client retried although it had applied) the re-read recognises its own write.
 - The claim remembers the node's update time, so finish / retry / partial writes of that
@@ -165,9 +166,9 @@ class FirestoreStore(RunWrites, StepWrites, RedriveWrites):
             writes = self._writes()
             option = self.client.write_option(last_update_time=update_time)
             writes.update(ref, {**fields, "op": token}, option=option)
-            increments = docs.run_increments(change.moves, change.usage)
-            if increments:
-                writes.update(self._run_ref(run_id), increments)
+            shard = docs.shard_fields(change.moves, change.usage)
+            if shard:  # a node's end (or usage): its shard, never the run document
+                writes.set(self._shard_ref(run_id, node_id), shard, merge=True)
             if change.event is not None:
                 writes.create(self._event_ref(run_id), docs.event_doc(change.event))
             self._before_commit(writes)  # pragma: SYNCPOINT
@@ -333,7 +334,8 @@ class FirestoreStore(RunWrites, StepWrites, RedriveWrites):
             cancelled.append((snap.get("seq"), snap.get("node_id")))
         if not cancelled:
             return []
-        writes.update(self._run_ref(run_id), docs.run_increments(moves, None))
+        shard = docs.shard_fields(moves, None)
+        writes.set(self._shard_ref(run_id, cancelled[0][1]), shard, merge=True)
         self._before_commit(writes)  # pragma: SYNCPOINT
         await self._commit(writes)
         return cancelled
@@ -375,6 +377,12 @@ class FirestoreStore(RunWrites, StepWrites, RedriveWrites):
                 writes.create(ref, doc)
                 tally[status] = tally.get(status, 0) + 1
             writes.update(self._run_ref(run_id), docs.instance_increments(tally))
+            # instances created final (skipped) count in a shard (waiting is not stored)
+            made = [(NodeStatus.WAITING, NodeStatus(k)) for k, n in tally.items() for _ in range(n)]
+            shard = docs.shard_fields(made, None)
+            if shard:
+                first = missing[0][2]["node_id"]
+                writes.set(self._shard_ref(run_id, first), shard, merge=True)
             self._before_commit(writes)  # pragma: SYNCPOINT
             try:
                 await self._commit(writes)
