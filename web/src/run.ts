@@ -316,7 +316,11 @@ export function renderRun(
       el(
         "ol",
         { class: "timeline", id: "node-timeline" },
-        ...events.map((e) =>
+        // A node made ready or started is kept on the node (`quiet`), not as an event
+        // document (backends/gcp/firestore_docs.py): merge the two by time.
+        ...[...events, ...Object.values((node.quiet ?? {}) as Record<string, DocumentData>)]
+          .sort((a, b) => (a.at ?? 0) - (b.at ?? 0))
+          .map((e) =>
           el("li", { text: `${when(e.at)} ${e.kind}${e.status ? ` → ${e.status}` : ""}${e.attempt ? ` (attempt ${e.attempt})` : ""}${e.message ? `: ${e.message}` : ""}` }),
         ),
       ),

@@ -7,7 +7,8 @@ Layout (collection names from `agentgraph.core.names`):
   fields `graph_json`, `input_json`, `outputs_json` (or `<field>_ref` chunk markers).
 - `runs/{run_id}/nodes/{node_id}`: every NodeRecord field, plus run_id and owner (for
   collection-group queries and security rules), seq (creation order), op (the token of
-  the last transition); the output as text in `output_json` or a marker in `output_ref`.
+  the last transition); the output as text in `output_json` or a marker in `output_ref`;
+  `quiet` {key: timeline line} and `quiet_at`: the lines kept on the node (`quiet`).
 - `runs/{run_id}/nodes/{child}/arrivals/{parent}`: one document per fan-in edge (for
   children with two or more parents; a one-parent child needs none).
 - `runs/{run_id}/shards/{k}` (k < `SHARDS`, from a hash of the node id; created by the
@@ -19,7 +20,7 @@ Layout (collection names from `agentgraph.core.names`):
   (`node_count` minus the final ones, split by status with `count()` queries). So no
   document is written by every transition of a busy run: the run document changes at
   creation, start, end (and when a run grows), a shard about 1/`SHARDS` of the ends.
-- `runs/{run_id}/events/{id}`: the append-only timeline.
+- `runs/{run_id}/events/{id}`: the append-only timeline (but for the `quiet` lines).
 - `runs/{run_id}/chunks/…`, `runs/{run_id}/nodes/{node_id}/chunks/…`: see chunks.py.
 - `idempotency/{sha256(owner NUL key)}`: owner, key, run_id, request_hash, created_at.
 
@@ -35,6 +36,7 @@ from __future__ import annotations
 import zlib
 from collections import Counter
 from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from google.cloud import firestore
@@ -48,6 +50,7 @@ from agentgraph.core.transitions import Change, RunChange
 NODE_BUDGET = 950_000  # bytes of a node document (1 MiB cap, with room for field names)
 RUN_INPUTS_BUDGET = 600_000  # graph + input inline on the run document
 RUN_OUTPUTS_BUDGET = 300_000  # outputs inline on the run document
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 SHARDS = 16  # counter documents per run: ~1/16 of the node ends each
 TEXT_CAP = 64 * 1024
 PARTIAL_CAP = 256 * 1024
@@ -237,6 +240,38 @@ def event_doc(event: Event) -> dict[str, Any]:
         "attempt": event.attempt,
         "message": cap(event.message, TEXT_CAP),
     }
+
+
+def quiet(event: Event) -> bool:
+    """An event kept on its node instead of as an event document: a node made ready, or
+    started without a takeover: the two lines of every node's success path (the
+    timeline shows them, `quiet_events`), which as documents would be two of its writes."""
+    return (
+        event.kind == "node_status"
+        and event.status in (NodeStatus.READY.value, NodeStatus.RUNNING.value)
+        and event.message is None
+    )
+
+
+def quiet_fields(event: Event, token: str) -> dict[str, Any]:
+    """The node fields that keep a quiet event, in the transition's own node write: an
+    entry of the map `quiet` (keyed by the transition's token, so a repeated commit of it
+    adds nothing) stamped with the commit time, as an event document's create_time is,
+    and `quiet_at`, the latest one's commit time, which `list_events(after)` queries on."""
+    entry = {k: v for k, v in event_doc(event).items() if k != "run_id"}
+    entry["committed"] = firestore.SERVER_TIMESTAMP
+    key = f"{event.status}_{event.attempt}_{token}"
+    return {f"quiet.{key}": entry, "quiet_at": firestore.SERVER_TIMESTAMP}
+
+
+def quiet_events(run_id: str, data: Mapping[str, Any]) -> list[tuple[int, str, Event]]:
+    """A node document's quiet events: (seq, key, event), seq the commit time in
+    microseconds, the same order as an event document's."""
+    found = []
+    for key, entry in (data.get("quiet") or {}).items():
+        seq = (entry["committed"] - _EPOCH) // timedelta(microseconds=1)
+        found.append((seq, key, event_record(run_id, entry, seq)))
+    return found
 
 
 def event_record(run_id: str, data: Mapping[str, Any], seq: int) -> Event:

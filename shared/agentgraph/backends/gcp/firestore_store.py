@@ -26,7 +26,10 @@ How each transition stays one atomic, conditional commit:
 
 Event order: an event's `seq` is its commit time in microseconds (the document's
 create_time), so the timeline follows the database's commit order, not the writers'
-clocks; events of one commit share a seq and are ordered by id. `list_events(after)`
+clocks; events of one commit share a seq and are ordered by id. The two lines of every
+node's success path (made ready, started: `firestore_docs.quiet`) are no documents: they
+ride in the transition's node write, in the node's `quiet` map, stamped with the commit's
+server time, and `list_events` merges them in by that time. `list_events(after)`
 reads ids from `_EVENT_WINDOW_US` before `after`, which covers clock skew and client
 retries between taking the id and the commit.
 
@@ -165,12 +168,14 @@ class FirestoreStore(RunWrites, StepWrites, RedriveWrites):
             written.update(c.prefix for c in fresh)
             writes = self._writes()
             option = self.client.write_option(last_update_time=update_time)
-            writes.update(ref, {**fields, "op": token}, option=option)
+            event = change.event
+            timeline = docs.quiet_fields(event, token) if event and docs.quiet(event) else {}
+            writes.update(ref, {**fields, **timeline, "op": token}, option=option)
             shard = docs.shard_fields(change.moves, change.usage)
             if shard:  # a node's end (or usage): its shard, never the run document
                 writes.set(self._shard_ref(run_id, node_id), shard, merge=True)
-            if change.event is not None:
-                writes.create(self._event_ref(run_id), docs.event_doc(change.event))
+            if event is not None and not timeline:
+                writes.create(self._event_ref(run_id), docs.event_doc(event))
             self._before_commit(writes)  # pragma: SYNCPOINT
             try:
                 results = await self._commit(writes)
@@ -467,15 +472,27 @@ class FirestoreStore(RunWrites, StepWrites, RedriveWrites):
         await self._commit(writes)
 
     async def list_events(self, run_id: str, after: int | None = None) -> list[Event]:
+        """The event documents, and the quiet events kept on the nodes (a node made ready
+        or started: `firestore_docs.quiet`), merged in order. With `after`, only the nodes
+        whose latest quiet event is at most `_EVENT_WINDOW_US` older are read."""
         query: Any = self._run_ref(run_id).collection(names.COLLECTION_EVENTS)
+        nodes: Any = self._run_ref(run_id).collection(names.COLLECTION_NODES)
+        since = _EPOCH
         if after is not None:
             start = query.document(f"{max(0, after - _EVENT_WINDOW_US):016d}")
             query = query.where(filter=FieldFilter(FieldPath.document_id(), ">=", start))
+            since = _EPOCH + timedelta(microseconds=max(0, after - _EVENT_WINDOW_US))
+        nodes = nodes.where(filter=FieldFilter("quiet_at", ">=", since)).select(["quiet"])
+        snaps, quiet = await asyncio.gather(self._query(query), self._query(nodes))
         found = []
-        for snap in await self._query(query):
+        for snap in snaps:
             seq = (snap.create_time - _EPOCH) // timedelta(microseconds=1)
             if after is None or seq > after:
                 found.append((seq, snap.id, docs.event_record(run_id, snap.to_dict(), seq)))
+        for snap in quiet:
+            for seq, key, event in docs.quiet_events(run_id, snap.to_dict()):
+                if after is None or seq > after:
+                    found.append((seq, f"{snap.id}~{key}", event))
         return [event for _, _, event in sorted(found, key=lambda f: (f[0], f[1]))]
 
     async def stale_nodes(self, now: float, grace_s: float) -> list[NodeRecord]:
