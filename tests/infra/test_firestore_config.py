@@ -41,6 +41,12 @@ def test_the_indexes_file_has_the_composite_indexes_the_queries_need() -> None:
         (nodes, "COLLECTION_GROUP", (("status", "ASCENDING"), ("updated_at", "ASCENDING"))),
         # api: a user's runs, newest first (idempotency keys are documents, not a query)
         (runs, "COLLECTION", (("owner", "ASCENDING"), ("created_at", "DESCENDING"))),
+        # an owner's spend today, over the runs' counter shards (FirestoreOwnerActivity)
+        (
+            names.COLLECTION_SHARDS,
+            "COLLECTION_GROUP",
+            (("owner", "ASCENDING"), ("created_at", "ASCENDING")),
+        ),
     }
 
 
@@ -117,6 +123,7 @@ def test_the_rules_match_only_names_collections_and_expose_run_records() -> None
         names.COLLECTION_CHUNKS,
         names.COLLECTION_EVENTS,
         names.COLLECTION_STEPS,
+        names.COLLECTION_SHARDS,
     }
 
 

@@ -74,6 +74,7 @@ def node_doc(node: NodeRecord, run: RunRecord, seq: int) -> dict[str, Any]:
         "run_id": run.run_id,
         "node_id": node.node_id,
         "owner": run.owner,
+        "run_created_at": run.created_at,  # for the owner's spend today (shard_owner)
         "seq": seq,
         "status": node.status.value,
         "attempt": node.attempt,
@@ -327,6 +328,14 @@ def shard_fields(moves: Sequence[tuple[str, str]], spent: Usage | None) -> dict[
     if spent_fields:
         fields["usage"] = spent_fields
     return fields
+
+
+def shard_owner(node: Mapping[str, Any]) -> dict[str, Any]:
+    """Plain fields a shard carries beside its increments: whose run it counts and when the
+    run was created, so an owner's spend today sums over shards too
+    (`FirestoreOwnerActivity.spend_today`; index: collection group `shards`, owner +
+    created_at)."""
+    return {"owner": node.get("owner"), "created_at": node.get("run_created_at")}
 
 
 def add_shard(total: Counter[str], spent: Usage, data: Mapping[str, Any]) -> Usage:

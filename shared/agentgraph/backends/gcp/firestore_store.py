@@ -173,6 +173,7 @@ class FirestoreStore(RunWrites, StepWrites, RedriveWrites):
             writes.update(ref, {**fields, **timeline, "op": token}, option=option)
             shard = docs.shard_fields(change.moves, change.usage)
             if shard:  # a node's end (or usage): its shard, never the run document
+                shard.update(docs.shard_owner(data))
                 writes.set(self._shard_ref(run_id, node_id), shard, merge=True)
             if event is not None and not timeline:
                 writes.create(self._event_ref(run_id), docs.event_doc(event))
