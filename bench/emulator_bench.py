@@ -269,10 +269,12 @@ def chain_graph(length: int) -> dict[str, Any]:
 async def _wait_run(store: Any, run_id: str, timeout: float = RUN_TIMEOUT_S) -> Any:
     deadline = time.monotonic() + timeout
     while True:
-        run = await store.get_run(run_id)
+        # counts=False: a status poll; counting a running run's nodes is for readers
+        run = await store.get_run(run_id, counts=False)
         if run is not None and run.status.terminal:
-            return run
+            return await store.get_run(run_id)
         if time.monotonic() > deadline:
+            run = await store.get_run(run_id)
             counts = run.counts if run is not None else None
             raise TimeoutError(f"run {run_id} not finished after {timeout:.0f} s: {counts}")
         await asyncio.sleep(0.1)

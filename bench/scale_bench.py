@@ -133,11 +133,12 @@ async def _post_run(api: httpx.AsyncClient, graph: dict[str, Any], input: Any = 
 async def _until_ended(store: Any, run_id: str, timeout: float) -> Any:
     deadline = time.monotonic() + timeout
     while True:
-        run = await store.get_run_summary(run_id)
+        # counts=False: a status poll; counting a running run's nodes is for readers
+        run = await store.get_run_summary(run_id, counts=False)
         if run is not None and run.status.terminal:
-            return run
+            return await store.get_run_summary(run_id)
         if time.monotonic() > deadline:
-            return run
+            return await store.get_run_summary(run_id)
         await asyncio.sleep(0.2)
 
 

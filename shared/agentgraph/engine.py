@@ -669,7 +669,7 @@ class Engine(
         context = self._runs.get(run_id)
         if context is not None:
             return context
-        run = await self.store.get_run(run_id)
+        run = await self.store.get_run(run_id, counts=False)
         return None if run is None else self._context_of(run)
 
     def _prepare_roots(

@@ -271,7 +271,7 @@ class FanIn:
         it, and its nodes must then run, not be cancelled."""
         if run_id not in self._ended:
             return False
-        run = await self.store.get_run(run_id)
+        run = await self.store.get_run_summary(run_id, counts=False)
         if run is not None and not run.status.terminal:
             self._ended.pop(run_id)
             return False

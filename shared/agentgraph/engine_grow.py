@@ -84,7 +84,7 @@ class Growth:
         """Instances added while the run was being cancelled (or failed) may have come
         after its cancel's query: cancel what has not started once more, so nothing of
         an ended run starts. One read of the run per expansion."""
-        run = await self.store.get_run(run_id)
+        run = await self.store.get_run_summary(run_id, counts=False)
         if run is None or not run.status.terminal:
             return False
         self._ended.put(run_id, None)
@@ -116,7 +116,7 @@ class Growth:
             }
             expansion = grow.expand_body(run_id, node, bindings, skipped)
         if expansion.records:
-            run = await self.store.get_run(run_id)
+            run = await self.store.get_run_summary(run_id, counts=False)
             first = await self.store.get_node(run_id, expansion.records[0].node_id)
             if run is not None and first is None:  # a repeated expansion adds nothing
                 grow.check_capacity(node, run.node_count, len(expansion.records))

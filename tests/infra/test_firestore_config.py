@@ -50,6 +50,11 @@ def test_the_indexes_file_has_the_composite_indexes_the_queries_need() -> None:
             nodes,
             "COLLECTION",
             (("children", "CONTAINS"), ("status", "ASCENDING"), ("node_id", "ASCENDING")),
+        # an owner's spend today, over the runs' counter shards (FirestoreOwnerActivity)
+        (
+            names.COLLECTION_SHARDS,
+            "COLLECTION_GROUP",
+            (("owner", "ASCENDING"), ("created_at", "ASCENDING")),
         ),
     }
 
@@ -127,6 +132,7 @@ def test_the_rules_match_only_names_collections_and_expose_run_records() -> None
         names.COLLECTION_CHUNKS,
         names.COLLECTION_EVENTS,
         names.COLLECTION_STEPS,
+        names.COLLECTION_SHARDS,
     }
 
 

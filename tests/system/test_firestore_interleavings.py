@@ -27,9 +27,10 @@ from google.cloud import firestore
 from test_utils.orchestrate import orchestrate
 from test_utils.system import EmulatorCreds
 
+from agentgraph.backends.gcp import firestore_docs as docs
 from agentgraph.backends.gcp.firestore_store import FirestoreStore
-from agentgraph.core.ports import Outcome
-from agentgraph.core.status import NodeStatus
+from agentgraph.core.ports import Outcome, Usage
+from agentgraph.core.status import NodeStatus, RunStatus
 from agentgraph.engine import Engine
 from agentgraph.llm import default_router
 from agentgraph.tools import Registry, default_registry
@@ -270,3 +271,91 @@ def test_a_duplicate_completion_racing_the_original_enqueues_the_child_once(
     assert turns == (3, 2)
     assert len(book.used) == 10
     assert book.conflicts >= 10  # each duplicate arrival, plus resolves that raced
+
+
+# ---- the run's counter shards ------------------------------------------------------------
+
+
+def test_two_nodes_ending_on_one_counter_shard_are_both_counted_in_every_interleaving(
+    emulator_stack: Any, unique_name: Callable[[str], str]
+) -> None:
+    """n0 and n12 hash to the same shard (`firestore_docs.shard_id`): their finishes both
+    increment it, blind, in every order of the two commits; no increment is lost and no
+    precondition on the shard or the run is involved."""
+    assert docs.shard_id("n0") == docs.shard_id("n12")
+    project = unique_name("shard")
+
+    async def claim_both(store: FirestoreStore, run_id: str) -> None:
+        now = time.time()
+        for node_id in ("n0", "n12"):
+            assert await store.claim_node(run_id, node_id, 1, now, now + 60)
+
+    document = {"name": "shard", "nodes": [const("n0"), const("n12")]}
+    book = Interleavings(prepare(project, 8, document, claim_both))
+    sides = itertools.count()
+    lock = threading.Lock()
+
+    def finish() -> None:
+        run_id = book.next_run()
+        with lock:
+            node_id = ("n0", "n12")[next(sides) % 2]
+
+        async def work(store: FirestoreStore) -> None:
+            outcome = Outcome(S.SUCCEEDED, output=node_id, usage=Usage(input_tokens=5, calls=1))
+            done = await store.finish_node(run_id, node_id, 1, outcome, time.time())
+            book.note(run_id, done, store)
+
+        on_own_loop(project, work)
+
+    orchestrate(finish, finish)
+    assert len(book.used) >= 2
+    for run_id in book.used:
+        assert book.seen[run_id] == [True, True], run_id
+
+        async def read(store: FirestoreStore, run_id: str = run_id) -> Any:
+            return await store.get_run_summary(run_id)
+
+        run = on_own_loop(project, read)
+        assert run.counts == {"succeeded": 2}, run_id
+        assert (run.usage.input_tokens, run.usage.calls) == (10, 2), run_id
+    assert book.conflicts == 0  # blind increments: nothing to retry
+
+
+def test_cancelling_a_run_never_races_a_node_ending_in_any_interleaving(
+    emulator_stack: Any, unique_name: Callable[[str], str]
+) -> None:
+    """The run's status change holds a precondition on the run document; a node's end no
+    longer writes that document, so neither side ever retries, in any order."""
+    project = unique_name("cancel")
+
+    async def claim(store: FirestoreStore, run_id: str) -> None:
+        now = time.time()
+        assert await store.claim_node(run_id, "a", 1, now, now + 60)
+
+    document = {"name": "cancel", "nodes": [const("a"), const("b")]}
+    book = Interleavings(prepare(project, 8, document, claim))
+    sides = itertools.count()
+    lock = threading.Lock()
+
+    def act() -> None:
+        run_id = book.next_run()
+        with lock:
+            side = next(sides) % 2
+
+        async def work(store: FirestoreStore) -> None:
+            now = time.time()
+            if side == 0:
+                done = await store.finish_node(run_id, "a", 1, Outcome(S.SUCCEEDED, "x"), now)
+            else:
+                done = await store.set_run_status(
+                    run_id, (RunStatus.RUNNING, RunStatus.PENDING), RunStatus.CANCELLED, now
+                )
+            book.note(run_id, done, store)
+
+        on_own_loop(project, work)
+
+    orchestrate(act, act)
+    assert len(book.used) >= 2
+    for run_id in book.used:
+        assert book.seen[run_id] == [True, True], run_id
+    assert book.conflicts == 0

@@ -25,7 +25,7 @@ def _reads(store: FirestoreStore) -> int:
     return store.stats["reads"]
 
 
-async def test_a_summary_of_a_run_with_a_2_mib_input_reads_one_document(
+async def test_a_summary_of_a_run_with_a_2_mib_input_never_reads_the_input(
     store: FirestoreStore,
 ) -> None:
     big = {"text": "x" * (2 * 1024 * 1024)}  # chunked: far over the run document's budget
@@ -41,11 +41,17 @@ async def test_a_summary_of_a_run_with_a_2_mib_input_reads_one_document(
     summary = await store.get_run_summary("big")
     assert summary is not None and summary.input is None and summary.graph == {}
     assert summary.status == full.status and summary.node_count == 1
+    assert summary.counts == full.counts == {"ready": 1}
+    assert _reads(store) - before == 3  # the run, its shards (none yet), its 1 node counted
+
+    before = _reads(store)
+    status = await store.get_run_summary("big", counts=False)
+    assert status is not None and status.status == full.status and status.counts == {}
     assert _reads(store) - before == 1
 
     before = _reads(store)
     assert [r.run_id for r in await store.list_runs()] == ["big"]
-    assert _reads(store) - before == 1
+    assert _reads(store) - before == 3
 
 
 async def test_a_page_of_10_nodes_of_a_run_of_300_reads_11_nodes(store: FirestoreStore) -> None:

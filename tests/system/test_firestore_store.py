@@ -230,7 +230,7 @@ async def test_a_run_status_change_wins_against_a_stream_of_counter_updates(
     assert results[0] is True and all(results[1:])
     after = await store.get_run("r1")
     assert after is not None and after.status == RunStatus.CANCELLED
-    assert after.counts["running"] == 40 and after.counts["ready"] == 0
+    assert after.counts["running"] == 40 and after.counts.get("ready", 0) == 0
 
 
 # ---- creating runs -----------------------------------------------------------------------
@@ -370,6 +370,57 @@ async def test_a_large_input_and_graph_are_chunked_on_the_run(store: FirestoreSt
     assert (await store.get_run("r1")).outputs == outputs  # type: ignore[union-attr]
 
 
+# ---- the run's counts: shards and counting ----------------------------------------------
+
+
+async def test_node_transitions_never_write_the_run_document_yet_its_counts_stay_true(
+    store: FirestoreStore,
+) -> None:
+    nodes_spec: dict[str, tuple[NodeStatus, Sequence[str]]] = {
+        f"n{i}": (S.READY, []) for i in range(40)
+    }
+    run, nodes = make_run("r1", nodes_spec)
+    await store.create_run(run, nodes)
+    run_ref = store.client.collection(names.COLLECTION_RUNS).document("r1")
+    written = (await run_ref.get()).update_time
+    now = time.time()
+    await asyncio.gather(*(store.claim_node("r1", f"n{i}", 1, now, now + 30) for i in range(40)))
+    summary = await store.get_run_summary("r1")
+    assert summary is not None and summary.counts == {"running": 40}
+    spent = Usage(input_tokens=2, cost_usd=0.001, calls=1)
+    await asyncio.gather(
+        *(
+            store.finish_node("r1", f"n{i}", 1, Outcome(S.SUCCEEDED, i, usage=spent), now)
+            for i in range(30)
+        )
+    )
+    await store.finish_node("r1", "n30", 1, Outcome(S.FAILED, error=NodeError("E", "x")), now)
+    assert (await run_ref.get()).update_time == written  # no transition wrote it
+    full = await store.get_run("r1")
+    summary = await store.get_run_summary("r1")
+    assert full is not None and summary is not None
+    assert full.counts == summary.counts == {"succeeded": 30, "failed": 1, "running": 9}
+    assert (summary.usage.input_tokens, summary.usage.calls) == (60, 30)
+    assert summary.usage.cost_usd == pytest.approx(0.03)
+    shards = await run_ref.collection(names.COLLECTION_SHARDS).get()
+    assert 1 < len(shards) <= 16
+    await assert_counts_match_nodes(store, "r1")
+
+
+async def test_counts_of_an_ended_run_read_only_its_shards(store: FirestoreStore) -> None:
+    run, nodes = make_run("r1", {"a": (S.READY, []), "b": (S.READY, [])})
+    await store.create_run(run, nodes)
+    now = time.time()
+    for node_id in ("a", "b"):
+        await store.claim_node("r1", node_id, 1, now, now + 30)
+        await store.finish_node("r1", node_id, 1, Outcome(S.SUCCEEDED, 1), now)
+    before = store.stats["reads"]
+    summary = await store.get_run_summary("r1")
+    assert summary is not None and summary.counts == {"succeeded": 2}
+    shards = len(await store.client.collection("runs/r1/shards").get())
+    assert store.stats["reads"] - before == 1 + shards  # every node ended: none counted
+
+
 # ---- events ------------------------------------------------------------------------------
 
 
@@ -396,6 +447,42 @@ async def test_events_come_back_in_commit_order_and_after_skips_the_seen_ones(
         "ready",
     ]
     assert await store.list_events("r1", after=seqs[-1]) == []
+
+
+async def test_ready_and_started_lines_live_on_the_node_and_read_back_in_the_timeline(
+    store: FirestoreStore,
+) -> None:
+    """A node made ready or started writes no event document (the line rides on the node
+    write); the timeline reads it back in place, also after a retry and with `after`."""
+    run, nodes = make_run("r1", {"a": (S.WAITING, [])})
+    await store.create_run(run, nodes)
+    now = time.time()
+    assert await store.resolve_node("r1", "a", S.READY, now)
+    await store.claim_node("r1", "a", 1, now + 0.01, now + 30)
+    error = NodeError("Flaky", "try again")
+    await store.schedule_retry("r1", "a", 1, error, now + 0.02, now + 0.02)
+    await store.requeue_node("r1", "a", 2, now + 0.03)
+    await store.claim_node("r1", "a", 2, now + 0.03, now + 30)
+    await store.finish_node("r1", "a", 2, Outcome(S.SUCCEEDED, output=1), now + 0.04)
+    events = await store.list_events("r1")
+    assert [(e.node_id, e.kind, e.status, e.attempt) for e in events] == [
+        (None, "run_status", "running", None),
+        ("a", "node_status", "ready", 1),
+        ("a", "node_status", "running", 1),
+        ("a", "retry", "retrying", 1),
+        ("a", "node_status", "ready", 2),
+        ("a", "node_status", "running", 2),
+        ("a", "node_status", "succeeded", 2),
+    ]
+    documents = await store.client.collection("runs/r1/events").get()
+    assert len(documents) == 3  # the run's start, the retry and the end
+    later = await store.list_events("r1", after=events[2].seq)
+    assert [(e.status, e.attempt) for e in later] == [
+        ("retrying", 1),
+        ("ready", 2),
+        ("running", 2),
+        ("succeeded", 2),
+    ]
 
 
 # ---- concurrency and the sweeper ---------------------------------------------------------
@@ -451,11 +538,12 @@ async def test_stale_nodes_are_those_a_dead_function_left_in_running_runs(
 # ---- cost --------------------------------------------------------------------------------
 
 
-async def test_a_node_on_the_success_path_costs_two_reads_and_eleven_writes(
+async def test_a_node_on_the_success_path_costs_two_reads_and_seven_writes(
     store: FirestoreStore,
 ) -> None:
-    """claim 1 read + 3 writes, finish 0 + 3 (the claim remembers the node), arrival 0 +
-    2, resolve 1 + 3: node, run counters and event in each transition's one commit."""
+    """claim 1 read + 1 write (the node: its timeline line rides on it), finish 0 + 3
+    (the claim remembers the node; node, counter shard, event), arrival 0 + 2, resolve
+    1 + 1: no transition writes the run document; only a node's end counts, in a shard."""
     run, nodes = make_run("r1", {"parent": (S.READY, []), "child": (S.WAITING, ["parent"])})
     await store.create_run(run, nodes)
     now = time.time()
@@ -475,10 +563,10 @@ async def test_a_node_on_the_success_path_costs_two_reads_and_eleven_writes(
     await step("resolve", store.resolve_node("r1", "child", S.READY, now))
     _log.warning("ops per step (reads, writes): %s", steps)
     assert steps == {
-        "claim": (1, 3),
+        "claim": (1, 1),
         "finish": (0, 3),
         "arrival": (0, 2),
-        "resolve": (1, 3),
+        "resolve": (1, 1),
     }
 
 

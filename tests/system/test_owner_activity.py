@@ -10,7 +10,7 @@ import pytest
 from agentgraph.backends.gcp.firestore_owner_activity import FirestoreOwnerActivity
 from agentgraph.backends.gcp.firestore_store import FirestoreStore
 from agentgraph.core.limits import DAY_S, OwnerLimits
-from agentgraph.core.ports import NodeRecord, RunRecord, Usage
+from agentgraph.core.ports import NodeRecord, Outcome, RunRecord, Usage
 from agentgraph.core.status import NodeStatus, RunStatus
 
 pytestmark = pytest.mark.emulator
@@ -72,3 +72,18 @@ async def test_an_owner_with_no_runs_has_done_nothing(
         0.0,
         0,
     )
+
+
+async def test_usage_spent_by_a_run_s_nodes_counts_toward_today_s_spend(
+    stores: tuple[FirestoreStore, FirestoreOwnerActivity],
+) -> None:
+    """Node transitions add usage to the run's counter shards, not to the run document:
+    today's spend sums both."""
+    store, activity = stores
+    now = NOW
+    await start(store, "spent", "cy", now - 5, status=RunStatus.RUNNING, usd=0.5)
+    await store.claim_node("spent", "a", 1, now, now + 30)
+    spent = Usage(input_tokens=7, output_tokens=3, cost_usd=0.25)
+    await store.finish_node("spent", "a", 1, Outcome(NodeStatus.SUCCEEDED, 1, usage=spent), now)
+    usd, tokens = await activity.spend_today("cy", now)
+    assert usd == pytest.approx(0.75) and tokens == 110 + 10

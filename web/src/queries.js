@@ -22,6 +22,11 @@ export function runDoc(F, db, runId) {
   return F.doc(db, 'runs', runId);
 }
 
+/** The run's counter shards: final node counts and usage (web/src/counts.ts). */
+export function shardsQuery(F, db, runId) {
+  return F.collection(db, 'runs', runId, 'shards');
+}
+
 /**
  * At most NODE_WINDOW nodes in creation order, from the `first`-th (seq starts at 0).
  * With `end` (the graph's node count), only the graph's own nodes: instances a growing

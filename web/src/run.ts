@@ -26,6 +26,7 @@ import * as F from "firebase/firestore";
 import { type DocumentData, type Firestore, getDoc, onSnapshot } from "firebase/firestore";
 import * as Q from "./queries.js";
 import { api } from "./api";
+import { countRun, watchShards } from "./counts";
 import { GraphView, type GraphNode, legend } from "./graph";
 import { type Counts, type Group, Groups, describeCounts, groupOfSpec } from "./groups";
 import type { Session } from "./session";
@@ -115,6 +116,7 @@ export function renderRun(
   );
 
   let run: DocumentData | null = null;
+  let shards: DocumentData[] = [];
   let specs = new Map<string, Record<string, unknown>>();
   let view: GraphView | null = null;
   const nodes = new Map<string, DocumentData>();
@@ -160,8 +162,8 @@ export function renderRun(
 
   const drawHeader = () => {
     if (!run) return;
-    const usage = run.usage ?? {};
-    const counts = Object.entries((run.counts ?? {}) as Record<string, number>)
+    const { counts: counted, usage } = countRun(run, shards);
+    const counts = Object.entries(counted)
       .filter(([, n]) => n > 0)
       .map(([s, n]) => `${s} ${n}`)
       .join(", ");
@@ -351,13 +353,23 @@ export function renderRun(
       el(
         "ol",
         { class: "timeline", id: "node-timeline" },
-        ...events.map((e) =>
+        // A node made ready or started is kept on the node (`quiet`), not as an event
+        // document (backends/gcp/firestore_docs.py): merge the two by time.
+        ...[...events, ...Object.values((node.quiet ?? {}) as Record<string, DocumentData>)]
+          .sort((a, b) => (a.at ?? 0) - (b.at ?? 0))
+          .map((e) =>
           el("li", { text: `${when(e.at)} ${e.kind}${e.status ? ` → ${e.status}` : ""}${e.attempt ? ` (attempt ${e.attempt})` : ""}${e.message ? `: ${e.message}` : ""}` }),
         ),
       ),
     );
   };
 
+  listeners.add(
+    watchShards(db, runId, (docs) => {
+      shards = docs;
+      drawHeader();
+    }),
+  );
   listeners.add(
     onSnapshot(
       Q.runDoc(F, db, runId),

@@ -11,6 +11,7 @@
 import * as F from "firebase/firestore";
 import { type DocumentData, type QueryDocumentSnapshot, onSnapshot } from "firebase/firestore";
 import { RUNS_PAGE, runsQuery as query } from "./queries.js";
+import { countRun, watchShards } from "./counts";
 import type { Session } from "./session";
 import { Listeners, el, usd, when } from "./util";
 
@@ -53,29 +54,55 @@ export function renderRuns(session: Session, root: HTMLElement, listeners: Liste
   );
   let stop: (() => void) | null = null;
   let last: QueryDocumentSnapshot<DocumentData> | undefined;
+  let page: QueryDocumentSnapshot<DocumentData>[] = [];
+  // Each listed run's counter shards (web/src/counts.ts), watched while it is on the page.
+  const shards = new Map<string, { docs: DocumentData[]; stop: () => void }>();
+  const row = (doc: QueryDocumentSnapshot<DocumentData>) => {
+    const run = doc.data();
+    const { done, usage } = countRun(run, shards.get(doc.id)?.docs ?? []);
+    watch(doc.id);
+    return el(
+      "tr",
+      { "data-run-id": doc.id, "data-status": run.status },
+      el("td", {}, el("a", { href: `#/runs/${doc.id}`, text: doc.id })),
+      el("td", { text: run.graph_name }),
+      el("td", {}, el("span", { class: `badge ${run.status}`, text: run.status })),
+      el("td", { text: `${done}/${run.node_count}` }),
+      el("td", { text: usd(usage.cost_usd) }),
+      el("td", { text: when(run.created_at) }),
+    );
+  };
+  const draw = () => {
+    body.replaceChildren(...page.map(row));
+  };
+  const watch = (runId: string) => {
+    if (shards.has(runId)) return;
+    const entry = { docs: [] as DocumentData[], stop: () => {} };
+    shards.set(runId, entry);
+    let first = true;
+    entry.stop = watchShards(session.db, runId, (docs) => {
+      entry.docs = docs;
+      if (!first || docs.length) draw();
+      first = false;
+    });
+  };
+  const unwatch = (keep: Set<string>) => {
+    for (const [runId, entry] of shards) {
+      if (!keep.has(runId)) {
+        entry.stop();
+        shards.delete(runId);
+      }
+    }
+  };
   const show = () => {
     stop?.();
     const after = pages[pages.length - 1];
     stop = onSnapshot(
       runsQuery(session, after),
       (snap) => {
-        body.replaceChildren(
-          ...snap.docs.map((doc) => {
-            const run = doc.data();
-            const counts = (run.counts ?? {}) as Record<string, number>;
-            const done = (counts.succeeded ?? 0) + (counts.failed ?? 0) + (counts.skipped ?? 0);
-            return el(
-              "tr",
-              { "data-run-id": doc.id, "data-status": run.status },
-              el("td", {}, el("a", { href: `#/runs/${doc.id}`, text: doc.id })),
-              el("td", { text: run.graph_name }),
-              el("td", {}, el("span", { class: `badge ${run.status}`, text: run.status })),
-              el("td", { text: `${done}/${run.node_count}` }),
-              el("td", { text: usd(run.usage?.cost_usd) }),
-              el("td", { text: when(run.created_at) }),
-            );
-          }),
-        );
+        page = snap.docs;
+        unwatch(new Set(page.map((d) => d.id)));
+        draw();
         last = snap.docs[snap.docs.length - 1];
         older.disabled = snap.docs.length < PAGE;
         newer.disabled = pages.length === 0;
@@ -94,6 +121,9 @@ export function renderRuns(session: Session, root: HTMLElement, listeners: Liste
     pages.pop();
     show();
   });
-  listeners.add(() => stop?.());
+  listeners.add(() => {
+    stop?.();
+    unwatch(new Set());
+  });
   show();
 }

@@ -250,12 +250,17 @@ class Store(Protocol):
         by the same owner, write nothing and return the existing run."""
         ...
 
-    async def get_run(self, run_id: str) -> RunRecord | None: ...
+    async def get_run(self, run_id: str, *, counts: bool = True) -> RunRecord | None:
+        """The whole run. `counts=False`: its `counts` and `usage` may be left empty (a
+        store that derives them from other documents skips reading those): for callers
+        that need the graph, status or node_count only."""
+        ...
 
-    async def get_run_summary(self, run_id: str) -> RunRecord | None:
+    async def get_run_summary(self, run_id: str, *, counts: bool = True) -> RunRecord | None:
         """The run WITHOUT its graph snapshot and input (`graph` is {}, `input` None):
         what status checks and the api's answers need. Never reads or reassembles the
-        graph or the input (each may be hundreds of KB, the input up to 10 MiB)."""
+        graph or the input (each may be hundreds of KB, the input up to 10 MiB).
+        `counts=False` as for `get_run`."""
         ...
 
     async def list_runs(self, owner: str | None = None, limit: int = 50) -> list[RunRecord]:

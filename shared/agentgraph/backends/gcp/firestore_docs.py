@@ -7,10 +7,20 @@ Layout (collection names from `agentgraph.core.names`):
   fields `graph_json`, `input_json`, `outputs_json` (or `<field>_ref` chunk markers).
 - `runs/{run_id}/nodes/{node_id}`: every NodeRecord field, plus run_id and owner (for
   collection-group queries and security rules), seq (creation order), op (the token of
-  the last transition); the output as text in `output_json` or a marker in `output_ref`.
+  the last transition); the output as text in `output_json` or a marker in `output_ref`;
+  `quiet` {key: timeline line} and `quiet_at`: the lines kept on the node (`quiet`).
 - `runs/{run_id}/nodes/{child}/arrivals/{parent}`: one document per fan-in edge (for
   children with two or more parents; a one-parent child needs none).
-- `runs/{run_id}/events/{id}`: the append-only timeline.
+- `runs/{run_id}/shards/{k}` (k < `SHARDS`, from a hash of the node id; created by the
+  first write): `counts` {final node status: n} and `usage` {token and cost totals},
+  incremented in the same commit as the node transitions that end a node (or undo an end:
+  a redrive) or carry usage. The run's counts of final statuses and its usage are the run
+  document's own `counts` / `usage` (what existed at creation) plus every shard's; the
+  counts of unfinished statuses are not stored: a reader counts the nodes
+  (`node_count` minus the final ones, split by status with `count()` queries). So no
+  document is written by every transition of a busy run: the run document changes at
+  creation, start, end (and when a run grows), a shard about 1/`SHARDS` of the ends.
+- `runs/{run_id}/events/{id}`: the append-only timeline (but for the `quiet` lines).
 - `runs/{run_id}/chunks/…`, `runs/{run_id}/nodes/{node_id}/chunks/…`: see chunks.py.
 - `idempotency/{sha256(owner NUL key)}`: owner, key, run_id, request_hash, created_at.
 
@@ -23,8 +33,10 @@ outgrows Firestore's 1 MiB.
 
 from __future__ import annotations
 
+import zlib
 from collections import Counter
 from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from google.cloud import firestore
@@ -32,12 +44,14 @@ from google.cloud import firestore
 from agentgraph.backends.gcp import chunks
 from agentgraph.core import names
 from agentgraph.core.ports import Event, NodeError, NodeRecord, RunRecord, Usage
-from agentgraph.core.status import NodeStatus, RunStatus
+from agentgraph.core.status import TERMINAL_NODE, NodeStatus, RunStatus
 from agentgraph.core.transitions import Change, RunChange
 
 NODE_BUDGET = 950_000  # bytes of a node document (1 MiB cap, with room for field names)
 RUN_INPUTS_BUDGET = 600_000  # graph + input inline on the run document
 RUN_OUTPUTS_BUDGET = 300_000  # outputs inline on the run document
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+SHARDS = 16  # counter documents per run: ~1/16 of the node ends each
 TEXT_CAP = 64 * 1024
 PARTIAL_CAP = 256 * 1024
 
@@ -60,6 +74,7 @@ def node_doc(node: NodeRecord, run: RunRecord, seq: int) -> dict[str, Any]:
         "run_id": run.run_id,
         "node_id": node.node_id,
         "owner": run.owner,
+        "run_created_at": run.created_at,  # for the owner's spend today (shard_owner)
         "seq": seq,
         "status": node.status.value,
         "attempt": node.attempt,
@@ -165,7 +180,7 @@ def run_doc(run: RunRecord, values: dict[str, Any]) -> dict[str, Any]:
         "started_at": run.started_at,
         "finished_at": run.finished_at,
         "node_count": run.node_count,
-        "counts": dict(run.counts),
+        "counts": final_counts(run.counts),
         "usage": run.usage.to_dict(),
         "error": run.error,
         "owner": run.owner,
@@ -228,6 +243,38 @@ def event_doc(event: Event) -> dict[str, Any]:
     }
 
 
+def quiet(event: Event) -> bool:
+    """An event kept on its node instead of as an event document: a node made ready, or
+    started without a takeover: the two lines of every node's success path (the
+    timeline shows them, `quiet_events`), which as documents would be two of its writes."""
+    return (
+        event.kind == "node_status"
+        and event.status in (NodeStatus.READY.value, NodeStatus.RUNNING.value)
+        and event.message is None
+    )
+
+
+def quiet_fields(event: Event, token: str) -> dict[str, Any]:
+    """The node fields that keep a quiet event, in the transition's own node write: an
+    entry of the map `quiet` (keyed by the transition's token, so a repeated commit of it
+    adds nothing) stamped with the commit time, as an event document's create_time is,
+    and `quiet_at`, the latest one's commit time, which `list_events(after)` queries on."""
+    entry = {k: v for k, v in event_doc(event).items() if k != "run_id"}
+    entry["committed"] = firestore.SERVER_TIMESTAMP
+    key = f"{event.status}_{event.attempt}_{token}"
+    return {f"quiet.{key}": entry, "quiet_at": firestore.SERVER_TIMESTAMP}
+
+
+def quiet_events(run_id: str, data: Mapping[str, Any]) -> list[tuple[int, str, Event]]:
+    """A node document's quiet events: (seq, key, event), seq the commit time in
+    microseconds, the same order as an event document's."""
+    found = []
+    for key, entry in (data.get("quiet") or {}).items():
+        seq = (entry["committed"] - _EPOCH) // timedelta(microseconds=1)
+        found.append((seq, key, event_record(run_id, entry, seq)))
+    return found
+
+
 def event_record(run_id: str, data: Mapping[str, Any], seq: int) -> Event:
     return Event(
         run_id,
@@ -242,26 +289,62 @@ def event_record(run_id: str, data: Mapping[str, Any], seq: int) -> Event:
 
 
 def instance_increments(created: Mapping[str, int]) -> dict[str, Any]:
-    """Instances added to a running run: its node_count and counts grow with them."""
-    fields: dict[str, Any] = {
-        f"counts.{status}": firestore.Increment(n) for status, n in created.items() if n
-    }
-    fields["node_count"] = firestore.Increment(sum(created.values()))
-    return fields
+    """Instances added to a running run: its node_count grows with them (their final
+    counts, if any were created final, go to a shard: `shard_fields`)."""
+    return {"node_count": firestore.Increment(sum(created.values()))}
 
 
-def run_increments(moves: Sequence[tuple[str, str]], spent: Usage | None) -> dict[str, Any]:
-    """Field transforms on the run: node counts move between statuses, usage adds up.
-    Blind increments: the run document is never read to write them."""
+def final_counts(counts: Mapping[str, int]) -> dict[str, int]:
+    """The counts a run stores: final statuses only (the others are counted on reading)."""
+    final = {s.value for s in TERMINAL_NODE}
+    return {k: int(v) for k, v in counts.items() if k in final and v}
+
+
+def shard_id(node_id: str) -> str:
+    """Which counter document of the run a node's transitions increment (stable per node,
+    spread evenly: a wide layer of nodes ending at once spreads over all of them)."""
+    return f"{zlib.crc32(node_id.encode()) % SHARDS:02d}"
+
+
+def shard_fields(moves: Sequence[tuple[str, str]], spent: Usage | None) -> dict[str, Any]:
+    """Field transforms for a run's counter shard (written with set(merge=True), so the
+    first write creates it): moves into or out of a final status, and usage. Empty for a
+    transition between unfinished statuses: those are never written anywhere but the node.
+    Blind increments: the shard is never read to write them."""
+    final = {s.value for s in TERMINAL_NODE}
     delta: Counter[str] = Counter()
     for old, new in moves:
-        delta[old] -= 1
-        delta[new] += 1
-    fields: dict[str, Any] = {f"counts.{k}": firestore.Increment(v) for k, v in delta.items() if v}
-    for key, value in (spent.to_dict() if spent else {}).items():
-        if value:
-            fields[f"usage.{key}"] = firestore.Increment(value)
+        delta[NodeStatus(old).value] -= 1
+        delta[NodeStatus(new).value] += 1
+    counts = {k: firestore.Increment(v) for k, v in delta.items() if v and k in final}
+    spent_fields = {
+        key: firestore.Increment(value)
+        for key, value in (spent.to_dict() if spent else {}).items()
+        if value
+    }
+    fields: dict[str, Any] = {}
+    if counts:
+        fields["counts"] = counts
+    if spent_fields:
+        fields["usage"] = spent_fields
     return fields
+
+
+def shard_owner(node: Mapping[str, Any]) -> dict[str, Any]:
+    """Plain fields a shard carries beside its increments: whose run it counts and when the
+    run was created, so an owner's spend today sums over shards too
+    (`FirestoreOwnerActivity.spend_today`; index: collection group `shards`, owner +
+    created_at)."""
+    return {"owner": node.get("owner"), "created_at": node.get("run_created_at")}
+
+
+def add_shard(total: Counter[str], spent: Usage, data: Mapping[str, Any]) -> Usage:
+    """Add a shard's (or the run document's) final counts and usage to the running sums."""
+    final = {s.value for s in TERMINAL_NODE}
+    for key, value in (data.get("counts") or {}).items():
+        if key in final:
+            total[key] += int(value)
+    return spent + Usage.from_dict(data.get("usage"))
 
 
 def usage(data: Mapping[str, Any] | None) -> Usage:

@@ -24,11 +24,13 @@ from typing import Any, Self
 
 from google.api_core.exceptions import AlreadyExists, FailedPrecondition
 from google.cloud import firestore
+from google.cloud.firestore_v1.base_query import FieldFilter
 
 from agentgraph.backends.gcp import chunks
 from agentgraph.backends.gcp import firestore_docs as docs
 from agentgraph.core import names
-from agentgraph.core.ports import NodeRecord, RunRecord
+from agentgraph.core.ports import NodeRecord, RunRecord, Usage
+from agentgraph.core.status import TERMINAL_NODE, NodeStatus
 
 
 def doc_id(node_id: str) -> str:
@@ -48,8 +50,8 @@ class Writes:
         self.batch.create(ref, data)
         self.count += 1
 
-    def set(self, ref: Any, data: dict[str, Any]) -> None:
-        self.batch.set(ref, data)
+    def set(self, ref: Any, data: dict[str, Any], merge: bool = False) -> None:
+        self.batch.set(ref, data, merge=merge)
         self.count += 1
 
     def update(self, ref: Any, data: dict[str, Any], option: Any = None) -> None:
@@ -98,6 +100,13 @@ class FirestoreIO:
 
     def _node_ref(self, run_id: str, node_id: str) -> Any:
         return self._run_ref(run_id).collection(names.COLLECTION_NODES).document(doc_id(node_id))
+
+    def _shard_ref(self, run_id: str, node_id: str) -> Any:
+        return (
+            self._run_ref(run_id)
+            .collection(names.COLLECTION_SHARDS)
+            .document(docs.shard_id(node_id))
+        )
 
     def _event_ref(self, run_id: str) -> Any:
         self._last_us = max(time.time_ns() // 1000, self._last_us + 1)
@@ -169,15 +178,60 @@ class FirestoreIO:
             data, chunks.loads(await self._text(snap.reference, data, "output"))
         )
 
-    async def _run_summary(self, snap: Any) -> RunRecord:
+    async def _run_summary(self, snap: Any, *, counts: bool = True) -> RunRecord:
         """A snapshot read with `docs.RUN_SUMMARY_FIELDS`: graph {} and input None."""
         data = snap.to_dict()
-        outputs = await self._text(snap.reference, data, "outputs")
+        outputs, (counts_, spent) = await asyncio.gather(
+            self._text(snap.reference, data, "outputs"), self._counts(snap.reference, data, counts)
+        )
         texts = {"graph": None, "input": None, "outputs": outputs}
-        return replace(docs.run_record(snap.id, data, texts), graph={})
+        run = docs.run_record(snap.id, data, texts)
+        return replace(run, graph={}, counts=counts_, usage=spent)
 
-    async def _run(self, snap: Any) -> RunRecord:
+    async def _run(self, snap: Any, *, counts: bool = True) -> RunRecord:
         data = snap.to_dict()
         fields = ("graph", "input", "outputs")
-        texts = await asyncio.gather(*(self._text(snap.reference, data, f) for f in fields))
-        return docs.run_record(snap.id, data, dict(zip(fields, texts, strict=True)))
+        texts, (counts_, spent) = await asyncio.gather(
+            asyncio.gather(*(self._text(snap.reference, data, f) for f in fields)),
+            self._counts(snap.reference, data, counts),
+        )
+        run = docs.run_record(snap.id, data, dict(zip(fields, texts, strict=True)))
+        return replace(run, counts=counts_, usage=spent)
+
+    async def _counts(
+        self, run_ref: Any, data: dict[str, Any], wanted: bool = True
+    ) -> tuple[dict[str, int], Usage]:
+        """The run's node counts and usage: final counts and usage summed over the run
+        document and its shards (one read per shard that exists, at most `docs.SHARDS`);
+        the rest of `node_count` split by status by counting the nodes (a projected read
+        of each when few, else a `count()` query per unfinished status: billed one read
+        per 1,000 nodes counted). Skipped when every node has ended."""
+        total: Counter[str] = Counter()
+        spent = docs.add_shard(total, Usage(), data)
+        if not wanted:
+            return {}, Usage()
+        for shard in await self._query(run_ref.collection(names.COLLECTION_SHARDS)):
+            spent = docs.add_shard(total, spent, shard.to_dict())
+        rest = int(data.get("node_count") or 0) - sum(total.values())
+        if rest > 0:
+            total.update(await self._unfinished(run_ref, rest))
+        return {k: v for k, v in total.items() if v}, docs.usage(spent.to_dict())
+
+    async def _unfinished(self, run_ref: Any, rest: int) -> Counter[str]:
+        nodes = run_ref.collection(names.COLLECTION_NODES)
+        if rest <= len(_UNFINISHED):
+            query = nodes.where(
+                filter=FieldFilter("status", "in", [s.value for s in _UNFINISHED])
+            ).select(["status"])
+            return Counter(s.get("status") for s in await self._query(query))
+
+        async def count(status: NodeStatus) -> tuple[str, int]:
+            query = nodes.where(filter=FieldFilter("status", "==", status.value))
+            result = await query.count(alias="n").get()
+            self.stats["reads"] += 1  # per 1,000 index entries; these counts are smaller
+            return status.value, int(result[0][0].value)
+
+        return Counter(dict(await asyncio.gather(*(count(s) for s in _UNFINISHED))))
+
+
+_UNFINISHED = tuple(s for s in NodeStatus if s not in TERMINAL_NODE)

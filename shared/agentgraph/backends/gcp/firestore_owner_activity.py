@@ -44,17 +44,25 @@ class FirestoreOwnerActivity:
         return OwnerActivity(started, oldest, await _count(running), usd, tokens)
 
     async def spend_today(self, owner: str, now: float) -> tuple[float, int]:
-        """USD and tokens of the owner's runs created since midnight UTC."""
-        today = self._runs(owner).where(filter=FieldFilter("created_at", ">=", day_start(now)))
-        query = (
-            today.sum("usage.cost_usd", alias="usd")
-            .sum("usage.input_tokens", alias="input")
-            .sum("usage.output_tokens", alias="output")
+        """USD and tokens of the owner's runs created since midnight UTC: what the run
+        documents hold (usage at creation) plus the runs' counter shards, which every
+        transition that carries usage increments (firestore_docs.shard_fields)."""
+        since = FieldFilter("created_at", ">=", day_start(now))
+        shards = self.client.collection_group(names.COLLECTION_SHARDS).where(
+            filter=FieldFilter("owner", "==", owner)
         )
-        values = {r.alias: r.value for row in await query.get() for r in row}
-        return float(values.get("usd") or 0.0), int(
-            (values.get("input") or 0) + (values.get("output") or 0)
-        )
+        usd, tokens = 0.0, 0
+        for source in (self._runs(owner), shards):
+            query = (
+                source.where(filter=since)
+                .sum("usage.cost_usd", alias="usd")
+                .sum("usage.input_tokens", alias="input")
+                .sum("usage.output_tokens", alias="output")
+            )
+            values = {r.alias: r.value for row in await query.get() for r in row}
+            usd += float(values.get("usd") or 0.0)
+            tokens += int((values.get("input") or 0) + (values.get("output") or 0))
+        return usd, tokens
 
 
 async def _count(query: Any) -> int:

@@ -138,13 +138,13 @@ class RunWrites(FirestoreIO):
 
         await until_settled(attempt, f"creating {len(group)} node documents")
 
-    async def get_run(self, run_id: str) -> RunRecord | None:
+    async def get_run(self, run_id: str, *, counts: bool = True) -> RunRecord | None:
         snap = await self._get(self._run_ref(run_id))
-        return await self._run(snap) if snap.exists else None
+        return await self._run(snap, counts=counts) if snap.exists else None
 
-    async def get_run_summary(self, run_id: str) -> RunRecord | None:
+    async def get_run_summary(self, run_id: str, *, counts: bool = True) -> RunRecord | None:
         snap = await self._get(self._run_ref(run_id), field_paths=docs.RUN_SUMMARY_FIELDS)
-        return await self._run_summary(snap) if snap.exists else None
+        return await self._run_summary(snap, counts=counts) if snap.exists else None
 
     async def list_runs(self, owner: str | None = None, limit: int = 50) -> list[RunRecord]:
         query: Any = self.client.collection(names.COLLECTION_RUNS)

@@ -9,10 +9,11 @@ reads the node, asks `core.transitions` what to do, and persists the answer.
 How each transition stays one atomic, conditional commit:
 - A node transition reads the node and commits ONE batch: the node update with a
   `last_update_time` precondition (it applies only to the state it was decided on; else
-  it re-reads and decides again, `contention.until_settled`), `Increment` moves of the
-  run's `counts.<old>` / `counts.<new>` and usage, and its event. The run document is
-  never read for this: the hot document sees blind increments only, never a
-  read-modify-write transaction.
+  it re-reads and decides again, `contention.until_settled`), and, when it ends a node or
+  carries usage, `Increment`s of the final count and usage in one of the run's counter
+  shards (`firestore_docs.shard_fields`), and its event. No transition writes the run
+  document: a busy run's document is not hot, and finishing or cancelling it does not
+  race node transitions for its update time.
 - Each transition writes a fresh `op` token: after an ambiguous failure (a commit the
   client retried although it had applied) the re-read recognises its own write.
 - The claim remembers the node's update time, so finish / retry / partial writes of that
@@ -25,7 +26,10 @@ How each transition stays one atomic, conditional commit:
 
 Event order: an event's `seq` is its commit time in microseconds (the document's
 create_time), so the timeline follows the database's commit order, not the writers'
-clocks; events of one commit share a seq and are ordered by id. `list_events(after)`
+clocks; events of one commit share a seq and are ordered by id. The two lines of every
+node's success path (made ready, started: `firestore_docs.quiet`) are no documents: they
+ride in the transition's node write, in the node's `quiet` map, stamped with the commit's
+server time, and `list_events` merges them in by that time. `list_events(after)`
 reads ids from `_EVENT_WINDOW_US` before `after`, which covers clock skew and client
 retries between taking the id and the commit.
 
@@ -164,12 +168,15 @@ class FirestoreStore(RunWrites, StepWrites, RedriveWrites):
             written.update(c.prefix for c in fresh)
             writes = self._writes()
             option = self.client.write_option(last_update_time=update_time)
-            writes.update(ref, {**fields, "op": token}, option=option)
-            increments = docs.run_increments(change.moves, change.usage)
-            if increments:
-                writes.update(self._run_ref(run_id), increments)
-            if change.event is not None:
-                writes.create(self._event_ref(run_id), docs.event_doc(change.event))
+            event = change.event
+            timeline = docs.quiet_fields(event, token) if event and docs.quiet(event) else {}
+            writes.update(ref, {**fields, **timeline, "op": token}, option=option)
+            shard = docs.shard_fields(change.moves, change.usage)
+            if shard:  # a node's end (or usage): its shard, never the run document
+                shard.update(docs.shard_owner(data))
+                writes.set(self._shard_ref(run_id, node_id), shard, merge=True)
+            if event is not None and not timeline:
+                writes.create(self._event_ref(run_id), docs.event_doc(event))
             self._before_commit(writes)  # pragma: SYNCPOINT
             try:
                 results = await self._commit(writes)
@@ -333,7 +340,8 @@ class FirestoreStore(RunWrites, StepWrites, RedriveWrites):
             cancelled.append((snap.get("seq"), snap.get("node_id")))
         if not cancelled:
             return []
-        writes.update(self._run_ref(run_id), docs.run_increments(moves, None))
+        shard = docs.shard_fields(moves, None)
+        writes.set(self._shard_ref(run_id, cancelled[0][1]), shard, merge=True)
         self._before_commit(writes)  # pragma: SYNCPOINT
         await self._commit(writes)
         return cancelled
@@ -375,6 +383,12 @@ class FirestoreStore(RunWrites, StepWrites, RedriveWrites):
                 writes.create(ref, doc)
                 tally[status] = tally.get(status, 0) + 1
             writes.update(self._run_ref(run_id), docs.instance_increments(tally))
+            # instances created final (skipped) count in a shard (waiting is not stored)
+            made = [(NodeStatus.WAITING, NodeStatus(k)) for k, n in tally.items() for _ in range(n)]
+            shard = docs.shard_fields(made, None)
+            if shard:
+                first = missing[0][2]["node_id"]
+                writes.set(self._shard_ref(run_id, first), shard, merge=True)
             self._before_commit(writes)  # pragma: SYNCPOINT
             try:
                 await self._commit(writes)
@@ -459,15 +473,27 @@ class FirestoreStore(RunWrites, StepWrites, RedriveWrites):
         await self._commit(writes)
 
     async def list_events(self, run_id: str, after: int | None = None) -> list[Event]:
+        """The event documents, and the quiet events kept on the nodes (a node made ready
+        or started: `firestore_docs.quiet`), merged in order. With `after`, only the nodes
+        whose latest quiet event is at most `_EVENT_WINDOW_US` older are read."""
         query: Any = self._run_ref(run_id).collection(names.COLLECTION_EVENTS)
+        nodes: Any = self._run_ref(run_id).collection(names.COLLECTION_NODES)
+        since = _EPOCH
         if after is not None:
             start = query.document(f"{max(0, after - _EVENT_WINDOW_US):016d}")
             query = query.where(filter=FieldFilter(FieldPath.document_id(), ">=", start))
+            since = _EPOCH + timedelta(microseconds=max(0, after - _EVENT_WINDOW_US))
+        nodes = nodes.where(filter=FieldFilter("quiet_at", ">=", since)).select(["quiet"])
+        snaps, quiet = await asyncio.gather(self._query(query), self._query(nodes))
         found = []
-        for snap in await self._query(query):
+        for snap in snaps:
             seq = (snap.create_time - _EPOCH) // timedelta(microseconds=1)
             if after is None or seq > after:
                 found.append((seq, snap.id, docs.event_record(run_id, snap.to_dict(), seq)))
+        for snap in quiet:
+            for seq, key, event in docs.quiet_events(run_id, snap.to_dict()):
+                if after is None or seq > after:
+                    found.append((seq, f"{snap.id}~{key}", event))
         return [event for _, _, event in sorted(found, key=lambda f: (f[0], f[1]))]
 
     async def stale_nodes(self, now: float, grace_s: float) -> list[NodeRecord]:

@@ -103,14 +103,14 @@ class SqliteStore(Transactions):
 
         return await self._tx(work)
 
-    async def get_run(self, run_id: str) -> RunRecord | None:
+    async def get_run(self, run_id: str, *, counts: bool = True) -> RunRecord | None:
         def work(conn: sqlite3.Connection) -> RunRecord | None:
             row = conn.execute(f"{rows.SELECT_RUNS} WHERE runs.run_id=?", (run_id,)).fetchone()
             return rows.run_record(row) if row else None
 
         return await self._read(work)
 
-    async def get_run_summary(self, run_id: str) -> RunRecord | None:
+    async def get_run_summary(self, run_id: str, *, counts: bool = True) -> RunRecord | None:
         def work(conn: sqlite3.Connection) -> RunRecord | None:
             row = conn.execute(f"{rows.SELECT_SUMMARIES} WHERE run_id=?", (run_id,)).fetchone()
             return rows.run_summary(row) if row else None
