@@ -50,6 +50,7 @@ def test_the_indexes_file_has_the_composite_indexes_the_queries_need() -> None:
             nodes,
             "COLLECTION",
             (("children", "CONTAINS"), ("status", "ASCENDING"), ("node_id", "ASCENDING")),
+        ),
         # an owner's spend today, over the runs' counter shards (FirestoreOwnerActivity)
         (
             names.COLLECTION_SHARDS,
