@@ -63,7 +63,7 @@ from agentgraph.core.validate import load_graph, validate_input
 from agentgraph.engine_agent import AgentLoop
 from agentgraph.engine_approval import Approvals
 from agentgraph.engine_delegates import Delegation
-from agentgraph.engine_fanin import FanIn, template_values
+from agentgraph.engine_fanin import FanIn
 from agentgraph.engine_gate import LocalModelGate, ModelGating, Ticket
 from agentgraph.engine_grow import Growth
 from agentgraph.engine_memory import Memory
@@ -708,7 +708,10 @@ class Engine(
         fetched = await self.store.get_outputs(run_id, wanted) if wanted else {}
         records = {**known, **fetched}
         local = {r: records[node.scope + r] for r in node.reads if node.scope + r in records}
-        return {**grow.bindings_of(record), **template_values(context.input, local, node.reads)}
+        return {
+            **grow.bindings_of(record),
+            **grow.template_values(context.input, local, node.reads),
+        }
 
 
 def classify(exc: BaseException, attempt: int, timeout_s: float) -> NodeError:

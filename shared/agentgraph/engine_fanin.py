@@ -302,20 +302,3 @@ def _node(context: RunContext, node_id: str) -> Node:
     node = context.node(node_id)
     assert node is not None, node_id
     return node
-
-
-def template_values(
-    input: Any, records: Mapping[str, NodeRecord], reads: frozenset[str]
-) -> dict[str, Any]:
-    return {
-        "input": input,
-        "nodes": {
-            node_id: {
-                "output": rec.output,
-                "error": rec.error.to_dict() if rec.error else None,
-                "status": rec.status.value,
-            }
-            for node_id, rec in records.items()
-            if node_id in reads
-        },
-    }
