@@ -99,6 +99,29 @@ def finish(node: NodeRecord, attempt: int, outcome: Outcome, now: float) -> Chan
     """running(attempt) -> succeeded | failed, with the attempt's output, error and usage."""
     if not _running(node, attempt):
         return None
+    extra = {
+        "usage": node.usage + outcome.usage,
+        "model": outcome.model,
+        "lease_until": None,
+        "partial": None,
+    }
+    return _ended(node, attempt, outcome, now, NodeStatus.RUNNING, extra, usage=outcome.usage)
+
+
+def _ended(
+    node: NodeRecord,
+    attempt: int,
+    outcome: Outcome,
+    now: float,
+    was: NodeStatus,
+    extra: Mapping[str, Any],
+    *,
+    usage: Usage | None = None,
+    quiet: str | None = None,
+) -> Change:
+    """`was` -> succeeded | failed: what every way a node ends writes (its output or
+    error, when and how long), `extra` for what that way also clears or adds, and the
+    event (the error, else `quiet`)."""
     failure = outcome.error
     return Change(
         node.status,
@@ -107,12 +130,9 @@ def finish(node: NodeRecord, attempt: int, outcome: Outcome, now: float) -> Chan
             "status": outcome.status,
             "output": outcome.output,
             "error": failure,
-            "usage": node.usage + outcome.usage,
-            "model": outcome.model,
             "finished_at": now,
             "duration_ms": int((now - (node.started_at or now)) * 1000),
-            "lease_until": None,
-            "partial": None,
+            **extra,
             "updated_at": now,
         },
         _node_event(
@@ -120,10 +140,10 @@ def finish(node: NodeRecord, attempt: int, outcome: Outcome, now: float) -> Chan
             now,
             outcome.status,
             attempt,
-            f"{failure.type}: {failure.message}" if failure else None,
+            f"{failure.type}: {failure.message}" if failure else quiet,
         ),
-        ((NodeStatus.RUNNING, outcome.status),),
-        outcome.usage,
+        ((was, outcome.status),),
+        usage,
     )
 
 
@@ -253,27 +273,7 @@ def settle(node: NodeRecord, outcome: Outcome, now: float) -> Change | None:
     """expanded -> succeeded | failed, with the output (or error) its instances gave."""
     if node.status != NodeStatus.EXPANDED:
         return None
-    failure = outcome.error
-    return Change(
-        node.status,
-        node.attempt,
-        {
-            "status": outcome.status,
-            "output": outcome.output,
-            "error": failure,
-            "finished_at": now,
-            "duration_ms": int((now - (node.started_at or now)) * 1000),
-            "updated_at": now,
-        },
-        _node_event(
-            node,
-            now,
-            outcome.status,
-            node.attempt,
-            f"{failure.type}: {failure.message}" if failure else None,
-        ),
-        ((NodeStatus.EXPANDED, outcome.status),),
-    )
+    return _ended(node, node.attempt, outcome, now, NodeStatus.EXPANDED, {})
 
 
 def renew(node: NodeRecord, attempt: int, lease_until: float) -> Change | None:
@@ -412,28 +412,8 @@ def decide_approval(node: NodeRecord, attempt: int, outcome: Outcome, now: float
     with the decision as the output; exactly one decision ever applies."""
     if node.status != NodeStatus.WAITING_APPROVAL or node.attempt != attempt:
         return None
-    failure = outcome.error
-    return Change(
-        node.status,
-        node.attempt,
-        {
-            "status": outcome.status,
-            "output": outcome.output,
-            "error": failure,
-            "finished_at": now,
-            "duration_ms": int((now - (node.started_at or now)) * 1000),
-            "next_attempt_at": None,
-            "updated_at": now,
-        },
-        _node_event(
-            node,
-            now,
-            outcome.status,
-            attempt,
-            f"{failure.type}: {failure.message}" if failure else "approved",
-        ),
-        ((NodeStatus.WAITING_APPROVAL, outcome.status),),
-    )
+    extra = {"next_attempt_at": None}
+    return _ended(node, attempt, outcome, now, NodeStatus.WAITING_APPROVAL, extra, quiet="approved")
 
 
 # ---- redrive (core/redrive.py decides which nodes) ---------------------------------------
