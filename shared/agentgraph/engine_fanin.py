@@ -29,6 +29,11 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("agentgraph.engine")
 
+# From this many parents (or a controller's arrivals), the arrivals that see a full count
+# claim the decision (`Store.claim_decision`: a read and a write) before reading every
+# parent; below it, the rare race of two arrivals costs fewer reads than claiming always.
+CLAIM_FROM_PARENTS = 16
+
 
 class FanIn:
     """node-finished: arrivals, deciding children, ending runs."""
@@ -66,13 +71,23 @@ class FanIn:
         """Record this node's arrival at each child, once per edge; the arrival that
         completes a child's set of parents decides the child. A sink may end the run.
 
-        The status in the message is a hint: decisions follow the node's stored record,
-        so a forged or stale node-finished ("failed" for a node that is running, or that
-        succeeded) changes nothing. That costs one read per message."""
+        The status in the message is a hint, and decisions follow the node's stored
+        record, with one exception that saves a read per node: a plain node (no delegate,
+        no instance arriving at its controller) whose message says "succeeded" is taken
+        at its word. "succeeded" is final (a redrive keeps succeeded nodes), and only the
+        exec functions may publish node-finished, after writing it (docs/security.md).
+        Any other status is read back, so a forged or stale "failed" (for a node that is
+        running, or that succeeded, or was redriven since) changes nothing."""
         context = await self._context(run_id)
         node = context.node(node_id) if context is not None else None
         if context is None or node is None:
             log.warning("node-finished for unknown run/node %s/%s: dropped", run_id, node_id)
+            return
+        to_controller = grow.is_instance(node_id) and any(
+            _contains(c, node_id) for c in node.children
+        )
+        if status == NodeStatus.SUCCEEDED and node.delegate_of is None and not to_controller:
+            await self._arrive_all(run_id, context, node, NodeStatus.SUCCEEDED)
             return
         record = await self.store.get_node(run_id, node_id)
         if record is None or not record.status.terminal:
@@ -101,15 +116,21 @@ class FanIn:
         if node.delegate_of is not None:  # a delegate: its caller waits for it
             await self._delegate_finished(run_id, node, record)
             return
-        if grow.is_instance(node_id) and any(_contains(c, node_id) for c in node.children):
-            # an item, an iteration or a body's sink: its controller decides on it
+        if to_controller:  # an item, an iteration or a body's sink: its controller decides
             await self._arrive_at_controller(run_id, context, node, record, node.children[0])
             return
+        await self._arrive_all(run_id, context, node, status)
+
+    async def _arrive_all(
+        self, run_id: str, context: RunContext, node: Node, status: NodeStatus
+    ) -> None:
+        """Arrive at every child; a sink instead sees whether the run is done (reading the
+        sinks' outputs itself, so a trusted "succeeded" needs no record here)."""
         if len(node.children) == 1:
-            await self._arrive(run_id, context, node_id, status, node.children[0])
+            await self._arrive(run_id, context, node.id, status, node.children[0])
         else:
             await asyncio.gather(
-                *(self._arrive(run_id, context, node_id, status, c) for c in node.children)
+                *(self._arrive(run_id, context, node.id, status, c) for c in node.children)
             )
         if not node.children:
             await self._finish_run_if_done(run_id, context)
@@ -136,7 +157,13 @@ class FanIn:
         count = await self.store.record_arrival(run_id, child_id, parent_id)
         if count is None:  # duplicate: finish what a crash may have cut short
             await self._finish_decision(run_id, context, child)
-        elif count >= len(child.parents):
+            return
+        # Arrivals racing may each see the full count; the decision is conditional, and
+        # from CLAIM_FROM_PARENTS parents on only the claim's winner reads them all.
+        wide = len(child.parents) >= CLAIM_FROM_PARENTS
+        if count >= len(child.parents) and (
+            not wide or await self.store.claim_decision(run_id, child_id)
+        ):
             await self._decide_child(run_id, context, child, finished)
 
     async def _finish_decision(self, run_id: str, context: RunContext, child: Node) -> None:
@@ -152,8 +179,10 @@ class FanIn:
         if record is None:
             return
         # A one-parent child keeps no arrival count: its only parent has finished.
-        arrived = len(child.parents) == 1 or record.arrivals >= len(child.parents)
-        if record.status == NodeStatus.WAITING and arrived:
+        if record.status == NodeStatus.WAITING and (
+            len(child.parents) == 1
+            or await self.store.get_arrival_count(run_id, child.id) >= len(child.parents)
+        ):
             await self._decide_child(run_id, context, child)
         elif record.status in (NodeStatus.SKIPPED, NodeStatus.FAILED) and not record.executions:
             await self.dispatcher.node_finished(run_id, child.id, record.status)

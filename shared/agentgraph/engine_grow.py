@@ -27,6 +27,7 @@ from agentgraph.core.lru import Lru
 from agentgraph.core.ports import Dispatcher, GraphStore, NodeError, NodeRecord, Outcome, Store
 from agentgraph.core.status import NodeStatus
 from agentgraph.core.templates import condition_holds
+from agentgraph.engine_fanin import CLAIM_FROM_PARENTS
 
 if TYPE_CHECKING:
     from agentgraph.engine import RunContext
@@ -182,8 +183,18 @@ class Growth:
             if counted is None:  # a repeat: the first may have died before sending this
                 await self.dispatcher.node_finished(run_id, controller_id, state.status)
             return
-        if state.status != NodeStatus.EXPANDED or state.arrivals < grow.arrivals_needed(
-            controller, state
+        if state.status != NodeStatus.EXPANDED:
+            return
+        needed = grow.arrivals_needed(controller, state)
+        if counted is None:  # a repeat: the first may have died before deciding
+            counted = await self.store.get_arrival_count(run_id, controller_id)
+        if counted < needed:
+            return
+        # Arrivals racing may each see the full count (settling is conditional); from
+        # CLAIM_FROM_PARENTS on, only the claim's winner reads every instance. A repeat
+        # does not claim: it finishes what a crash of the winner left.
+        if needed >= CLAIM_FROM_PARENTS and not await self.store.claim_decision(
+            run_id, controller_id
         ):
             return
         if controller.map is not None:

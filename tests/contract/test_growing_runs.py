@@ -192,7 +192,7 @@ async def test_duplicate_deliveries_create_each_item_once_and_run_it_once(
     assert run.status == RunStatus.SUCCEEDED and run.outputs == {"each": [1, 2, 3]}
     assert harness.calls["each"] == 3 and len(nodes) == 4
     assert all(nodes[f"each[{i}]"].executions == 1 for i in range(3))
-    assert nodes["each"].arrivals == 3
+    assert await harness.store.get_arrival_count(run.run_id, "each") == 3
 
 
 # ---- loop -----------------------------------------------------------------------------------

@@ -32,6 +32,7 @@ from agentgraph.backends.gcp.firestore_store import FirestoreStore
 from agentgraph.core.ports import Outcome, Usage
 from agentgraph.core.status import NodeStatus, RunStatus
 from agentgraph.engine import Engine
+from agentgraph.engine_fanin import CLAIM_FROM_PARENTS
 from agentgraph.llm import default_router
 from agentgraph.tools import Registry, default_registry
 
@@ -235,7 +236,8 @@ def run_fan_in(project: str, book: Interleavings, deliveries: tuple[str, str]) -
     async def check(store: FirestoreStore) -> None:
         for run_id in book.used:
             child = await store.get_node(run_id, "child")
-            assert child is not None and child.status == S.READY and child.arrivals == 2
+            assert child is not None and child.status == S.READY
+            assert await store.get_arrival_count(run_id, "child") == 2
             readies = [m for m in recorder.sent if m == ("ready", run_id, "child")]
             assert len(readies) == 1, (run_id, recorder.sent)
             events = await store.list_events(run_id)
@@ -249,10 +251,12 @@ def test_two_parents_finishing_together_enqueue_the_child_once_in_every_interlea
     emulator_stack: Any, unique_name: Callable[[str], str]
 ) -> None:
     project = unique_name("fanin")
-    book = Interleavings(prepare(project, 12, FAN_IN, parents_succeeded))
+    book = Interleavings(prepare(project, 36, FAN_IN, parents_succeeded))
     turns = run_fan_in(project, book, ("a", "b"))
-    assert turns == (2, 3)  # a: its arrival; b: its arrival, then the child's resolve
-    assert len(book.used) == 10  # C(5, 2) orderings
+    # a: its arrival, its count; b: its arrival, its count (full), the child's resolve.
+    # Where both counts follow both arrivals, both decide: the resolve is conditional.
+    assert turns == (3, 4)
+    assert len(book.used) == 35  # C(7, 3) orderings
 
 
 def test_a_duplicate_completion_racing_the_original_enqueues_the_child_once(
@@ -266,11 +270,73 @@ def test_a_duplicate_completion_racing_the_original_enqueues_the_child_once(
         assert await store.record_arrival(run_id, "child", "b") == 1
 
     project = unique_name("dup")
-    book = Interleavings(prepare(project, 12, FAN_IN, setup))
+    book = Interleavings(prepare(project, 16, FAN_IN, setup))
     turns = run_fan_in(project, book, ("a", "a"))
-    assert turns == (3, 2)
-    assert len(book.used) == 10
-    assert book.conflicts >= 10  # each duplicate arrival, plus resolves that raced
+    assert turns == (4, 2)  # arrival, count, resolve; the duplicate's refused arrival
+    assert len(book.used) == 15  # C(6, 2) orderings
+    assert book.conflicts >= 15  # each duplicate arrival, plus resolves that raced
+
+
+WIDE = CLAIM_FROM_PARENTS
+WIDE_FAN_IN = {
+    "name": "wide-fan-in",
+    "nodes": [
+        *(const(f"p{i:02d}") for i in range(WIDE)),
+        const("child", [f"p{i:02d}" for i in range(WIDE)]),
+    ],
+}
+
+
+def test_the_last_two_arrivals_at_a_wide_child_read_its_parents_once_in_every_interleaving(
+    emulator_stack: Any, unique_name: Callable[[str], str]
+) -> None:
+    """All but two parents of a CLAIM_FROM_PARENTS-wide child have arrived; the last two
+    complete together. Where both counts see every arrival, `claim_decision` lets one of
+    them read the parents and decide: the child is enqueued once, its parents read once."""
+    parents = [f"p{i:02d}" for i in range(WIDE)]
+
+    async def setup(store: FirestoreStore, run_id: str) -> None:
+        now = time.time()
+
+        async def finish(parent: str) -> None:
+            await store.claim_node(run_id, parent, 1, now, now + 60)
+            await store.finish_node(run_id, parent, 1, Outcome(S.SUCCEEDED, output=parent), now)
+
+        await asyncio.gather(*(finish(p) for p in parents))
+        await asyncio.gather(*(store.record_arrival(run_id, "child", p) for p in parents[:-2]))
+
+    project = unique_name("wide")
+    book = Interleavings(prepare(project, 57, WIDE_FAN_IN, setup))
+    recorder = Recorder()
+    tools = counting_tools(Counter(), threading.Lock())
+
+    def completion(parent: str) -> Callable[[], None]:
+        def complete() -> None:
+            run_id = book.next_run()
+
+            async def work(store: FirestoreStore) -> None:
+                await engine_for(store, tools, recorder).complete(run_id, parent, S.SUCCEEDED)
+                book.note(run_id, store.stats["reads"], store)
+
+            on_own_loop(project, work)
+
+        return complete
+
+    turns = orchestrate(*(completion(p) for p in parents[-2:]))
+    # the first: arrival, count; the last: arrival, count (full), claim, resolve
+    assert turns == (3, 5)
+    assert len(book.used) == 56  # C(8, 3) orderings
+
+    async def check(store: FirestoreStore) -> None:
+        for run_id in book.used:
+            child = await store.get_node(run_id, "child")
+            assert child is not None and child.status == S.READY
+            readies = [m for m in recorder.sent if m == ("ready", run_id, "child")]
+            assert len(readies) == 1, (run_id, recorder.sent)
+            # one side read WIDE - 1 parents (the message names the other), never both
+            assert sum(book.seen[run_id]) < 2 * (WIDE - 1), book.seen[run_id]
+
+    on_own_loop(project, check)
 
 
 # ---- the run's counter shards ------------------------------------------------------------

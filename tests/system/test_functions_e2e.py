@@ -240,7 +240,7 @@ def test_a_child_of_50_parents_finishing_together_is_executed_exactly_once(
         .collection(names.COLLECTION_NODES)
         .document("child")
     )
-    assert child_ref.get().get("arrivals") == 50
+    # the count is derived from the arrival documents; the child document holds none
     assert len(list(child_ref.collection(names.COLLECTION_ARRIVALS).stream())) == 50
     child_events = [e for e in events(api, run["run_id"]) if e["node_id"] == "child"]
     assert [e["status"] for e in child_events] == ["ready", "running", "succeeded"]

@@ -134,7 +134,8 @@ class NodeRecord:
     children: list[str]
     pool: str = "default"
     attempt: int = 1
-    arrivals: int = 0
+    arrivals: int = 0  # as stored by a store that counts in place (SQLite); 0 where the
+    # count is derived (Firestore): the engine asks `Store.get_arrival_count`.
     output: Any = None
     error: NodeError | None = None
     started_at: float | None = None
@@ -334,10 +335,32 @@ class Store(Protocol):
         ...
 
     async def record_arrival(self, run_id: str, child_id: str, parent_id: str) -> int | None:
-        """Note that `parent_id` reached a final status, once per edge. Returns the child's
-        arrival count after this one, or None when this edge had already arrived. The
-        engine calls it for children with two or more parents only: a one-parent child is
-        decided by its conditional `resolve_node`, which is exactly-once by itself."""
+        """Note that `parent_id` reached a final status, once per edge (or that an
+        instance reached its controller). Returns the child's arrival count as this
+        arrival saw it after committing, or None when this edge had already arrived.
+
+        Guaranteed: the count includes this arrival and every arrival committed before
+        it, so the last arrival to commit sees the full count. Not guaranteed: that only
+        one arrival sees it; arrivals racing to commit may each see the full count (the
+        Firestore store derives the count instead of keeping a hot counter). Whatever
+        follows "the count is full" must therefore be conditional (`resolve_node`,
+        `settle_node`), which makes deciding the child exactly-once. The engine calls it
+        for children with two or more parents only: a one-parent child is decided by its
+        conditional `resolve_node`, which is exactly-once by itself."""
+        ...
+
+    async def get_arrival_count(self, run_id: str, node_id: str) -> int:
+        """How many arrivals `record_arrival` has recorded for the node (0 for none, or
+        for an unknown node). A repeated node-finished uses it to finish a decision that a
+        crash cut short after the last arrival committed."""
+        ...
+
+    async def claim_decision(self, run_id: str, node_id: str) -> bool:
+        """Of the callers that saw a node's arrivals complete while it was unchanged
+        (waiting, or an expanded controller), True for one; False for the others and once
+        the node has moved on. An economy, not the guarantee (deciding is conditional
+        anyway): racing arrivals of a wide fan-in do not each read every parent. A crash
+        after a True is finished by the redelivered node-finished, which does not claim."""
         ...
 
     async def resolve_node(

@@ -10,7 +10,8 @@ Layout (collection names from `agentgraph.core.names`):
   the last transition); the output as text in `output_json` or a marker in `output_ref`;
   `quiet` {key: timeline line} and `quiet_at`: the lines kept on the node (`quiet`).
 - `runs/{run_id}/nodes/{child}/arrivals/{parent}`: one document per fan-in edge (for
-  children with two or more parents; a one-parent child needs none).
+  children with two or more parents; a one-parent child needs none). The child's count
+  is no field: it is counted (`count()`), so no document is written by every arrival.
 - `runs/{run_id}/shards/{k}` (k < `SHARDS`, from a hash of the node id; created by the
   first write): `counts` {final node status: n} and `usage` {token and cost totals},
   incremented in the same commit as the node transitions that end a node (or undo an end:
@@ -81,7 +82,6 @@ def node_doc(node: NodeRecord, run: RunRecord, seq: int) -> dict[str, Any]:
         "parents": list(node.parents),
         "children": list(node.children),
         "pool": node.pool,
-        "arrivals": 0,
         "output_json": None,
         "output_ref": None,
         "error": error_doc(node.error),

@@ -4,7 +4,8 @@ running. Part of `FirestoreStore` (`firestore_store.py`).
 A run may have 2,000 nodes and a commit holds 500 writes, so this is several commits, in
 an order that makes each prefix harmless and the whole repeatable:
 1. the arrival documents a reset node had from reset parents are deleted (they will
-   arrive again);
+   arrive again; a node's arrival count is counted from these documents, so it needs
+   no rebuilding);
 2. the nodes are reset in batches; each batch carries a precondition on the run document
    as read with status failed or cancelled, so no batch applies once the run is running
    again (a racing identical redrive that already finished cannot be undone);
@@ -23,7 +24,7 @@ from typing import Any
 from agentgraph.backends.gcp import chunks
 from agentgraph.backends.gcp import firestore_docs as docs
 from agentgraph.backends.gcp.contention import until_settled
-from agentgraph.backends.gcp.firestore_io import FirestoreIO
+from agentgraph.backends.gcp.firestore_io import FirestoreIO, doc_id
 from agentgraph.core import names, transitions
 from agentgraph.core.status import NodeStatus, RunStatus
 
@@ -44,7 +45,7 @@ class RedriveWrites(FirestoreIO):
             if snap.exists
         }
         stale = [
-            self._node_ref(run_id, child).collection(names.COLLECTION_ARRIVALS).document(p)
+            self._node_ref(run_id, child).collection(names.COLLECTION_ARRIVALS).document(doc_id(p))
             for child, record in records.items()
             for p in record.parents
             if p in resets
@@ -90,13 +91,9 @@ class RedriveWrites(FirestoreIO):
                 change = transitions.redrive_node(node, resets[snap.id], now)
                 if change is None:
                     continue
-                arrivals = await self._query(
-                    snap.reference.collection(names.COLLECTION_ARRIVALS).select([])
-                )
                 fields, chunked = docs.change_fields(node, change)
                 assert not chunked  # the output is reset to null
                 option = self.client.write_option(last_update_time=snap.update_time)
-                fields["arrivals"] = len(arrivals)
                 writes.update(snap.reference, fields, option=option)
                 if change.event is not None:
                     writes.create(self._event_ref(run_id), docs.event_doc(change.event))

@@ -21,8 +21,11 @@ How each transition stays one atomic, conditional commit:
   a resolve to `ready`, for the claim that follows it when one process serves both (the
   local runtime on Firestore). A remembered state is only ever used under the
   precondition: if anything changed the node since, the commit fails and the node is read.
-- `record_arrival` is one batch of `create()` on the arrival document and `Increment(1)`
-  of the child's `arrivals`; the count comes from the commit's transform result.
+- `record_arrival` is one `create()` of the edge's arrival document, then a `count()`
+  of the child's arrival documents: the child's own document is never written per
+  arrival, so a 1,000-parent child is no hot document. The aggregation is strongly
+  consistent, so the last arrival to commit sees the full count; arrivals racing may
+  each see it, and `claim_decision` lets one of them read the parents.
 
 Event order: an event's `seq` is its commit time in microseconds (the document's
 create_time), so the timeline follows the database's commit order, not the writers'
@@ -79,6 +82,7 @@ _STALE_LIMIT = 1000  # per kind and call; the sweeper comes back for the rest
 _LEASES_KEPT = 4096
 _LEASE_BYTES = 64 * 1024 * 1024  # remembered states hold streamed partial text
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_DECIDABLE = (NodeStatus.WAITING.value, NodeStatus.EXPANDED.value)  # by their arrivals
 
 _Lease = tuple[str, str, int]
 _Known = tuple[Any, dict[str, Any]]  # a node's update time and its fields at that time
@@ -244,19 +248,51 @@ class FirestoreStore(RunWrites, StepWrites, RedriveWrites):
         return await self._transition(run_id, node_id, decide) is not None
 
     async def record_arrival(self, run_id: str, child_id: str, parent_id: str) -> int | None:
-        """One commit: create() of the edge's arrival document (the once-per-edge
-        precondition) and Increment(1) of the child's count, read from the transform."""
-        child = self._node_ref(run_id, child_id)
+        """create() of the edge's arrival document (the once-per-edge precondition), then
+        the count of the child's arrivals (see the module docstring)."""
+        arrivals = self._node_ref(run_id, child_id).collection(names.COLLECTION_ARRIVALS)
         writes = self._writes()
-        arrival = child.collection(names.COLLECTION_ARRIVALS).document(doc_id(parent_id))
-        writes.create(arrival, {"parent": parent_id, "at": time.time()})
-        writes.update(child, {"arrivals": firestore.Increment(1)})
+        writes.create(
+            arrivals.document(doc_id(parent_id)), {"parent": parent_id, "at": time.time()}
+        )
         self._before_commit(writes)  # pragma: SYNCPOINT
         try:
-            results = await self._commit(writes)
+            await self._commit(writes)
         except AlreadyExists:
             return None
-        return int(results[1].transform_results[0].integer_value)
+        # Others may commit their arrivals between this commit and the count. (The
+        # syncpoint is on a line of its own: an `await` line is traced at every resume.)
+        self._before_commit(writes)  # pragma: SYNCPOINT
+        return await self._count_arrivals(arrivals)
+
+    async def get_arrival_count(self, run_id: str, node_id: str) -> int:
+        ref = self._node_ref(run_id, node_id)
+        return await self._count_arrivals(ref.collection(names.COLLECTION_ARRIVALS))
+
+    async def _count_arrivals(self, arrivals: Any) -> int:
+        """A `count()` aggregation: billed one read per 1,000 index entries counted."""
+        result = await arrivals.count(alias="n").get()
+        count = int(result[0][0].value)
+        self.stats["reads"] += max(1, -(-count // 1000))
+        return count
+
+    async def claim_decision(self, run_id: str, node_id: str) -> bool:
+        """One read, then a write of a fresh token on the node conditioned on the update
+        time read: of callers that read the same state, one commits. The token is read by
+        nobody; a redrive changes the node, so a later decision claims afresh."""
+        ref = self._node_ref(run_id, node_id)
+        snap = await self._get(ref, field_paths=["status"])
+        if not snap.exists or snap.get("status") not in _DECIDABLE:
+            return False
+        writes = self._writes()
+        option = self.client.write_option(last_update_time=snap.update_time)
+        writes.update(ref, {"deciding": secrets.token_hex(8)}, option=option)
+        self._before_commit(writes)  # pragma: SYNCPOINT
+        try:
+            await self._commit(writes)
+        except FailedPrecondition:
+            return False
+        return True
 
     async def resolve_node(
         self,

@@ -259,6 +259,22 @@ class SqliteStore(Transactions):
 
         return await self._tx(work)
 
+    async def get_arrival_count(self, run_id: str, node_id: str) -> int:
+        """The node's `arrivals`: SQLite keeps the exact count in place (one writer at a
+        time), so here exactly one arrival sees the full count."""
+
+        def work(conn: sqlite3.Connection) -> int:
+            key = (run_id, node_id)
+            row = conn.execute("SELECT arrivals FROM nodes WHERE run_id=? AND node_id=?", key)
+            found = row.fetchone()
+            return int(found[0]) if found else 0
+
+        return await self._read(work)
+
+    async def claim_decision(self, run_id: str, node_id: str) -> bool:
+        """Always True: the exact counter lets only one arrival see the full count."""
+        return True
+
     async def resolve_node(
         self,
         run_id: str,
