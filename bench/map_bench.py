@@ -138,6 +138,11 @@ async def map_run(ctx: Any, stack: Any, ops_dir: Path) -> tuple[Figures, dict[st
         "map_node_document_writes": len(by_doc.get(_doc(by_doc, f"{run_id}/nodes/each"), [])),
         "run_document_max_per_s": _max_per_s(by_doc, f"runs/{run_id}"),
         "hottest_writes_total": writes,
+        # the next ones too: (document, most writes in any 1 s, writes in all)
+        "hottest_documents": [
+            [re.sub(r"runs/[^/]+", "runs/{run}", d), per_s, total]
+            for d, per_s, total in ops_log.hottest_documents(logged, 5)
+        ],
         "method": "item prompts counted at the Gemini stub; every commit of every function "
         "process logged with its document paths (bench/ops_log.py); sliding 1 s window",
     }

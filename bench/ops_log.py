@@ -5,12 +5,12 @@ their writes from its own store. With `AGENTGRAPH_BENCH_OPS_LOG=<dir>` and
 `bench/ops_hook` on PYTHONPATH, every function process loads `sitecustomize.py` from
 there, which calls `install`: it wraps the Firestore store's counted I/O
 (`FirestoreIO._commit`, `_get`, `_get_all`, `_query`, the one path every read and write
-of the store takes) so that each process appends to `<dir>/<pid>.jsonl` one line per
+of the store takes, and the arrivals' `count()`, `FirestoreStore._count_arrivals`) so that each process appends to `<dir>/<pid>.jsonl` one line per
 committed batch, `{"t": commit time, "w": [document paths]}`, and one per read,
 `{"t": time, "r": documents billed, "by": the store method that read}`. Nothing of agentgraph changes; the wrappers time
 the commit as the client saw it return.
 
-`writes_by_document` and `max_writes_per_second` read those files back.
+`writes_by_document`, `max_writes_per_second` and `hottest_documents` read those files back.
 """
 
 from __future__ import annotations
@@ -81,6 +81,19 @@ def install(folder: str) -> None:
 
         setattr(io, name, counted)
 
+    # An arrival's count() aggregation: one read per 1,000 index entries counted.
+    from agentgraph.backends.gcp import firestore_store
+
+    store_cls = firestore_store.FirestoreStore
+    count_arrivals = store_cls._count_arrivals
+
+    async def counted_arrivals(self: Any, arrivals: Any) -> int:
+        found = await count_arrivals(self, arrivals)
+        emit({"t": time.time(), "r": max(1, -(-found // 1000)), "by": "_count_arrivals"})
+        return found
+
+    store_cls._count_arrivals = counted_arrivals  # type: ignore[method-assign]
+
 
 def entries(folder: Path, since: float = 0.0, until: float = float("inf")) -> list[dict[str, Any]]:
     """Every line the processes logged between `since` and `until`."""
@@ -122,8 +135,16 @@ def totals(logged: Iterable[dict[str, Any]]) -> Counter[str]:
 
 def hottest(logged: list[dict[str, Any]]) -> tuple[str, int, int]:
     """(document, its most writes in any 1 s, its writes in all) of the hottest one."""
+    return (hottest_documents(logged, 1) or [("", 0, 0)])[0]
+
+
+def hottest_documents(logged: list[dict[str, Any]], n: int = 5) -> list[tuple[str, int, int]]:
+    """The `n` hottest documents, hottest first: (document, its most writes in any 1 s,
+    its writes in all)."""
     by_doc = writes_by_document(logged)
-    if not by_doc:
-        return "", 0, 0
-    doc = max(by_doc, key=lambda d: (max_writes_per_second(by_doc[d]), len(by_doc[d])))
-    return doc, max_writes_per_second(by_doc[doc]), len(by_doc[doc])
+    ranked = sorted(
+        ((d, max_writes_per_second(t), len(t)) for d, t in by_doc.items()),
+        key=lambda found: (found[1], found[2]),
+        reverse=True,
+    )
+    return ranked[:n]

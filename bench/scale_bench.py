@@ -182,6 +182,11 @@ async def hot_documents(ctx: Any, stack: Any, ops_dir: Path) -> tuple[Figures, d
         "run_s": round(ended - began, 2),
         "hottest_document": re.sub(r"runs/[^/]+", "runs/{run}", doc),
         "hottest_writes_total": writes,
+        # the next ones too: (document, most writes in any 1 s, writes in all)
+        "hottest_documents": [
+            [re.sub(r"runs/[^/]+", "runs/{run}", d), per_s, total]
+            for d, per_s, total in ops_log.hottest_documents(logged, 5)
+        ],
         "run_document_writes": len(by_doc.get(run_doc, [])),
         "run_document_max_per_s": ops_log.max_writes_per_second(by_doc.get(run_doc, [])),
         "writes_per_node": round(counts["writes"] / nodes, 2),

@@ -26,4 +26,7 @@ def test_the_hottest_document_and_totals_come_from_every_process_log(tmp_path: P
     logged = ops_log.entries(tmp_path, since=0, until=50)
 
     assert ops_log.hottest(logged) == ("runs/r", 2, 2)
+    top = ops_log.hottest_documents(logged, 5)
+    assert top[0] == ("runs/r", 2, 2)  # then the others, hottest first
+    assert sorted(top[1:]) == [("runs/r/events/e", 1, 1), ("runs/r/nodes/a", 1, 1)]
     assert ops_log.totals(logged) == {"writes": 4, "reads": 3}
