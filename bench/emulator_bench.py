@@ -649,6 +649,13 @@ async def _fanin(ctx: Context, stack: Any) -> tuple[Figures, dict[str, Any]]:
         events = await store.list_events(run.run_id)
         ready = [e for e in events if e.node_id == "join" and e.status == NodeStatus.READY.value]
         join = await store.get_node(run.run_id, "join")
+        arrived = [
+            float(s.get("at"))
+            async for s in store._node_ref(run.run_id, "join")
+            .collection(names.COLLECTION_ARRIVALS)
+            .select(["at"])
+            .stream()
+        ]
         enqueues = await asyncio.to_thread(_count_ready, subscriber, watch, run.run_id, "join")
     finally:
         dispatcher.close()
@@ -668,6 +675,13 @@ async def _fanin(ctx: Context, stack: Any) -> tuple[Figures, dict[str, Any]]:
         "child_executions": join.executions,
         "parents_finished_by_bench_s": round(finished_s, 2),
         "node_finished_published_s": round(published_s, 2),
+        # where the time goes: the arrivals' own clock (`at`, written by the complete
+        # function) from the last parent's finish, and from the last arrival to ready
+        "first_arrival_s": round(min(arrived) - last_finish, 2) if arrived else None,
+        "last_arrival_s": round(max(arrived) - last_finish, 2) if arrived else None,
+        "last_arrival_to_ready_s": round(ready[0].seq / 1e6 - max(arrived), 3)
+        if arrived and ready and ready[0].seq is not None
+        else None,
         "figure": "child's ready event commit time - last parent's finish (bench clock)",
     }
     return {"fanin_1000_enqueues": enqueues, "fanin_1000_s": round(seconds, 3)}, details

@@ -74,8 +74,9 @@ class FanIn:
         The status in the message is a hint, and decisions follow the node's stored
         record, with one exception that saves a read per node: a plain node (no delegate,
         no instance arriving at its controller) whose message says "succeeded" is taken
-        at its word. "succeeded" is final (a redrive keeps succeeded nodes), and only the
-        exec functions may publish node-finished, after writing it (docs/security.md).
+        at its word. "succeeded" is final (a redrive keeps succeeded nodes), and only
+        agentgraph's functions may publish node-finished, each after writing the status
+        it sends (Pub/Sub IAM: docs/security.md).
         Any other status is read back, so a forged or stale "failed" (for a node that is
         running, or that succeeded, or was redriven since) changes nothing."""
         context = await self._context(run_id)

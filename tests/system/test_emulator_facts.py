@@ -96,6 +96,46 @@ def test_fan_in_of_40_parents_with_10_duplicates_completes_the_child_exactly_onc
     assert sorted(marked) == parents
 
 
+def test_a_count_after_each_committed_arrival_sees_every_earlier_commit(
+    firestore_async_client: Any, clean_firestore: None, unique_name: Any
+) -> None:
+    """What `FirestoreStore.record_arrival` is built on now: a `count()` aggregation
+    issued after a `create()` returned sees that create and every one that returned
+    before it, so the last of 40 concurrent arrivals to commit sees all 40, however many
+    others see it too; duplicates fail with `AlreadyExists` and are not counted."""
+    client = firestore_async_client
+    arrivals = (
+        client.collection(names.COLLECTION_RUNS)
+        .document(unique_name("run"))
+        .collection(names.COLLECTION_NODES)
+        .document("child")
+        .collection(names.COLLECTION_ARRIVALS)
+    )
+    parents = [f"parent-{i:02d}" for i in range(PARENTS)]
+    deliveries = parents + parents[:DUPLICATE_DELIVERIES]
+    random.Random(41).shuffle(deliveries)
+    committed: list[str] = []  # in the order the commits returned
+
+    async def arrive(parent: str) -> tuple[str, int]:
+        await arrivals.document(parent).create({"at": 1})
+        earlier = len(committed)
+        committed.append(parent)
+        result = await arrivals.count(alias="n").get()
+        count = int(result[0][0].value)
+        assert count >= earlier + 1  # itself and every commit that returned before it
+        return parent, count
+
+    async def scenario() -> list[Any]:
+        return await asyncio.gather(*(arrive(p) for p in deliveries), return_exceptions=True)
+
+    outcomes = asyncio.run(scenario())
+    counts = dict(o for o in outcomes if isinstance(o, tuple))
+    failures = [o for o in outcomes if not isinstance(o, tuple)]
+    assert all(isinstance(f, AlreadyExists) for f in failures), failures
+    assert len(failures) == DUPLICATE_DELIVERIES and sorted(counts) == parents
+    assert counts[committed[-1]] == PARENTS  # the last to commit saw them all
+
+
 # --------------------------------------------------------------------------------------
 # Pub/Sub push → functions-framework CloudEvent function
 
