@@ -338,9 +338,14 @@ async def test_of_arrivals_seeing_a_full_count_one_claims_the_decision(
     await store.create_run(run, nodes)
     claims = await asyncio.gather(*(store.claim_decision("r1", "child") for _ in range(8)))
     assert claims.count(True) == 1
-    assert await store.resolve_node("r1", "child", S.READY, time.time())
+    assert not await store.claim_decision("r1", "child")  # read after the winner's claim
+    assert await store.resolve_node("r1", "child", S.CANCELLED, time.time())
     assert not await store.claim_decision("r1", "child")  # decided: nothing to claim
     assert not await store.claim_decision("r1", "absent")
+    # redriven back to waiting, the child is claimed afresh
+    assert await store.set_run_status("r1", (RunStatus.RUNNING,), RunStatus.CANCELLED, 1.0)
+    assert await store.redrive_run("r1", {"child": S.WAITING}, time.time())
+    assert await store.claim_decision("r1", "child")
 
 
 # ---- large values ------------------------------------------------------------------------

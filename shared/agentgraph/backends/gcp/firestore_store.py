@@ -277,16 +277,22 @@ class FirestoreStore(RunWrites, StepWrites, RedriveWrites):
         return count
 
     async def claim_decision(self, run_id: str, node_id: str) -> bool:
-        """One read, then a write of a fresh token on the node conditioned on the update
-        time read: of callers that read the same state, one commits. The token is read by
-        nobody; a redrive changes the node, so a later decision claims afresh."""
+        """One read, then a write of `deciding` (the status and `updated_at` claimed) on
+        the update time read. A claim of the same state is already there for a caller
+        that read after the winner's write; of callers that read before it, only one
+        commits. Every transition sets `updated_at`, so a node redriven back to waiting
+        is claimed afresh."""
         ref = self._node_ref(run_id, node_id)
-        snap = await self._get(ref, field_paths=["status"])
-        if not snap.exists or snap.get("status") not in _DECIDABLE:
+        snap = await self._get(ref, field_paths=["status", "updated_at", "deciding"])
+        if not snap.exists:
+            return False
+        data = snap.to_dict()
+        state = {"status": data.get("status"), "updated_at": data.get("updated_at")}
+        if state["status"] not in _DECIDABLE or data.get("deciding") == state:
             return False
         writes = self._writes()
         option = self.client.write_option(last_update_time=snap.update_time)
-        writes.update(ref, {"deciding": secrets.token_hex(8)}, option=option)
+        writes.update(ref, {"deciding": state}, option=option)
         self._before_commit(writes)  # pragma: SYNCPOINT
         try:
             await self._commit(writes)
