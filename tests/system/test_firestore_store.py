@@ -336,9 +336,29 @@ async def test_of_arrivals_seeing_a_full_count_one_claims_the_decision(
 ) -> None:
     run, nodes = make_run("r1", {"a": (S.SUCCEEDED, []), "child": (S.WAITING, ["a"])})
     await store.create_run(run, nodes)
-    claims = await asyncio.gather(*(store.claim_decision("r1", "child") for _ in range(8)))
+    # eight processes (a process's own callers wait for its claim in flight)
+    others = [FirestoreStore(store.client) for _ in range(8)]
+    claims = await asyncio.gather(*(s.claim_decision("r1", "child") for s in others))
     assert claims.count(True) == 1
+    racing = await asyncio.gather(*(store.claim_decision("r1", "child") for _ in range(4)))
+    assert not any(racing)  # the state is claimed already
     assert not await store.claim_decision("r1", "child")  # read after the winner's claim
+
+
+async def test_arrivals_at_one_child_in_one_process_share_their_counts(
+    store: FirestoreStore,
+) -> None:
+    """A burst of 200 arrivals needs far fewer than 200 counts, and each still sees
+    itself and every arrival committed before it: the last sees all 200."""
+    parents = [f"p{i:03d}" for i in range(200)]
+    spec: dict[str, tuple[NodeStatus, Sequence[str]]] = {p: (S.SUCCEEDED, []) for p in parents}
+    spec["child"] = (S.WAITING, parents)
+    run, nodes = make_run("r1", spec)
+    await store.create_run(run, nodes)
+    before = store.stats["reads"]
+    counts = await asyncio.gather(*(store.record_arrival("r1", "child", p) for p in parents))
+    assert max(c or 0 for c in counts) == 200 and all(c and c >= 1 for c in counts)
+    assert store.stats["reads"] - before < 100
     assert await store.resolve_node("r1", "child", S.CANCELLED, time.time())
     assert not await store.claim_decision("r1", "child")  # decided: nothing to claim
     assert not await store.claim_decision("r1", "absent")

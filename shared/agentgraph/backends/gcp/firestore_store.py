@@ -25,7 +25,8 @@ How each transition stays one atomic, conditional commit:
   of the child's arrival documents: the child's own document is never written per
   arrival, so a 1,000-parent child is no hot document. The aggregation is strongly
   consistent, so the last arrival to commit sees the full count; arrivals racing may
-  each see it, and `claim_decision` lets one of them read the parents.
+  each see it, and `claim_decision` lets one of them read the parents. The arrivals of
+  one process at one child share counts (`_count_after`): one in flight at a time.
 
 Event order: an event's `seq` is its commit time in microseconds (the document's
 create_time), so the timeline follows the database's commit order, not the writers'
@@ -46,6 +47,7 @@ import asyncio
 import secrets
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -100,6 +102,8 @@ class FirestoreStore(RunWrites, StepWrites, RedriveWrites):
     def __init__(self, client: firestore.AsyncClient) -> None:
         super().__init__(client)
         self._leases: Lru[_Lease, _Known] = Lru(_LEASES_KEPT, _LEASE_BYTES, _known_size)
+        self._counting: dict[str, _Counting] = {}  # arrival counts in flight, by child
+        self._claiming: set[str] = set()  # nodes whose decision this process is claiming
 
     # ---- nodes ---------------------------------------------------------------------------
 
@@ -263,11 +267,39 @@ class FirestoreStore(RunWrites, StepWrites, RedriveWrites):
         # Others may commit their arrivals between this commit and the count. (The
         # syncpoint is on a line of its own: an `await` line is traced at every resume.)
         self._before_commit(writes)  # pragma: SYNCPOINT
-        return await self._count_arrivals(arrivals)
+        return await self._count_after(arrivals)
 
     async def get_arrival_count(self, run_id: str, node_id: str) -> int:
         ref = self._node_ref(run_id, node_id)
         return await self._count_arrivals(ref.collection(names.COLLECTION_ARRIVALS))
+
+    async def _count_after(self, arrivals: Any) -> int:
+        """A count of `arrivals` sent after this call, shared: a burst of arrivals at one
+        child in this process needs no count each. One count per child is in flight at
+        a time; the arrivals that commit meanwhile wait for the next one, which starts
+        after they called, so it includes them (and everything committed before)."""
+        key = arrivals.parent.path
+        state = self._counting.get(key)
+        if state is None:
+            state = self._counting[key] = _Counting()
+        if state.next is None:
+            state.next = asyncio.get_running_loop().create_future()
+        future = state.next
+        if state.task is None:
+            state.task = asyncio.ensure_future(self._send_counts(key, arrivals, state))
+        return await asyncio.shield(future)
+
+    async def _send_counts(self, key: str, arrivals: Any, state: _Counting) -> None:
+        try:
+            while state.next is not None:
+                future, state.next = state.next, None
+                try:
+                    future.set_result(await self._count_arrivals(arrivals))
+                except Exception as exc:  # every caller waiting for this count gets it
+                    future.set_exception(exc)
+        finally:
+            state.task = None
+            self._counting.pop(key, None)
 
     async def _count_arrivals(self, arrivals: Any) -> int:
         """A `count()` aggregation: billed one read per 1,000 index entries counted."""
@@ -281,8 +313,18 @@ class FirestoreStore(RunWrites, StepWrites, RedriveWrites):
         the update time read. A claim of the same state is already there for a caller
         that read after the winner's write; of callers that read before it, only one
         commits. Every transition sets `updated_at`, so a node redriven back to waiting
-        is claimed afresh."""
+        is claimed afresh. While this process has a claim of the node in flight, its
+        other callers lose at once (that claim wins, or someone else's did)."""
         ref = self._node_ref(run_id, node_id)
+        if ref.path in self._claiming:
+            return False
+        self._claiming.add(ref.path)
+        try:
+            return await self._claim(ref)
+        finally:
+            self._claiming.discard(ref.path)
+
+    async def _claim(self, ref: Any) -> bool:
         snap = await self._get(ref, field_paths=["status", "updated_at", "deciding"])
         if not snap.exists:
             return False
@@ -562,6 +604,14 @@ class FirestoreStore(RunWrites, StepWrites, RedriveWrites):
         runs = await self._get_all(list(run_refs.values()), field_paths=["status"])
         running = {r.id for r in runs if r.exists and r.get("status") == RunStatus.RUNNING.value}
         return [docs.node_record(s.to_dict()) for s in snaps if s.get("run_id") in running]
+
+
+@dataclass
+class _Counting:
+    """A child's arrival count in flight in this process, and the next one's waiters."""
+
+    task: asyncio.Future[None] | None = None
+    next: asyncio.Future[int] | None = None
 
 
 def _under_runs(snap: Any) -> bool:
