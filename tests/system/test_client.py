@@ -397,7 +397,6 @@ def test_cli_run_on_the_api_prints_the_run_and_exits_0_then_show_draws_its_tree(
     assert any(line.startswith("  (a) succeeded") for line in flow) and "   |--> b" in flow
 
 
-
 def test_show_on_the_api_groups_a_map_and_expands_it_on_demand(
     stack: Stack, tmp_path: Path
 ) -> None:
@@ -418,6 +417,7 @@ def test_show_on_the_api_groups_a_map_and_expands_it_on_demand(
     for flag in (["--expand", "each"], ["--all"]):
         expanded = agentgraph("show", run_id, "--api", stack.api_url, *flag)
         assert "each[3] succeeded" in expanded.stdout, flag
+
 
 def test_cli_run_on_the_api_exits_1_when_the_run_fails_and_2_for_an_invalid_graph(
     stack: Stack, tmp_path: Path
