@@ -570,8 +570,8 @@ class Engine(
         if node.kind == "gate":  # an approval step with no work of its own
             return None, Usage(), None
         values = await self._values(run_id, context, node, record)
-        # A planned subagent calls its profile's model: the gate admitted the template's.
-        admitted = ticket.model if ticket is not None and node.agent is None else None
+        # The gate admitted this attempt's model (a planned subagent's: its profile's).
+        admitted = ticket.model if ticket is not None else None
         if node.agent is not None:
             node = grow.with_profile(node, context.graph, render(node.agent, values).strip())
         if node.kind == "tool":
