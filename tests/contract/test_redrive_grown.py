@@ -274,3 +274,37 @@ async def test_a_repeated_redrive_of_a_grown_run_changes_nothing_more(
     assert harness.calls["each:1"] == 2
     with pytest.raises(RedriveConflict):
         await harness.engine.redrive(run.run_id)
+
+
+async def test_a_grown_run_redrive_cut_short_is_finished_by_another(
+    harness: Harness, broken: set[str]
+) -> None:
+    """A crash after the items and the map were reset but before the run was set running
+    leaves a failed run with the map back in expanded: nothing moves, and the next redrive
+    finishes the job on the same arrivals."""
+    broken.add("each:1")
+    run = await harness.run(brittle_map(3))
+    store: Any = harness.store
+    inner = getattr(store, "_inner", store)
+    original = type(inner).redrive_run
+
+    async def resets_only(self: Any, run_id: str, resets: Any, now: float) -> bool:
+        await original(self, run_id, resets, now)
+        await self.set_run_status(run_id, (RunStatus.RUNNING,), RunStatus.FAILED, now)
+        raise ConnectionError("died before the run was written")
+
+    type(inner).redrive_run = resets_only
+    try:
+        with pytest.raises(ConnectionError):
+            await harness.engine.redrive(run.run_id)
+    finally:
+        type(inner).redrive_run = original
+    cut_short = await harness.nodes(run.run_id)
+    assert cut_short["each"].status == S.EXPANDED
+    assert (cut_short["each[1]"].status, cut_short["each[1]"].attempt) == (S.READY, 1)
+    broken.clear()
+    redriven, again = await harness.engine.redrive(run.run_id)
+    assert redriven and {"each", "each[1]"} <= set(again)
+    run = await harness.wait(run.run_id)
+    assert run.status == RunStatus.SUCCEEDED and run.outputs == {"total": 3}
+    assert harness.calls["each:1"] == 2 and harness.calls["each:0"] == 1
