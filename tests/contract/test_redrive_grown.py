@@ -201,10 +201,10 @@ async def test_a_mapped_subgraph_redrive_reruns_inside_the_failed_item_only(
     assert harness.calls["search:a"] == harness.calls["sum:a!"] == 1
 
 
-async def test_a_map_cancelled_mid_way_runs_only_its_unfinished_items_when_redriven(
+async def test_a_1000_item_map_cancelled_mid_way_runs_only_its_unfinished_items_when_redriven(
     harness: Harness,
 ) -> None:
-    n = 40
+    n = 1000
     started = await harness.start(
         graph(
             {
@@ -231,7 +231,7 @@ async def test_a_map_cancelled_mid_way_runs_only_its_unfinished_items_when_redri
 
     redriven, again = await harness.engine.redrive(run.run_id)
     assert redriven and len(again) == n - 4 + 1  # the cancelled items and the map
-    run = await harness.wait(run.run_id, timeout=120)
+    run = await harness.wait(run.run_id, timeout=300)
     assert run.status == RunStatus.SUCCEEDED
     assert run.outputs == {"each": list(range(n))}
     assert harness.calls["each"] == n, "every item ran exactly once over both drives"
