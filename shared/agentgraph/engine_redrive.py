@@ -11,7 +11,7 @@ finds the run no longer failed and answers `redriven: false`; one after it, a 40
 
 A run that grew instances is redriven the same way (`core/redrive.py`): owners that run
 again go back to `expanded` in the same store transaction; then the node-finished of the
-final units of an owner with nothing left to run is sent again (`Plan.rearrive`), which
+units such an owner would otherwise never hear is sent again (`Plan.rearrive`), which
 `resume` also does after a crash, as it re-sends every final node's.
 """
 
@@ -87,6 +87,8 @@ class Redrive:
             node = context.node(node_id)
             if node is not None:
                 await self._decide_child(run_id, context, node)
-        for node_id, status in plan.rearrive:
-            await self.dispatcher.node_finished(run_id, node_id, status)
+        if plan.rearrive:  # a unit still running arrives by itself when it finishes
+            for unit in (await self.store.get_outputs(run_id, plan.rearrive)).values():
+                if unit.status.terminal:
+                    await self.dispatcher.node_finished(run_id, unit.node_id, unit.status)
         return True, list(again)

@@ -308,3 +308,59 @@ async def test_a_grown_run_redrive_cut_short_is_finished_by_another(
     run = await harness.wait(run.run_id)
     assert run.status == RunStatus.SUCCEEDED and run.outputs == {"total": 3}
     assert harness.calls["each:1"] == 2 and harness.calls["each:0"] == 1
+
+
+async def test_an_item_finishing_while_the_map_is_redriven_still_releases_its_lane(
+    harness: Harness,
+) -> None:
+    """Item 0 is still running when the plan is made (its lane's next item, 2, waits for
+    it) and finishes before the map is back in expanded, so its own arrival released
+    nothing: the redrive sends its node-finished again once the run is running."""
+    failing = {1}
+
+    @harness.tools.tool
+    async def mixed(value: int) -> int:
+        harness.calls[f"mixed:{value}"] += 1
+        if value == 0:
+            await harness.gates["slow"].wait()
+        if value in failing:
+            raise ValueError(f"{value} is broken")
+        return value
+
+    document = graph(
+        {
+            "id": "each",
+            "map": "input.numbers",
+            "max_concurrency": 2,
+            "tool": "mixed",
+            "args": {"value": "{{ item }}"},
+        }
+    )
+    started = await harness.start(document, {"numbers": [0, 1, 2, 3]})
+    await harness.until_run(started.run_id, lambda r: r.status == RunStatus.FAILED)
+    await harness.until(started.run_id, lambda n: n["each[3]"].status == S.CANCELLED)
+    run = started
+    nodes = await harness.nodes(run.run_id)
+    assert nodes["each[0]"].status == S.RUNNING
+    failing.clear()
+
+    store: Any = harness.store
+    inner = getattr(store, "_inner", store)
+    original = type(inner).redrive_run
+
+    async def after_the_straggler(self: Any, run_id: str, resets: Any, now: float) -> bool:
+        harness.release("slow")
+        await harness.until(
+            run_id, lambda n: n["each[0]"].status == S.SUCCEEDED and n["each"].arrivals == 1
+        )
+        return bool(await original(self, run_id, resets, now))
+
+    type(inner).redrive_run = after_the_straggler
+    try:
+        redriven, again = await harness.engine.redrive(run.run_id)
+    finally:
+        type(inner).redrive_run = original
+    assert redriven and "each[0]" not in again and "each[2]" in again
+    run = await harness.wait(run.run_id)
+    assert run.status == RunStatus.SUCCEEDED and run.outputs == {"each": [0, 1, 2, 3]}
+    assert [harness.calls[f"mixed:{i}"] for i in range(4)] == [1, 2, 1, 1]

@@ -27,10 +27,9 @@ in its lane stays and has finished, else waiting (released when that one finishe
 runs again like any node and expands then. A caller of delegates goes back to `expanded`
 when some delegate it has not read the result of yet runs again (`answered`: the calls
 its tool-loop steps already answer, whose delegates stay whatever their status); else it
-runs again like any node and replays its steps. An owner back in `expanded` whose units
-all stay has nothing left to arrive: the node-finished of its final units is sent again
-(`Plan.rearrive`), which settles it (a map, a body) or goes on with the next iteration (a
-loop).
+runs again like any node and replays its steps. What an owner back in `expanded` would
+otherwise never hear (all its units stay; a straggler that finished before it was back) is
+sent to it again by the engine (`Plan.rearrive`).
 """
 
 from __future__ import annotations
@@ -56,13 +55,16 @@ class Plan:
     """What a redrive does. `again`: node id -> the status it starts again in (waiting,
     ready or expanded), in the records' order. `decide`: nodes starting waiting whose
     parents all stay, which the engine decides once the run is running (parents that
-    have finished will not send node-finished again). `rearrive`: final units whose
-    node-finished the engine sends again, for owners back in `expanded` with nothing left
-    to run."""
+    have finished will not send node-finished again). `rearrive`: units of owners back
+    in `expanded` whose node-finished the engine sends again once the run is running,
+    if they are final by then: those still running when planned (one that finished
+    before the owner was back in `expanded` released no lane, added no iteration,
+    settled nothing) and, for an owner none of whose units runs again, its final units
+    (nothing else would arrive)."""
 
     again: dict[str, NodeStatus] = field(default_factory=dict)
     decide: list[str] = field(default_factory=list)
-    rearrive: list[tuple[str, NodeStatus]] = field(default_factory=list)
+    rearrive: list[str] = field(default_factory=list)
 
 
 def node_resolver(graph: Graph) -> NodeOf:
@@ -200,16 +202,17 @@ class _Planner:
         )
         return NodeStatus.READY if not parents or settled else NodeStatus.WAITING
 
-    def rearrivals(self, node_id: str, node: Node) -> list[tuple[str, NodeStatus]]:
-        """The final units of an owner back in `expanded` with none of them running
-        again: their node-finished decides it (for a loop, its last iteration's)."""
+    def rearrivals(self, node_id: str, node: Node) -> list[str]:
+        """The units of an owner back in `expanded` whose node-finished the engine sends
+        again (see `Plan.rearrive`)."""
         units = [i for i in self.instances.get(node_id, []) if self._unit_of(i, node_id)]
+        running = [u for u in units if self.records[u].status == NodeStatus.RUNNING]
         if any(self.runs_again(u) for u in units):
-            return []
+            return running
         final = [u for u in units if self.records[u].status.terminal]
         if node.loop is not None and final:
             final = [max(final, key=_iteration)]
-        return [(u, self.records[u].status) for u in final]
+        return final + running
 
     def _unit_of(self, instance_id: str, owner_id: str) -> bool:
         """Whether the owner waits for this instance: an item, an iteration, a sink."""
