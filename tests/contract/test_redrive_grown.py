@@ -259,6 +259,23 @@ async def test_a_rejected_approval_asks_again_when_redriven(harness: Harness) ->
     assert harness.calls["draft"] == 1 and harness.calls["review"] == 2
 
 
+async def test_a_timed_out_approval_asks_again_when_redriven(harness: Harness) -> None:
+    document = graph(
+        const("review", "v1", approval={"message": "ok?", "timeout_s": 1}),
+        const("publish", "{{ nodes.review.output.payload }}", ["review"]),
+    )
+    run = await harness.run(document)
+    assert run.status == RunStatus.FAILED
+
+    redriven, again = await harness.engine.redrive(run.run_id)
+    assert redriven and set(again) == {"review", "publish"}
+    run = await harness.wait(run.run_id)
+    assert run.status == RunStatus.FAILED, "nobody decided this time either"
+    review = (await harness.nodes(run.run_id))["review"]
+    assert review.error is not None and review.error.type == "ApprovalTimeout"
+    assert harness.calls["review"] == 2, "it did its work and asked again"
+
+
 async def test_a_repeated_redrive_of_a_grown_run_changes_nothing_more(
     harness: Harness, broken: set[str]
 ) -> None:

@@ -131,6 +131,9 @@ def plan(
 
 
 class _Planner:
+    """One plan: each node's owner and instances, and whether it runs again, memoised
+    (an instance's answer depends on its owner's, a skipped node's on its parents')."""
+
     def __init__(
         self, records: Mapping[str, NodeRecord], node_of: NodeOf, answered: frozenset[str]
     ) -> None:
