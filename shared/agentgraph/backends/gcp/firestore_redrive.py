@@ -38,17 +38,20 @@ class RedriveWrites(FirestoreIO):
     async def redrive_run(self, run_id: str, resets: Mapping[str, NodeStatus], now: float) -> bool:
         run_ref = self._run_ref(run_id)
         ids = list(resets)
-        records = {
-            snap.id: docs.node_record(snap.to_dict())
+        records = [
+            docs.node_record(snap.to_dict())
             for snap in await self._get_all([self._node_ref(run_id, n) for n in ids])
             if snap.exists
-        }
-        stale = [
-            self._node_ref(run_id, child).collection(names.COLLECTION_ARRIVALS).document(p)
-            for child, record in records.items()
-            for p in record.parents
-            if p in resets
         ]
+        stale = []
+        for record in records:
+            if record.arrivals:  # a node with no arrival counted has no arrival document
+                arrivals = self._node_ref(run_id, record.node_id).collection(
+                    names.COLLECTION_ARRIVALS
+                )
+                for snap in await self._query(arrivals.select(["parent"])):
+                    if (snap.to_dict() or {}).get("parent") in resets:
+                        stale.append(snap.reference)
         for start in range(0, len(stale), _DELETES_PER_COMMIT):
             if not await self._guarded(run_id, lambda w, s=start: _delete(w, stale, s)):
                 return False
@@ -87,11 +90,15 @@ class RedriveWrites(FirestoreIO):
                 if not snap.exists:
                     continue
                 node = docs.node_record(snap.to_dict())
-                change = transitions.redrive_node(node, resets[snap.id], now)
+                change = transitions.redrive_node(node, resets[node.node_id], now)
                 if change is None:
                     continue
-                arrivals = await self._query(
-                    snap.reference.collection(names.COLLECTION_ARRIVALS).select([])
+                arrivals = (
+                    await self._query(
+                        snap.reference.collection(names.COLLECTION_ARRIVALS).select([])
+                    )
+                    if node.arrivals
+                    else []
                 )
                 fields, chunked = docs.change_fields(node, change)
                 assert not chunked  # the output is reset to null

@@ -425,8 +425,9 @@ class SqliteStore(Transactions):
 
     async def redrive_run(self, run_id: str, resets: Mapping[str, NodeStatus], now: float) -> bool:
         """One transaction: the run must still be failed or cancelled; each node of
-        `resets` is reset, its arrivals from reset parents deleted (they will arrive
-        again) and its count made the arrivals that remain; then the run is running."""
+        `resets` is reset, its arrivals from reset nodes deleted (parents, or the units of
+        a controller back in `expanded`: they will arrive again) and its count made the
+        arrivals that remain; then the run is running."""
 
         def work(conn: sqlite3.Connection) -> bool:
             row = conn.execute("SELECT status FROM runs WHERE run_id=?", (run_id,)).fetchone()
@@ -442,7 +443,15 @@ class SqliteStore(Transactions):
                 if node is None or reset is None:
                     continue
                 rows.persist(conn, run_id, node_id, reset)
-                again = [p for p in node.parents if p in resets]
+                arrived = (
+                    conn.execute(
+                        "SELECT parent_id FROM arrivals WHERE run_id=? AND child_id=?",
+                        (run_id, node_id),
+                    ).fetchall()
+                    if node.arrivals
+                    else []
+                )
+                again = [row[0] for row in arrived if row[0] in resets]
                 marks = ",".join("?" * len(again))
                 if again:
                     conn.execute(
