@@ -418,9 +418,12 @@ async def test_a_run_that_ended_stores_its_counts_and_reads_as_one_document(
     await store.finish_node("r1", "a", 1, Outcome(S.SUCCEEDED, 1, usage=spent), now)
     await store.claim_node("r1", "b", 1, now, now + 30)
     await store.finish_node("r1", "b", 1, Outcome(S.FAILED, error=NodeError("E", "x")), now)
-    writes = store.stats["writes"]
+    writes, reads = store.stats["writes"], store.stats["reads"]
     assert await store.set_run_status("r1", (RunStatus.RUNNING,), RunStatus.FAILED, now)
     assert store.stats["writes"] - writes == 2  # the run document and its status line
+    # its status, the nodes not succeeded, two usage sums; as some are: the unfinished
+    # ones and each other final status (a successful run stops at the first four)
+    assert store.stats["reads"] - reads == 1 + 1 + 2 + 1 + 3
     raw = (await store.client.document("runs/r1").get()).to_dict()
     assert raw["counts"] == {"succeeded": 1, "failed": 1} and raw["usage"]["calls"] == 1
     before = store.stats["reads"]

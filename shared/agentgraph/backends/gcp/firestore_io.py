@@ -211,14 +211,17 @@ class FirestoreIO:
         run_ref: Any,
         statuses: Sequence[NodeStatus] = tuple(NodeStatus),
         read_time: Any = None,
+        *,
+        usage: bool = True,
     ) -> tuple[dict[str, int], Usage]:
         """The run's nodes counted per status (one `count()` query each) and their usage
-        summed (two `sum()` queries: at most five aggregations share one), all at once.
+        summed (two `sum()` queries: at most five aggregations share one; `usage=False`:
+        none), all at once.
         Nothing is written for them: each node document holds its own status and usage."""
         nodes = run_ref.collection(names.COLLECTION_NODES)
         counted, spent = await asyncio.gather(
             asyncio.gather(*(self._count_in(nodes, (s,), read_time) for s in statuses)),
-            self._usage(nodes, read_time),
+            self._usage(nodes, read_time) if usage else _no_usage(),
         )
         return {s.value: n for s, n in zip(statuses, counted, strict=True) if n}, spent
 
@@ -236,6 +239,9 @@ class FirestoreIO:
         return n
 
     async def _usage(self, nodes: Any, read_time: Any = None) -> Usage:
+        """The nodes' usage summed. A query of several aggregations covers the documents
+        holding every field it aggregates: every node document holds every usage field
+        (`docs.node_doc`, `change_fields` write the whole map)."""
         keys = list(Usage().to_dict())
         first: Any = nodes.count(alias="n")
         for key in keys[:4]:
@@ -263,3 +269,7 @@ class FirestoreIO:
         return await self._count_in(
             self._run_ref(run_id).collection(names.COLLECTION_NODES), statuses
         )
+
+
+async def _no_usage() -> Usage:
+    return Usage()
