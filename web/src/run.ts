@@ -183,7 +183,7 @@ export function renderRun(
         { class: "facts" },
         field("Graph", run.graph_name),
         field("Status", el("span", { class: `badge ${run.status}`, text: run.status }), "run-status"),
-        field("Nodes", `${run.node_count} (${counts})`),
+        field("Nodes", `${run.node_count} (${counts})`, "run-nodes"),
         field("Cost", usd(usage.cost_usd), "run-cost"),
         field("Tokens", `${usage.input_tokens ?? 0} in / ${usage.output_tokens ?? 0} out`),
         field("Created", when(run.created_at)),
