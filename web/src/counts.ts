@@ -19,6 +19,12 @@ import * as Q from "./queries.js";
 
 export const FINAL = ["succeeded", "failed", "skipped", "cancelled"] as const;
 const REFRESH_MS = 2000;
+const ENDED = new Set(["succeeded", "failed", "cancelled"]);
+
+/** The counts its end stored on the run document, if any (null while it runs). */
+function stored(run: DocumentData): Record<string, unknown> | null {
+  return run.counts != null && ENDED.has(run.status) ? run.counts : null;
+}
 
 export interface Counted {
   /** Nodes per final status (only non-zero), plus `active` for the unfinished ones. */
@@ -50,13 +56,14 @@ export interface Derived {
  * ended yet, before the first count). */
 export function countRun(run: DocumentData, derived: Derived | null): Counted {
   const total = Number(run.node_count ?? 0);
-  if (run.counts != null) return counted(run.counts, run.usage ?? {}, total);
+  const final = stored(run);
+  if (final) return counted(final, run.usage ?? {}, total);
   return counted(derived?.final ?? {}, derived?.usage ?? {}, total);
 }
 
 /** Whether `run` needs counting from its nodes (its end stored no counts yet). */
 export function needsCounting(run: DocumentData): boolean {
-  return run.counts == null;
+  return stored(run) == null;
 }
 
 /** The run's ended nodes and usage from its node documents: 5 aggregation queries. (The

@@ -30,7 +30,7 @@ from agentgraph.backends.gcp import chunks
 from agentgraph.backends.gcp import firestore_docs as docs
 from agentgraph.core import names
 from agentgraph.core.ports import NodeRecord, RunRecord, Usage
-from agentgraph.core.status import NodeStatus
+from agentgraph.core.status import NodeStatus, RunStatus
 
 
 def doc_id(node_id: str) -> str:
@@ -199,7 +199,7 @@ class FirestoreIO:
         (`_aggregate`) as they were when the run document was read (its read time: every
         count of the same instant, so they add up to its node_count while nodes end);
         else none."""
-        if data.get("counts") is not None:
+        if data.get("counts") is not None and RunStatus(data["status"]).terminal:
             stored = {k: int(v) for k, v in data["counts"].items() if v}
             return stored, docs.usage(data.get("usage"))
         if not wanted:
