@@ -494,7 +494,7 @@ class Engine(
         """A takeover (the executor died mid-attempt) in a run that has ended since: the
         node must not run again, so it ends cancelled. Only takeovers pay this read; a
         first claim cannot race an ended run, whose cancel already took every ready node."""
-        run = await self.store.get_run_summary(run_id)
+        run = await self.store.get_run_summary(run_id, counts=False)
         if run is not None and not run.status.terminal:
             return False
         await self.store.resolve_node(

@@ -27,7 +27,7 @@ from agentgraph.backends.gcp.firestore_io import FirestoreIO
 from agentgraph.core import names, transitions
 from agentgraph.core.status import NodeStatus, RunStatus
 
-_NODES_PER_COMMIT = 200  # a node update and its event each, plus the run and a shard
+_NODES_PER_COMMIT = 200  # a node update and its event each, plus the run
 _DELETES_PER_COMMIT = 450
 _REDRIVABLE = (RunStatus.FAILED.value, RunStatus.CANCELLED.value)
 
@@ -85,7 +85,6 @@ class RedriveWrites(FirestoreIO):
     ) -> bool:
         async def fill(writes: Any) -> dict[str, Any]:
             snaps = await self._get_all([self._node_ref(run_id, n) for n in group])
-            moves: list[tuple[NodeStatus, NodeStatus]] = []
             for snap in snaps:
                 if not snap.exists:
                     continue
@@ -107,10 +106,6 @@ class RedriveWrites(FirestoreIO):
                 writes.update(snap.reference, fields, option=option)
                 if change.event is not None:
                     writes.create(self._event_ref(run_id), docs.event_doc(change.event))
-                moves.extend(change.moves)
-            shard = docs.shard_fields(moves, None)
-            if shard:  # the reset nodes' final counts leave the run's shards
-                writes.set(self._shard_ref(run_id, group[0]), shard, merge=True)
             return {}
 
         return await self._guarded(run_id, fill)

@@ -117,6 +117,10 @@ class SqliteStore(Transactions):
 
         return await self._read(work)
 
+    async def count_nodes(self, run_id: str, statuses: Sequence[NodeStatus]) -> int:
+        run = await self.get_run_summary(run_id)
+        return 0 if run is None else sum(run.counts.get(s.value, 0) for s in statuses)
+
     async def list_runs(self, owner: str | None = None, limit: int = 50) -> list[RunRecord]:
         def work(conn: sqlite3.Connection) -> list[RunRecord]:
             if owner is None:
