@@ -386,18 +386,18 @@ def move_counts(
     usage: Usage | None = None,
 ) -> None:
     """Move node counts between statuses (and add usage) on the run row, in SQL: `json_set`,
-    the run row is never decoded for it. Inside a `Batch` the counts are summed and
-    written once per run just before the COMMIT; usage (rare, and rounded per addition)
-    is written at once."""
+    the run row is never decoded for it. Inside a `Batch` the counts and the usage are
+    summed and written once per run just before the COMMIT (every model call has usage,
+    so that is one UPDATE a transaction, not one a finished agent)."""
     batch = open_batch()
     if batch is not None:
         delta = batch.counts.setdefault(run_id, {})
         for old, new in moves:
             delta[old.value] = delta.get(old.value, 0) - 1
             delta[new.value] = delta.get(new.value, 0) + 1
-        if usage is None or _usage_text(usage) is _NO_USAGE:
-            return
-        moves = ()
+        if usage is not None and _usage_text(usage) is not _NO_USAGE:
+            batch.add_usage(run_id, usage)
+        return
     delta_now: dict[str, int] = {}
     for old, new in moves:
         delta_now[old.value] = delta_now.get(old.value, 0) - 1
@@ -406,15 +406,38 @@ def move_counts(
     sets = [f"counts=json_set(counts, {', '.join(pairs)})"] if pairs else []
     spent = {k: v for k, v in usage.to_dict().items() if v} if usage is not None else {}
     if spent:
-        terms = []
-        for key, value in spent.items():
-            path = f"$.{key}"
-            total = "COALESCE(json_extract(usage, ?), 0) + ?"
-            terms.append(f"?, round({total}, 9)" if key == "cost_usd" else f"?, {total}")
-            params += [path, path, value]
+        terms, usage_params = _usage_terms(
+            {k: v for k, v in spent.items() if k != "cost_usd"}, [spent.get("cost_usd", 0)]
+        )
         sets.append(f"usage=json_set(usage, {', '.join(terms)})")
+        params += usage_params
     if sets:
         conn.execute(f"UPDATE runs SET {', '.join(sets)} WHERE run_id=?", (*params, run_id))
+
+
+_COSTS_PER_UPDATE = 200  # nested round() terms in one statement (SQLite's depth limit: 1000)
+
+
+def _usage_terms(totals: Mapping[str, int], costs: list[float]) -> tuple[list[str], list[Any]]:
+    """`json_set` arguments adding whole-number totals, and each cost in turn rounded to
+    9 places after every addition (as one UPDATE per addition would): a batched sum
+    gives the run the very same total as transitions committed one by one."""
+    terms: list[str] = []
+    params: list[Any] = []
+    for key, value in totals.items():
+        if value:
+            path = f"$.{key}"
+            terms.append("?, COALESCE(json_extract(usage, ?), 0) + ?")
+            params += [path, path, value]
+    costs = [c for c in costs if c]
+    if costs:
+        total = "COALESCE(json_extract(usage, ?), 0)"
+        params += ["$.cost_usd", "$.cost_usd"]
+        for cost in costs:
+            total = f"round({total} + ?, 9)"
+            params.append(cost)
+        terms.append(f"?, {total}")
+    return terms, params
 
 
 def _count_terms(delta: Mapping[str, int]) -> tuple[list[str], list[Any]]:
@@ -434,24 +457,45 @@ class Batch:
     run into one UPDATE, and its events, inserted together in the order they were made.
     Nothing reads them inside the transaction, and they commit with it or not at all, so
     every transition is still durable before its caller hears of it; a transaction does
-    3 statements per transition fewer than 5 (read, write, counts, event)."""
+    3 statements per transition fewer than 5 (read, write, counts, event), and a finished
+    model call's usage no UPDATE of its own."""
 
-    __slots__ = ("counts", "events")
+    __slots__ = ("costs", "counts", "events", "tokens")
 
     def __init__(self) -> None:
         self.counts: dict[str, dict[str, int]] = {}
         self.events: list[tuple[Any, ...]] = []
+        self.tokens: dict[str, dict[str, int]] = {}  # per run: usage's whole-number sums
+        self.costs: dict[str, list[float]] = {}  # per run: each cost, in the order added
+
+    def add_usage(self, run_id: str, usage: Usage) -> None:
+        tokens = self.tokens.setdefault(run_id, {})
+        for key, value in usage.to_dict().items():
+            if key != "cost_usd" and value:
+                tokens[key] = tokens.get(key, 0) + value
+        if usage.cost_usd:
+            self.costs.setdefault(run_id, []).append(usage.cost_usd)
 
     def write(self, conn: sqlite3.Connection) -> None:
-        for run_id, delta in self.counts.items():
+        for run_id in {**self.counts, **self.tokens, **self.costs}:
             # A status moved into and out of within the batch still gets its key (at 0),
             # as it would have one transition at a time.
-            pairs, params = _count_terms(delta)
-            if pairs:
-                conn.execute(
-                    f"UPDATE runs SET counts=json_set(counts, {', '.join(pairs)}) WHERE run_id=?",
-                    (*params, run_id),
+            pairs, params = _count_terms(self.counts.get(run_id, {}))
+            sets = [f"counts=json_set(counts, {', '.join(pairs)})"] if pairs else []
+            costs = self.costs.get(run_id, [])
+            tokens = self.tokens.get(run_id, {})
+            for start in range(0, max(len(costs), 1), _COSTS_PER_UPDATE):
+                terms, usage_params = _usage_terms(
+                    tokens if start == 0 else {}, costs[start : start + _COSTS_PER_UPDATE]
                 )
+                if terms:
+                    sets.append(f"usage=json_set(usage, {', '.join(terms)})")
+                    params += usage_params
+                if sets:
+                    conn.execute(
+                        f"UPDATE runs SET {', '.join(sets)} WHERE run_id=?", (*params, run_id)
+                    )
+                sets, params = [], []
         if self.events:
             conn.executemany(INSERT_EVENT, self.events)
 
