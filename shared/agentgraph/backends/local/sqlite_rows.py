@@ -315,19 +315,22 @@ def _usage_text(usage: Usage) -> str:
     return json.dumps(usage.to_dict())
 
 
+_STATUS_TEXT: dict[str, str] = {s.value: s.value for s in NodeStatus}  # a member hashes as its text
+
+
+def _status_text(value: Any) -> str:
+    text = _STATUS_TEXT.get(value)
+    return NodeStatus(value).value if text is None else text
+
+
+# A NodeRecord field's value as its column holds it (the other fields: as they are).
 _ENCODERS: dict[str, Callable[[Any], Any]] = {
-    "status": lambda value: NodeStatus(value).value,
+    "status": _status_text,
     "error": lambda value: None if value is None else json.dumps(value.to_dict()),
     "usage": _usage_text,
     "output": dumps,
     "meta": dumps,
 }
-
-
-def _column(name: str, value: Any) -> Any:
-    """A NodeRecord field's value as its column holds it."""
-    encode = _ENCODERS.get(name)
-    return value if encode is None else encode(value)
 
 
 def applied(node: NodeRecord, change: Change) -> NodeRecord:
@@ -338,21 +341,25 @@ def applied(node: NodeRecord, change: Change) -> NodeRecord:
     return record
 
 
+_UPDATES: dict[tuple[str, ...], str] = {}  # the UPDATE of each set of fields (a few kinds)
+
+
 def persist(conn: sqlite3.Connection, run_id: str, node_id: str, change: Change) -> bool:
     """Write a decided change, only if the node is still in the status and attempt it was
     decided on; with it, move the run's counts and usage and append its event."""
-    names = list(change.fields)
-    sets = ", ".join(f"{name}=?" for name in names)
-    changed = conn.execute(
-        f"UPDATE nodes SET {sets} WHERE run_id=? AND node_id=? AND status=? AND attempt=?",
-        (
-            *(_column(name, change.fields[name]) for name in names),
-            run_id,
-            node_id,
-            change.status.value,
-            change.attempt,
-        ),
-    ).rowcount
+    fields = change.fields
+    names = tuple(fields)
+    update = _UPDATES.get(names)
+    if update is None:
+        sets = ", ".join(f"{name}=?" for name in names)
+        update = f"UPDATE nodes SET {sets} WHERE run_id=? AND node_id=? AND status=? AND attempt=?"
+        if len(_UPDATES) < 256:  # field names come from transitions.py: a bounded few
+            _UPDATES[names] = update
+    values = [
+        fields[name] if name not in _ENCODERS else _ENCODERS[name](fields[name]) for name in names
+    ]
+    values += (run_id, node_id, _status_text(change.status), change.attempt)
+    changed = conn.execute(update, values).rowcount
     if not changed:
         return False
     move_counts(conn, run_id, change.moves, change.usage)
@@ -393,8 +400,9 @@ def move_counts(
     if batch is not None:
         delta = batch.counts.setdefault(run_id, {})
         for old, new in moves:
-            delta[old.value] = delta.get(old.value, 0) - 1
-            delta[new.value] = delta.get(new.value, 0) + 1
+            before, after = _STATUS_TEXT[old], _STATUS_TEXT[new]
+            delta[before] = delta.get(before, 0) - 1
+            delta[after] = delta.get(after, 0) + 1
         if usage is not None and _usage_text(usage) is not _NO_USAGE:
             batch.add_usage(run_id, usage)
         return
