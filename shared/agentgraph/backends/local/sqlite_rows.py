@@ -175,6 +175,23 @@ def _ids(text: str) -> list[str]:
     return list(found)
 
 
+_USAGES: dict[str, tuple[Any, ...]] = {}  # usage texts decoded (bounded like _LISTS)
+
+
+def _usage(text: str) -> Usage:
+    """A usage column as a Usage: a finished node's is read by every later look at it
+    (its node-finished, its children's decisions), so each text is decoded once (a
+    fresh Usage every time: records are mutable)."""
+    fields = _USAGES.get(text)
+    if fields is None:
+        if len(_USAGES) >= _LISTS_KEPT:
+            _USAGES.clear()
+        u = Usage.from_dict(json.loads(text))
+        fields = (u.input_tokens, u.output_tokens, u.cached_tokens, u.thinking_tokens)
+        fields = _USAGES[text] = (*fields, u.cost_usd, u.calls)
+    return Usage(*fields)
+
+
 def node_record(row: sqlite3.Row | tuple[Any, ...]) -> NodeRecord:
     """A row whose first columns are NODE_COLUMNS, read by position (a transition reads
     one per node several times, so the decoding is on the hot path: columns that hold
@@ -217,7 +234,7 @@ def node_record(row: sqlite3.Row | tuple[Any, ...]) -> NodeRecord:
         started_at,
         finished_at,
         duration_ms,
-        Usage() if usage == _NO_USAGE else Usage.from_dict(json.loads(usage)),
+        Usage() if usage == _NO_USAGE else _usage(usage),
         lease_until,
         next_attempt_at,
         updated_at,
@@ -243,7 +260,7 @@ def node_rows(
             json.dumps(n.parents),
             json.dumps(n.children),
             n.pool,
-            json.dumps(n.usage.to_dict()),
+            _usage_text(n.usage),
             n.updated_at if n.updated_at is not None else run.created_at,
             n.skip_reason,
             n.finished_at,
