@@ -276,10 +276,11 @@ INSERT_NODE = (
 )
 
 
+_SELECT_NODE = f"SELECT {NODE_COLUMNS} FROM nodes WHERE run_id=? AND node_id=?"
+
+
 def select_node(conn: sqlite3.Connection, run_id: str, node_id: str) -> NodeRecord | None:
-    row = conn.execute(
-        f"SELECT {NODE_COLUMNS} FROM nodes WHERE run_id=? AND node_id=?", (run_id, node_id)
-    ).fetchone()
+    row = conn.execute(_SELECT_NODE, (run_id, node_id)).fetchone()
     return node_record(row) if row else None
 
 
