@@ -13,6 +13,7 @@ module holds no rule of the state machine, only where the records are.
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import sqlite3
 from collections import Counter
@@ -193,12 +194,8 @@ class SqliteStore(Transactions):
             ids = list(node_ids)
             for start in range(0, len(ids), 500):
                 chunk = ids[start : start + 500]
-                marks = ",".join("?" * len(chunk))
-                for row in conn.execute(
-                    f"SELECT {rows.NODE_COLUMNS} FROM nodes WHERE run_id=? AND node_id IN ({marks})",
-                    (run_id, *chunk),
-                ):
-                    result[row["node_id"]] = rows.node_record(row)
+                for row in conn.execute(_select_outputs(len(chunk)), (run_id, *chunk)):
+                    result[row[1]] = rows.node_record(row)  # row[1]: node_id
             return result
 
         return await self._read(work) if node_ids else {}
@@ -471,3 +468,10 @@ class SqliteStore(Transactions):
             return rows.persist_run(conn, run_id, current, change)
 
         return await self._tx(work)
+
+
+@functools.lru_cache(maxsize=64)
+def _select_outputs(count: int) -> str:
+    """The SELECT of `count` nodes of a run (a node's parents, a template's reads)."""
+    marks = ",".join("?" * count)
+    return f"SELECT {rows.NODE_COLUMNS} FROM nodes WHERE run_id=? AND node_id IN ({marks})"
