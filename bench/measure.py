@@ -194,6 +194,8 @@ EMULATOR_FIGURES: tuple[Figure, ...] = (
     Figure("emulator_edge_floor_ms", "edge latency floor (emulator round trips alone)", "ms"),
     Figure("firestore_writes_per_node", "Firestore writes per node", "writes"),
     Figure("firestore_reads_per_node", "Firestore reads per node", "reads"),
+    Figure("firestore_writes_per_run", "Firestore writes a run costs once", "writes"),
+    Figure("firestore_reads_per_run", "Firestore reads a run costs once", "reads"),
     Figure("infra_cost_usd_per_node", "infrastructure cost per node", "USD"),
     Figure("fanin_1000_enqueues", "enqueues of a child with 1000 parents", "count"),
     Figure("fanin_1000_s", "fan-in of 1000 parents, wall time", "s"),

@@ -390,7 +390,15 @@ def show(
         from agentgraph import cli_api
 
         code = cli_api.show(
-            run_id, api=api, token=token, audience=audience, as_json=as_json, err=err, out=out
+            run_id,
+            api=api,
+            token=token,
+            audience=audience,
+            as_json=as_json,
+            err=err,
+            out=out,
+            expand=expand or (),
+            expand_all=expand_all,
         )
         raise _Exit(code)
     store = _open_store(backend, db)

@@ -9,7 +9,7 @@ the system's).
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Collection, Coroutine
 from typing import Any
 
 from rich.console import Console
@@ -34,11 +34,18 @@ def call(err: Console, main: Callable[[], Coroutine[Any, Any, int]]) -> int:
         return exc.exit_code
 
 
-def _print_run(out: Console, run: models.Run, as_json: bool, tree: bool) -> None:
+def _print_run(
+    out: Console,
+    run: models.Run,
+    as_json: bool,
+    tree: bool,
+    expand: Collection[str] = (),
+    expand_all: bool = False,
+) -> None:
     if as_json:
         out.print_json(data=run.model_dump(mode="json"))
     elif tree:
-        print_run_tree(out, run_record(run), node_records(run))
+        print_run_tree(out, run_record(run), node_records(run), expand, expand_all)
     else:
         print_outputs(out, run_record(run), node_records(run))
 
@@ -105,11 +112,13 @@ def show(
     as_json: bool,
     err: Console,
     out: Console,
+    expand: Collection[str] = (),
+    expand_all: bool = False,
 ) -> int:
     async def main() -> int:
         async with connect(api, token, audience) as client:
             run = await client.get(run_id)
-        _print_run(out, run, as_json, tree=True)
+        _print_run(out, run, as_json, tree=True, expand=expand, expand_all=expand_all)
         return EXIT_RUN_FAILED if run.status in ("failed", "cancelled") else EXIT_OK
 
     return call(err, main)

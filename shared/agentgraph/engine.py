@@ -494,7 +494,7 @@ class Engine(
         """A takeover (the executor died mid-attempt) in a run that has ended since: the
         node must not run again, so it ends cancelled. Only takeovers pay this read; a
         first claim cannot race an ended run, whose cancel already took every ready node."""
-        run = await self.store.get_run_summary(run_id)
+        run = await self.store.get_run_summary(run_id, counts=False)
         if run is not None and not run.status.terminal:
             return False
         await self.store.resolve_node(
@@ -570,8 +570,8 @@ class Engine(
         if node.kind == "gate":  # an approval step with no work of its own
             return None, Usage(), None
         values = await self._values(run_id, context, node, record)
-        # A planned subagent calls its profile's model: the gate admitted the template's.
-        admitted = ticket.model if ticket is not None and node.agent is None else None
+        # The gate admitted this attempt's model (a planned subagent's: its profile's).
+        admitted = ticket.model if ticket is not None else None
         if node.agent is not None:
             node = grow.with_profile(node, context.graph, render(node.agent, values).strip())
         if node.kind == "tool":

@@ -52,6 +52,8 @@ class Delegation:
 
         async def _record(self, run_id: str, node_id: str, step: Step) -> Step: ...
 
+        async def _has_ended(self, run_id: str) -> bool: ...
+
     async def _delegate_steps(
         self,
         run_id: str,
@@ -123,7 +125,7 @@ class Delegation:
         but not yet claimed gets its node-ready again (a crash may have lost it; a
         claim happens once)."""
         caller = await self.store.get_node(run_id, caller_id)
-        if caller is None or run_id in self._ended:
+        if caller is None or await self._has_ended(run_id):
             return
         if caller.status == NodeStatus.EXPANDED:
             if not await self.store.resolve_node(

@@ -28,6 +28,7 @@ if TYPE_CHECKING:
     from agentgraph.engine import RunContext
 
 log = logging.getLogger("agentgraph.engine")
+_UNFINISHED = tuple(s for s in NodeStatus if s not in TERMINAL_NODE)
 
 # From this many parents (or a controller's arrivals), the arrivals that see a full count
 # claim the decision (`Store.claim_decision`: a read and a write) before reading every
@@ -262,16 +263,19 @@ class FanIn:
 
     async def _finish_run_if_done(self, run_id: str, context: RunContext) -> None:
         """Only sinks call this: the last node of a run to reach a final status is always
-        a sink, and it does so after every other node's status was written."""
-        run = await self.store.get_run_summary(run_id)
-        if run is None or run.status.terminal:
-            return
-        if sum(run.counts.get(s.value, 0) for s in TERMINAL_NODE) < run.node_count:
+        a sink, and it does so after every other node's status was written. A sink that
+        is not the last pays one count (of the unfinished nodes); the last one also counts
+        the failed nodes. The run's status is read only when some failed (before reading
+        every node): `set_run_status` changes only a running or pending run anyway."""
+        if await self.store.count_nodes(run_id, _UNFINISHED):
             return
         graph = context.graph
         outcome = RunStatus.SUCCEEDED
         error = None
-        if run.counts.get(NodeStatus.FAILED.value, 0):
+        if await self.store.count_nodes(run_id, (NodeStatus.FAILED,)):
+            run = await self.store.get_run_summary(run_id, counts=False)
+            if run is None or run.status.terminal:
+                return  # ended (cancelled, failed): not worth reading every node
             statuses = {r.node_id: r.status for r in await self.store.list_nodes(run_id)}
             outcome = readiness.run_outcome(graph, statuses) or RunStatus.SUCCEEDED
             if outcome == RunStatus.FAILED:

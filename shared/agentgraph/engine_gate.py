@@ -26,10 +26,11 @@ import secrets
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
+from agentgraph.core import grow
 from agentgraph.core import model_gate as rules
-from agentgraph.core.errors import LlmError
+from agentgraph.core.errors import AgentgraphError, LlmError
 from agentgraph.core.graph import Node
 from agentgraph.core.model_gate import Admitted, GateConfig, Outcome, Refused, is_overload
 from agentgraph.core.ports import (
@@ -38,10 +39,12 @@ from agentgraph.core.ports import (
     LlmRequest,
     LlmResponse,
     ModelGate,
+    NodeRecord,
     OnPartial,
     RetryScheduler,
     Store,
 )
+from agentgraph.core.templates import render
 
 if TYPE_CHECKING:
     from agentgraph.engine import RunContext
@@ -84,9 +87,19 @@ class ModelGating:
             self, run_id: str, node_id: str, attempt: int, ticket: Ticket | None = None
         ) -> None: ...
 
+        async def _values(
+            self,
+            run_id: str,
+            context: RunContext,
+            node: Node,
+            record: NodeRecord | None,
+        ) -> dict[str, Any]: ...
+
     async def _gated_execute(self, run_id: str, node_id: str, attempt: int) -> None:
         context = await self._context(run_id)
         node = context.node(node_id) if context is not None else None
+        if node is not None and context is not None and node.agent is not None:
+            node = await self._as_profile(run_id, context, node)
         if node is None or node.kind != "agent" or node.model_for_attempt(attempt) is None:
             # (no model of its own: an `agent:` node takes its profile's, or fails clearly)
             await self._execute(run_id, node_id, attempt)
@@ -101,6 +114,19 @@ class ModelGating:
                 await self.gate.release(ticket.model, ticket.permit, ticket.outcome)
             except Exception:  # the permit's lease expires by itself
                 log.warning("releasing the gate of %s failed", ticket.model, exc_info=True)
+
+    async def _as_profile(self, run_id: str, context: RunContext, node: Node) -> Node:
+        """A planned subagent (`agent: "{{ item.agent }}"`) calls its profile's model, so
+        that is the model to admit. Its name usually reads the item: one read of the
+        instance's record, for such nodes only. A name that does not resolve is gated as
+        the template; the attempt then fails with the clear error."""
+        assert node.agent is not None
+        try:
+            record = await self.store.get_node(run_id, node.id) if "{" in node.agent else None
+            values = await self._values(run_id, context, node, record) if record else {}
+            return grow.with_profile(node, context.graph, render(node.agent, values).strip())
+        except AgentgraphError:
+            return node
 
     async def _admit(self, run_id: str, node: Node, attempt: int) -> Ticket | None:
         """A ticket for the model this attempt may call now, or None: the node was delayed."""

@@ -54,6 +54,8 @@ class Growth:
             known: Mapping[str, NodeRecord] | None = None,
         ) -> dict[str, Any]: ...
 
+        async def _has_ended(self, run_id: str) -> bool: ...
+
     async def _expand(
         self, run_id: str, context: RunContext, node: Node, claimed: NodeRecord, attempt: int
     ) -> None:
@@ -221,9 +223,9 @@ class Growth:
         exactly once: the transition is conditional; a repeat re-checks it)."""
         following = index + grow.lanes_of(controller)
         if (
-            run_id in self._ended
-            or state.status != NodeStatus.EXPANDED
+            state.status != NodeStatus.EXPANDED
             or following >= grow.expected_of(state)
+            or await self._has_ended(run_id)
         ):
             return
         successor = grow.item_id(controller.id, following)
@@ -255,7 +257,7 @@ class Growth:
                 await self.dispatcher.node_finished(run_id, controller.id, state.status)
             return
         state = await self.store.get_node(run_id, controller.id)
-        if state is None or state.status != NodeStatus.EXPANDED or run_id in self._ended:
+        if state is None or state.status != NodeStatus.EXPANDED or await self._has_ended(run_id):
             return
         bindings = grow.bindings_of(state)
         nxt = grow.expand_iteration(run_id, controller, step.iteration, step.previous, bindings)

@@ -82,7 +82,7 @@ class Recovery:
     async def cancel(self, run_id: str) -> bool:
         """Cancel a run: nodes not started are cancelled; running ones finish their call
         but start nothing after them. False if the run had already ended."""
-        if await self.store.get_run_summary(run_id) is None:
+        if await self.store.get_run_summary(run_id, counts=False) is None:
             raise RunNotFound(run_id)
         return await self._end_run(run_id, RunStatus.CANCELLED, {"message": "cancelled"})
 
@@ -109,7 +109,7 @@ class Recovery:
     async def resume(self, run_id: str) -> RunRecord:
         """Continue a run whose process died: redo what was in flight, re-send every
         finished node's completion (idempotent), and re-arm pending retries."""
-        run = await self.store.get_run(run_id)
+        run = await self.store.get_run(run_id, counts=False)
         if run is None:
             raise RunNotFound(run_id)
         if run.status.terminal:  # died after the run ended: nothing will finish these

@@ -8,6 +8,11 @@ half-way is simply done again. Then the ready nodes are dispatched (a lost node-
 re-sent by the sweeper, or by `resume`) and the waiting nodes whose parents all stay are
 decided (`resume` re-decides them after a crash). A duplicate request racing the first
 finds the run no longer failed and answers `redriven: false`; one after it, a 409.
+
+A run that grew instances is redriven the same way (`core/redrive.py`): owners that run
+again go back to `expanded` in the same store transaction; then the node-finished of the
+units such an owner would otherwise never hear is sent again (`Plan.rearrive`), which
+`resume` also does after a crash, as it re-sends every final node's.
 """
 
 from __future__ import annotations
@@ -63,22 +68,27 @@ class Redrive:
         context = await self._context(run_id)
         assert context is not None
         records = {r.node_id: r for r in await self.store.list_nodes(run_id)}
-        if any(node_id not in context.graph.nodes for node_id in records):
-            raise RedriveConflict(
-                f"run {run_id} grew instances (map, loop or subgraph); redriving such a run "
-                "is not supported yet: start it again instead"
-            )
-        again = redrive.plan(context.graph, records)
+        answered: set[str] = set()
+        for caller in redrive.callers(records, context.node):
+            answered |= redrive.answered(caller, await self.store.list_steps(run_id, caller))
+        plan = redrive.plan(context.graph, records, context.node, answered)
+        again = plan.again
         if not await self.store.redrive_run(run_id, again, self.clock()):
             after = await self.store.get_run(run_id)
             if after is not None and after.status == RunStatus.RUNNING:
                 return False, []  # an identical request won the race
             raise RedriveConflict(f"run {run_id} could not be redriven; it changed meanwhile")
         self._ended.pop(run_id)  # this process ended it once; it runs again
-        graph = context.graph
         for node_id, status in again.items():
-            if status == NodeStatus.READY:
-                await self.dispatcher.node_ready(run_id, node_id, 1, graph[node_id].pool)
-        for node_id in redrive.decided_by_engine(graph, again):
-            await self._decide_child(run_id, context, graph[node_id])
+            node = context.node(node_id)
+            if status == NodeStatus.READY and node is not None:
+                await self.dispatcher.node_ready(run_id, node_id, 1, node.pool)
+        for node_id in plan.decide:
+            node = context.node(node_id)
+            if node is not None:
+                await self._decide_child(run_id, context, node)
+        if plan.rearrive:  # a unit still running arrives by itself when it finishes
+            for unit in (await self.store.get_outputs(run_id, plan.rearrive)).values():
+                if unit.status.terminal:
+                    await self.dispatcher.node_finished(run_id, unit.node_id, unit.status)
         return True, list(again)

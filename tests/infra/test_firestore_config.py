@@ -51,12 +51,8 @@ def test_the_indexes_file_has_the_composite_indexes_the_queries_need() -> None:
             "COLLECTION",
             (("children", "CONTAINS"), ("status", "ASCENDING"), ("node_id", "ASCENDING")),
         ),
-        # an owner's spend today, over the runs' counter shards (FirestoreOwnerActivity)
-        (
-            names.COLLECTION_SHARDS,
-            "COLLECTION_GROUP",
-            (("owner", "ASCENDING"), ("created_at", "ASCENDING")),
-        ),
+        # an owner's spend today, a sum() over their runs' nodes (FirestoreOwnerActivity)
+        (nodes, "COLLECTION_GROUP", (("owner", "ASCENDING"), ("run_created_at", "ASCENDING"))),
     }
 
 
@@ -133,7 +129,6 @@ def test_the_rules_match_only_names_collections_and_expose_run_records() -> None
         names.COLLECTION_CHUNKS,
         names.COLLECTION_EVENTS,
         names.COLLECTION_STEPS,
-        names.COLLECTION_SHARDS,
     }
 
 

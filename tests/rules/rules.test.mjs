@@ -176,7 +176,6 @@ describe("the web console's queries", () => {
         index: 0, kind: 'model', name: 'echo', at: 1, step_json: '{}', step_ref: null,
       });
       await setDoc(doc(db, 'runs', CONSOLE_RUN, 'nodes', 'n0', 'steps', '000001', 'chunks', `${marker.prefix}-0000`), { data: 'x' });
-      await setDoc(doc(db, 'runs', CONSOLE_RUN, 'shards', '07'), { counts: { succeeded: 1 } });
       for (const ref of [
         ...Q.chunkDocs(F, db, ['runs', CONSOLE_RUN], marker),
         ...Q.chunkDocs(F, db, ['runs', CONSOLE_RUN, 'nodes', 'n0'], marker),
@@ -220,8 +219,13 @@ describe("the web console's queries", () => {
     for (const ref of Q.chunkDocs(F, db, ['runs', CONSOLE_RUN, 'nodes', 'n0', 'steps', '000001'], { chunks: 1, prefix: marker.prefix })) {
       await assertSucceeds(getDoc(ref));
     }
-    const shards = await assertSucceeds(getDocs(Q.shardsQuery(F, db, CONSOLE_RUN)));
-    assert.deepEqual(shards.docs.map((d) => d.id), ['07']);
+    // A running run's counts and usage, from its nodes (web/src/counts.ts).
+    const running = await assertSucceeds(F.getCountFromServer(Q.runNodesQuery(F, db, CONSOLE_RUN, 'running')));
+    assert.equal(running.data().count, 6);
+    const spent = await assertSucceeds(
+      F.getAggregateFromServer(Q.runNodesQuery(F, db, CONSOLE_RUN, null), { usd: F.sum('usage.cost_usd') }),
+    );
+    assert.equal(spent.data().usd, 0);
     for (const ref of Q.chunkDocs(F, db, ['runs', CONSOLE_RUN], marker)) await assertSucceeds(getDoc(ref));
     for (const ref of Q.chunkDocs(F, db, ['runs', CONSOLE_RUN, 'nodes', 'n0'], marker)) {
       await assertSucceeds(getDoc(ref));
@@ -242,7 +246,8 @@ describe("the web console's queries", () => {
     await assertFails(getDocs(Q.instancesByIdQuery(F, db, CONSOLE_RUN, ['m[0]'])));
     await assertFails(getDocs(Q.instancesPageQuery(F, db, CONSOLE_RUN, 's', '/')));
     await assertFails(getDocs(Q.nodeStepsQuery(F, db, CONSOLE_RUN, 'n0')));
-    await assertFails(getDocs(Q.shardsQuery(F, db, CONSOLE_RUN)));
+    await assertFails(F.getCountFromServer(Q.runNodesQuery(F, db, CONSOLE_RUN, 'running')));
+    await assertFails(F.getAggregateFromServer(Q.runNodesQuery(F, db, CONSOLE_RUN, null), { usd: F.sum('usage.cost_usd') }));
     for (const ref of Q.chunkDocs(F, db, ['runs', CONSOLE_RUN, 'nodes', 'n0'], marker)) {
       await assertFails(getDoc(ref));
     }

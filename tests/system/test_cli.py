@@ -457,3 +457,43 @@ def test_a_failed_run_is_redriven_after_the_fix_without_rerunning_what_succeeded
     assert Path(f"{marks}.second").read_text() == "xx"
     again = agentgraph("redrive", run_id, "--tools", TOOLS, db=db)
     assert again.returncode == 2 and "only a failed or cancelled run" in again.stderr
+
+
+def test_a_map_whose_item_failed_is_redriven_rerunning_only_that_item(tmp_path: Path) -> None:
+    broken, marks = tmp_path / "broken", tmp_path / "mark"
+    Path(f"{broken}.2").write_text("yes")  # only item 2 is broken
+    graph = write(
+        tmp_path / "mapped.yaml",
+        {
+            "name": "mapped",
+            "nodes": [
+                {"id": "src", "tool": "nap", "args": {"seconds": 0, "value": [0, 1, 2, 3]}},
+                {
+                    "id": "each",
+                    "after": ["src"],
+                    "map": "nodes.src.output",
+                    "max_concurrency": 2,
+                    "tool": "fragile",
+                    "args": {
+                        "broken": f"{broken}.{{{{ item }}}}",
+                        "marker": f"{marks}.{{{{ item }}}}",
+                        "value": "{{ item * 10 }}",
+                    },
+                },
+            ],
+        },
+    )
+    db = tmp_path / "db"
+    failed = agentgraph("run", str(graph), "--tools", TOOLS, "--json", db=db)
+    assert failed.returncode == 1
+    run_id = json.loads(failed.stdout)["run_id"]
+    assert Path(f"{marks}.0").read_text() == "x"
+
+    Path(f"{broken}.2").unlink()  # the fix
+    redriven = agentgraph("redrive", run_id, "--tools", TOOLS, "--json", db=db)
+    assert redriven.returncode == 0, redriven.stderr
+    record = json.loads(redriven.stdout)
+    assert record["status"] == "succeeded" and record["outputs"] == {"each": [0, 10, 20, 30]}
+    assert Path(f"{marks}.0").read_text() == "x", "item 0 succeeded before: not run again"
+    assert Path(f"{marks}.2").read_text() == "xx"
+    assert Path(f"{marks}.3").read_text() == "x"

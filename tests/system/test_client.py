@@ -397,6 +397,28 @@ def test_cli_run_on_the_api_prints_the_run_and_exits_0_then_show_draws_its_tree(
     assert any(line.startswith("  (a) succeeded") for line in flow) and "   |--> b" in flow
 
 
+def test_show_on_the_api_groups_a_map_and_expands_it_on_demand(
+    stack: Stack, tmp_path: Path
+) -> None:
+    each = {
+        "id": "each",
+        "map": "{{ range(12) | list }}",
+        "tool": "e2e_value",
+        "args": {"value": "{{ item }}"},
+    }
+    file = write(tmp_path / "map.yaml", graph(unique("cli-map"), each))
+    result = agentgraph("run", file, "--backend", "gcp", "--api", stack.api_url, "--json")
+    assert result.returncode == 0, result.stderr
+    run_id = json.loads(result.stdout)["run_id"]
+
+    shown = agentgraph("show", run_id, "--api", stack.api_url)
+    assert shown.returncode == 0, shown.stderr
+    assert "12 items: 12 succeeded" in shown.stdout and "each[3]" not in shown.stdout
+    for flag in (["--expand", "each"], ["--all"]):
+        expanded = agentgraph("show", run_id, "--api", stack.api_url, *flag)
+        assert "each[3] succeeded" in expanded.stdout, flag
+
+
 def test_cli_run_on_the_api_exits_1_when_the_run_fails_and_2_for_an_invalid_graph(
     stack: Stack, tmp_path: Path
 ) -> None:

@@ -27,7 +27,6 @@ from google.cloud import firestore
 from test_utils.orchestrate import orchestrate
 from test_utils.system import EmulatorCreds
 
-from agentgraph.backends.gcp import firestore_docs as docs
 from agentgraph.backends.gcp.firestore_store import FirestoreStore
 from agentgraph.core.ports import Outcome, Usage
 from agentgraph.core.status import NodeStatus, RunStatus
@@ -339,52 +338,62 @@ def test_the_last_two_arrivals_at_a_wide_child_read_its_parents_once_in_every_in
     on_own_loop(project, check)
 
 
-# ---- the run's counter shards ------------------------------------------------------------
+# ---- the run's counts, derived from its nodes ---------------------------------------------
 
 
-def test_two_nodes_ending_on_one_counter_shard_are_both_counted_in_every_interleaving(
+def test_a_run_ending_as_its_last_node_ends_reads_true_counts_in_every_interleaving(
     emulator_stack: Any, unique_name: Callable[[str], str]
 ) -> None:
-    """n0 and n12 hash to the same shard (`firestore_docs.shard_id`): their finishes both
-    increment it, blind, in every order of the two commits; no increment is lost and no
-    precondition on the shard or the run is involved."""
-    assert docs.shard_id("n0") == docs.shard_id("n12")
-    project = unique_name("shard")
+    """The run's end stores its counts only if it counted no unfinished node: either the
+    node's end came first (its counts are stored, final) or the end counted it running
+    and stored none (the counts stay derived from the nodes). Never a stale copy."""
+    project = unique_name("counts")
 
-    async def claim_both(store: FirestoreStore, run_id: str) -> None:
+    async def one_left(store: FirestoreStore, run_id: str) -> None:
         now = time.time()
-        for node_id in ("n0", "n12"):
+        for node_id in ("a", "b"):
             assert await store.claim_node(run_id, node_id, 1, now, now + 60)
+        assert await store.finish_node(run_id, "b", 1, Outcome(S.SUCCEEDED, "b"), now)
 
-    document = {"name": "shard", "nodes": [const("n0"), const("n12")]}
-    book = Interleavings(prepare(project, 8, document, claim_both))
+    document = {"name": "counts", "nodes": [const("a"), const("b")]}
+    book = Interleavings(prepare(project, 8, document, one_left))
     sides = itertools.count()
     lock = threading.Lock()
 
-    def finish() -> None:
+    def act() -> None:
         run_id = book.next_run()
         with lock:
-            node_id = ("n0", "n12")[next(sides) % 2]
+            side = next(sides) % 2
 
         async def work(store: FirestoreStore) -> None:
-            outcome = Outcome(S.SUCCEEDED, output=node_id, usage=Usage(input_tokens=5, calls=1))
-            done = await store.finish_node(run_id, node_id, 1, outcome, time.time())
+            now = time.time()
+            if side == 0:
+                outcome = Outcome(S.SUCCEEDED, "a", usage=Usage(input_tokens=5, calls=1))
+                done = await store.finish_node(run_id, "a", 1, outcome, now)
+            else:
+                done = await store.set_run_status(
+                    run_id, (RunStatus.RUNNING,), RunStatus.FAILED, now
+                )
             book.note(run_id, done, store)
 
         on_own_loop(project, work)
 
-    orchestrate(finish, finish)
+    orchestrate(act, act)
     assert len(book.used) >= 2
+    stored = []
     for run_id in book.used:
         assert book.seen[run_id] == [True, True], run_id
 
         async def read(store: FirestoreStore, run_id: str = run_id) -> Any:
-            return await store.get_run_summary(run_id)
+            raw = (await store.client.document(f"runs/{run_id}").get()).to_dict()
+            return raw["counts"], await store.get_run_summary(run_id)
 
-        run = on_own_loop(project, read)
+        raw_counts, run = on_own_loop(project, read)
+        stored.append(raw_counts is not None)
         assert run.counts == {"succeeded": 2}, run_id
-        assert (run.usage.input_tokens, run.usage.calls) == (10, 2), run_id
-    assert book.conflicts == 0  # blind increments: nothing to retry
+        assert (run.usage.input_tokens, run.usage.calls) == (5, 1), run_id
+    assert True in stored and False in stored  # both orders were tried
+    assert book.conflicts == 0  # a node's end never writes the run document
 
 
 def test_cancelling_a_run_never_races_a_node_ending_in_any_interleaving(

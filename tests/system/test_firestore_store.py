@@ -411,7 +411,7 @@ async def test_a_large_input_and_graph_are_chunked_on_the_run(store: FirestoreSt
     assert (await store.get_run("r1")).outputs == outputs  # type: ignore[union-attr]
 
 
-# ---- the run's counts: shards and counting ----------------------------------------------
+# ---- the run's counts: derived from the nodes, stored when the run ends -----------------
 
 
 async def test_node_transitions_never_write_the_run_document_yet_its_counts_stay_true(
@@ -443,23 +443,95 @@ async def test_node_transitions_never_write_the_run_document_yet_its_counts_stay
     assert full.counts == summary.counts == {"succeeded": 30, "failed": 1, "running": 9}
     assert (summary.usage.input_tokens, summary.usage.calls) == (60, 30)
     assert summary.usage.cost_usd == pytest.approx(0.03)
-    shards = await run_ref.collection(names.COLLECTION_SHARDS).get()
-    assert 1 < len(shards) <= 16
     await assert_counts_match_nodes(store, "r1")
 
 
-async def test_counts_of_an_ended_run_read_only_its_shards(store: FirestoreStore) -> None:
+async def test_a_run_that_ended_stores_its_counts_and_reads_as_one_document(
+    store: FirestoreStore,
+) -> None:
+    """The end's write stores the counts and usage its nodes add up to (no write of its
+    own); a redrive clears them: a running run is counted again."""
     run, nodes = make_run("r1", {"a": (S.READY, []), "b": (S.READY, [])})
     await store.create_run(run, nodes)
     now = time.time()
-    for node_id in ("a", "b"):
-        await store.claim_node("r1", node_id, 1, now, now + 30)
-        await store.finish_node("r1", node_id, 1, Outcome(S.SUCCEEDED, 1), now)
+    spent = Usage(input_tokens=3, output_tokens=1, cost_usd=0.5, calls=1)
+    await store.claim_node("r1", "a", 1, now, now + 30)
+    await store.finish_node("r1", "a", 1, Outcome(S.SUCCEEDED, 1, usage=spent), now)
+    await store.claim_node("r1", "b", 1, now, now + 30)
+    await store.finish_node("r1", "b", 1, Outcome(S.FAILED, error=NodeError("E", "x")), now)
+    writes, reads = store.stats["writes"], store.stats["reads"]
+    assert await store.set_run_status("r1", (RunStatus.RUNNING,), RunStatus.FAILED, now)
+    assert store.stats["writes"] - writes == 2  # the run document and its status line
+    # its status, the nodes not succeeded, two usage sums; as some are: the unfinished
+    # ones and each other final status (a successful run stops at the first four)
+    assert store.stats["reads"] - reads == 1 + 1 + 2 + 1 + 3
+    raw = (await store.client.document("runs/r1").get()).to_dict()
+    assert raw["counts"] == {"succeeded": 1, "failed": 1} and raw["usage"]["calls"] == 1
     before = store.stats["reads"]
     summary = await store.get_run_summary("r1")
-    assert summary is not None and summary.counts == {"succeeded": 2}
-    shards = len(await store.client.collection("runs/r1/shards").get())
-    assert store.stats["reads"] - before == 1 + shards  # every node ended: none counted
+    assert summary is not None and summary.counts == {"succeeded": 1, "failed": 1}
+    assert (summary.usage.input_tokens, summary.usage.cost_usd) == (3, 0.5)
+    assert [r.counts for r in await store.list_runs()] == [summary.counts]
+    assert store.stats["reads"] - before == 2  # one document each: nothing counted
+    assert await store.redrive_run("r1", {"b": S.READY}, now + 1)
+    raw = (await store.client.document("runs/r1").get()).to_dict()
+    assert raw["status"] == "running" and raw["counts"] is None and raw["usage"] is None
+    again = await store.get_run_summary("r1")
+    assert again is not None and again.counts == {"succeeded": 1, "ready": 1}
+    assert again.usage.calls == 1  # the nodes keep what they spent
+
+
+async def test_a_run_ending_with_a_node_still_running_stores_no_counts(
+    store: FirestoreStore,
+) -> None:
+    """A cancelled run's running node ends later; its counts stay derived, so true."""
+    run, nodes = make_run("r1", {"a": (S.READY, []), "b": (S.WAITING, [])})
+    await store.create_run(run, nodes)
+    now = time.time()
+    await store.claim_node("r1", "a", 1, now, now + 30)
+    assert await store.set_run_status("r1", (RunStatus.RUNNING,), RunStatus.CANCELLED, now)
+    await store.cancel_not_started("r1", now)
+    await store.finish_node("r1", "a", 1, Outcome(S.SUCCEEDED, 1), now + 1)
+    raw = (await store.client.document("runs/r1").get()).to_dict()
+    assert raw["counts"] is None
+    summary = await store.get_run_summary("r1")
+    assert summary is not None and summary.counts == {"succeeded": 1, "cancelled": 1}
+    assert await store.get_run_summary("r1", counts=False) is not None
+
+
+async def test_300_nodes_ending_at_once_are_counted_exactly_even_while_they_end(
+    store: FirestoreStore,
+) -> None:
+    """No counter to lose an increment: counts and usage come from the node documents,
+    and a read while they end sees one instant (every count at the run's read time)."""
+    width = 300
+    run, nodes = make_run("r1", {f"n{i:03d}": (S.READY, []) for i in range(width)})
+    await store.create_run(run, nodes)
+    now = time.time()
+    await asyncio.gather(
+        *(store.claim_node("r1", f"n{i:03d}", 1, now, now + 60) for i in range(width))
+    )
+    spent = Usage(input_tokens=2, output_tokens=1, cost_usd=0.001, calls=1)
+    seen: list[dict[str, int]] = []
+
+    async def end(i: int) -> None:
+        await store.finish_node("r1", f"n{i:03d}", 1, Outcome(S.SUCCEEDED, i, usage=spent), now)
+
+    async def read_while_ending() -> None:
+        for _ in range(5):
+            summary = await store.get_run_summary("r1")
+            assert summary is not None
+            seen.append(summary.counts)
+
+    await asyncio.gather(read_while_ending(), *(end(i) for i in range(width)))
+    assert all(sum(counts.values()) == width for counts in seen), seen
+    assert {s for counts in seen for s in counts} <= {"running", "succeeded"}
+    final = await store.get_run_summary("r1")
+    assert final is not None and final.counts == {"succeeded": width}
+    assert (final.usage.input_tokens, final.usage.output_tokens) == (2 * width, width)
+    assert (final.usage.calls, final.usage.cost_usd) == (width, pytest.approx(0.3))
+    assert await store.count_nodes("r1", [S.RUNNING, S.READY]) == 0
+    assert await store.count_nodes("r1", [S.SUCCEEDED]) == width
 
 
 # ---- events ------------------------------------------------------------------------------
@@ -490,11 +562,12 @@ async def test_events_come_back_in_commit_order_and_after_skips_the_seen_ones(
     assert await store.list_events("r1", after=seqs[-1]) == []
 
 
-async def test_ready_and_started_lines_live_on_the_node_and_read_back_in_the_timeline(
+async def test_ready_started_and_succeeded_lines_live_on_the_node_and_read_back_in_order(
     store: FirestoreStore,
 ) -> None:
-    """A node made ready or started writes no event document (the line rides on the node
-    write); the timeline reads it back in place, also after a retry and with `after`."""
+    """A node made ready, started or succeeded writes no event document (the line rides
+    on the node write); the timeline reads it back in place, also after a retry and with
+    `after`."""
     run, nodes = make_run("r1", {"a": (S.WAITING, [])})
     await store.create_run(run, nodes)
     now = time.time()
@@ -516,7 +589,7 @@ async def test_ready_and_started_lines_live_on_the_node_and_read_back_in_the_tim
         ("a", "node_status", "succeeded", 2),
     ]
     documents = await store.client.collection("runs/r1/events").get()
-    assert len(documents) == 3  # the run's start, the retry and the end
+    assert len(documents) == 2  # the run's start and the retry
     later = await store.list_events("r1", after=events[2].seq)
     assert [(e.status, e.attempt) for e in later] == [
         ("retrying", 1),
@@ -579,14 +652,15 @@ async def test_stale_nodes_are_those_a_dead_function_left_in_running_runs(
 # ---- cost --------------------------------------------------------------------------------
 
 
-async def test_a_node_on_the_success_path_costs_three_reads_and_six_writes(
+async def test_a_node_on_the_success_path_costs_three_reads_and_four_writes(
     store: FirestoreStore,
 ) -> None:
-    """claim 1 read + 1 write (the node: its timeline line rides on it), finish 0 + 3
-    (the claim remembers the node; node, counter shard, event), arrival 1 + 1 (the
-    arrival document, then the count: the child is not written), resolve 1 + 1: no
-    transition writes the run document; only a node's end counts, in a shard. (The
-    engine records arrivals only at children with two or more parents.)"""
+    """claim 1 read + 1 write (the node: its timeline line rides on it), finish 0 + 1
+    (the claim remembers the node; its `succeeded` line rides on it too), arrival 1 + 1
+    (the arrival document, then the count: the child is not written), resolve 1 + 1: no
+    transition writes the run document or any counter (the run's counts are derived from
+    the nodes when read). (The engine records arrivals only at children with two or more
+    parents.)"""
     run, nodes = make_run("r1", {"parent": (S.READY, []), "child": (S.WAITING, ["parent"])})
     await store.create_run(run, nodes)
     now = time.time()
@@ -607,7 +681,7 @@ async def test_a_node_on_the_success_path_costs_three_reads_and_six_writes(
     _log.warning("ops per step (reads, writes): %s", steps)
     assert steps == {
         "claim": (1, 1),
-        "finish": (0, 3),
+        "finish": (0, 1),
         "arrival": (1, 1),
         "resolve": (1, 1),
     }

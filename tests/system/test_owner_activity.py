@@ -35,9 +35,9 @@ async def start(
         created_at=at,
         node_count=1,
         owner=owner,
-        usage=Usage(input_tokens=100, output_tokens=10, cost_usd=usd),
     )
-    node = NodeRecord(run_id, "a", NodeStatus.READY, [], [])
+    spent = Usage(input_tokens=100, output_tokens=10, cost_usd=usd)
+    node = NodeRecord(run_id, "a", NodeStatus.READY, [], [], usage=spent)
     await store.create_run(run, [node])
 
 
@@ -77,8 +77,8 @@ async def test_an_owner_with_no_runs_has_done_nothing(
 async def test_usage_spent_by_a_run_s_nodes_counts_toward_today_s_spend(
     stores: tuple[FirestoreStore, FirestoreOwnerActivity],
 ) -> None:
-    """Node transitions add usage to the run's counter shards, not to the run document:
-    today's spend sums both."""
+    """Node transitions add usage to the node documents, not to the run document (nor
+    any counter): today's spend sums the owner's nodes, ended runs counted once."""
     store, activity = stores
     now = NOW
     await start(store, "spent", "cy", now - 5, status=RunStatus.RUNNING, usd=0.5)
@@ -87,3 +87,5 @@ async def test_usage_spent_by_a_run_s_nodes_counts_toward_today_s_spend(
     await store.finish_node("spent", "a", 1, Outcome(NodeStatus.SUCCEEDED, 1, usage=spent), now)
     usd, tokens = await activity.spend_today("cy", now)
     assert usd == pytest.approx(0.75) and tokens == 110 + 10
+    await store.set_run_status("spent", (RunStatus.RUNNING,), RunStatus.SUCCEEDED, now)
+    assert await activity.spend_today("cy", now) == (usd, tokens)  # stored usage: a copy

@@ -223,8 +223,16 @@ def test_a_20_node_run_started_from_the_page_turns_running_then_succeeded_withou
         lambda: [n for n, s in page.statuses().items() if s == "running"], "a running node"
     )
     page.shot("twenty-in-progress")
+    # While it runs, its counts come from aggregation queries over its nodes.
+    page.wait(
+        lambda: "succeeded" in (t := page.text("#run-nodes")) and "active" in t,
+        "counts of a running run: some succeeded, some active",
+        120,
+    )
     page.wait(lambda: set(page.statuses().values()) == {"succeeded"}, "every node succeeded", 120)
     page.wait(lambda: page.text("#run-status") == "succeeded", "the run succeeded")
+    # Ended, its counts are the ones its end stored on the run document.
+    page.wait(lambda: page.text("#run-nodes") == "20 (succeeded 20)", "the stored counts")
     page.shot("twenty-succeeded")
 
     assert running

@@ -518,6 +518,25 @@ def test_an_unknown_node_is_not_found_and_a_node_without_approval_a_conflict(
     assert (no_step.status_code, code(no_step)) == (409, "approval_conflict")
 
 
+def test_redrive_runs_again_the_items_of_a_map_its_cancel_stopped(client: Client) -> None:
+    mapped = {
+        "name": "mapped",
+        "defaults": {"model": "echo"},
+        "nodes": [{"id": "each", "map": "input.things", "prompt": "{{ item }}"}],
+    }
+    started = client.call("POST", "/runs", {"graph": mapped, "input": {"things": ["x", "y"]}})
+    run_id = started.json()["run_id"]
+    client.http.portal.call(client.api.engine.execute, run_id, "each", 1)  # type: ignore[union-attr]
+    client.call("POST", f"/runs/{run_id}/cancel")
+    sent = len(client.dispatched.ready)
+    redriven = client.call("POST", f"/runs/{run_id}/redrive")
+
+    assert redriven.status_code == 200, redriven.json()
+    assert redriven.json()["redriven"] is True
+    assert redriven.json()["nodes_to_run"] == ["each", "each[0]", "each[1]"]
+    assert client.dispatched.ready[sent:] == [(run_id, "each[0]", 1), (run_id, "each[1]", 1)]
+
+
 def test_redrive_runs_a_cancelled_run_again_and_refuses_a_running_one(client: Client) -> None:
     run_id = client.cancelled_run()
     redriven = client.call("POST", f"/runs/{run_id}/redrive")

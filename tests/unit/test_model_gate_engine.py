@@ -163,3 +163,37 @@ async def test_a_healthy_unlimited_model_leaves_no_state_and_its_failures_still_
         await gate.release("gemini-2.5-flash", permit, "overload")  # type: ignore[arg-type]
     refused = await gate.admit("gemini-2.5-flash", 60)
     assert getattr(refused, "because", None) == "open"
+
+
+async def test_a_planned_subagent_is_admitted_on_its_profiles_model() -> None:
+    """The cap of the profile's model holds for the map's subagents, whose template names
+    another model: the gate admits the model each call goes to."""
+    models = ScriptedModels({}, latency_s=0.02)
+    config = GateConfig(limits={"fake-profile": ModelLimit(concurrency=1)})
+    graph_nodes = [
+        {
+            "id": "team",
+            "map": "{{ ['scout', 'scout', 'scout', 'scout'] }}",
+            "agent": "{{ item }}",
+            "model": "fake-template",
+            "prompt": "task {{ index }}",
+        }
+    ]
+    store = SqliteStore(":memory:")
+    runtime = LocalRuntime(store, models, Registry())
+    runtime.engine.gate = LocalModelGate(config)
+    try:
+        async with runtime:
+            run = await runtime.run(
+                {
+                    "name": "profiles",
+                    "agents": {"scout": {"model": "fake-profile", "system": "scout"}},
+                    "nodes": graph_nodes,
+                }
+            )
+    finally:
+        store.close()
+
+    assert run.status == RunStatus.SUCCEEDED, run.error
+    assert models.count("fake-profile") == 4 and models.count("fake-template") == 0
+    assert models.most_in_flight == 1

@@ -178,6 +178,38 @@ async def test_transitions_of_one_group_commit_move_counts_and_write_events_as_o
         alone.close()
 
 
+async def test_usage_finished_in_one_group_commit_sums_as_one_at_a_time(tmp_path: Path) -> None:
+    """A group commit adds its transitions' usage in one UPDATE: the run's totals are the
+    very ones UPDATEs one at a time leave, the cost rounded after every addition too."""
+    names = [f"n{i}" for i in range(250)]  # more costs than one statement nests
+    together = await _store_with_run(tmp_path / "together.db", names)
+    alone = await _store_with_run(tmp_path / "alone.db", names)
+    spent = [
+        Usage(input_tokens=i, output_tokens=2 * i, cost_usd=0.1 + i * 1e-10, calls=1)
+        for i in range(len(names))
+    ]
+    try:
+        for store in (together, alone):
+            await asyncio.gather(*(store.claim_node("r1", n, 1, 2.0, 100.0) for n in names))
+        await asyncio.gather(
+            *(
+                together.finish_node("r1", n, 1, Outcome(NodeStatus.SUCCEEDED, usage=u), 3.0)
+                for n, u in zip(names, spent, strict=True)
+            )
+        )
+        for n, u in zip(names, spent, strict=True):
+            await alone.finish_node("r1", n, 1, Outcome(NodeStatus.SUCCEEDED, usage=u), 3.0)
+        runs = [await s.get_run("r1") for s in (together, alone)]
+        assert runs[0] is not None and runs[1] is not None
+        assert runs[0].usage == runs[1].usage
+        assert runs[0].usage.calls == len(names)
+        assert runs[0].usage.input_tokens == sum(range(len(names)))
+        assert runs[0].counts == runs[1].counts == {"ready": 0, "running": 0, "succeeded": 250}
+    finally:
+        together.close()
+        alone.close()
+
+
 async def test_a_failing_transition_takes_none_of_its_counts_or_events_with_it(
     tmp_path: Path,
 ) -> None:

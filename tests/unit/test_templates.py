@@ -45,3 +45,20 @@ def test_references_are_found_statically_in_both_notations() -> None:
     refs = references("{{ nodes.a.output }} {% for x in nodes['b-c'].output %}{{ x }}{% endfor %}")
     assert refs.nodes == {"a", "b-c"} and not refs.uses_input and not refs.other_names
     assert references("nodes[input.k].output", expression=True).dynamic_node_access
+
+
+def test_a_field_named_like_a_dict_method_reads_the_field() -> None:
+    output = {"items": ["a", "b"], "keys": 2, "values": "v", "update": True}
+    values = {"nodes": {"plan": {"output": output}}}
+    assert render_value("{{ nodes.plan.output.items }}", values) == ["a", "b"]
+    assert render_value("{{ nodes.plan.output.keys }}", values) == 2
+    assert render("{{ nodes.plan.output.values }}", values) == "v"
+    assert condition_holds("nodes.plan.output.update", values) is True
+
+
+def test_dict_methods_still_work_on_mappings_without_such_a_field() -> None:
+    values = {"input": {"a": 1, "b": 2}}
+    assert render("{% for k, v in input.items() %}{{ k }}={{ v }};{% endfor %}", values) == (
+        "a=1;b=2;"
+    )
+    assert render_value("{{ input.get('c', 3) }}", values) == 3

@@ -1,20 +1,30 @@
 /**
  * A run's node counts and usage, as every view of the console shows them.
  *
- * No node transition writes the run document (issue 14: it would be the hottest document
- * of a busy run). The run document keeps what existed at creation; each node's end and the
- * usage it adds are incremented in one of the run's counter shards,
- * `runs/{id}/shards/{k}` (backends/gcp/firestore_docs.py). So: final counts and usage =
- * run document + every shard; nodes not yet finished = node_count − the final ones (their
- * split by status is the api's `GET /runs/{id}`; here they show as "active").
- * Watching a run's shards costs at most 16 reads, then one per changed shard.
+ * No node transition writes the run document or any counter (issue 14: it would be the
+ * hottest document of a busy run); each node document holds its own status and usage.
+ * So a running run is counted with aggregation queries over its nodes (`countNodes`: 4
+ * `count()`s of the final statuses and one query of the usage `sum()`s, each billed one
+ * read per 1,000 nodes), re-run on a change at most once every REFRESH_MS (`RunCounts`);
+ * the unfinished ones are the run document's node_count minus the ended ones.
+ * When the run ends with every node final, its end stores the counts and usage on the run
+ * document (backends/gcp/firestore_docs.py `final_fields`): a finished run reads as that
+ * one document. Unfinished nodes show as "active" (their split by status is the api's
+ * `GET /runs/{id}`).
  */
 
 import * as F from "firebase/firestore";
-import { type DocumentData, type Firestore, onSnapshot } from "firebase/firestore";
+import { type DocumentData, type Firestore, getAggregateFromServer, getCountFromServer, sum } from "firebase/firestore";
 import * as Q from "./queries.js";
 
 export const FINAL = ["succeeded", "failed", "skipped", "cancelled"] as const;
+const REFRESH_MS = 2000;
+const ENDED = new Set(["succeeded", "failed", "cancelled"]);
+
+/** The counts its end stored on the run document, if any (null while it runs). */
+function stored(run: DocumentData): Record<string, unknown> | null {
+  return run.counts != null && ENDED.has(run.status) ? run.counts : null;
+}
 
 export interface Counted {
   /** Nodes per final status (only non-zero), plus `active` for the unfinished ones. */
@@ -25,34 +35,112 @@ export interface Counted {
   done: number;
 }
 
-export function countRun(run: DocumentData, shards: DocumentData[]): Counted {
+function counted(final: Record<string, unknown>, usage: Record<string, number>, total: number): Counted {
   const counts: Record<string, number> = {};
-  const usage: Record<string, number> = {};
-  for (const part of [run, ...shards]) {
-    for (const status of FINAL) {
-      const n = Number((part.counts ?? {})[status] ?? 0);
-      if (n) counts[status] = (counts[status] ?? 0) + n;
-    }
-    for (const [key, value] of Object.entries((part.usage ?? {}) as Record<string, number>)) {
-      usage[key] = (usage[key] ?? 0) + Number(value);
-    }
+  for (const status of FINAL) {
+    const n = Number(final[status] ?? 0);
+    if (n) counts[status] = n;
   }
-  const done = FINAL.reduce((sum, s) => sum + (counts[s] ?? 0), 0);
-  for (const s of FINAL) if (!counts[s]) delete counts[s];
-  const active = Number(run.node_count ?? 0) - done;
-  if (active > 0) counts.active = active;
+  const done = FINAL.reduce((all, s) => all + (counts[s] ?? 0), 0);
+  if (total > done) counts.active = total - done;
   return { counts, usage, done };
 }
 
-/** Calls `onChange` with the run's shard documents now and after each change; the stop. */
-export function watchShards(
-  db: Firestore,
-  runId: string,
-  onChange: (shards: DocumentData[]) => void,
-): () => void {
-  return onSnapshot(
-    Q.shardsQuery(F, db, runId),
-    (snap) => onChange(snap.docs.map((d) => d.data())),
-    () => onChange([]),
-  );
+/** What the nodes add up to (`countNodes`): ended nodes per final status, and usage. */
+export interface Derived {
+  final: Record<string, number>;
+  usage: Record<string, number>;
+}
+
+/** The run's counts: those its end stored on it, else `derived` from its nodes (none
+ * ended yet, before the first count). */
+export function countRun(run: DocumentData, derived: Derived | null): Counted {
+  const total = Number(run.node_count ?? 0);
+  const final = stored(run);
+  if (final) return counted(final, run.usage ?? {}, total);
+  return counted(derived?.final ?? {}, derived?.usage ?? {}, total);
+}
+
+/** Whether `run` needs counting from its nodes (its end stored no counts yet). */
+export function needsCounting(run: DocumentData): boolean {
+  return stored(run) == null;
+}
+
+/** The run's ended nodes and usage from its node documents: 5 aggregation queries. (The
+ * usage sums share one query: it covers the nodes holding every summed field, which every
+ * node document does.) */
+export async function countNodes(db: Firestore, runId: string): Promise<Derived> {
+  const [ends, all] = await Promise.all([
+    Promise.all(FINAL.map((s) => getCountFromServer(Q.runNodesQuery(F, db, runId, s)))),
+    getAggregateFromServer(Q.runNodesQuery(F, db, runId, null), {
+      cost_usd: sum("usage.cost_usd"),
+      input_tokens: sum("usage.input_tokens"),
+      output_tokens: sum("usage.output_tokens"),
+    }),
+  ]);
+  const final = Object.fromEntries(FINAL.map((s, i) => [s, ends[i].data().count]));
+  const d = all.data();
+  const usage = {
+    cost_usd: Number(d.cost_usd ?? 0),
+    input_tokens: Number(d.input_tokens ?? 0),
+    output_tokens: Number(d.output_tokens ?? 0),
+  };
+  return { final, usage };
+}
+
+/**
+ * A running run's counts, counted again on `refresh()` (a change seen, a timer) at most
+ * once every REFRESH_MS: calls in between are coalesced into one later count.
+ */
+export class RunCounts {
+  current: Derived | null = null;
+  private last = 0;
+  private busy = false;
+  private again = false;
+  private timer: ReturnType<typeof setTimeout> | null = null;
+  private stopped = false;
+
+  constructor(
+    private readonly db: Firestore,
+    private readonly runId: string,
+    private readonly onChange: (derived: Derived) => void,
+  ) {}
+
+  refresh(): void {
+    if (this.stopped) return;
+    if (this.busy) {
+      this.again = true;
+      return;
+    }
+    const wait = this.last + REFRESH_MS - Date.now();
+    if (wait > 0) {
+      this.timer ??= setTimeout(() => {
+        this.timer = null;
+        this.refresh();
+      }, wait);
+      return;
+    }
+    this.busy = true;
+    this.last = Date.now();
+    countNodes(this.db, this.runId)
+      .then((found) => {
+        if (this.stopped) return;
+        this.current = found;
+        this.onChange(found);
+      })
+      .catch(() => undefined)
+      .finally(() => {
+        this.busy = false;
+        if (this.again) {
+          this.again = false;
+          this.refresh();
+        }
+      });
+  }
+
+  stop(): void {
+    this.stopped = true;
+    if (this.timer) clearTimeout(this.timer);
+    this.timer = null;
+  }
 }

@@ -9,7 +9,7 @@ export const NODE_WINDOW: number;
 export const NODE_EVENTS: number;
 export function runsQuery(F: F, db: Db, uid: string, after?: Snap): Firestore.Query;
 export function runDoc(F: F, db: Db, runId: string): Firestore.DocumentReference;
-export function shardsQuery(F: F, db: Db, runId: string): Firestore.CollectionReference;
+export function runNodesQuery(F: F, db: Db, runId: string, status: string | null): Firestore.Query;
 export function nodesWindowQuery(F: F, db: Db, runId: string, first: number, end?: number): Firestore.Query;
 export function nodeDoc(F: F, db: Db, runId: string, nodeId: string): Firestore.DocumentReference;
 export function nodeEventsQuery(F: F, db: Db, runId: string, nodeId: string): Firestore.Query;

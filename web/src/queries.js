@@ -22,9 +22,13 @@ export function runDoc(F, db, runId) {
   return F.doc(db, 'runs', runId);
 }
 
-/** The run's counter shards: final node counts and usage (web/src/counts.ts). */
-export function shardsQuery(F, db, runId) {
-  return F.collection(db, 'runs', runId, 'shards');
+/**
+ * The run's nodes, or those in `status`: for the aggregation queries that count a running
+ * run and sum its usage (web/src/counts.ts); never listened to.
+ */
+export function runNodesQuery(F, db, runId, status) {
+  const nodes = F.collection(db, 'runs', runId, 'nodes');
+  return status == null ? nodes : F.query(nodes, F.where('status', '==', status));
 }
 
 /**

@@ -11,22 +11,27 @@
  * - for the selected node: at most 1 node document (when outside the window) and at most
  *   EVENTS (100) of its events; large outputs' chunks only when asked ("Load output");
  * - the graph itself comes from the run document (graph_json), or from its chunks once.
- * Without groups or steps, watching a 2,000-node run reads at most 1 + 200 + 1 + 100 = 302
- * documents when it opens, and then one read per change of a watched document. Nothing polls.
+ * - while the run has no stored counts (it runs), its counts and usage: 5 aggregation
+ *   queries over its nodes (counts.ts), billed 1 read per 1,000 nodes each (≤ 10 for 2,000),
+ *   re-run when the window or the run document changes, at most once every 2 s.
+ * Without groups or steps, watching a 2,000-node run reads at most 1 + 200 + 1 + 100 + 10 =
+ * 312 documents when it opens, and then one read per change of a watched document plus the
+ * recounts while it runs. Nothing else polls.
  * Nodes outside the window are drawn with status "unwatched" until the window moves there.
  * The window holds the graph's own nodes only; the instances of a run that grows (map
  * items, loop iterations, subgraph nodes) are counted and listed per group (groups.ts:
  * at most 6 groups counted, each at most 100 reads, and a page of 30 instances listed),
  * and the selected node's tool trace reads its latest 50 steps (steps.ts). With those,
  * opening a run of any size reads at most 1 + 200 + 1 + 100 + 50 + 6 × 100 + 30 = 982
- * documents (712 when no group has over 1,000 instances).
+ * documents (712 when no group has over 1,000 instances), plus its counts while it runs
+ * (1 read per 1,000 nodes for each of the 5 queries).
  */
 
 import * as F from "firebase/firestore";
 import { type DocumentData, type Firestore, getDoc, onSnapshot } from "firebase/firestore";
 import * as Q from "./queries.js";
 import { api } from "./api";
-import { countRun, watchShards } from "./counts";
+import { RunCounts, countRun, needsCounting } from "./counts";
 import { GraphView, type GraphNode, legend } from "./graph";
 import { type Counts, type Group, Groups, describeCounts, groupOfSpec } from "./groups";
 import type { Session } from "./session";
@@ -116,7 +121,8 @@ export function renderRun(
   );
 
   let run: DocumentData | null = null;
-  let shards: DocumentData[] = [];
+  // A running run's counts, from its nodes (counts.ts), re-counted as the window changes.
+  const counter = new RunCounts(db, runId, () => drawHeader());
   let specs = new Map<string, Record<string, unknown>>();
   let view: GraphView | null = null;
   const nodes = new Map<string, DocumentData>();
@@ -133,6 +139,7 @@ export function renderRun(
     stopEvents?.();
     trace.stop();
     groups?.stop();
+    counter.stop();
   });
 
   const cancel = el("button", { type: "button", id: "cancel", class: "danger", text: "Cancel run" });
@@ -162,7 +169,7 @@ export function renderRun(
 
   const drawHeader = () => {
     if (!run) return;
-    const { counts: counted, usage } = countRun(run, shards);
+    const { counts: counted, usage } = countRun(run, counter.current);
     const counts = Object.entries(counted)
       .filter(([, n]) => n > 0)
       .map(([s, n]) => `${s} ${n}`)
@@ -176,7 +183,7 @@ export function renderRun(
         { class: "facts" },
         field("Graph", run.graph_name),
         field("Status", el("span", { class: `badge ${run.status}`, text: run.status }), "run-status"),
-        field("Nodes", `${run.node_count} (${counts})`),
+        field("Nodes", `${run.node_count} (${counts})`, "run-nodes"),
         field("Cost", usd(usage.cost_usd), "run-cost"),
         field("Tokens", `${usage.input_tokens ?? 0} in / ${usage.output_tokens ?? 0} out`),
         field("Created", when(run.created_at)),
@@ -227,6 +234,7 @@ export function renderRun(
           }
           if (change.doc.id === selected) drawPanel();
         }
+        if (run && needsCounting(run)) counter.refresh();
       },
       (error) => {
         message.textContent = `Cannot watch the nodes (${error.code}): ${error.message}`;
@@ -353,8 +361,8 @@ export function renderRun(
       el(
         "ol",
         { class: "timeline", id: "node-timeline" },
-        // A node made ready or started is kept on the node (`quiet`), not as an event
-        // document (backends/gcp/firestore_docs.py): merge the two by time.
+        // A node made ready, started or succeeded is kept on the node (`quiet`), not as
+        // an event document (backends/gcp/firestore_docs.py): merge the two by time.
         ...[...events, ...Object.values((node.quiet ?? {}) as Record<string, DocumentData>)]
           .sort((a, b) => (a.at ?? 0) - (b.at ?? 0))
           .map((e) =>
@@ -365,12 +373,6 @@ export function renderRun(
   };
 
   listeners.add(
-    watchShards(db, runId, (docs) => {
-      shards = docs;
-      drawHeader();
-    }),
-  );
-  listeners.add(
     onSnapshot(
       Q.runDoc(F, db, runId),
       (snap) => {
@@ -379,6 +381,7 @@ export function renderRun(
           return;
         }
         run = snap.data();
+        if (needsCounting(run)) counter.refresh();
         drawHeader();
         drawWindowBar();
         if (!graphLoaded) void loadGraph(run);

@@ -5,17 +5,21 @@
  * (the only list query the rules admit: it filters on the caller's uid; its index is in
  * firestore.indexes.json). "Older" moves the listener to the next page (startAfter the
  * page's last document), so watching the list reads at most PAGE documents at once, then
- * one read per change on the page.
+ * one read per change on the page. A finished run's counts and cost are on its document;
+ * a running one's are counted from its nodes (web/src/counts.ts: 5 aggregation queries)
+ * when it appears and then every RECOUNT_MS while it is on the page and running.
  */
 
 import * as F from "firebase/firestore";
 import { type DocumentData, type QueryDocumentSnapshot, onSnapshot } from "firebase/firestore";
 import { RUNS_PAGE, runsQuery as query } from "./queries.js";
-import { countRun, watchShards } from "./counts";
+import { RunCounts, countRun, needsCounting } from "./counts";
 import type { Session } from "./session";
 import { Listeners, el, usd, when } from "./util";
 
 export const PAGE = RUNS_PAGE;
+const RECOUNT_MS = 10_000;
+const ENDED = new Set(["succeeded", "failed", "cancelled"]);
 
 export function runsQuery(session: Session, after?: QueryDocumentSnapshot<DocumentData>) {
   return query(F, session.db, session.uid, after);
@@ -55,12 +59,11 @@ export function renderRuns(session: Session, root: HTMLElement, listeners: Liste
   let stop: (() => void) | null = null;
   let last: QueryDocumentSnapshot<DocumentData> | undefined;
   let page: QueryDocumentSnapshot<DocumentData>[] = [];
-  // Each listed run's counter shards (web/src/counts.ts), watched while it is on the page.
-  const shards = new Map<string, { docs: DocumentData[]; stop: () => void }>();
+  // Each listed run that has no stored counts, counted from its nodes while on the page.
+  const counters = new Map<string, RunCounts>();
   const row = (doc: QueryDocumentSnapshot<DocumentData>) => {
     const run = doc.data();
-    const { done, usage } = countRun(run, shards.get(doc.id)?.docs ?? []);
-    watch(doc.id);
+    const { done, usage } = countRun(run, counters.get(doc.id)?.current ?? null);
     return el(
       "tr",
       { "data-run-id": doc.id, "data-status": run.status },
@@ -75,25 +78,30 @@ export function renderRuns(session: Session, root: HTMLElement, listeners: Liste
   const draw = () => {
     body.replaceChildren(...page.map(row));
   };
-  const watch = (runId: string) => {
-    if (shards.has(runId)) return;
-    const entry = { docs: [] as DocumentData[], stop: () => {} };
-    shards.set(runId, entry);
-    let first = true;
-    entry.stop = watchShards(session.db, runId, (docs) => {
-      entry.docs = docs;
-      if (!first || docs.length) draw();
-      first = false;
-    });
-  };
-  const unwatch = (keep: Set<string>) => {
-    for (const [runId, entry] of shards) {
-      if (!keep.has(runId)) {
-        entry.stop();
-        shards.delete(runId);
+  const count = () => {
+    const wanted = new Set(page.filter((d) => needsCounting(d.data())).map((d) => d.id));
+    unwatch(wanted);
+    for (const doc of page) {
+      if (!wanted.has(doc.id)) continue;
+      let counter = counters.get(doc.id);
+      if (!counter) {
+        counter = new RunCounts(session.db, doc.id, () => draw());
+        counters.set(doc.id, counter);
+        counter.refresh(); // once when it appears (an ended run without stored counts too)
+      } else if (!ENDED.has(doc.data().status)) {
+        counter.refresh();
       }
     }
   };
+  const unwatch = (keep: Set<string>) => {
+    for (const [runId, counter] of counters) {
+      if (!keep.has(runId)) {
+        counter.stop();
+        counters.delete(runId);
+      }
+    }
+  };
+  const recount = setInterval(count, RECOUNT_MS);
   const show = () => {
     stop?.();
     const after = pages[pages.length - 1];
@@ -101,7 +109,7 @@ export function renderRuns(session: Session, root: HTMLElement, listeners: Liste
       runsQuery(session, after),
       (snap) => {
         page = snap.docs;
-        unwatch(new Set(page.map((d) => d.id)));
+        count();
         draw();
         last = snap.docs[snap.docs.length - 1];
         older.disabled = snap.docs.length < PAGE;
@@ -123,6 +131,7 @@ export function renderRuns(session: Session, root: HTMLElement, listeners: Liste
   });
   listeners.add(() => {
     stop?.();
+    clearInterval(recount);
     unwatch(new Set());
   });
   show();

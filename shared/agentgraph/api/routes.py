@@ -213,9 +213,12 @@ class Api:
             raise GraphNotFound(spec.graph_id, spec.version)
         return await resolve_stored_subgraphs(stored.definition, caller.uid, self.graphs)
 
-    async def _visible_run(self, caller: Caller | None, run_id: str) -> RunRecord:
+    async def _visible_run(
+        self, caller: Caller | None, run_id: str, *, counts: bool = False
+    ) -> RunRecord:
+        """`counts`: only for answers that show them (a running run's are aggregated)."""
         assert caller is not None
-        run = await self.engine.store.get_run_summary(run_id)
+        run = await self.engine.store.get_run_summary(run_id, counts=counts)
         if run is None or not caller.may_see(run.owner):
             raise RunNotFound(run_id)
         return run
@@ -223,7 +226,7 @@ class Api:
     async def get_run(self, request: Request, caller: Caller | None) -> Response:
         limit = bodies.int_param(request, "nodes_limit", NODES_PAGE, 1, MAX_NODES_PAGE)
         after = bodies.int_param(request, "nodes_after", -1, 0, 2**62)
-        run = await self._visible_run(caller, request.path_params["run_id"])
+        run = await self._visible_run(caller, request.path_params["run_id"], counts=True)
         page = await self.engine.store.list_nodes_page(
             run.run_id, limit=limit, after=None if after < 0 else after
         )
@@ -286,7 +289,7 @@ class Api:
         anyone else the run does not exist (404), as for any run of another owner."""
         assert caller is not None
         run_id, node_id = request.path_params["run_id"], request.path_params["node_id"]
-        run = await self.engine.store.get_run(run_id)
+        run = await self.engine.store.get_run(run_id, counts=False)
         if run is None:
             raise RunNotFound(run_id)
         step = self.engine.approval_step(run, node_id)

@@ -76,7 +76,7 @@ def event_record(run_id: str, event: models.Event) -> Event:
 
 
 class RunReader:
-    """The read side of a Store (get_run, list_nodes, list_events) for one run over the
+    """The read side of a Store (get_run, list_nodes, get_node, list_events) for one run over the
     api, as `agentgraph.view.ProgressView` reads it. Runs and nodes come from the latest
     snapshot the caller gave (`update`), so the view costs no requests of its own; events
     are fetched (the view asks only for those after the last it printed)."""
@@ -93,6 +93,10 @@ class RunReader:
 
     async def list_nodes(self, run_id: str) -> list[NodeRecord]:
         return node_records(self.run)
+
+    async def get_node(self, run_id: str, node_id: str) -> NodeRecord | None:
+        """A node of the snapshot (a map's size for folding it: `view_grow`), if listed."""
+        return next((r for r in node_records(self.run) if r.node_id == node_id), None)
 
     async def list_events(self, run_id: str, after: int | None = None) -> list[Event]:
         events = await self.client.events(run_id, after=after or 0)

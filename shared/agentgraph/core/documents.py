@@ -10,6 +10,7 @@ problem that says where (docs/security.md).
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 from typing import Any
 
 import yaml
@@ -39,33 +40,118 @@ def _alias_refused(line: int) -> str:
     return f"aliases (*name) are not accepted, found one at line {line + 1}: write the value out"
 
 
-def _screen_events(text: str | bytes, loader: type[Any]) -> None:
+_RESOLVER = yaml.resolver.Resolver()  # the implicit tags of SafeLoader's plain scalars
+_CONSTRUCTOR = yaml.constructor.SafeConstructor()
+_STR = "tag:yaml.org,2002:str"
+# Resolved tags built here as SafeConstructor builds them; any other (merge keys `<<`,
+# `=`) leaves the document to `yaml.load`.
+_SCALARS = tuple(
+    f"tag:yaml.org,2002:{name}" for name in ("null", "bool", "int", "float", "timestamp")
+)
+_UNSURE = object()  # the events hold something only `yaml.load` builds faithfully
+
+
+def _load_events(text: str | bytes, loader: type[Any]) -> Any:
     """One pass over libyaml's events (a flat stream: libyaml parses with explicit
     stacks, so no depth can exhaust a stack) refusing an alias and nesting deeper than
-    MAX_DEPTH before the C composer, which recurses in C, ever sees the document."""
+    MAX_DEPTH, building the value as it goes: plain mappings, sequences and untagged
+    scalars, resolved and constructed by SafeLoader's own resolver and constructor, so
+    the value is the one `yaml.load` builds, at a third of its cost. Anything else
+    (tags, anchors, merge keys, a key that is a collection, several documents) only
+    screens, and returns _UNSURE: the caller loads it with `CSafeLoader`, whose C
+    composer recurses, after this pass has refused what could make it recurse too deep."""
     depth = 0
-    for event in yaml.parse(text, Loader=loader):
-        if isinstance(event, yaml.AliasEvent):
-            mark = event.start_mark
-            raise yaml.YAMLError(_alias_refused(mark.line if mark is not None else 0))
-        if isinstance(event, yaml.CollectionStartEvent):
+    building = True
+    stack: list[Any] = []  # open collections: a list, or a dict with its pending key
+    keys: list[Any] = []  # per open mapping: _UNSURE before a key, the key after it
+    value: Any = None
+    documents = 0
+    events: Iterable[Any] = yaml.parse(text, Loader=loader)
+    for event in events:
+        kind = type(event)
+        if kind is yaml.ScalarEvent:
+            if not building:
+                continue
+            if event.tag is not None or event.anchor is not None:
+                building = False
+                continue
+            item: Any = event.value
+            if event.implicit[0]:
+                tag = _RESOLVER.resolve(yaml.ScalarNode, item, event.implicit)
+                if tag != _STR:
+                    if tag not in _SCALARS:
+                        building = False
+                        continue
+                    node = yaml.ScalarNode(tag, item)
+                    item = _CONSTRUCTOR.yaml_constructors[tag](_CONSTRUCTOR, node)
+            building = _add(stack, keys, item)
+            if not stack:
+                value = item
+        elif kind is yaml.MappingStartEvent or kind is yaml.SequenceStartEvent:
             depth += 1
             if depth > MAX_DEPTH:
                 raise RecursionError
-        elif isinstance(event, yaml.CollectionEndEvent):
+            if not building:
+                continue
+            if event.tag is not None or event.anchor is not None:
+                building = False
+                continue
+            if stack and isinstance(stack[-1], dict) and keys[-1] is _UNSURE:
+                building = False  # a collection as a mapping's key: unhashable
+                continue
+            stack.append({} if kind is yaml.MappingStartEvent else [])
+            keys.append(_UNSURE)
+        elif kind is yaml.MappingEndEvent or kind is yaml.SequenceEndEvent:
             depth -= 1
+            if not building:
+                continue
+            done = stack.pop()
+            keys.pop()
+            if stack:
+                building = _add(stack, keys, done)
+            else:
+                value = done
+        elif kind is yaml.AliasEvent:
+            mark = event.start_mark
+            raise yaml.YAMLError(_alias_refused(mark.line if mark is not None else 0))
+        elif kind is yaml.DocumentStartEvent:
+            documents += 1
+            building = building and documents == 1
+    return value if building else _UNSURE
+
+
+def _add(stack: list[Any], keys: list[Any], item: Any) -> bool:
+    """Put a finished value in the collection open on top (as a mapping's key when it
+    waits for one); False for a key that `yaml.load` would merge or refuse."""
+    if not stack:
+        return True
+    top = stack[-1]
+    if isinstance(top, list):
+        top.append(item)
+    elif keys[-1] is _UNSURE:
+        try:
+            hash(item)
+        except TypeError:
+            return False
+        keys[-1] = item
+    else:
+        top[keys[-1]] = item
+        keys[-1] = _UNSURE
+    return True
 
 
 def parse_yaml(text: str | bytes, where: str = "body") -> Any:
     """YAML (JSON is YAML too) to plain values, or RequestInvalid naming `where`.
 
-    With libyaml (the usual case) the document is screened as a stream of events, then
-    loaded by `CSafeLoader`: together some 20 times faster than the pure-Python loader,
-    whose cost was most of `agentgraph run` on a large graph."""
+    With libyaml (the usual case) the document is screened and built from one stream of
+    events (`_load_events`), some 60 times faster than the pure-Python loader, whose cost
+    was most of `agentgraph run` on a large graph; what that pass cannot build is loaded
+    by `CSafeLoader` once screened."""
     try:
         if _C_LOADER is not None:
-            _screen_events(text, _C_LOADER)
-            value = yaml.load(text, Loader=_C_LOADER)
+            value = _load_events(text, _C_LOADER)
+            if value is _UNSURE:
+                value = yaml.load(text, Loader=_C_LOADER)
         else:
             value = yaml.load(text, Loader=_NoAliases)
     except yaml.YAMLError as exc:

@@ -44,7 +44,6 @@ COLLECTION_NODES = "nodes"
 COLLECTION_EVENTS = "events"
 COLLECTION_ARRIVALS = "arrivals"
 COLLECTION_CHUNKS = "chunks"
-COLLECTION_SHARDS = "shards"  # runs/{run}/shards/{k}: the run's final counts and usage
 COLLECTION_STEPS = "steps"  # runs/{run}/nodes/{node}/steps/{index}: an agent's tool loop
 COLLECTION_GRAPHS = "graphs"
 COLLECTION_VERSIONS = "versions"

@@ -264,6 +264,12 @@ class Store(Protocol):
         `counts=False` as for `get_run`."""
         ...
 
+    async def count_nodes(self, run_id: str, statuses: Sequence[NodeStatus]) -> int:
+        """How many of the run's nodes are in one of `statuses` now (0 for an unknown run):
+        what deciding whether a run has ended needs, without its other counts (Firestore:
+        one `count()` aggregation over the node documents; SQLite: the run row's counts)."""
+        ...
+
     async def list_runs(self, owner: str | None = None, limit: int = 50) -> list[RunRecord]:
         """Newest first by `created_at` (run ids are random, never an order); summaries
         only, as `get_run_summary` returns them."""

@@ -130,6 +130,14 @@ class _BoundedSandbox(ImmutableSandboxedEnvironment):
     def is_safe_attribute(self, obj: Any, attr: str, value: Any) -> bool:
         return attr not in _UNSAFE_NAMES and super().is_safe_attribute(obj, attr, value)
 
+    def getattr(self, obj: Any, attribute: str) -> Any:
+        """`x.items` of a mapping with an `items` key is that key's value, not the dict
+        method: agents' JSON outputs often have fields called `items`, `keys`, `values`
+        or `update`, and Jinja would otherwise hand back the method (`dict.items`)."""
+        if isinstance(obj, Mapping) and attribute in obj:
+            return obj[attribute]
+        return super().getattr(obj, attribute)
+
     def wrap_str_format(self, value: Any) -> Callable[..., str] | None:
         if super().wrap_str_format(value) is None:
             return None

@@ -48,6 +48,7 @@ _RETRYABLE_HTTP = frozenset({408, 429, 500, 502, 503, 504})
 _SAFETY_FINISH = frozenset({"SAFETY", "PROHIBITED_CONTENT", "BLOCKLIST", "SPII", "IMAGE_SAFETY"})
 _HAS_JSON_SCHEMA_FIELD = "response_json_schema" in types.GenerateContentConfig.model_fields
 _QUOTE_CHARS = 200
+_Content = types.Content | types.ContentDict  # a turn as the SDK takes it
 _HINTS = {
     400: "the request was rejected as invalid; check the node's parameters and schema",
     401: f"check {ENV_GEMINI_API_KEY} (or Vertex credentials)",
@@ -194,7 +195,7 @@ class GeminiProvider:
         return LlmResponse(text=text, model=model, usage=usage + more, data=data)
 
     async def _call(
-        self, request: LlmRequest, contents: list[types.Content], on_partial: OnPartial | None
+        self, request: LlmRequest, contents: list[_Content], on_partial: OnPartial | None
     ) -> tuple[str, str, Usage, tuple[FunctionCall, ...]]:
         """(text, answering model, usage, function calls) of one call, or a classified
         LlmError."""
@@ -248,7 +249,7 @@ class GeminiProvider:
     async def _send_within(
         self,
         request: LlmRequest,
-        contents: list[types.Content],
+        contents: list[_Content],
         config: types.GenerateContentConfig | None,
         on_partial: OnPartial | None,
     ) -> tuple[str, str, Usage, tuple[FunctionCall, ...]]:
@@ -258,7 +259,7 @@ class GeminiProvider:
     async def _send(
         self,
         request: LlmRequest,
-        contents: list[types.Content],
+        contents: list[_Content],
         config: types.GenerateContentConfig | None,
         on_partial: OnPartial | None,
     ) -> tuple[str, str, Usage, tuple[FunctionCall, ...]]:
@@ -300,9 +301,16 @@ def _turn(role: str, text: str) -> types.Content:
     return types.Content(role=role, parts=[types.Part(text=text)])
 
 
-def _first_turn(request: LlmRequest) -> types.Content:
+def _first_turn(request: LlmRequest) -> types.Content | types.ContentDict:
     """The prompt, then the node's attachments as parts in their order: inline bytes as
-    inline_data, gs:// files as file_data (the service reads them itself)."""
+    inline_data, gs:// files as file_data (the service reads them itself).
+
+    A prompt alone is a plain dict: the SDK sends the very same request for it, but a
+    `types.Content` costs about 0.3 ms of CPU more a call (pydantic validating it, then
+    the SDK walking the model), a sixth of the SDK's own cost per call; with ten agents
+    answering at once that CPU is on the critical path of the layer."""
+    if not request.attachments:
+        return {"role": "user", "parts": [{"text": request.prompt}]}
     parts = [types.Part(text=request.prompt)]
     for attachment in request.attachments:
         if attachment.data is not None:

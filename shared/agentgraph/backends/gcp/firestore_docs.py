@@ -2,7 +2,8 @@
 
 Layout (collection names from `agentgraph.core.names`):
 - `runs/{run_id}`: graph_name, status, created/started/finished_at (epoch floats),
-  node_count, `counts` {node status: n}, `usage` {token and cost totals}, error, owner,
+  node_count, `counts` {final node status: n} and `usage` {token and cost totals} (stored
+  when the run ends, else null), error, owner,
   idempotency_key, request_hash, and the JSON values graph / input / outputs as the text
   fields `graph_json`, `input_json`, `outputs_json` (or `<field>_ref` chunk markers).
 - `runs/{run_id}/nodes/{node_id}`: every NodeRecord field, plus run_id and owner (for
@@ -12,15 +13,15 @@ Layout (collection names from `agentgraph.core.names`):
 - `runs/{run_id}/nodes/{child}/arrivals/{parent}`: one document per fan-in edge (for
   children with two or more parents; a one-parent child needs none). The child's count
   is no field: it is counted (`count()`), so no document is written by every arrival.
-- `runs/{run_id}/shards/{k}` (k < `SHARDS`, from a hash of the node id; created by the
-  first write): `counts` {final node status: n} and `usage` {token and cost totals},
-  incremented in the same commit as the node transitions that end a node (or undo an end:
-  a redrive) or carry usage. The run's counts of final statuses and its usage are the run
-  document's own `counts` / `usage` (what existed at creation) plus every shard's; the
-  counts of unfinished statuses are not stored: a reader counts the nodes
-  (`node_count` minus the final ones, split by status with `count()` queries). So no
-  document is written by every transition of a busy run: the run document changes at
-  creation, start, end (and when a run grows), a shard about 1/`SHARDS` of the ends.
+- No counter document: a running run's node counts and usage are derived from its node
+  documents (each holds its status and usage) by aggregation queries (`count()` per
+  status, `sum()` of usage: `firestore_io.FirestoreIO._aggregate`), billed one read per
+  1,000 index entries each. When the run ends with every node final, `set_run_status`
+  stores the counts and usage on the run document in the same write (`final_fields`), so a
+  finished run reads as one document; a run that ends with nodes still running (failed,
+  cancelled) stores none and keeps being counted. Redrive clears them (`run_change_fields`).
+  So no document is written by every transition of a busy run: the run document changes
+  at creation, start, end (and when a run grows); a node's end writes only the node.
 - `runs/{run_id}/events/{id}`: the append-only timeline (but for the `quiet` lines).
 - `runs/{run_id}/chunks/…`, `runs/{run_id}/nodes/{node_id}/chunks/…`: see chunks.py.
 - `idempotency/{sha256(owner NUL key)}`: owner, key, run_id, request_hash, created_at.
@@ -34,8 +35,6 @@ outgrows Firestore's 1 MiB.
 
 from __future__ import annotations
 
-import zlib
-from collections import Counter
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -52,7 +51,6 @@ NODE_BUDGET = 950_000  # bytes of a node document (1 MiB cap, with room for fiel
 RUN_INPUTS_BUDGET = 600_000  # graph + input inline on the run document
 RUN_OUTPUTS_BUDGET = 300_000  # outputs inline on the run document
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-SHARDS = 16  # counter documents per run: ~1/16 of the node ends each
 TEXT_CAP = 64 * 1024
 PARTIAL_CAP = 256 * 1024
 
@@ -75,7 +73,7 @@ def node_doc(node: NodeRecord, run: RunRecord, seq: int) -> dict[str, Any]:
         "run_id": run.run_id,
         "node_id": node.node_id,
         "owner": run.owner,
-        "run_created_at": run.created_at,  # for the owner's spend today (shard_owner)
+        "run_created_at": run.created_at,  # the owner's spend today sums nodes by it
         "seq": seq,
         "status": node.status.value,
         "attempt": node.attempt,
@@ -168,7 +166,16 @@ def run_change_fields(change: RunChange, outputs: Mapping[str, Any]) -> dict[str
             fields.update(outputs)
         else:
             fields[name] = value
+    if "status" in fields and not RunStatus(fields["status"]).terminal:
+        fields["counts"] = fields["usage"] = None  # running again (redriven): counted anew
     return fields
+
+
+def final_fields(counts: Mapping[str, int], spent: Usage) -> dict[str, Any]:
+    """What a run's end stores beside its status, in the same write: the counts and usage
+    its nodes add up to, read by aggregation just before (every node final, so they can no
+    longer change while the run stays ended)."""
+    return {"counts": final_counts(counts), "usage": spent.to_dict()}
 
 
 def run_doc(run: RunRecord, values: dict[str, Any]) -> dict[str, Any]:
@@ -180,8 +187,8 @@ def run_doc(run: RunRecord, values: dict[str, Any]) -> dict[str, Any]:
         "started_at": run.started_at,
         "finished_at": run.finished_at,
         "node_count": run.node_count,
-        "counts": final_counts(run.counts),
-        "usage": run.usage.to_dict(),
+        "counts": None,  # derived from the nodes while the run runs (`final_fields`)
+        "usage": None,
         "error": run.error,
         "owner": run.owner,
         "idempotency_key": run.idempotency_key,
@@ -244,14 +251,15 @@ def event_doc(event: Event) -> dict[str, Any]:
 
 
 def quiet(event: Event) -> bool:
-    """An event kept on its node instead of as an event document: a node made ready, or
-    started without a takeover: the two lines of every node's success path (the
-    timeline shows them, `quiet_events`), which as documents would be two of its writes."""
-    return (
-        event.kind == "node_status"
-        and event.status in (NodeStatus.READY.value, NodeStatus.RUNNING.value)
-        and event.message is None
-    )
+    """An event kept on its node instead of as an event document: a node made ready,
+    started without a takeover, or succeeded without a message: the three lines of every
+    node's success path (the timeline shows them, `quiet_events`), which as documents
+    would be three of its writes. Errors, retries, takeovers and run status lines stay
+    event documents."""
+    return event.kind == "node_status" and event.status in _QUIET and event.message is None
+
+
+_QUIET = (NodeStatus.READY.value, NodeStatus.RUNNING.value, NodeStatus.SUCCEEDED.value)
 
 
 def quiet_fields(event: Event, token: str) -> dict[str, Any]:
@@ -289,62 +297,15 @@ def event_record(run_id: str, data: Mapping[str, Any], seq: int) -> Event:
 
 
 def instance_increments(created: Mapping[str, int]) -> dict[str, Any]:
-    """Instances added to a running run: its node_count grows with them (their final
-    counts, if any were created final, go to a shard: `shard_fields`)."""
+    """Instances added to a running run: its node_count grows with them (their statuses
+    are counted from the node documents, like every node's)."""
     return {"node_count": firestore.Increment(sum(created.values()))}
 
 
 def final_counts(counts: Mapping[str, int]) -> dict[str, int]:
-    """The counts a run stores: final statuses only (the others are counted on reading)."""
+    """The counts a run stores: final statuses only (no unfinished node is left then)."""
     final = {s.value for s in TERMINAL_NODE}
     return {k: int(v) for k, v in counts.items() if k in final and v}
-
-
-def shard_id(node_id: str) -> str:
-    """Which counter document of the run a node's transitions increment (stable per node,
-    spread evenly: a wide layer of nodes ending at once spreads over all of them)."""
-    return f"{zlib.crc32(node_id.encode()) % SHARDS:02d}"
-
-
-def shard_fields(moves: Sequence[tuple[str, str]], spent: Usage | None) -> dict[str, Any]:
-    """Field transforms for a run's counter shard (written with set(merge=True), so the
-    first write creates it): moves into or out of a final status, and usage. Empty for a
-    transition between unfinished statuses: those are never written anywhere but the node.
-    Blind increments: the shard is never read to write them."""
-    final = {s.value for s in TERMINAL_NODE}
-    delta: Counter[str] = Counter()
-    for old, new in moves:
-        delta[NodeStatus(old).value] -= 1
-        delta[NodeStatus(new).value] += 1
-    counts = {k: firestore.Increment(v) for k, v in delta.items() if v and k in final}
-    spent_fields = {
-        key: firestore.Increment(value)
-        for key, value in (spent.to_dict() if spent else {}).items()
-        if value
-    }
-    fields: dict[str, Any] = {}
-    if counts:
-        fields["counts"] = counts
-    if spent_fields:
-        fields["usage"] = spent_fields
-    return fields
-
-
-def shard_owner(node: Mapping[str, Any]) -> dict[str, Any]:
-    """Plain fields a shard carries beside its increments: whose run it counts and when the
-    run was created, so an owner's spend today sums over shards too
-    (`FirestoreOwnerActivity.spend_today`; index: collection group `shards`, owner +
-    created_at)."""
-    return {"owner": node.get("owner"), "created_at": node.get("run_created_at")}
-
-
-def add_shard(total: Counter[str], spent: Usage, data: Mapping[str, Any]) -> Usage:
-    """Add a shard's (or the run document's) final counts and usage to the running sums."""
-    final = {s.value for s in TERMINAL_NODE}
-    for key, value in (data.get("counts") or {}).items():
-        if key in final:
-            total[key] += int(value)
-    return spent + Usage.from_dict(data.get("usage"))
 
 
 def usage(data: Mapping[str, Any] | None) -> Usage:

@@ -30,7 +30,7 @@ from agentgraph.backends.gcp import chunks
 from agentgraph.backends.gcp import firestore_docs as docs
 from agentgraph.core import names
 from agentgraph.core.ports import NodeRecord, RunRecord, Usage
-from agentgraph.core.status import TERMINAL_NODE, NodeStatus
+from agentgraph.core.status import NodeStatus, RunStatus
 
 
 def doc_id(node_id: str) -> str:
@@ -100,13 +100,6 @@ class FirestoreIO:
 
     def _node_ref(self, run_id: str, node_id: str) -> Any:
         return self._run_ref(run_id).collection(names.COLLECTION_NODES).document(doc_id(node_id))
-
-    def _shard_ref(self, run_id: str, node_id: str) -> Any:
-        return (
-            self._run_ref(run_id)
-            .collection(names.COLLECTION_SHARDS)
-            .document(docs.shard_id(node_id))
-        )
 
     def _event_ref(self, run_id: str) -> Any:
         self._last_us = max(time.time_ns() // 1000, self._last_us + 1)
@@ -182,7 +175,7 @@ class FirestoreIO:
         """A snapshot read with `docs.RUN_SUMMARY_FIELDS`: graph {} and input None."""
         data = snap.to_dict()
         outputs, (counts_, spent) = await asyncio.gather(
-            self._text(snap.reference, data, "outputs"), self._counts(snap.reference, data, counts)
+            self._text(snap.reference, data, "outputs"), self._counts(snap, data, counts)
         )
         texts = {"graph": None, "input": None, "outputs": outputs}
         run = docs.run_record(snap.id, data, texts)
@@ -193,45 +186,90 @@ class FirestoreIO:
         fields = ("graph", "input", "outputs")
         texts, (counts_, spent) = await asyncio.gather(
             asyncio.gather(*(self._text(snap.reference, data, f) for f in fields)),
-            self._counts(snap.reference, data, counts),
+            self._counts(snap, data, counts),
         )
         run = docs.run_record(snap.id, data, dict(zip(fields, texts, strict=True)))
         return replace(run, counts=counts_, usage=spent)
 
     async def _counts(
-        self, run_ref: Any, data: dict[str, Any], wanted: bool = True
+        self, snap: Any, data: dict[str, Any], wanted: bool = True
     ) -> tuple[dict[str, int], Usage]:
-        """The run's node counts and usage: final counts and usage summed over the run
-        document and its shards (one read per shard that exists, at most `docs.SHARDS`);
-        the rest of `node_count` split by status by counting the nodes (a projected read
-        of each when few, else a `count()` query per unfinished status: billed one read
-        per 1,000 nodes counted). Skipped when every node has ended."""
-        total: Counter[str] = Counter()
-        spent = docs.add_shard(total, Usage(), data)
+        """The run's node counts and usage: those its end stored on the run document
+        (`docs.final_fields`: no read), else, if `wanted`, derived from its node documents
+        (`_aggregate`) as they were when the run document was read (its read time: every
+        count of the same instant, so they add up to its node_count while nodes end);
+        else none."""
+        if data.get("counts") is not None and RunStatus(data["status"]).terminal:
+            stored = {k: int(v) for k, v in data["counts"].items() if v}
+            return stored, docs.usage(data.get("usage"))
         if not wanted:
             return {}, Usage()
-        for shard in await self._query(run_ref.collection(names.COLLECTION_SHARDS)):
-            spent = docs.add_shard(total, spent, shard.to_dict())
-        rest = int(data.get("node_count") or 0) - sum(total.values())
-        if rest > 0:
-            total.update(await self._unfinished(run_ref, rest))
-        return {k: v for k, v in total.items() if v}, docs.usage(spent.to_dict())
+        return await self._aggregate(snap.reference, read_time=snap.read_time)
 
-    async def _unfinished(self, run_ref: Any, rest: int) -> Counter[str]:
+    async def _aggregate(
+        self,
+        run_ref: Any,
+        statuses: Sequence[NodeStatus] = tuple(NodeStatus),
+        read_time: Any = None,
+        *,
+        usage: bool = True,
+    ) -> tuple[dict[str, int], Usage]:
+        """The run's nodes counted per status (one `count()` query each) and their usage
+        summed (two `sum()` queries: at most five aggregations share one; `usage=False`:
+        none), all at once.
+        Nothing is written for them: each node document holds its own status and usage."""
         nodes = run_ref.collection(names.COLLECTION_NODES)
-        if rest <= len(_UNFINISHED):
-            query = nodes.where(
-                filter=FieldFilter("status", "in", [s.value for s in _UNFINISHED])
-            ).select(["status"])
-            return Counter(s.get("status") for s in await self._query(query))
+        counted, spent = await asyncio.gather(
+            asyncio.gather(*(self._count_in(nodes, (s,), read_time) for s in statuses)),
+            self._usage(nodes, read_time) if usage else _no_usage(),
+        )
+        return {s.value: n for s, n in zip(statuses, counted, strict=True) if n}, spent
 
-        async def count(status: NodeStatus) -> tuple[str, int]:
-            query = nodes.where(filter=FieldFilter("status", "==", status.value))
-            result = await query.count(alias="n").get()
-            self.stats["reads"] += 1  # per 1,000 index entries; these counts are smaller
-            return status.value, int(result[0][0].value)
+    async def _count_in(
+        self, nodes: Any, statuses: Sequence[NodeStatus], read_time: Any = None
+    ) -> int:
+        """How many of `nodes` are in one of `statuses`: one aggregation query (an
+        equality or `in` filter on the single-field index of `status`)."""
+        values = sorted(s.value for s in statuses)
+        where = FieldFilter("status", "==", values[0]) if len(values) == 1 else None
+        where = where or FieldFilter("status", "in", values)
+        found = await self._aggregation(nodes.where(filter=where).count(alias="n"), read_time)
+        n = int(found.get("n") or 0)
+        self._billed(n)
+        return n
 
-        return Counter(dict(await asyncio.gather(*(count(s) for s in _UNFINISHED))))
+    async def _usage(self, nodes: Any, read_time: Any = None) -> Usage:
+        """The nodes' usage summed. A query of several aggregations covers the documents
+        holding every field it aggregates: every node document holds every usage field
+        (`docs.node_doc`, `change_fields` write the whole map)."""
+        keys = list(Usage().to_dict())
+        first: Any = nodes.count(alias="n")
+        for key in keys[:4]:
+            first = first.sum(f"usage.{key}", alias=key)
+        second: Any = nodes.sum(f"usage.{keys[4]}", alias=keys[4])
+        for key in keys[5:]:
+            second = second.sum(f"usage.{key}", alias=key)
+        a, b = await asyncio.gather(
+            self._aggregation(first, read_time), self._aggregation(second, read_time)
+        )
+        self._billed(int(a.get("n") or 0), queries=2)
+        return docs.usage({k: v for k, v in {**a, **b}.items() if k in keys and v is not None})
+
+    async def _aggregation(self, query: Any, read_time: Any = None) -> dict[str, Any]:
+        """An aggregation query's values by alias (at `read_time`: a consistent snapshot,
+        within the hour Firestore keeps old versions for)."""
+        rows = await query.get(read_time=read_time)
+        return {r.alias: r.value for row in rows for r in row}
+
+    def _billed(self, entries: int, queries: int = 1) -> None:
+        """Aggregation queries are billed one read per 1,000 index entries (at least one)."""
+        self.stats["reads"] += queries * max(1, -(-entries // 1000))
+
+    async def count_nodes(self, run_id: str, statuses: Sequence[NodeStatus]) -> int:
+        return await self._count_in(
+            self._run_ref(run_id).collection(names.COLLECTION_NODES), statuses
+        )
 
 
-_UNFINISHED = tuple(s for s in NodeStatus if s not in TERMINAL_NODE)
+async def _no_usage() -> Usage:
+    return Usage()

@@ -5,8 +5,9 @@ would be the hot document Firestore throttles. An aggregation query instead read
 entries (billed as one read per 1,000 entries), so counting costs a few reads per run
 start and per model call, and writes nothing (core/limits.py has the decisions).
 
-Indexes: `owner` + `created_at` (firestore.indexes.json) serves the per-minute count and
-today's sums; `owner` == and `status` == merge single-field indexes.
+Indexes (firestore.indexes.json): `runs` `owner` + `created_at` serves the per-minute
+count, collection group `nodes` `owner` + `run_created_at` today's spend; `owner` == and
+`status` == merge single-field indexes.
 """
 
 from __future__ import annotations
@@ -44,24 +45,23 @@ class FirestoreOwnerActivity:
         return OwnerActivity(started, oldest, await _count(running), usd, tokens)
 
     async def spend_today(self, owner: str, now: float) -> tuple[float, int]:
-        """USD and tokens of the owner's runs created since midnight UTC: what the run
-        documents hold (usage at creation) plus the runs' counter shards, which every
-        transition that carries usage increments (firestore_docs.shard_fields)."""
-        since = FieldFilter("created_at", ">=", day_start(now))
-        shards = self.client.collection_group(names.COLLECTION_SHARDS).where(
-            filter=FieldFilter("owner", "==", owner)
+        """USD and tokens of the owner's runs created since midnight UTC: one `sum()`
+        aggregation over their node documents (collection group `nodes`, owner +
+        run_created_at), where every transition that carries usage writes it. Not the
+        run documents: an ended run's stored usage is a copy of its nodes'."""
+        nodes = (
+            self.client.collection_group(names.COLLECTION_NODES)
+            .where(filter=FieldFilter("owner", "==", owner))
+            .where(filter=FieldFilter("run_created_at", ">=", day_start(now)))
         )
-        usd, tokens = 0.0, 0
-        for source in (self._runs(owner), shards):
-            query = (
-                source.where(filter=since)
-                .sum("usage.cost_usd", alias="usd")
-                .sum("usage.input_tokens", alias="input")
-                .sum("usage.output_tokens", alias="output")
-            )
-            values = {r.alias: r.value for row in await query.get() for r in row}
-            usd += float(values.get("usd") or 0.0)
-            tokens += int((values.get("input") or 0) + (values.get("output") or 0))
+        query = (
+            nodes.sum("usage.cost_usd", alias="usd")
+            .sum("usage.input_tokens", alias="input")
+            .sum("usage.output_tokens", alias="output")
+        )
+        values = {r.alias: r.value for row in await query.get() for r in row}
+        usd = float(values.get("usd") or 0.0)
+        tokens = int((values.get("input") or 0) + (values.get("output") or 0))
         return usd, tokens
 
 

@@ -24,11 +24,12 @@ from typing import Any
 from agentgraph.backends.gcp import chunks
 from agentgraph.backends.gcp import firestore_docs as docs
 from agentgraph.backends.gcp.contention import until_settled
-from agentgraph.backends.gcp.firestore_io import FirestoreIO, doc_id
+from agentgraph.backends.gcp.firestore_io import FirestoreIO
 from agentgraph.core import names, transitions
+from agentgraph.core.ports import NodeRecord
 from agentgraph.core.status import NodeStatus, RunStatus
 
-_NODES_PER_COMMIT = 200  # a node update and its event each, plus the run and a shard
+_NODES_PER_COMMIT = 200  # a node update and its event each, plus the run
 _DELETES_PER_COMMIT = 450
 _REDRIVABLE = (RunStatus.FAILED.value, RunStatus.CANCELLED.value)
 
@@ -39,17 +40,20 @@ class RedriveWrites(FirestoreIO):
     async def redrive_run(self, run_id: str, resets: Mapping[str, NodeStatus], now: float) -> bool:
         run_ref = self._run_ref(run_id)
         ids = list(resets)
-        records = {
-            snap.id: docs.node_record(snap.to_dict())
+        records = [
+            docs.node_record(snap.to_dict())
             for snap in await self._get_all([self._node_ref(run_id, n) for n in ids])
             if snap.exists
-        }
-        stale = [
-            self._node_ref(run_id, child).collection(names.COLLECTION_ARRIVALS).document(doc_id(p))
-            for child, record in records.items()
-            for p in record.parents
-            if p in resets
         ]
+        stale = []
+        for record in records:
+            if _may_have_arrivals(record):  # its arrival documents are its count
+                arrivals = self._node_ref(run_id, record.node_id).collection(
+                    names.COLLECTION_ARRIVALS
+                )
+                for snap in await self._query(arrivals.select(["parent"])):
+                    if (snap.to_dict() or {}).get("parent") in resets:
+                        stale.append(snap.reference)
         for start in range(0, len(stale), _DELETES_PER_COMMIT):
             if not await self._guarded(run_id, lambda w, s=start: _delete(w, stale, s)):
                 return False
@@ -83,12 +87,11 @@ class RedriveWrites(FirestoreIO):
     ) -> bool:
         async def fill(writes: Any) -> dict[str, Any]:
             snaps = await self._get_all([self._node_ref(run_id, n) for n in group])
-            moves: list[tuple[NodeStatus, NodeStatus]] = []
             for snap in snaps:
                 if not snap.exists:
                     continue
                 node = docs.node_record(snap.to_dict())
-                change = transitions.redrive_node(node, resets[snap.id], now)
+                change = transitions.redrive_node(node, resets[node.node_id], now)
                 if change is None:
                     continue
                 fields, chunked = docs.change_fields(node, change)
@@ -97,10 +100,6 @@ class RedriveWrites(FirestoreIO):
                 writes.update(snap.reference, fields, option=option)
                 if change.event is not None:
                     writes.create(self._event_ref(run_id), docs.event_doc(change.event))
-                moves.extend(change.moves)
-            shard = docs.shard_fields(moves, None)
-            if shard:  # the reset nodes' final counts leave the run's shards
-                writes.set(self._shard_ref(run_id, group[0]), shard, merge=True)
             return {}
 
         return await self._guarded(run_id, fill)
@@ -135,3 +134,10 @@ async def _delete(writes: Any, refs: list[Any], start: int) -> dict[str, Any]:
     for ref in refs[start : start + _DELETES_PER_COMMIT]:
         writes.delete(ref)
     return {}
+
+
+def _may_have_arrivals(record: NodeRecord) -> bool:
+    """Arrival documents exist only under a node with two or more parents and under a
+    controller that expanded (its units arrive at it: `meta.expect`); Firestore keeps no
+    arrival count on the node to tell, the count being those documents."""
+    return len(record.parents) > 1 or "expect" in (record.meta or {})

@@ -6,8 +6,9 @@ run's status. Part of `FirestoreStore` (`firestore_store.py`).
   exist, and a writer finishing a half-written run never overwrites a node. With an
   idempotency key, the key document is created first.
 - `set_run_status` reads the run's status only, asks `core.transitions` and commits on the
-  run's update time; node transitions keep moving that time, so it may retry, but it never
-  locks the document.
+  run's update time (no node transition writes the run document, so it rarely retries);
+  it never locks the document. A run's end also stores its counts and usage
+  (`_final_fields`).
 """
 
 from __future__ import annotations
@@ -31,10 +32,12 @@ from agentgraph.backends.gcp.firestore_io import FirestoreIO
 from agentgraph.core import names, transitions
 from agentgraph.core.errors import IdempotencyConflict
 from agentgraph.core.ports import NodeRecord, RunRecord
-from agentgraph.core.status import RunStatus
+from agentgraph.core.status import TERMINAL_NODE, NodeStatus, RunStatus
 
 _BATCH_WRITES = 500  # Firestore's limit per commit
 _BATCH_BYTES = 3_500_000  # under the emulator's 4 MiB request cap (production: 10 MiB)
+UNFINISHED = [s for s in NodeStatus if s not in TERMINAL_NODE]
+OTHER_FINAL = sorted(TERMINAL_NODE - {NodeStatus.SUCCEEDED})
 
 
 class RunWrites(FirestoreIO):
@@ -175,7 +178,7 @@ class RunWrites(FirestoreIO):
         token = secrets.token_hex(8)
 
         async def attempt(tries: int) -> bool:
-            snap = await self._get(ref, field_paths=["status", "op"])
+            snap = await self._get(ref, field_paths=["status", "op", "node_count"])
             if not snap.exists:
                 return False
             data = snap.to_dict()
@@ -192,14 +195,41 @@ class RunWrites(FirestoreIO):
             )
             if change is None:
                 return False
+            final = await self._final_fields(snap) if status.terminal else {}
             writes = self._writes()
             option = self.client.write_option(last_update_time=snap.update_time)
-            writes.update(
-                ref, {**docs.run_change_fields(change, encoded), "op": token}, option=option
-            )
+            fields = {**docs.run_change_fields(change, encoded), **final, "op": token}
+            writes.update(ref, fields, option=option)
             writes.create(self._event_ref(run_id), docs.event_doc(change.event))
             self._before_commit(writes)  # pragma: SYNCPOINT
             await self._commit(writes)
             return True
 
         return await until_settled(attempt, f"run {run_id}: status change")
+
+    async def _final_fields(self, snap: Any) -> dict[str, Any]:
+        """The counts and usage a run's end stores with its status (no write of its own),
+        when no node is left unfinished: final nodes never change while the run stays
+        ended, so they stay true. A run ending with nodes still running (failed or
+        cancelled) stores none: its counts are derived on reading, as while it ran.
+
+        All read at the run document's read time, so its node_count is the nodes counted:
+        one `count()` of the nodes not succeeded (none, on a successful run: then every
+        one succeeded), else one per other status; and the usage `sum()`s."""
+        nodes = snap.reference.collection(names.COLLECTION_NODES)
+        at = snap.read_time
+        total = int(snap.get("node_count") or 0)
+        others = [s for s in NodeStatus if s != NodeStatus.SUCCEEDED]
+        rest, spent = await asyncio.gather(
+            self._count_in(nodes, others, at), self._usage(nodes, at)
+        )
+        counts = {NodeStatus.SUCCEEDED.value: total - rest}
+        if rest:
+            unfinished, found = await asyncio.gather(
+                self._count_in(nodes, UNFINISHED, at),
+                self._aggregate(snap.reference, OTHER_FINAL, at, usage=False),
+            )
+            if unfinished:
+                return {}
+            counts.update(found[0])
+        return docs.final_fields(counts, spent)

@@ -9,11 +9,11 @@ reads the node, asks `core.transitions` what to do, and persists the answer.
 How each transition stays one atomic, conditional commit:
 - A node transition reads the node and commits ONE batch: the node update with a
   `last_update_time` precondition (it applies only to the state it was decided on; else
-  it re-reads and decides again, `contention.until_settled`), and, when it ends a node or
-  carries usage, `Increment`s of the final count and usage in one of the run's counter
-  shards (`firestore_docs.shard_fields`), and its event. No transition writes the run
-  document: a busy run's document is not hot, and finishing or cancelling it does not
-  race node transitions for its update time.
+  it re-reads and decides again, `contention.until_settled`), and its event when it has
+  one. Nothing else: no transition writes the run document or any counter (the run's
+  counts and usage are derived from the node documents, `firestore_io._aggregate`), so a
+  busy run has no hot document, and finishing or cancelling it does not race node
+  transitions for its update time.
 - Each transition writes a fresh `op` token: after an ambiguous failure (a commit the
   client retried although it had applied) the re-read recognises its own write.
 - The claim remembers the node's update time, so finish / retry / partial writes of that
@@ -30,8 +30,9 @@ How each transition stays one atomic, conditional commit:
 
 Event order: an event's `seq` is its commit time in microseconds (the document's
 create_time), so the timeline follows the database's commit order, not the writers'
-clocks; events of one commit share a seq and are ordered by id. The two lines of every
-node's success path (made ready, started: `firestore_docs.quiet`) are no documents: they
+clocks; events of one commit share a seq and are ordered by id. The three lines of every
+node's success path (made ready, started, succeeded: `firestore_docs.quiet`) are no
+documents: they
 ride in the transition's node write, in the node's `quiet` map, stamped with the commit's
 server time, and `list_events` merges them in by that time. `list_events(after)`
 reads ids from `_EVENT_WINDOW_US` before `after`, which covers clock skew and client
@@ -77,7 +78,7 @@ from agentgraph.core.ports import (
 from agentgraph.core.status import NOT_STARTED, NodeStatus, RunStatus
 from agentgraph.core.transitions import Change
 
-_CANCEL_BATCH = 200  # nodes per cancel commit: node + event each, plus the run
+_CANCEL_BATCH = 200  # nodes per cancel commit: node + event each
 _INSTANCE_BATCH = 400  # instances per commit (and one write of the run: their counts)
 _EVENT_WINDOW_US = 120_000_000
 _STALE_LIMIT = 1000  # per kind and call; the sweeper comes back for the rest
@@ -179,10 +180,6 @@ class FirestoreStore(RunWrites, StepWrites, RedriveWrites):
             event = change.event
             timeline = docs.quiet_fields(event, token) if event and docs.quiet(event) else {}
             writes.update(ref, {**fields, **timeline, "op": token}, option=option)
-            shard = docs.shard_fields(change.moves, change.usage)
-            if shard:  # a node's end (or usage): its shard, never the run document
-                shard.update(docs.shard_owner(data))
-                writes.set(self._shard_ref(run_id, node_id), shard, merge=True)
             if event is not None and not timeline:
                 writes.create(self._event_ref(run_id), docs.event_doc(event))
             self._before_commit(writes)  # pragma: SYNCPOINT
@@ -408,7 +405,6 @@ class FirestoreStore(RunWrites, StepWrites, RedriveWrites):
     ) -> list[tuple[int, str]]:
         """One commit for the group's nodes (those the decision cancels); their seq and id."""
         writes = self._writes()
-        moves: list[tuple[NodeStatus, NodeStatus]] = []
         cancelled = []
         for snap in group:
             node = docs.node_record(snap.to_dict())
@@ -418,21 +414,18 @@ class FirestoreStore(RunWrites, StepWrites, RedriveWrites):
             fields, _ = docs.change_fields(node, change)
             option = self.client.write_option(last_update_time=snap.update_time)
             writes.update(snap.reference, fields, option=option)
-            moves.extend(change.moves)
             if change.event is not None:
                 writes.create(self._event_ref(run_id), docs.event_doc(change.event))
             cancelled.append((snap.get("seq"), snap.get("node_id")))
         if not cancelled:
             return []
-        shard = docs.shard_fields(moves, None)
-        writes.set(self._shard_ref(run_id, cancelled[0][1]), shard, merge=True)
         self._before_commit(writes)  # pragma: SYNCPOINT
         await self._commit(writes)
         return cancelled
 
     async def add_instances(self, run_id: str, records: Sequence[NodeRecord], now: float) -> int:
         """Commits of up to `_INSTANCE_BATCH` create()s, each with the run's node_count
-        and counts incremented by exactly what it creates: a commit applies whole or not
+        incremented by exactly what it creates (their statuses count as every node's do): a commit applies whole or not
         at all, so the counts stay true. A commit that meets an existing instance (a
         repeated expansion) fails as a whole; the missing ones are then created alone."""
         if not records:
@@ -467,12 +460,6 @@ class FirestoreStore(RunWrites, StepWrites, RedriveWrites):
                 writes.create(ref, doc)
                 tally[status] = tally.get(status, 0) + 1
             writes.update(self._run_ref(run_id), docs.instance_increments(tally))
-            # instances created final (skipped) count in a shard (waiting is not stored)
-            made = [(NodeStatus.WAITING, NodeStatus(k)) for k, n in tally.items() for _ in range(n)]
-            shard = docs.shard_fields(made, None)
-            if shard:
-                first = missing[0][2]["node_id"]
-                writes.set(self._shard_ref(run_id, first), shard, merge=True)
             self._before_commit(writes)  # pragma: SYNCPOINT
             try:
                 await self._commit(writes)
@@ -557,8 +544,8 @@ class FirestoreStore(RunWrites, StepWrites, RedriveWrites):
         await self._commit(writes)
 
     async def list_events(self, run_id: str, after: int | None = None) -> list[Event]:
-        """The event documents, and the quiet events kept on the nodes (a node made ready
-        or started: `firestore_docs.quiet`), merged in order. With `after`, only the nodes
+        """The event documents, and the quiet events kept on the nodes (a node made ready,
+        started or succeeded: `firestore_docs.quiet`), merged in order. With `after`, only the nodes
         whose latest quiet event is at most `_EVENT_WINDOW_US` older are read."""
         query: Any = self._run_ref(run_id).collection(names.COLLECTION_EVENTS)
         nodes: Any = self._run_ref(run_id).collection(names.COLLECTION_NODES)

@@ -19,10 +19,15 @@ from __future__ import annotations
 
 import json
 import sqlite3
-import threading
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
+from agentgraph.backends.local.sqlite_batch import (
+    INSERT_EVENT,
+    count_terms,
+    open_batch,
+    usage_terms,
+)
 from agentgraph.core.ports import Event, NodeError, NodeRecord, RunRecord, Usage
 from agentgraph.core.status import NodeStatus, RunStatus
 from agentgraph.core.transitions import Change, RunChange
@@ -175,6 +180,23 @@ def _ids(text: str) -> list[str]:
     return list(found)
 
 
+_USAGES: dict[str, tuple[Any, ...]] = {}  # usage texts decoded (bounded like _LISTS)
+
+
+def _usage(text: str) -> Usage:
+    """A usage column as a Usage: a finished node's is read by every later look at it
+    (its node-finished, its children's decisions), so each text is decoded once (a
+    fresh Usage every time: records are mutable)."""
+    fields = _USAGES.get(text)
+    if fields is None:
+        if len(_USAGES) >= _LISTS_KEPT:
+            _USAGES.clear()
+        u = Usage.from_dict(json.loads(text))
+        fields = (u.input_tokens, u.output_tokens, u.cached_tokens, u.thinking_tokens)
+        fields = _USAGES[text] = (*fields, u.cost_usd, u.calls)
+    return Usage(*fields)
+
+
 def node_record(row: sqlite3.Row | tuple[Any, ...]) -> NodeRecord:
     """A row whose first columns are NODE_COLUMNS, read by position (a transition reads
     one per node several times, so the decoding is on the hot path: columns that hold
@@ -217,7 +239,7 @@ def node_record(row: sqlite3.Row | tuple[Any, ...]) -> NodeRecord:
         started_at,
         finished_at,
         duration_ms,
-        Usage() if usage == _NO_USAGE else Usage.from_dict(json.loads(usage)),
+        Usage() if usage == _NO_USAGE else _usage(usage),
         lease_until,
         next_attempt_at,
         updated_at,
@@ -243,7 +265,7 @@ def node_rows(
             json.dumps(n.parents),
             json.dumps(n.children),
             n.pool,
-            json.dumps(n.usage.to_dict()),
+            _usage_text(n.usage),
             n.updated_at if n.updated_at is not None else run.created_at,
             n.skip_reason,
             n.finished_at,
@@ -259,17 +281,12 @@ INSERT_NODE = (
 )
 
 
+_SELECT_NODE = f"SELECT {NODE_COLUMNS} FROM nodes WHERE run_id=? AND node_id=?"
+
+
 def select_node(conn: sqlite3.Connection, run_id: str, node_id: str) -> NodeRecord | None:
-    row = conn.execute(
-        f"SELECT {NODE_COLUMNS} FROM nodes WHERE run_id=? AND node_id=?", (run_id, node_id)
-    ).fetchone()
+    row = conn.execute(_SELECT_NODE, (run_id, node_id)).fetchone()
     return node_record(row) if row else None
-
-
-INSERT_EVENT = (
-    "INSERT INTO events (run_id, at, kind, node_id, status, attempt, message) "
-    "VALUES (?,?,?,?,?,?,?)"
-)
 
 
 def insert_event(conn: sqlite3.Connection, event: Event) -> None:
@@ -315,19 +332,22 @@ def _usage_text(usage: Usage) -> str:
     return json.dumps(usage.to_dict())
 
 
+_STATUS_TEXT: dict[str, str] = {s.value: s.value for s in NodeStatus}  # a member hashes as its text
+
+
+def _status_text(value: Any) -> str:
+    text = _STATUS_TEXT.get(value)
+    return NodeStatus(value).value if text is None else text
+
+
+# A NodeRecord field's value as its column holds it (the other fields: as they are).
 _ENCODERS: dict[str, Callable[[Any], Any]] = {
-    "status": lambda value: NodeStatus(value).value,
+    "status": _status_text,
     "error": lambda value: None if value is None else json.dumps(value.to_dict()),
     "usage": _usage_text,
     "output": dumps,
     "meta": dumps,
 }
-
-
-def _column(name: str, value: Any) -> Any:
-    """A NodeRecord field's value as its column holds it."""
-    encode = _ENCODERS.get(name)
-    return value if encode is None else encode(value)
 
 
 def applied(node: NodeRecord, change: Change) -> NodeRecord:
@@ -338,21 +358,25 @@ def applied(node: NodeRecord, change: Change) -> NodeRecord:
     return record
 
 
+_UPDATES: dict[tuple[str, ...], str] = {}  # the UPDATE of each set of fields (a few kinds)
+
+
 def persist(conn: sqlite3.Connection, run_id: str, node_id: str, change: Change) -> bool:
     """Write a decided change, only if the node is still in the status and attempt it was
     decided on; with it, move the run's counts and usage and append its event."""
-    names = list(change.fields)
-    sets = ", ".join(f"{name}=?" for name in names)
-    changed = conn.execute(
-        f"UPDATE nodes SET {sets} WHERE run_id=? AND node_id=? AND status=? AND attempt=?",
-        (
-            *(_column(name, change.fields[name]) for name in names),
-            run_id,
-            node_id,
-            change.status.value,
-            change.attempt,
-        ),
-    ).rowcount
+    fields = change.fields
+    names = tuple(fields)
+    update = _UPDATES.get(names)
+    if update is None:
+        sets = ", ".join(f"{name}=?" for name in names)
+        update = f"UPDATE nodes SET {sets} WHERE run_id=? AND node_id=? AND status=? AND attempt=?"
+        if len(_UPDATES) < 256:  # field names come from transitions.py: a bounded few
+            _UPDATES[names] = update
+    values = [
+        fields[name] if name not in _ENCODERS else _ENCODERS[name](fields[name]) for name in names
+    ]
+    values += (run_id, node_id, _status_text(change.status), change.attempt)
+    changed = conn.execute(update, values).rowcount
     if not changed:
         return False
     move_counts(conn, run_id, change.moves, change.usage)
@@ -386,91 +410,34 @@ def move_counts(
     usage: Usage | None = None,
 ) -> None:
     """Move node counts between statuses (and add usage) on the run row, in SQL: `json_set`,
-    the run row is never decoded for it. Inside a `Batch` the counts are summed and
-    written once per run just before the COMMIT; usage (rare, and rounded per addition)
-    is written at once."""
+    the run row is never decoded for it. Inside a `Batch` the counts and the usage are
+    summed and written once per run just before the COMMIT (every model call has usage,
+    so that is one UPDATE a transaction, not one a finished agent)."""
     batch = open_batch()
     if batch is not None:
         delta = batch.counts.setdefault(run_id, {})
         for old, new in moves:
-            delta[old.value] = delta.get(old.value, 0) - 1
-            delta[new.value] = delta.get(new.value, 0) + 1
-        if usage is None or _usage_text(usage) is _NO_USAGE:
-            return
-        moves = ()
+            before, after = _STATUS_TEXT[old], _STATUS_TEXT[new]
+            delta[before] = delta.get(before, 0) - 1
+            delta[after] = delta.get(after, 0) + 1
+        if usage is not None and _usage_text(usage) is not _NO_USAGE:
+            batch.add_usage(run_id, usage)
+        return
     delta_now: dict[str, int] = {}
     for old, new in moves:
         delta_now[old.value] = delta_now.get(old.value, 0) - 1
         delta_now[new.value] = delta_now.get(new.value, 0) + 1
-    pairs, params = _count_terms({k: v for k, v in delta_now.items() if v})
+    pairs, params = count_terms({k: v for k, v in delta_now.items() if v})
     sets = [f"counts=json_set(counts, {', '.join(pairs)})"] if pairs else []
     spent = {k: v for k, v in usage.to_dict().items() if v} if usage is not None else {}
     if spent:
-        terms = []
-        for key, value in spent.items():
-            path = f"$.{key}"
-            total = "COALESCE(json_extract(usage, ?), 0) + ?"
-            terms.append(f"?, round({total}, 9)" if key == "cost_usd" else f"?, {total}")
-            params += [path, path, value]
+        terms, usage_params = usage_terms(
+            {k: v for k, v in spent.items() if k != "cost_usd"}, [spent.get("cost_usd", 0)]
+        )
         sets.append(f"usage=json_set(usage, {', '.join(terms)})")
+        params += usage_params
     if sets:
         conn.execute(f"UPDATE runs SET {', '.join(sets)} WHERE run_id=?", (*params, run_id))
-
-
-def _count_terms(delta: Mapping[str, int]) -> tuple[list[str], list[Any]]:
-    """`json_set` arguments adding each delta to its status's count (a key it creates)."""
-    pairs: list[str] = []
-    params: list[Any] = []
-    for status, change in delta.items():
-        path = f'$."{status}"'
-        pairs.append("?, COALESCE(json_extract(counts, ?), 0) + ?")
-        params += [path, path, change]
-    return pairs, params
-
-
-class Batch:
-    """The writes of one group-committed transaction that can wait until just before its
-    COMMIT (`sqlite_tx._together`): the run counts moved by its transitions, summed per
-    run into one UPDATE, and its events, inserted together in the order they were made.
-    Nothing reads them inside the transaction, and they commit with it or not at all, so
-    every transition is still durable before its caller hears of it; a transaction does
-    3 statements per transition fewer than 5 (read, write, counts, event)."""
-
-    __slots__ = ("counts", "events")
-
-    def __init__(self) -> None:
-        self.counts: dict[str, dict[str, int]] = {}
-        self.events: list[tuple[Any, ...]] = []
-
-    def write(self, conn: sqlite3.Connection) -> None:
-        for run_id, delta in self.counts.items():
-            # A status moved into and out of within the batch still gets its key (at 0),
-            # as it would have one transition at a time.
-            pairs, params = _count_terms(delta)
-            if pairs:
-                conn.execute(
-                    f"UPDATE runs SET counts=json_set(counts, {', '.join(pairs)}) WHERE run_id=?",
-                    (*params, run_id),
-                )
-        if self.events:
-            conn.executemany(INSERT_EVENT, self.events)
-
-
-_batches = threading.local()  # the transaction open on this thread, if any
-
-
-def begin_batch() -> Batch:
-    batch = Batch()
-    _batches.open = batch
-    return batch
-
-
-def end_batch() -> None:
-    _batches.open = None
-
-
-def open_batch() -> Batch | None:
-    return getattr(_batches, "open", None)
 
 
 def add_counts(

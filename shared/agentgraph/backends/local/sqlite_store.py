@@ -13,6 +13,7 @@ module holds no rule of the state machine, only where the records are.
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import sqlite3
 from collections import Counter
@@ -117,6 +118,10 @@ class SqliteStore(Transactions):
 
         return await self._read(work)
 
+    async def count_nodes(self, run_id: str, statuses: Sequence[NodeStatus]) -> int:
+        run = await self.get_run_summary(run_id)
+        return 0 if run is None else sum(run.counts.get(s.value, 0) for s in statuses)
+
     async def list_runs(self, owner: str | None = None, limit: int = 50) -> list[RunRecord]:
         def work(conn: sqlite3.Connection) -> list[RunRecord]:
             if owner is None:
@@ -189,12 +194,8 @@ class SqliteStore(Transactions):
             ids = list(node_ids)
             for start in range(0, len(ids), 500):
                 chunk = ids[start : start + 500]
-                marks = ",".join("?" * len(chunk))
-                for row in conn.execute(
-                    f"SELECT {rows.NODE_COLUMNS} FROM nodes WHERE run_id=? AND node_id IN ({marks})",
-                    (run_id, *chunk),
-                ):
-                    result[row["node_id"]] = rows.node_record(row)
+                for row in conn.execute(_select_outputs(len(chunk)), (run_id, *chunk)):
+                    result[row[1]] = rows.node_record(row)  # row[1]: node_id
             return result
 
         return await self._read(work) if node_ids else {}
@@ -441,8 +442,9 @@ class SqliteStore(Transactions):
 
     async def redrive_run(self, run_id: str, resets: Mapping[str, NodeStatus], now: float) -> bool:
         """One transaction: the run must still be failed or cancelled; each node of
-        `resets` is reset, its arrivals from reset parents deleted (they will arrive
-        again) and its count made the arrivals that remain; then the run is running."""
+        `resets` is reset, its arrivals from reset nodes deleted (parents, or the units of
+        a controller back in `expanded`: they will arrive again) and its count made the
+        arrivals that remain; then the run is running."""
 
         def work(conn: sqlite3.Connection) -> bool:
             row = conn.execute("SELECT status FROM runs WHERE run_id=?", (run_id,)).fetchone()
@@ -458,7 +460,15 @@ class SqliteStore(Transactions):
                 if node is None or reset is None:
                     continue
                 rows.persist(conn, run_id, node_id, reset)
-                again = [p for p in node.parents if p in resets]
+                arrived = (
+                    conn.execute(
+                        "SELECT parent_id FROM arrivals WHERE run_id=? AND child_id=?",
+                        (run_id, node_id),
+                    ).fetchall()
+                    if node.arrivals
+                    else []
+                )
+                again = [row[0] for row in arrived if row[0] in resets]
                 marks = ",".join("?" * len(again))
                 if again:
                     conn.execute(
@@ -474,3 +484,10 @@ class SqliteStore(Transactions):
             return rows.persist_run(conn, run_id, current, change)
 
         return await self._tx(work)
+
+
+@functools.lru_cache(maxsize=64)
+def _select_outputs(count: int) -> str:
+    """The SELECT of `count` nodes of a run (a node's parents, a template's reads)."""
+    marks = ",".join("?" * count)
+    return f"SELECT {rows.NODE_COLUMNS} FROM nodes WHERE run_id=? AND node_id IN ({marks})"

@@ -18,7 +18,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
 
-from agentgraph.backends.local import sqlite_rows as rows
+from agentgraph.backends.local.sqlite_batch import begin_batch, end_batch
 
 T = TypeVar("T")
 
@@ -53,7 +53,7 @@ def _together(
     conn: sqlite3.Connection, works: Sequence[Callable[[sqlite3.Connection], Any]]
 ) -> list[Any]:
     conn.execute("BEGIN IMMEDIATE")
-    batch = rows.begin_batch()  # the writes that wait for the end of the transaction
+    batch = begin_batch()  # the writes that wait for the end of the transaction
     try:
         results = [work(conn) for work in works]
         batch.write(conn)
@@ -63,7 +63,7 @@ def _together(
             conn.execute("ROLLBACK")
         raise
     finally:
-        rows.end_batch()
+        end_batch()
     return results
 
 
