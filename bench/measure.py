@@ -199,6 +199,7 @@ EMULATOR_FIGURES: tuple[Figure, ...] = (
     Figure("infra_cost_usd_per_node", "infrastructure cost per node", "USD"),
     Figure("fanin_1000_enqueues", "enqueues of a child with 1000 parents", "count"),
     Figure("fanin_1000_s", "fan-in of 1000 parents, wall time", "s"),
+    Figure("fanin_1000_push_floor_s", "1000 messages pushed by the emulator alone", "s"),
     Figure("create_2000_nodes_s", "creating a run of 2000 nodes", "s"),
     Figure("output_10mb_roundtrip_s", "10 MB output written and read back", "s"),
     Figure("max_writes_per_doc_per_s", "most writes to one document in 1 s (fan-out)", "/s"),

@@ -156,7 +156,9 @@ class FanIn:
             if not await self._decide_child(run_id, context, child, finished):
                 await self._finish_decision(run_id, context, child)
             return
-        count = await self.store.record_arrival(run_id, child_id, parent_id)
+        count = await self.store.record_arrival(
+            run_id, child_id, parent_id, child.parents.index(parent_id), len(child.parents)
+        )
         if count is None:  # duplicate: finish what a crash may have cut short
             await self._finish_decision(run_id, context, child)
             return

@@ -27,7 +27,7 @@ from google.cloud import firestore
 from test_utils.orchestrate import orchestrate
 from test_utils.system import EmulatorCreds
 
-from agentgraph.backends.gcp.firestore_store import FirestoreStore
+from agentgraph.backends.gcp.firestore_store import TALLY_GROUP, FirestoreStore
 from agentgraph.core.ports import Outcome, Usage
 from agentgraph.core.status import NodeStatus, RunStatus
 from agentgraph.engine import Engine
@@ -289,10 +289,12 @@ WIDE_FAN_IN = {
 def test_the_last_two_arrivals_at_a_wide_child_read_its_parents_once_in_every_interleaving(
     emulator_stack: Any, unique_name: Callable[[str], str]
 ) -> None:
-    """All but two parents of a CLAIM_FROM_PARENTS-wide child have arrived; the last two
-    complete together. Where both counts see every arrival, `claim_decision` lets one of
+    """All but two parents of a CLAIM_FROM_PARENTS-wide child have arrived; the last two,
+    each the last of its tally group, complete together. Where both counts see every arrival, `claim_decision` lets one of
     them read the parents and decide: the child is enqueued once, its parents read once."""
     parents = [f"p{i:02d}" for i in range(WIDE)]
+    # Each the last of its group of TALLY_GROUP (the store counts only at a group's end).
+    last_two = [parents[TALLY_GROUP - 1], parents[-1]]
 
     async def setup(store: FirestoreStore, run_id: str) -> None:
         now = time.time()
@@ -302,7 +304,13 @@ def test_the_last_two_arrivals_at_a_wide_child_read_its_parents_once_in_every_in
             await store.finish_node(run_id, parent, 1, Outcome(S.SUCCEEDED, output=parent), now)
 
         await asyncio.gather(*(finish(p) for p in parents))
-        await asyncio.gather(*(store.record_arrival(run_id, "child", p) for p in parents[:-2]))
+        await asyncio.gather(
+            *(
+                store.record_arrival(run_id, "child", p, i, WIDE)
+                for i, p in enumerate(parents)
+                if p not in last_two
+            )
+        )
 
     project = unique_name("wide")
     book = Interleavings(prepare(project, 57, WIDE_FAN_IN, setup))
@@ -321,7 +329,7 @@ def test_the_last_two_arrivals_at_a_wide_child_read_its_parents_once_in_every_in
 
         return complete
 
-    turns = orchestrate(*(completion(p) for p in parents[-2:]))
+    turns = orchestrate(*(completion(p) for p in last_two))
     # the first: arrival, count; the last: arrival, count (full), claim, resolve
     assert turns == (3, 5)
     assert len(book.used) == 56  # C(8, 3) orderings

@@ -368,6 +368,46 @@ async def test_arrivals_at_one_child_in_one_process_share_their_counts(
     assert await store.claim_decision("r1", "child")
 
 
+async def test_a_wide_childs_arrivals_are_counted_once_a_group_and_the_last_sees_all(
+    store: FirestoreStore,
+) -> None:
+    """Told their positions, 30 arrivals (8 groups of at most 4) count only when they
+    complete their group: no tally document gets more than 4 writes, the last of all
+    sees 30, and duplicates are still None, with or without positions."""
+    parents = [f"p{i:02d}" for i in range(30)]
+    spec: dict[str, tuple[NodeStatus, Sequence[str]]] = {p: (S.SUCCEEDED, []) for p in parents}
+    spec["child"] = (S.WAITING, parents)
+    run, nodes = make_run("r1", spec)
+    await store.create_run(run, nodes)
+    seen = []
+    for i, p in enumerate(parents):  # one at a time: each count is what had committed
+        seen.append(await store.record_arrival("r1", "child", p, i, len(parents)))
+    assert seen[-1] == 30
+    assert all(c is not None and c < 30 for c in seen[:-1])
+    completes = [i for i in range(30) if i % 4 == 3 or i == 29]
+    assert [seen[i] for i in completes] == [i + 1 for i in completes]  # counted: all so far
+    tallies = store._node_ref("r1", "child").collection("tallies")
+    sizes = {d.id: d.to_dict()["n"] async for d in tallies.stream()}
+    assert sizes == {str(g): (4 if g < 7 else 2) for g in range(8)}
+    assert await store.record_arrival("r1", "child", "p05", 5, 30) is None
+    assert await store.record_arrival("r1", "child", "p05") is None
+    assert await store.get_arrival_count("r1", "child") == 30
+
+
+async def test_a_wide_childs_arrivals_racing_still_let_the_full_count_be_seen(
+    store: FirestoreStore,
+) -> None:
+    parents = [f"p{i:03d}" for i in range(101)]
+    spec: dict[str, tuple[NodeStatus, Sequence[str]]] = {p: (S.SUCCEEDED, []) for p in parents}
+    spec["child"] = (S.WAITING, parents)
+    run, nodes = make_run("r1", spec)
+    await store.create_run(run, nodes)
+    counts = await asyncio.gather(
+        *(store.record_arrival("r1", "child", p, i, 101) for i, p in enumerate(parents))
+    )
+    assert max(c or 0 for c in counts) == 101 and None not in counts
+
+
 # ---- large values ------------------------------------------------------------------------
 
 

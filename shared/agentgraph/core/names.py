@@ -43,6 +43,7 @@ COLLECTION_RUNS = "runs"
 COLLECTION_NODES = "nodes"
 COLLECTION_EVENTS = "events"
 COLLECTION_ARRIVALS = "arrivals"
+COLLECTION_TALLIES = "tallies"  # a wide child's arrivals, counted in groups (firestore_store)
 COLLECTION_CHUNKS = "chunks"
 COLLECTION_STEPS = "steps"  # runs/{run}/nodes/{node}/steps/{index}: an agent's tool loop
 COLLECTION_GRAPHS = "graphs"

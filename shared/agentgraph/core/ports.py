@@ -340,10 +340,23 @@ class Store(Protocol):
         """retrying(attempt - 1) -> ready(attempt)."""
         ...
 
-    async def record_arrival(self, run_id: str, child_id: str, parent_id: str) -> int | None:
+    async def record_arrival(
+        self,
+        run_id: str,
+        child_id: str,
+        parent_id: str,
+        position: int | None = None,
+        of: int | None = None,
+    ) -> int | None:
         """Note that `parent_id` reached a final status, once per edge (or that an
         instance reached its controller). Returns the child's arrival count as this
         arrival saw it after committing, or None when this edge had already arrived.
+
+        `position` (the parent's index among the child's parents) and `of` (how many
+        arrivals the child waits for) let a store count a wide child's arrivals in
+        groups: an arrival that is not the last of its group to commit may then see a
+        count lower than what has committed (still below `of`); the last of every group,
+        and so the last of all, sees the full count as below.
 
         Guaranteed: the count includes this arrival and every arrival committed before
         it, so the last arrival to commit sees the full count. Not guaranteed: that only

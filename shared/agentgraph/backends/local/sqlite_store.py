@@ -243,7 +243,16 @@ class SqliteStore(Transactions):
 
         return await self._transitioned(run_id, node_id, decide)
 
-    async def record_arrival(self, run_id: str, child_id: str, parent_id: str) -> int | None:
+    async def record_arrival(
+        self,
+        run_id: str,
+        child_id: str,
+        parent_id: str,
+        position: int | None = None,
+        of: int | None = None,
+    ) -> int | None:
+        """An exact counter: SQLite has no hot documents, so `position`/`of` are unused."""
+
         def work(conn: sqlite3.Connection) -> int | None:
             inserted = conn.execute(
                 "INSERT OR IGNORE INTO arrivals VALUES (?,?,?)", (run_id, child_id, parent_id)
