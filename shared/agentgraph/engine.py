@@ -44,9 +44,11 @@ from agentgraph.core.ports import (
     Event,
     LlmProvider,
     LlmRequest,
+    LlmResponse,
     ModelGate,
     NodeError,
     NodeRecord,
+    OnPartial,
     Outcome,
     OwnerActivityReader,
     RetryScheduler,
@@ -89,6 +91,7 @@ _GRAPH_BYTES = 64 * 1024 * 1024  # compiled graphs, measured by their document's
 _RUNS_KEPT = 256
 _RUN_BYTES = 64 * 1024 * 1024  # run contexts hold run inputs (up to 10 MiB each)
 _ENDED_KEPT = 4096
+SPEND_FRESH_S = 2.0  # how old an owner's spend today may be when a model call checks it
 _INSTANCES_KEPT = 20_000  # resolved instance ids per run context
 
 
@@ -180,6 +183,8 @@ class Engine(
             _GRAPHS_KEPT, _GRAPH_BYTES, lambda entry: entry[1]
         )
         self._ended: Lru[str, None] = Lru(_ENDED_KEPT)
+        # owner -> (read at, USD, tokens): today's spend, read at most every SPEND_FRESH_S
+        self._spend: Lru[str, tuple[float, float, int]] = Lru(_ENDED_KEPT)
 
     # ---- starting -------------------------------------------------------------------
 
@@ -613,11 +618,11 @@ class Engine(
                 record.usage,
                 lambda: self._check_budget(context),
                 on_partial,
-                lambda turn, partial: self._generate(turn, partial, ticket),
+                lambda turn, partial: self._generate_for(context, turn, partial, ticket),
                 delegation.declarations(node, context.graph),
             )
         with tracing.span(f"chat {model}", telemetry.llm_attributes(request)):
-            response = await self._generate(request, on_partial, ticket)
+            response = await self._generate_for(context, request, on_partial, ticket)
             telemetry.record_llm(response.model, response.usage, response.text)
         output = response.data if node.output == "json" else response.text
         return output, response.usage, response.model
@@ -629,14 +634,40 @@ class Engine(
         rendered = [render_value(entry, values) for entry in node.attach]
         return await asyncio.to_thread(attachments.resolve, rendered, local_files=self.local_files)
 
+    async def _generate_for(
+        self,
+        context: RunContext,
+        request: LlmRequest,
+        on_partial: OnPartial | None,
+        ticket: Ticket | None,
+    ) -> LlmResponse:
+        response = await self._generate(request, on_partial, ticket)
+        self._spent(context, response.usage)
+        return response
+
     async def _check_budget(self, context: RunContext) -> None:
         """Before a model call: is the run's owner within today's budget? Over it, the
         node fails with LimitExceeded (permanent), saying which budget and until when."""
         if self.owner_activity is None or context.owner is None:
             return
         now = self.clock()
-        usd, tokens = await self.owner_activity.spend_today(context.owner, now)
-        check_spend(self.owner_limits, usd, tokens, now)
+        known = self._spend.get(context.owner)
+        if known is None or not 0 <= now - known[0] <= SPEND_FRESH_S:
+            # An aggregation over the owner's nodes of today: once per owner and
+            # SPEND_FRESH_S in this process, not once a model call. What this process
+            # spends meanwhile is added as it happens (`_spent`); other processes' spend
+            # shows within SPEND_FRESH_S (the budget is soft by that much).
+            usd, tokens = await self.owner_activity.spend_today(context.owner, now)
+            known = (now, usd, tokens)
+            self._spend.put(context.owner, known)
+        check_spend(self.owner_limits, known[1], known[2], now)
+
+    def _spent(self, context: RunContext, usage: Usage) -> None:
+        """A model call's usage, added to the owner's spend this process last read."""
+        known = self._spend.get(context.owner) if context.owner is not None else None
+        if known is not None and context.owner is not None:
+            tokens = usage.input_tokens + usage.output_tokens
+            self._spend.put(context.owner, (known[0], known[1] + usage.cost_usd, known[2] + tokens))
 
     async def _call_tool(self, name: str, args: Any) -> Any:
         function = self.tools.get(name)

@@ -61,3 +61,51 @@ async def test_an_owner_over_the_daily_budget_gets_a_failed_node_not_a_model_cal
     assert ask.error is not None and ask.error.type == "LimitExceeded"
     assert "daily_usd" in ask.error.message and "midnight UTC" in ask.error.message
     assert within.status == RunStatus.SUCCEEDED
+
+
+class CountingActivity:
+    """An owner's spend today as a fixed figure, counting how often it is asked."""
+
+    def __init__(self, usd: float) -> None:
+        self.usd = usd
+        self.asked = 0
+
+    async def spend_today(self, owner: str, now: float) -> tuple[float, int]:
+        self.asked += 1
+        return self.usd, 0
+
+
+async def test_spend_is_read_once_a_few_seconds_and_this_process_adds_its_own() -> None:
+    """Ten agent nodes read the owner's spend once (an aggregation on Firestore, not one
+    a model call); the calls this process makes count at once: with a budget the first
+    call's cost crosses, the later nodes fail without calling the model."""
+    from agentgraph.core.ports import LlmResponse
+
+    class Pricey:
+        calls = 0
+
+        def supports(self, model: str) -> bool:
+            return model == "pricey"
+
+        async def generate(self, request: object, on_partial: object = None) -> LlmResponse:
+            Pricey.calls += 1
+            return LlmResponse(text="ok", model="pricey", usage=Usage(cost_usd=0.5, calls=1))
+
+    chain = [
+        {"id": f"n{i}", "model": "pricey", "prompt": "x", **({"after": [f"n{i - 1}"]} if i else {})}
+        for i in range(10)
+    ]
+    store = SqliteStore(":memory:")
+    runtime = LocalRuntime(store, Pricey(), Registry())
+    activity = CountingActivity(usd=0.0)
+    runtime.engine.owner_activity = activity  # type: ignore[assignment]
+    runtime.engine.owner_limits = OwnerLimits(daily_usd=1.2)
+    try:
+        async with runtime:
+            run = await runtime.run({"name": "pricey", "nodes": chain}, owner="ann")
+    finally:
+        store.close()
+
+    assert activity.asked == 1
+    assert Pricey.calls == 3  # 0.5 + 0.5 + 0.5 >= 1.2: the fourth is refused
+    assert run.status == RunStatus.FAILED
