@@ -16,6 +16,7 @@
 import * as F from "firebase/firestore";
 import { type DocumentData, type Firestore, getAggregateFromServer, getCountFromServer, sum } from "firebase/firestore";
 import * as Q from "./queries.js";
+import { Throttled } from "./util";
 
 export const FINAL = ["succeeded", "failed", "skipped", "cancelled"] as const;
 const REFRESH_MS = 2000;
@@ -94,11 +95,14 @@ export async function countNodes(db: Firestore, runId: string): Promise<Derived>
  */
 export class RunCounts {
   current: Derived | null = null;
-  private last = 0;
-  private busy = false;
-  private again = false;
-  private timer: ReturnType<typeof setTimeout> | null = null;
   private stopped = false;
+  private readonly counting = new Throttled(REFRESH_MS, () =>
+    countNodes(this.db, this.runId).then((found) => {
+      if (this.stopped) return;
+      this.current = found;
+      this.onChange(found);
+    }),
+  );
 
   constructor(
     private readonly db: Firestore,
@@ -107,40 +111,11 @@ export class RunCounts {
   ) {}
 
   refresh(): void {
-    if (this.stopped) return;
-    if (this.busy) {
-      this.again = true;
-      return;
-    }
-    const wait = this.last + REFRESH_MS - Date.now();
-    if (wait > 0) {
-      this.timer ??= setTimeout(() => {
-        this.timer = null;
-        this.refresh();
-      }, wait);
-      return;
-    }
-    this.busy = true;
-    this.last = Date.now();
-    countNodes(this.db, this.runId)
-      .then((found) => {
-        if (this.stopped) return;
-        this.current = found;
-        this.onChange(found);
-      })
-      .catch(() => undefined)
-      .finally(() => {
-        this.busy = false;
-        if (this.again) {
-          this.again = false;
-          this.refresh();
-        }
-      });
+    this.counting.request();
   }
 
   stop(): void {
     this.stopped = true;
-    if (this.timer) clearTimeout(this.timer);
-    this.timer = null;
+    this.counting.stop();
   }
 }

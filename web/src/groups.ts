@@ -23,7 +23,7 @@
 import * as F from "firebase/firestore";
 import { type DocumentData, type Firestore, getCountFromServer, onSnapshot } from "firebase/firestore";
 import * as Q from "./queries.js";
-import { el } from "./util";
+import { Throttled, el } from "./util";
 
 export type GroupKind = "map" | "loop" | "subgraph";
 export interface Group {
@@ -101,12 +101,9 @@ class Counter {
   private capped = false;
   private ended: Record<string, number> = {};
   private total = 0;
-  private busy = false;
-  private again = false;
-  private last = 0;
-  private timer: ReturnType<typeof setTimeout> | null = null;
   private stopActive: () => void;
   private stopped = false;
+  private readonly counting = new Throttled(REFRESH_MS, () => this.count());
 
   constructor(
     private readonly db: Firestore,
@@ -130,23 +127,12 @@ class Counter {
 
   /** Re-count soon: now if the last count is over REFRESH_MS old, else when it is. */
   refresh(): void {
-    if (this.stopped) return;
-    if (this.busy) {
-      this.again = true;
-      return;
-    }
-    const wait = this.last + REFRESH_MS - Date.now();
-    if (wait > 0) {
-      this.timer ??= setTimeout(() => {
-        this.timer = null;
-        this.refresh();
-      }, wait);
-      return;
-    }
-    this.busy = true;
-    this.last = Date.now();
+    this.counting.request();
+  }
+
+  private count(): Promise<void> {
     const statuses: (string | null)[] = [null, ...Q.ENDED_STATUSES];
-    Promise.all(
+    return Promise.all(
       statuses.map((status) =>
         getCountFromServer(Q.groupCountQuery(F, this.db, this.runId, this.id, this.group.mark, status)),
       ),
@@ -156,14 +142,7 @@ class Counter {
         this.ended = Object.fromEntries(Q.ENDED_STATUSES.map((s, i) => [s, snaps[i + 1].data().count]));
       })
       .catch(() => undefined)
-      .finally(() => {
-        this.busy = false;
-        this.publish();
-        if (this.again) {
-          this.again = false;
-          this.refresh();
-        }
-      });
+      .finally(() => this.publish());
   }
 
   private publish(): void {
@@ -179,7 +158,7 @@ class Counter {
   stop(): void {
     this.stopped = true;
     this.stopActive();
-    if (this.timer) clearTimeout(this.timer);
+    this.counting.stop();
   }
 }
 

@@ -43,3 +43,54 @@ export class Listeners {
     for (const stop of this.stops.splice(0)) stop();
   }
 }
+
+/**
+ * Runs `work` on `request()` at most once every `everyMs`: requests made while it runs,
+ * or sooner than that after it started, are coalesced into one later run. (Counting a
+ * run's nodes is a few aggregation queries: a burst of changes must not send a burst.)
+ */
+export class Throttled {
+  private last = 0;
+  private busy = false;
+  private again = false;
+  private timer: ReturnType<typeof setTimeout> | null = null;
+  private stopped = false;
+
+  constructor(
+    private readonly everyMs: number,
+    private readonly work: () => Promise<unknown>,
+  ) {}
+
+  request(): void {
+    if (this.stopped) return;
+    if (this.busy) {
+      this.again = true;
+      return;
+    }
+    const wait = this.last + this.everyMs - Date.now();
+    if (wait > 0) {
+      this.timer ??= setTimeout(() => {
+        this.timer = null;
+        this.request();
+      }, wait);
+      return;
+    }
+    this.busy = true;
+    this.last = Date.now();
+    this.work()
+      .catch(() => undefined)
+      .finally(() => {
+        this.busy = false;
+        if (this.again) {
+          this.again = false;
+          this.request();
+        }
+      });
+  }
+
+  stop(): void {
+    this.stopped = true;
+    if (this.timer) clearTimeout(this.timer);
+    this.timer = null;
+  }
+}
