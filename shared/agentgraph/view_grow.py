@@ -12,7 +12,7 @@ is shown in full when named by `--expand` (its id, its template path such as
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -92,6 +92,27 @@ class _Group:
             at, group, len(self.items), counts if phase != "started" else Counter(), phase
         )
 
+    def take(self, event: Event, group: str, item: str) -> list[Event | GroupLine]:
+        """An event of one of the map's items: what the folded timeline shows of it (the
+        map's start line once, and its first FAILED_SHOWN failures)."""
+        rows: list[Event | GroupLine] = []
+        if not self.started:
+            self.started = True
+            rows.append(self.line(event.at, group, "started"))
+        if event.node_id == item and event.status:
+            self.status[item] = event.status
+        if event.status == "failed" and self.failed_shown < FAILED_SHOWN:
+            self.failed_shown += 1
+            rows.append(event)
+        return rows
+
+    def ends_with(self, event: Event) -> GroupLine | None:
+        """The map's end line, if `event` is the map node itself ending (once)."""
+        if event.status not in _ENDED or self.ended:
+            return None
+        self.ended = True
+        return self.line(event.at, event.node_id or "", "ended")
+
 
 def folded_groups(
     events: Sequence[Event], expand: Collection[str] = (), expand_all: bool = False
@@ -128,20 +149,9 @@ def group_events(
         found = map_group(event.node_id) if event.node_id else None
         state = groups.get(found[0]) if found is not None else None
         if found is not None and state is not None:
-            group, item = found
-            if not state.started:
-                state.started = True
-                rows.append(state.line(event.at, group, "started"))
-            if event.node_id == item and event.status:
-                state.status[item] = event.status
-            if event.status == "failed" and state.failed_shown < FAILED_SHOWN:
-                state.failed_shown += 1
-                rows.append(event)
+            rows.extend(state.take(event, *found))
             continue
-        ended = groups.get(event.node_id or "")
-        if ended is not None and event.status in _ENDED and not ended.ended:
-            ended.ended = True
-            rows.append(ended.line(event.at, event.node_id or "", "ended"))
+        rows.extend(_end_line(groups, event))
         rows.append(event)
     for group, state in groups.items():
         if state.started and not state.ended:
@@ -175,18 +185,15 @@ class LiveFolder:
                 group, item = found
                 state = self._groups.setdefault(group, _Group())
                 state.items.update(f"{group}[{i}]" for i in range(self._size[group]))
-                if not state.started:
-                    state.started = True
-                    rows.append(state.line(event.at, group, "started"))
-                if event.node_id == item and event.status:
-                    state.status[item] = event.status
-                if event.status == "failed" and state.failed_shown < FAILED_SHOWN:
-                    state.failed_shown += 1
-                    rows.append(event)
+                rows.extend(state.take(event, group, item))
                 continue
-            ended = self._groups.get(event.node_id or "")
-            if ended is not None and event.status in _ENDED and not ended.ended:
-                ended.ended = True
-                rows.append(ended.line(event.at, event.node_id or "", "ended"))
+            rows.extend(_end_line(self._groups, event))
             rows.append(event)
         return rows
+
+
+def _end_line(groups: Mapping[str, _Group], event: Event) -> list[GroupLine]:
+    """The end line of the map `event` is about, if it is a folded map ending."""
+    state = groups.get(event.node_id or "")
+    line = state.ends_with(event) if state is not None else None
+    return [line] if line is not None else []
