@@ -290,7 +290,7 @@ class FirestoreStore(RunWrites, StepWrites, RedriveWrites):
         if size:
             tallied = int(results[1].transform_results[0].integer_value)
             if tallied < size:  # not the last of its group: not the last of all
-                return min(tallied, of - 1) if of is not None else tallied
+                return tallied  # below size, so below `of`
         # Others may commit their arrivals between this commit and the count. (The
         # syncpoint is on a line of its own: an `await` line is traced at every resume.)
         self._before_commit(writes)  # pragma: SYNCPOINT
