@@ -150,6 +150,7 @@ class Engine(
         scratch: tool_context.ScratchSpace | None = None,
         model_gate: ModelGate | None = None,
         timeout_bound: TimeoutBound | None = None,
+        fanin_inline: bool = False,
     ) -> None:
         self.store = store
         self.dispatcher = dispatcher
@@ -178,6 +179,9 @@ class Engine(
         # Serverless: each pool's function timeout bounds a node's timeout_s (validation
         # refuses longer ones); None keeps the graph schema's own bound (the local backend).
         self.timeout_bound = timeout_bound
+        # Serverless: the executor that writes a node's final status does its fan-in
+        # itself (`node_done`) instead of sending node-finished to the complete function.
+        self.fanin_inline = fanin_inline
         self._runs: Lru[str, RunContext] = Lru(_RUNS_KEPT, _RUN_BYTES, _context_size)
         self._graphs: Lru[tuple[str, ...], tuple[Graph, int]] = Lru(
             _GRAPHS_KEPT, _GRAPH_BYTES, lambda entry: entry[1]
@@ -344,8 +348,9 @@ class Engine(
     # ---- node-ready: execute one attempt ---------------------------------------------
 
     async def execute(self, run_id: str, node_id: str, attempt: int) -> None:
-        """Claim, run and record one attempt. Returns only after the node-finished
-        message (or the retry) is handed over, so acking after this never loses a node.
+        """Claim, run and record one attempt. Returns only after its fan-in is done or
+        handed over as node-finished (or the retry is), so acking after this never loses
+        a node.
 
         One span per attempt (claim → run → finish), current while the next message is
         published, so the node's children and its retry continue from it."""
@@ -389,7 +394,7 @@ class Engine(
             await self._redeliver_after_duplicate(run_id, node, attempt)
             return
         if claimed.status == NodeStatus.FAILED:  # its workers were lost too many times
-            await self.dispatcher.node_finished(run_id, node_id, NodeStatus.FAILED)
+            await self.node_done(run_id, node_id, NodeStatus.FAILED)
             return
         if claimed.executions > claimed.attempt:
             if await self._cancel_takeover_of_ended_run(run_id, node_id):
@@ -453,7 +458,23 @@ class Engine(
         with tracing.span("finish"):
             finished = await self.store.finish_node(run_id, node_id, attempt, outcome, self.clock())
         if finished:
-            await self.dispatcher.node_finished(run_id, node_id, outcome.status)
+            await self.node_done(run_id, node_id, outcome.status)
+
+    async def node_done(self, run_id: str, node_id: str, status: NodeStatus) -> None:
+        """What follows the write of a node's final status by its executor: the fan-in
+        to its children, here (`fanin_inline`) or by a node-finished message.
+
+        Inline, a serverless edge is one Pub/Sub hop (node-ready) instead of two, and
+        the arrivals of a wide fan-in are spread over the parents' own executors instead
+        of queuing through one subscription's pushes. It is as safe as the message: the
+        executor acks its node-ready only after this returns, so a crash anywhere in the
+        fan-in means a redelivery, which finds the node finished and does it again
+        (`_redeliver_after_duplicate`; every step of `complete` is safe to repeat)."""
+        if self.fanin_inline:
+            with tracing.span("complete"):
+                await self.complete(run_id, node_id, status)
+        else:
+            await self.dispatcher.node_finished(run_id, node_id, status)
 
     @contextlib.asynccontextmanager
     async def _leased(self, run_id: str, node_id: str, attempt: int) -> AsyncIterator[None]:
@@ -536,7 +557,7 @@ class Engine(
         if record is None or record.attempt != attempt:
             return
         if record.status in (NodeStatus.SUCCEEDED, NodeStatus.FAILED):
-            await self.dispatcher.node_finished(run_id, node.id, record.status)
+            await self.node_done(run_id, node.id, record.status)
         elif record.status == NodeStatus.EXPANDED and not node.controller:
             await self._redispatch_delegates(run_id, node)  # an agent waiting for delegates
         elif record.status == NodeStatus.EXPANDED:

@@ -339,6 +339,7 @@ async def _gcp(stack: EmulatorStack, project: str, queue: str) -> AsyncIterator[
             clock=clock.now,
             partial_interval_s=0.0,
             sweep_grace_s=SWEEP_GRACE_S,
+            fanin_inline=True,  # as deployed (agentgraph.backends.gcp)
         )
         h.engine, h.store = engine, engine.store
         return engine

@@ -90,6 +90,9 @@ def _build_engine() -> Engine:
         # Each pool's function timeout (AGENTGRAPH_POOL_TIMEOUTS, set by infra/) bounds the
         # timeout_s a graph may ask for; unset, infra's default pool timeout.
         timeout_bound=TimeoutBound.from_env(os.environ, names.ENV_POOL_TIMEOUTS),
+        # exec does the fan-in of the nodes it finishes: one Pub/Sub hop per edge, and a
+        # wide fan-in's arrivals made by the parents' own instances (docs/design.md).
+        fanin_inline=True,
     )
 
 
