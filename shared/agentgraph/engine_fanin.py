@@ -157,7 +157,12 @@ class FanIn:
                 await self._finish_decision(run_id, context, child)
             return
         count = await self.store.record_arrival(
-            run_id, child_id, parent_id, child.parents.index(parent_id), len(child.parents)
+            run_id,
+            child_id,
+            parent_id,
+            child.parents.index(parent_id),
+            len(child.parents),
+            succeeded=status == NodeStatus.SUCCEEDED,
         )
         if count is None:  # duplicate: finish what a crash may have cut short
             await self._finish_decision(run_id, context, child)
@@ -215,12 +220,24 @@ class FanIn:
         `finished` is the parent whose node-finished message this is, with its status:
         a final status never changes once written, and the message is sent only after
         it was, so that parent's record need not be read (unless it was skipped: the
-        skip's reason decides whether the skip is contagious)."""
+        skip's reason decides whether the skip is contagious). A wide child without
+        `when` whose parents all arrived succeeded reads none of them
+        (`Store.count_succeeded_arrivals`: one aggregation instead of a read each)."""
         known: dict[str, ParentResult] = {}
         if finished is not None and finished[1] in (NodeStatus.SUCCEEDED, NodeStatus.FAILED):
             parent_id, parent_status = finished
             known[parent_id] = ParentResult(parent_status, _node(context, parent_id).on_error)
         rest = [p for p in child.parents if p not in known]
+        if (
+            rest
+            and len(child.parents) >= CLAIM_FROM_PARENTS
+            and child.when is None
+            and await self.store.count_succeeded_arrivals(run_id, child.id) >= len(child.parents)
+        ):  # every parent arrived succeeded: no need to read them
+            known.update(
+                (p, ParentResult(NodeStatus.SUCCEEDED, _node(context, p).on_error)) for p in rest
+            )
+            rest = []
         parents = await self.store.get_outputs(run_id, rest) if rest else {}
         decision = readiness.decide(
             {

@@ -28,7 +28,7 @@ from test_utils.orchestrate import orchestrate
 from test_utils.system import EmulatorCreds
 
 from agentgraph.backends.gcp.firestore_store import TALLY_GROUP, FirestoreStore
-from agentgraph.core.ports import Outcome, Usage
+from agentgraph.core.ports import NodeError, Outcome, Usage
 from agentgraph.core.status import NodeStatus, RunStatus
 from agentgraph.engine import Engine
 from agentgraph.engine_fanin import CLAIM_FROM_PARENTS
@@ -344,6 +344,47 @@ def test_the_last_two_arrivals_at_a_wide_child_read_its_parents_once_in_every_in
             assert sum(book.seen[run_id]) < 2 * (WIDE - 1), book.seen[run_id]
 
     on_own_loop(project, check)
+
+
+@pytest.mark.parametrize("one_failed", [False, True], ids=["all-succeeded", "one-failed"])
+def test_a_wide_child_whose_parents_all_arrived_succeeded_is_decided_without_reading_them(
+    emulator_stack: Any, unique_name: Callable[[str], str], one_failed: bool
+) -> None:
+    """The arrivals note whether their parent succeeded: when all did, the last arrival
+    decides the child on one count of them instead of reading every parent. One arrival
+    that did not succeed (a parent that failed: the child's run fails with it) and the
+    parents are read, as the decision then needs them."""
+    parents = [f"p{i:02d}" for i in range(WIDE)]
+
+    async def setup(store: FirestoreStore, run_id: str) -> None:
+        now = time.time()
+        for i, parent in enumerate(parents):
+            failed = one_failed and i == 0
+            outcome = (
+                Outcome(S.FAILED, error=NodeError("Boom", "it broke", False))
+                if failed
+                else Outcome(S.SUCCEEDED, output=parent)
+            )
+            await store.claim_node(run_id, parent, 1, now, now + 60)
+            await store.finish_node(run_id, parent, 1, outcome, now)
+            if parent != parents[-1]:
+                await store.record_arrival(run_id, "child", parent, i, WIDE, succeeded=not failed)
+
+    project = unique_name("wide-ok")
+    [run_id] = prepare(project, 1, WIDE_FAN_IN, setup)
+    recorder = Recorder()
+
+    async def last_arrival(store: FirestoreStore) -> tuple[int, Any]:
+        engine = engine_for(store, counting_tools(Counter(), threading.Lock()), recorder)
+        await engine.complete(run_id, parents[-1], S.SUCCEEDED)
+        return store.stats["reads"], await store.get_node(run_id, "child")
+
+    reads, child = on_own_loop(project, last_arrival)
+    if one_failed:
+        assert reads >= WIDE - 1 and child.status != S.READY
+    else:  # the run's graph, the arrivals' counts, the claim, the resolve: no parent
+        assert reads < WIDE - 1, reads
+        assert child.status == S.READY and recorder.sent == [("ready", run_id, "child")]
 
 
 # ---- the run's counts, derived from its nodes ---------------------------------------------

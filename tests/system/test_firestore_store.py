@@ -331,6 +331,26 @@ async def test_fifty_parents_and_ten_duplicate_deliveries_complete_the_child_onc
     assert child is not None and child.status == S.WAITING  # no arrival writes the child
 
 
+async def test_arrivals_that_succeeded_are_counted_apart_from_the_others(
+    store: FirestoreStore,
+) -> None:
+    spec: dict[str, tuple[NodeStatus, Sequence[str]]] = {
+        "a": (S.SUCCEEDED, []),
+        "b": (S.FAILED, []),
+        "c": (S.SUCCEEDED, []),
+        "child": (S.WAITING, ["a", "b", "c"]),
+    }
+    run, nodes = make_run("r1", spec)
+    await store.create_run(run, nodes)
+    await store.record_arrival("r1", "child", "a", 0, 3, succeeded=True)
+    await store.record_arrival("r1", "child", "b", 1, 3)
+    assert await store.count_succeeded_arrivals("r1", "child") == 1
+    assert await store.record_arrival("r1", "child", "a", 0, 3, succeeded=True) is None
+    await store.record_arrival("r1", "child", "c", 2, 3, succeeded=True)
+    assert await store.count_succeeded_arrivals("r1", "child") == 2
+    assert await store.get_arrival_count("r1", "child") == 3
+
+
 async def test_of_arrivals_seeing_a_full_count_one_claims_the_decision(
     store: FirestoreStore,
 ) -> None:

@@ -347,10 +347,13 @@ class Store(Protocol):
         parent_id: str,
         position: int | None = None,
         of: int | None = None,
+        succeeded: bool = False,
     ) -> int | None:
         """Note that `parent_id` reached a final status, once per edge (or that an
         instance reached its controller). Returns the child's arrival count as this
         arrival saw it after committing, or None when this edge had already arrived.
+        `succeeded`: the parent's final status is `succeeded` (for
+        `count_succeeded_arrivals`).
 
         `position` (the parent's index among the child's parents) and `of` (how many
         arrivals the child waits for) let a store count a wide child's arrivals in
@@ -372,6 +375,14 @@ class Store(Protocol):
         """How many arrivals `record_arrival` has recorded for the node (0 for none, or
         for an unknown node). A repeated node-finished uses it to finish a decision that a
         crash cut short after the last arrival committed."""
+        ...
+
+    async def count_succeeded_arrivals(self, run_id: str, node_id: str) -> int:
+        """How many of the node's arrivals were recorded with `succeeded`, or 0 from a
+        store that keeps no such note (SQLite, whose reads of the parents are local). A
+        wide child whose every parent arrived succeeded is decided ready on this one
+        aggregation instead of a read of every parent. A final status never changes, and
+        a redrive deletes the arrivals of the parents it resets, so the note stays true."""
         ...
 
     async def claim_decision(self, run_id: str, node_id: str) -> bool:

@@ -260,8 +260,9 @@ class FirestoreStore(RunWrites, StepWrites, RedriveWrites):
         parent_id: str,
         position: int | None = None,
         of: int | None = None,
+        succeeded: bool = False,
     ) -> int | None:
-        """create() of the edge's arrival document (the once-per-edge precondition), then
+        """create() of the edge's arrival document (`ok`: `succeeded`) (the once-per-edge precondition), then
         the count of the child's arrivals (see the module docstring).
 
         A child waiting for more than TALLY_GROUP arrivals, told this one's `position`,
@@ -274,7 +275,8 @@ class FirestoreStore(RunWrites, StepWrites, RedriveWrites):
         arrivals = child.collection(names.COLLECTION_ARRIVALS)
         writes = self._writes()
         writes.create(
-            arrivals.document(doc_id(parent_id)), {"parent": parent_id, "at": time.time()}
+            arrivals.document(doc_id(parent_id)),
+            {"parent": parent_id, "at": time.time(), "ok": succeeded},
         )
         size = 0
         if position is not None and of is not None and of > TALLY_GROUP:
@@ -299,6 +301,12 @@ class FirestoreStore(RunWrites, StepWrites, RedriveWrites):
     async def get_arrival_count(self, run_id: str, node_id: str) -> int:
         ref = self._node_ref(run_id, node_id)
         return await self._count_arrivals(ref.collection(names.COLLECTION_ARRIVALS))
+
+    async def count_succeeded_arrivals(self, run_id: str, node_id: str) -> int:
+        """A `count()` of the arrivals with `ok` true (arrival documents written before
+        `ok` existed are not counted, so they are read the old way)."""
+        arrivals = self._node_ref(run_id, node_id).collection(names.COLLECTION_ARRIVALS)
+        return await self._count_arrivals(arrivals.where(filter=FieldFilter("ok", "==", True)))
 
     async def _count_after(self, arrivals: Any) -> int:
         """A count of `arrivals` sent after this call, shared: a burst of arrivals at one

@@ -250,8 +250,10 @@ class SqliteStore(Transactions):
         parent_id: str,
         position: int | None = None,
         of: int | None = None,
+        succeeded: bool = False,
     ) -> int | None:
-        """An exact counter: SQLite has no hot documents, so `position`/`of` are unused."""
+        """An exact counter: SQLite has no hot documents, so `position`/`of` are unused,
+        and reading the parents is local, so `succeeded` is not kept."""
 
         def work(conn: sqlite3.Connection) -> int | None:
             inserted = conn.execute(
@@ -280,6 +282,10 @@ class SqliteStore(Transactions):
             return int(found[0]) if found else 0
 
         return await self._read(work)
+
+    async def count_succeeded_arrivals(self, run_id: str, node_id: str) -> int:
+        """0: not kept (`record_arrival`); the engine reads the parents instead."""
+        return 0
 
     async def claim_decision(self, run_id: str, node_id: str) -> bool:
         """Always True: the exact counter lets only one arrival see the full count."""
