@@ -39,7 +39,7 @@ import threading
 import time
 import uuid
 from collections import Counter
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from importlib import resources
@@ -294,6 +294,24 @@ def _resolve(future: asyncio.Future[float], value: float) -> None:
         future.set_result(value)
 
 
+@contextlib.contextmanager
+def _probe(stack: Any, topic: str, subscription: str) -> Iterator[_PushReceiver]:
+    """A probe topic whose push subscription goes to a `_PushReceiver`, for as long as
+    the block runs (the subscription is deleted after, so nothing pushes to a stopped
+    endpoint)."""
+    from emulator import harness
+
+    host = stack.emulators.pubsub.host
+    harness.create_topics(PROJECT, [topic], host=host)
+    with _PushReceiver(asyncio.get_running_loop()) as receiver:
+        harness.create_push_subscription(PROJECT, subscription, topic, receiver.url, host=host)
+        try:
+            yield receiver
+        finally:
+            with contextlib.suppress(Exception):
+                harness.delete_subscription(PROJECT, subscription, host=host)
+
+
 # ---- 1. edge latency and its floor ----------------------------------------------------------
 
 
@@ -415,18 +433,12 @@ async def _floor_round(
 async def _edge(ctx: Context, stack: Any) -> tuple[Figures, dict[str, Any]]:
     from agentgraph.backends.gcp.firestore_store import FirestoreStore
     from agentgraph.backends.gcp.pubsub_dispatcher import PubSubDispatcher
-    from emulator import harness
 
-    harness.create_topics(PROJECT, [PROBE_TOPIC], host=stack.emulators.pubsub.host)
     store = FirestoreStore.from_env()
     dispatcher = PubSubDispatcher.from_env()
     edges: list[float] = []
     floor = _Floor()
-    with _PushReceiver(asyncio.get_running_loop()) as receiver:
-        harness.create_push_subscription(
-            PROJECT, PROBE_SUBSCRIPTION, PROBE_TOPIC, receiver.url, host=stack.emulators.pubsub.host
-        )
-        stack.subscriptions.append(PROBE_SUBSCRIPTION)  # deleted with the stack's own
+    with _probe(stack, PROBE_TOPIC, PROBE_SUBSCRIPTION) as receiver:
         try:
             async with httpx.AsyncClient(base_url=stack.api_url, timeout=60) as api:
                 for round_ in range(ctx.repeat + 1):
@@ -437,11 +449,6 @@ async def _edge(ctx: Context, stack: Any) -> tuple[Figures, dict[str, Any]]:
                         edges.append(seconds)
         finally:
             dispatcher.close()
-            with contextlib.suppress(Exception):
-                harness.delete_subscription(
-                    PROJECT, PROBE_SUBSCRIPTION, host=stack.emulators.pubsub.host
-                )
-            stack.subscriptions.remove(PROBE_SUBSCRIPTION)
     edge_ms = statistics.median(edges) * 1000
     floor_ms = floor.total() * 1000
     details = {
@@ -820,15 +827,9 @@ async def _fanin_push_floor(stack: Any) -> float:
     that answers at once: what the emulator's push delivery alone takes for the fan-in's
     messages, whatever the complete function does with them."""
     from agentgraph.backends.gcp.pubsub_dispatcher import PubSubDispatcher
-    from emulator import harness
 
-    host = stack.emulators.pubsub.host
-    harness.create_topics(PROJECT, [FANIN_PROBE_TOPIC], host=host)
     dispatcher = PubSubDispatcher.from_env()
-    with _PushReceiver(asyncio.get_running_loop()) as receiver:
-        harness.create_push_subscription(
-            PROJECT, FANIN_PROBE_SUBSCRIPTION, FANIN_PROBE_TOPIC, receiver.url, host=host
-        )
+    with _probe(stack, FANIN_PROBE_TOPIC, FANIN_PROBE_SUBSCRIPTION) as receiver:
         try:
             keys = [uuid.uuid4().hex for _ in range(FANIN_PARENTS)]
             arrivals = [receiver.expect(k) for k in keys]
@@ -839,8 +840,6 @@ async def _fanin_push_floor(stack: Any) -> float:
             last = max(await asyncio.wait_for(asyncio.gather(*arrivals), RUN_TIMEOUT_S))
         finally:
             dispatcher.close()
-            with contextlib.suppress(Exception):
-                harness.delete_subscription(PROJECT, FANIN_PROBE_SUBSCRIPTION, host=host)
     return last - published
 
 
