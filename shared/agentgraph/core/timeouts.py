@@ -1,8 +1,9 @@
 """How long a node may run on the serverless backend: the one source of truth.
 
 A node's `timeout_s` bounds its work inside exec-<pool>. Around that work the function
-claims the node, reads its inputs, writes its output and publishes its completion, and
-the whole push must end before two clocks that are not ours:
+claims the node, reads its inputs, writes its output and does the node's fan-in (its
+arrivals, its children's decisions and node-ready messages), and the whole push must end
+before two clocks that are not ours:
 - the exec function's timeout (Cloud Run kills the request), and
 - the push subscription's ack deadline (Pub/Sub redelivers an unanswered push; it is
   `ack_deadline_s(function timeout)`, at most Pub/Sub's 600 s).
@@ -25,7 +26,7 @@ from dataclasses import dataclass, field
 EXEC_TIMEOUT_S = 540  # exec-<pool>'s function timeout unless the pool says otherwise
 ACK_DEADLINE_MIN_S = 10  # Pub/Sub's bounds on a subscription's ack deadline
 ACK_DEADLINE_MAX_S = 600
-HANDLING_MARGIN_S = 30  # claim, input reads, output write and completion publish
+HANDLING_MARGIN_S = 30  # claim, input reads, output write and the node's fan-in
 LOCAL_MAX_TIMEOUT_S = 3600.0  # the graph schema's bound (core/model.py), local backend
 
 
