@@ -87,9 +87,9 @@ def test_agentgraph_run_with_its_default_workers_succeeds_and_prints_the_record(
 ) -> None:
     graph = tmp_path / "graph.yaml"
     graph.write_text(yaml.safe_dump(_graph(), sort_keys=False))
+    db = str(tmp_path / "runs.db")
     done = subprocess.run(
-        [sys.executable, "-m", "agentgraph", "run", str(graph), "--json"]
-        + ["--db", str(tmp_path / "runs.db")],
+        [sys.executable, "-m", "agentgraph", "run", str(graph), "--json", "--db", db],
         capture_output=True,
         text=True,
         cwd=ROOT,
