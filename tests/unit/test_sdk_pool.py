@@ -146,3 +146,15 @@ def test_the_pool_serves_only_the_event_loop_that_started_it() -> None:
         asyncio.run(second())
     finally:
         asyncio.run(pool.aclose())
+
+
+@pytest.mark.parametrize(
+    ("cores", "platform", "workers"),
+    [(1, "linux", 0), (2, "linux", 2), (3, "linux", 3), (64, "linux", 4), (8, "darwin", 0)],
+)
+def test_default_workers_one_per_core_up_to_four_on_linux_only(
+    monkeypatch: pytest.MonkeyPatch, cores: int, platform: str, workers: int
+) -> None:
+    monkeypatch.setattr(os, "cpu_count", lambda: cores)
+    monkeypatch.setattr(sdk_pool.sys, "platform", platform)
+    assert sdk_pool.default_workers() == workers
