@@ -8,10 +8,11 @@ record goes to stdout and everything meant for people goes to stderr.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import sys
-from collections.abc import Callable, Coroutine
+from collections.abc import AsyncIterator, Callable, Coroutine
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
@@ -184,7 +185,11 @@ def _open_local(
     tools: list[str] | None = None,
     limits: list[str] | None = None,
     on_approval: Callable[[str, str], Coroutine[Any, Any, None]] | None = None,
+    gemini_processes: int = 0,
 ) -> Any:
+    """The local runtime with the CLI's defaults. `gemini_processes`: worker processes
+    for Gemini's SDK calls (`llm/sdk_pool.py`), for the commands that run graphs; their
+    runtime is entered with `_running`, which also ends the workers."""
     from agentgraph.backends.local import LocalRuntime, SqliteStore
     from agentgraph.llm import default_router, parse_concurrency
     from agentgraph.tools import default_registry, load_modules
@@ -199,7 +204,27 @@ def _open_local(
     pool: dict[str, Any] = {"workers": workers} if workers else {}  # else DEFAULT_WORKERS
     if on_approval is not None:
         pool["on_approval"] = on_approval
-    return LocalRuntime(SqliteStore(db), default_router(caps), default_registry, **pool)
+    router = default_router(caps, gemini_processes=gemini_processes)
+    return LocalRuntime(SqliteStore(db), router, default_registry, **pool)
+
+
+def _running_defaults() -> int:
+    """Gemini worker processes when a command runs graphs: one per core up to four (none
+    on one core). Measured on 2 cores (bench/parallel.py), they keep the SDK's ~2 ms of
+    CPU per call off the engine's interpreter lock."""
+    from agentgraph.llm.sdk_pool import default_workers
+
+    return default_workers()
+
+
+@contextlib.asynccontextmanager
+async def _running(runtime: Any) -> AsyncIterator[Any]:
+    """`async with runtime`, then release the models' clients and worker processes."""
+    try:
+        async with runtime:
+            yield runtime
+    finally:
+        await runtime.engine.llm.aclose()
 
 
 def _approval_hint(db: str) -> Callable[[str, str], Coroutine[Any, Any, None]]:
@@ -323,8 +348,8 @@ def run(
         raise _Exit(code)
 
     async def main() -> int:
-        runtime = _open_local(db, workers, tools, limits, _approval_hint(db))
-        async with runtime:
+        runtime = _open_local(db, workers, tools, limits, _approval_hint(db), _running_defaults())
+        async with _running(runtime):
             started = await runtime.start(document, value)
             err.print(
                 f"run [bold]{started.run_id}[/] of [bold]{started.graph_name}[/] ({db})",
@@ -354,8 +379,8 @@ def resume(
     _open_store("local", db).close()
 
     async def main() -> int:
-        runtime = _open_local(db, workers, tools, limits, _approval_hint(db))
-        async with runtime:
+        runtime = _open_local(db, workers, tools, limits, _approval_hint(db), _running_defaults())
+        async with _running(runtime):
             run = await runtime.resume(run_id)
             if run.status in (RunStatus.FAILED, RunStatus.CANCELLED):
                 err.print(
@@ -614,8 +639,8 @@ def redrive(
     _open_store("local", db).close()
 
     async def main() -> int:
-        runtime = _open_local(db, workers, tools, limits, _approval_hint(db))
-        async with runtime:
+        runtime = _open_local(db, workers, tools, limits, _approval_hint(db), _running_defaults())
+        async with _running(runtime):
             redriven, again = await runtime.engine.redrive(run_id)
             if redriven:
                 err.print(

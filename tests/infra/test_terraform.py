@@ -77,6 +77,7 @@ LOCAL_ONLY_ENV = {
     names.ENV_HTTP_TIMEOUT_S: "optional tuning of http_get; the deployment keeps the default",
     names.ENV_RUN_FILE_MAX_BYTES: "optional cap of run files; the deployment keeps the default",
     names.ENV_RUN_FILES_MAX_TOTAL_BYTES: "optional cap; the deployment keeps the default",
+    names.ENV_GEMINI_PROCESSES: "the local backend's SDK worker processes; functions call in-process",
 }
 # Deployed variables that only some functions get; every other deployed one is on all of them.
 ENV_ONLY_ON = {

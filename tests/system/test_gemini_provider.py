@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import os
 import socket
 from collections.abc import Coroutine, Iterator
 from typing import Any, TypeVar
@@ -41,9 +42,14 @@ def stub(server: GeminiStub) -> GeminiStub:
     return server
 
 
-@pytest.fixture
-def provider(stub: GeminiStub) -> GeminiProvider:
-    return GeminiProvider.from_env({"GOOGLE_GEMINI_BASE_URL": stub.url})
+@pytest.fixture(params=[0, 2], ids=["in-process", "worker-processes"])
+def provider(stub: GeminiStub, request: pytest.FixtureRequest) -> Iterator[GeminiProvider]:
+    """Every answer and failure is the same whether the SDK runs in this process or in
+    forked workers (llm/sdk_pool.py; streamed calls stay here either way)."""
+    env = {"GOOGLE_GEMINI_BASE_URL": stub.url, "AGENTGRAPH_GEMINI_PROCESSES": str(request.param)}
+    made = GeminiProvider.from_env(env)
+    yield made
+    run(made.aclose())
 
 
 def generate(provider: GeminiProvider, **fields: Any) -> LlmResponse:
@@ -360,3 +366,42 @@ def test_from_env_reads_the_process_environment(
         calls=1,
         cost_usd=cost_usd(FLASH, Usage(input_tokens=1, output_tokens=2)),
     )
+
+
+# ---- worker processes -----------------------------------------------------------------
+
+
+def test_worker_processes_start_on_the_first_plain_call_not_for_streamed_ones(
+    stub: GeminiStub,
+) -> None:
+    provider = GeminiProvider.from_env(
+        {"GOOGLE_GEMINI_BASE_URL": stub.url, "AGENTGRAPH_GEMINI_PROCESSES": "2"}
+    )
+
+    async def calls() -> None:
+        partials: list[str] = []
+
+        async def on_partial(text: str) -> None:
+            partials.append(text)
+
+        streamed = await provider.generate(
+            LlmRequest(model=FLASH, prompt="stream me", stream=True), on_partial
+        )
+        assert streamed.text == partials[-1]
+        assert provider.worker_pids == []  # the stream stayed here
+        answers = await asyncio.gather(
+            *(provider.generate(LlmRequest(model=FLASH, prompt=f"call {n}")) for n in range(6))
+        )
+        assert [a.text for a in answers] == [f"[{FLASH}] call {n}" for n in range(6)]
+        assert len(provider.worker_pids) == 2
+        assert os.getpid() not in provider.worker_pids
+        await provider.aclose()
+
+    run(calls())
+
+
+def test_a_bad_number_of_worker_processes_is_a_configuration_error(stub: GeminiStub) -> None:
+    with pytest.raises(GeminiConfigError, match="AGENTGRAPH_GEMINI_PROCESSES"):
+        GeminiProvider.from_env(
+            {"GOOGLE_GEMINI_BASE_URL": stub.url, "AGENTGRAPH_GEMINI_PROCESSES": "two"}
+        )

@@ -82,6 +82,8 @@ ENV_AUTH_MODE = "AGENTGRAPH_AUTH"  # "off"/"emulator" only on emulators; product
 ENV_GEMINI_API_KEY = "GEMINI_API_KEY"
 ENV_GEMINI_BASE_URL = "GOOGLE_GEMINI_BASE_URL"
 ENV_MAX_CONCURRENCY = "AGENTGRAPH_MAX_CONCURRENCY"  # per-model caps: gemini-2.5-pro=4,*=16
+# Worker processes for Gemini SDK calls (llm/sdk_pool.py); 0 keeps them in-process.
+ENV_GEMINI_PROCESSES = "AGENTGRAPH_GEMINI_PROCESSES"
 # Per-model limits across the deployment and the circuit breaker (core/model_gate.py).
 ENV_MODEL_CONCURRENCY = "AGENTGRAPH_MODEL_CONCURRENCY"  # gemini-2.5-pro=4,*=16
 ENV_MODEL_RATE = "AGENTGRAPH_MODEL_RATE"  # calls started per second: gemini-2.5-pro=2

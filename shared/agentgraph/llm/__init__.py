@@ -53,6 +53,13 @@ class LlmRouter:
             self._semaphores[family] = asyncio.Semaphore(limit)
         return self._semaphores[family]
 
+    async def aclose(self) -> None:
+        """Release what the providers hold (connection pools, worker processes)."""
+        for provider in self.providers:
+            close = getattr(provider, "aclose", None)
+            if close is not None:
+                await close()
+
     async def generate(
         self, request: LlmRequest, on_partial: OnPartial | None = None
     ) -> LlmResponse:
@@ -68,8 +75,9 @@ class _GeminiOnDemand:
     """Creates the Gemini provider on first use, so graphs that only use `echo` (the
     offline demo, most tests) need neither the SDK configured nor an API key."""
 
-    def __init__(self) -> None:
+    def __init__(self, processes: int = 0) -> None:
         self._provider: LlmProvider | None = None
+        self._processes = processes  # worker processes for SDK calls (llm/sdk_pool.py)
 
     def supports(self, model: str) -> bool:
         return base_model(model).startswith("gemini-")
@@ -79,13 +87,18 @@ class _GeminiOnDemand:
             from agentgraph.llm.gemini import GeminiConfigError, GeminiProvider
 
             try:
-                self._provider = GeminiProvider.from_env()
+                self._provider = GeminiProvider.from_env(processes=self._processes)
             except GeminiConfigError as exc:
                 raise LlmNotConfigured(str(exc)) from exc
         return self._provider
 
     def check(self) -> None:
         self.get()
+
+    async def aclose(self) -> None:
+        close = getattr(self._provider, "aclose", None)
+        if close is not None:
+            await close()
 
     async def generate(
         self, request: LlmRequest, on_partial: OnPartial | None = None
@@ -112,14 +125,19 @@ def parse_concurrency(spec: str) -> dict[str, int]:
 DEFAULT_MAX_CONCURRENCY: Mapping[str, int] = {"*": 32}
 
 
-def default_router(max_concurrency: Mapping[str, int] | None = None) -> LlmRouter:
+def default_router(
+    max_concurrency: Mapping[str, int] | None = None, gemini_processes: int = 0
+) -> LlmRouter:
     """echo (offline) and Gemini. Per-model caps come from the argument, else from
     AGENTGRAPH_MAX_CONCURRENCY (`gemini-2.5-pro=4,*=16`), over DEFAULT_MAX_CONCURRENCY:
-    a model named there keeps its own cap, `*` replaces the default for the rest."""
+    a model named there keeps its own cap, `*` replaces the default for the rest.
+    Gemini's SDK calls run in `gemini_processes` worker processes (0: in this one)
+    unless AGENTGRAPH_GEMINI_PROCESSES says otherwise."""
     from agentgraph.llm.echo import EchoProvider
 
     if max_concurrency is None:
         max_concurrency = parse_concurrency(os.environ.get(ENV_MAX_CONCURRENCY, ""))
     return LlmRouter(
-        [EchoProvider(), _GeminiOnDemand()], {**DEFAULT_MAX_CONCURRENCY, **max_concurrency}
+        [EchoProvider(), _GeminiOnDemand(gemini_processes)],
+        {**DEFAULT_MAX_CONCURRENCY, **max_concurrency},
     )

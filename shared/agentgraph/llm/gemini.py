@@ -8,6 +8,10 @@ What the engine can rely on:
   5xx, timeouts and connection errors (with `retry_after_s` from google.rpc.RetryInfo);
   permanent for other 4xx, safety blocks and JSON that stays invalid after one repair.
 - Configuration comes from the environment only (`GeminiProvider.from_env`).
+
+(Over 500 lines: the request, the response, the failures and the JSON repair of one call
+are read together; the function-calling conversions and the worker processes live in
+gemini_functions.py and gemini_workers.py.)
 """
 
 from __future__ import annotations
@@ -32,8 +36,10 @@ from agentgraph.core.ports import FunctionCall, LlmRequest, LlmResponse, OnParti
 from agentgraph.core.schemas import errors as schema_errors
 from agentgraph.core.schemas import schema_problems
 from agentgraph.llm import gemini_functions as functions
+from agentgraph.llm import gemini_workers as workers
 from agentgraph.llm.pricing import canonical_model, cost_usd
 from agentgraph.llm.sdk_loop import SdkLoop
+from agentgraph.llm.sdk_pool import PoolUnavailable, SdkPool, can_fork
 from agentgraph.observability import tracing
 
 ENV_GOOGLE_API_KEY = "GOOGLE_API_KEY"
@@ -99,22 +105,33 @@ _CREDENTIAL_ERRORS = _optional_classes(("google.auth.exceptions", "DefaultCreden
 class GeminiProvider:
     """Answers for `gemini-*` models (a `~...` stub fault suffix is allowed)."""
 
-    def __init__(self, client: genai.Client, *, own_loop: bool = False) -> None:
+    def __init__(self, client: genai.Client, *, own_loop: bool = False, processes: int = 0) -> None:
         """With `own_loop`, every call of the SDK (its request building, HTTP and parsing)
         runs on a thread and event loop of the provider's own (`sdk_loop.py`: about 2 ms
         of CPU per call kept out of the engine's turns); the client is then used only
-        there."""
+        there. With `processes`, calls that neither stream nor are traced run in that
+        many worker processes forked on the first call (`sdk_pool.py`: the SDK's CPU on
+        other cores); the rest, and every call once a worker died, run in-process."""
         self._client = client
         self._sdk_loop = SdkLoop("agentgraph-gemini") if own_loop else None
+        self._pool = (
+            SdkPool(processes, self._worker_call, workers.warm_sdk)
+            if processes and can_fork()
+            else None
+        )
 
     @classmethod
-    def from_env(cls, env: Mapping[str, str] | None = None) -> GeminiProvider:
+    def from_env(cls, env: Mapping[str, str] | None = None, processes: int = 0) -> GeminiProvider:
         """Gemini Developer API with GEMINI_API_KEY (or GOOGLE_API_KEY); Vertex AI with
         GOOGLE_GENAI_USE_VERTEXAI=true plus GOOGLE_CLOUD_PROJECT and
         GOOGLE_CLOUD_LOCATION (or an API key, Vertex express mode). GOOGLE_GEMINI_BASE_URL
         (GOOGLE_VERTEX_BASE_URL) redirects calls; when it points at a local stub no key
-        is needed."""
+        is needed. Worker processes: AGENTGRAPH_GEMINI_PROCESSES, else `processes`."""
         env = os.environ if env is None else env
+        try:
+            processes = workers.processes(env, processes)
+        except ValueError as exc:
+            raise GeminiConfigError(str(exc)) from exc
         vertex = env.get(ENV_USE_VERTEX, "").strip().lower() in ("1", "true")
         api_key = env.get(ENV_GOOGLE_API_KEY) or env.get(ENV_GEMINI_API_KEY) or None
         base_url = env.get(ENV_VERTEX_BASE_URL if vertex else ENV_GEMINI_BASE_URL) or None
@@ -136,7 +153,7 @@ class GeminiProvider:
                     f"{ENV_PROJECT}={project!r}, {ENV_LOCATION}={location!r}), or an API key "
                     f"in {ENV_GEMINI_API_KEY} for Vertex express mode."
                 )
-            return cls(client, own_loop=True)
+            return cls(client, own_loop=True, processes=processes)
         if api_key is None:
             raise GeminiConfigError(
                 f"No Gemini API key: set {ENV_GEMINI_API_KEY} (or {ENV_GOOGLE_API_KEY}) for the "
@@ -144,18 +161,31 @@ class GeminiProvider:
                 f"{ENV_LOCATION} for Vertex AI, or point {ENV_GEMINI_BASE_URL} at a local "
                 "stub (python -m emulator.gemini_stub). None of them is set."
             )
-        return cls(genai.Client(api_key=api_key, http_options=http_options), own_loop=True)
+        client = genai.Client(api_key=api_key, http_options=http_options)
+        return cls(client, own_loop=True, processes=processes)
 
     def supports(self, model: str) -> bool:
         return canonical_model(model).startswith("gemini-")
 
+    @property
+    def worker_pids(self) -> list[int]:
+        """The worker processes started so far (none before the first pooled call)."""
+        return [] if self._pool is None else self._pool.pids
+
+    def _worker_call(self) -> Any:
+        """In a forked worker: the call of a provider of its own on the same client (the
+        SDK keeps one connection pool per event loop, so the worker's loop gets its own)."""
+        return GeminiProvider(self._client)._call
+
     async def aclose(self) -> None:
-        """Release the SDK's connection pools (and stop the provider's loop)."""
+        """Release the SDK's connection pools (and stop the provider's loop and workers)."""
+        if self._pool is not None:
+            await self._pool.aclose()
         if self._sdk_loop is None:
             await self._client.aio.aclose()
-            return
-        await self._sdk_loop.call(self._client.aio.aclose)
-        self._sdk_loop.close()
+        elif self._sdk_loop.started:
+            await self._sdk_loop.call(self._client.aio.aclose)
+            self._sdk_loop.close()
 
     async def generate(
         self, request: LlmRequest, on_partial: OnPartial | None = None
@@ -200,6 +230,13 @@ class GeminiProvider:
         """(text, answering model, usage, function calls) of one call, or a classified
         LlmError."""
         try:
+            if self._pool is not None and self._pooled(request, on_partial):
+                try:
+                    result: tuple[str, str, Usage, tuple[FunctionCall, ...]]
+                    result = await self._pool.call(request, contents, None)
+                    return result
+                except PoolUnavailable:
+                    pass
             config = _config(request)
             if self._sdk_loop is None:
                 return await self._send_within(request, contents, config, on_partial)
@@ -245,6 +282,14 @@ class GeminiProvider:
                 type="InvalidRequest",
                 retryable=False,
             ) from exc
+
+    def _pooled(self, request: LlmRequest, on_partial: OnPartial | None) -> bool:
+        """Streamed calls stay here (their partials go to the caller's store as they come);
+        so do traced ones (the SDK's span attributes are set on this process's spans)."""
+        assert self._pool is not None
+        return not (request.stream or on_partial is not None or self._pool.broken) and not (
+            tracing.enabled()
+        )
 
     async def _send_within(
         self,

@@ -1,0 +1,102 @@
+"""Gemini agents run by the CLI's runtime, whose SDK calls go to forked worker processes
+(llm/sdk_pool.py), against the local Gemini stub: the run is the same run, and no worker
+outlives the command."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from agentgraph import cli
+from agentgraph.core.status import RunStatus
+from agentgraph.llm import sdk_pool
+from emulator.gemini_stub import GeminiStub
+
+ROOT = Path(__file__).parents[2]
+FLASH = "gemini-2.5-flash"
+
+pytestmark = pytest.mark.skipif(not sdk_pool.can_fork(), reason="the workers are forked")
+
+
+@pytest.fixture(scope="module")
+def stub() -> Iterator[GeminiStub]:
+    with GeminiStub() as server:
+        yield server
+
+
+@pytest.fixture
+def on_stub(stub: GeminiStub, monkeypatch: pytest.MonkeyPatch) -> GeminiStub:
+    stub.reset()
+    monkeypatch.setenv("GOOGLE_GEMINI_BASE_URL", stub.url)
+    for name in (
+        "GEMINI_API_KEY",
+        "GOOGLE_API_KEY",
+        "GOOGLE_GENAI_USE_VERTEXAI",
+        "AGENTGRAPH_GEMINI_PROCESSES",
+        "AGENTGRAPH_TRACE",
+    ):
+        monkeypatch.delenv(name, raising=False)
+    return stub
+
+
+def _graph() -> dict[str, Any]:
+    """Two plain agents, one streamed, one answering JSON, and one after all of them."""
+    return {
+        "name": "workers",
+        "nodes": [
+            {"id": "a", "model": FLASH, "prompt": "first"},
+            {"id": "b", "model": FLASH, "prompt": "second"},
+            {"id": "s", "model": FLASH, "prompt": "streamed", "stream": True},
+            {"id": "j", "model": FLASH, "prompt": "as json", "output": "json"},
+            {"id": "z", "model": FLASH, "prompt": "last", "after": ["a", "b", "s", "j"]},
+        ],
+    }
+
+
+async def test_the_cli_runtime_answers_agents_in_workers_and_ends_them(
+    on_stub: GeminiStub, tmp_path: Path
+) -> None:
+    runtime = cli._open_local(str(tmp_path / "runs.db"), gemini_processes=2)
+    async with cli._running(runtime):
+        run = await runtime.run(_graph())
+        gemini = runtime.engine.llm.providers[1].get()
+        pids = gemini.worker_pids
+        nodes = {n.node_id: n for n in await runtime.store.list_nodes(run.run_id)}
+    assert run.status == RunStatus.SUCCEEDED
+    assert len(pids) == 2 and os.getpid() not in pids
+    assert nodes["a"].output == f"[{FLASH}] first"
+    assert nodes["j"].output == {"text": f"[{FLASH}] as json"}
+    assert sorted(entry["prompt"] for entry in on_stub.calls()["log"]) == sorted(
+        ["first", "second", "streamed", "as json", "last"]
+    )
+    for pid in pids:  # ended and reaped when the command's runtime closed
+        with pytest.raises(ChildProcessError):
+            os.waitpid(pid, os.WNOHANG)
+
+
+def test_agentgraph_run_with_its_default_workers_succeeds_and_prints_the_record(
+    on_stub: GeminiStub, tmp_path: Path
+) -> None:
+    graph = tmp_path / "graph.yaml"
+    graph.write_text(yaml.safe_dump(_graph(), sort_keys=False))
+    db = str(tmp_path / "runs.db")
+    done = subprocess.run(
+        [sys.executable, "-m", "agentgraph", "run", str(graph), "--json", "--db", db],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        env=dict(os.environ),
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    record = json.loads(done.stdout)
+    assert record["status"] == "succeeded"
+    assert {n["id"]: n["executions"] for n in record["nodes"]} == dict.fromkeys("absjz", 1)
