@@ -1,3 +1,4 @@
-"""Shared pytest setup: the emulator fixtures (tests/emulators.py) for every test."""
+"""Shared pytest setup for every test: the emulator fixtures (tests/emulators.py) and the
+Gemini stub's (tests/gemini_stub_fixtures.py)."""
 
-pytest_plugins = ["tests.emulators"]
+pytest_plugins = ["tests.emulators", "tests.gemini_stub_fixtures"]

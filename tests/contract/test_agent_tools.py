@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -21,20 +20,7 @@ from .conftest import Harness
 MODEL = "gemini-2.5-flash"
 
 
-@pytest.fixture(scope="module")
-def stub() -> Iterator[GeminiStub]:
-    with GeminiStub() as server:
-        yield server
-
-
-@pytest.fixture(autouse=True)
-def on_stub(stub: GeminiStub, monkeypatch: pytest.MonkeyPatch) -> GeminiStub:
-    """This process's Gemini client talks to the (reset) stub."""
-    stub.reset()
-    monkeypatch.setenv("GOOGLE_GEMINI_BASE_URL", stub.url)
-    for name in ("GEMINI_API_KEY", "GOOGLE_API_KEY", "GOOGLE_GENAI_USE_VERTEXAI"):
-        monkeypatch.delenv(name, raising=False)
-    return stub
+pytestmark = pytest.mark.usefixtures("on_stub")  # every test talks to the stub
 
 
 def call(turn: int | str, tool: str, **args: Any) -> str:

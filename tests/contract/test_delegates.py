@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -21,21 +20,7 @@ from emulator.gemini_stub import GeminiStub
 from .conftest import Harness
 from .test_agent_tools import MODEL, call
 
-
-@pytest.fixture(scope="module")
-def stub() -> Iterator[GeminiStub]:
-    with GeminiStub() as server:
-        yield server
-
-
-@pytest.fixture(autouse=True)
-def on_stub(stub: GeminiStub, monkeypatch: pytest.MonkeyPatch) -> GeminiStub:
-    """This process's Gemini client talks to the (reset) stub."""
-    stub.reset()
-    monkeypatch.setenv("GOOGLE_GEMINI_BASE_URL", stub.url)
-    for name in ("GEMINI_API_KEY", "GOOGLE_API_KEY", "GOOGLE_GENAI_USE_VERTEXAI"):
-        monkeypatch.delenv(name, raising=False)
-    return stub
+pytestmark = pytest.mark.usefixtures("on_stub")  # every test talks to the stub
 
 
 def profiled(prompt: list[str], agents: dict[str, Any], **extra: Any) -> dict[str, Any]:

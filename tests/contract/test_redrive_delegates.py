@@ -8,6 +8,8 @@ import asyncio
 from collections import Counter, defaultdict
 from pathlib import Path
 
+import pytest
+
 from agentgraph.backends.local import LocalRuntime, SqliteStore
 from agentgraph.core.status import NodeStatus, RunStatus
 from agentgraph.llm import default_router
@@ -15,9 +17,9 @@ from emulator.gemini_stub import GeminiStub
 
 from .conftest import Harness, scripted_tools, watched
 from .test_agent_tools import MODEL, call
-from .test_delegates import answered, delegating, on_stub, stub
+from .test_delegates import answered, delegating
 
-__all__ = ["on_stub", "stub"]  # the stub's fixtures, used here too
+pytestmark = pytest.mark.usefixtures("on_stub")  # every test talks to the stub
 
 S = NodeStatus
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import itertools
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
@@ -21,22 +21,6 @@ from agentgraph.llm import default_router
 from agentgraph.llm.pricing import cost_usd
 from agentgraph.tools import default_registry
 from emulator.gemini_stub import GeminiStub
-
-
-@pytest.fixture(scope="module")
-def stub() -> Iterator[GeminiStub]:
-    with GeminiStub() as server:
-        yield server
-
-
-@pytest.fixture
-def on_stub(stub: GeminiStub, monkeypatch: pytest.MonkeyPatch) -> GeminiStub:
-    """The Gemini client of this process talks to the (reset) stub."""
-    stub.reset()
-    monkeypatch.setenv("GOOGLE_GEMINI_BASE_URL", stub.url)
-    for name in ("GEMINI_API_KEY", "GOOGLE_API_KEY", "GOOGLE_GENAI_USE_VERTEXAI"):
-        monkeypatch.delenv(name, raising=False)
-    return stub
 
 
 @pytest.fixture

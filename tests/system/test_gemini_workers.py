@@ -8,7 +8,6 @@ import json
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -24,27 +23,6 @@ ROOT = Path(__file__).parents[2]
 FLASH = "gemini-2.5-flash"
 
 pytestmark = pytest.mark.skipif(not sdk_pool.can_fork(), reason="the workers are forked")
-
-
-@pytest.fixture(scope="module")
-def stub() -> Iterator[GeminiStub]:
-    with GeminiStub() as server:
-        yield server
-
-
-@pytest.fixture
-def on_stub(stub: GeminiStub, monkeypatch: pytest.MonkeyPatch) -> GeminiStub:
-    stub.reset()
-    monkeypatch.setenv("GOOGLE_GEMINI_BASE_URL", stub.url)
-    for name in (
-        "GEMINI_API_KEY",
-        "GOOGLE_API_KEY",
-        "GOOGLE_GENAI_USE_VERTEXAI",
-        "AGENTGRAPH_GEMINI_PROCESSES",
-        "AGENTGRAPH_TRACE",
-    ):
-        monkeypatch.delenv(name, raising=False)
-    return stub
 
 
 def _graph() -> dict[str, Any]:

@@ -7,7 +7,7 @@ cool-down, never failing for the breaker, and the run succeeds once the model re
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
@@ -51,21 +51,6 @@ async def second_client(isolated_firestore: Any) -> AsyncIterator[Any]:
     client = firestore.AsyncClient(project=isolated_firestore.project, credentials=EmulatorCreds())
     yield client
     await client._firestore_api.transport.close()
-
-
-@pytest.fixture(scope="module")
-def stub() -> Iterator[GeminiStub]:
-    with GeminiStub() as server:
-        yield server
-
-
-@pytest.fixture
-def on_stub(stub: GeminiStub, monkeypatch: pytest.MonkeyPatch) -> GeminiStub:
-    stub.reset()
-    monkeypatch.setenv("GOOGLE_GEMINI_BASE_URL", stub.url)
-    for name in ("GEMINI_API_KEY", "GOOGLE_API_KEY", "GOOGLE_GENAI_USE_VERTEXAI"):
-        monkeypatch.delenv(name, raising=False)
-    return stub
 
 
 async def test_two_engines_on_separate_clients_share_one_concurrency_cap(
