@@ -8,8 +8,9 @@
 2. `trace-split` (emulators): a chain of echo nodes through the function processes with
    `AGENTGRAPH_TRACE=otlp` into a loopback collector (emulator/otlp_collector.py). Each
    edge (parent's finish → child's claim) is split by the spans of that edge into its
-   hops: the Firestore commits (finish, fan-in, claim), the two publishes, the two
-   publish → push deliveries, and the rest of the handlers' time.
+   hops: the Firestore commits (finish, fan-in, claim), the node-ready publish, its
+   publish → push delivery, and the rest of the handlers' time (one push since exec does
+   the fan-in of what it finishes; two before, with node-finished to complete).
 """
 
 from __future__ import annotations
@@ -75,9 +76,9 @@ LOCAL_FIGURES = (
 )
 SPLIT_FIGURES = (
     Figure("traced_edge_ms", "emulator edge with tracing on (parent finish → child claim)", "ms"),
-    Figure("edge_push_ms", "of which publish → push, both messages", "ms"),
+    Figure("edge_push_ms", "of which node-ready publish → push", "ms"),
     Figure("edge_firestore_ms", "of which Firestore commits (finish, fan-in, claim)", "ms"),
-    Figure("edge_publish_ms", "of which publish calls, both messages", "ms"),
+    Figure("edge_publish_ms", "of which the node-ready publish call", "ms"),
     Figure("edge_handler_ms", "of which the rest of the handlers (framework, reads, code)", "ms"),
 )
 FIGURES = LOCAL_FIGURES + SPLIT_FIGURES
@@ -206,23 +207,20 @@ def edge_split(spans: Sequence[Any], parent: str, child: str) -> dict[str, float
 
     upper, lower = node(parent), node(child)
     finish = child_of(upper, "finish")
-    published_finished = child_of(upper, "publish")
-    complete = child_of(published_finished, "complete")
+    complete = child_of(upper, "complete")  # exec's own fan-in, inside the node's span
     fanin = child_of(complete, "fanin")
     published_ready = child_of(fanin, "publish")
     execute = by_id[lower.parent_id]
     claim = child_of(lower, "claim")
     total = claim.end_ns - finish.start_ns
     hops = {
-        "push": (complete.start_ns - published_finished.end_ns)
-        + (execute.start_ns - published_ready.end_ns),
+        "push": execute.start_ns - published_ready.end_ns,
         "firestore": finish.end_ns
         - finish.start_ns
         + (fanin.end_ns - fanin.start_ns)
         - (published_ready.end_ns - published_ready.start_ns)
         + (claim.end_ns - claim.start_ns),
-        "publish": (published_finished.end_ns - published_finished.start_ns)
-        + (published_ready.end_ns - published_ready.start_ns),
+        "publish": published_ready.end_ns - published_ready.start_ns,
     }
     hops["handler"] = total - sum(hops.values())
     return {"total": total / 1e9, **{k: v / 1e9 for k, v in hops.items()}}
@@ -298,7 +296,7 @@ async def measure_split(ctx: Context) -> Figures:
         "edges": len(edges),
         "figure": "median over every edge of every timed chain",
         "hops_ms_median": {k: round(v, 2) for k, v in median.items()},
-        "push": "publish accepted → push request handled (node-finished, then node-ready)",
+        "push": "node-ready publish accepted → exec's push request handled",
         "firestore": "the finish, fan-in (reads and commit) and claim transactions",
     }
     return {
