@@ -262,8 +262,9 @@ class FirestoreStore(RunWrites, StepWrites, RedriveWrites):
         of: int | None = None,
         succeeded: bool = False,
     ) -> int | None:
-        """create() of the edge's arrival document (`ok`: `succeeded`) (the once-per-edge precondition), then
-        the count of the child's arrivals (see the module docstring).
+        """create() of the edge's arrival document (the once-per-edge precondition; `ok`
+        notes `succeeded`), then the count of the child's arrivals (see the module
+        docstring).
 
         A child waiting for more than TALLY_GROUP arrivals, told this one's `position`,
         also increments its group's tally in the same commit, and only the arrival that
