@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 
 from agentgraph.backends.local import LocalRuntime, SqliteStore
+from agentgraph.core.ports import RunRecord
 from agentgraph.core.status import NodeStatus, RunStatus
 from agentgraph.llm import default_router
 from agentgraph.tools import default_registry
@@ -117,22 +118,32 @@ async def test_parallel_delegations_run_concurrently_and_resume_the_caller_once(
     assert nodes["lead"].executions == 1 and stub.count(prompt="\n".join(prompt)) == 2
 
 
-async def test_duplicate_deliveries_create_each_delegate_once_and_run_it_once(
-    harness: Harness, stub: GeminiStub
-) -> None:
+HELD_TASK = "Hold.\n" + call(1, "hold", key="held", value="done")
+HELD_PROMPT = ["Wait.", call(1, "worker", task=HELD_TASK)]
+HELD_CHILD = "lead/worker[1]"
+
+
+async def start_waiting_on_held_worker(harness: Harness) -> RunRecord:
+    """A run whose lead asked one `worker` delegate (HELD_CHILD) to call `hold` on
+    "held": returned once the lead waits for it and it is running."""
     agents = {"worker": {"model": MODEL, "tools": ["hold"]}}
-    task = "Hold.\n" + call(1, "hold", key="held", value="done")
-    prompt = ["Wait.", call(1, "worker", task=task)]
-    started = await harness.start(delegating(prompt, agents))
-    child = "lead/worker[1]"
+    started = await harness.start(delegating(HELD_PROMPT, agents))
     await harness.until(
         started.run_id,
         lambda n: (
             n["lead"].status == NodeStatus.EXPANDED
-            and child in n
-            and n[child].status == NodeStatus.RUNNING
+            and HELD_CHILD in n
+            and n[HELD_CHILD].status == NodeStatus.RUNNING
         ),
     )
+    return started
+
+
+async def test_duplicate_deliveries_create_each_delegate_once_and_run_it_once(
+    harness: Harness, stub: GeminiStub
+) -> None:
+    task, prompt, child = HELD_TASK, HELD_PROMPT, HELD_CHILD
+    started = await start_waiting_on_held_worker(harness)
     # the caller's node-ready, delivered again (and again, concurrently)
     await asyncio.gather(*(harness.engine.execute(started.run_id, "lead", 1) for _ in range(3)))
     harness.release("held")

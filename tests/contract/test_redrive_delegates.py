@@ -17,7 +17,12 @@ from emulator.gemini_stub import GeminiStub
 
 from .conftest import Harness, scripted_tools, watched
 from .test_agent_tools import MODEL, call
-from .test_delegates import answered, delegating
+from .test_delegates import (
+    HELD_CHILD,
+    HELD_PROMPT,
+    answered,
+    start_waiting_on_held_worker,
+)
 
 pytestmark = pytest.mark.usefixtures("on_stub")  # every test talks to the stub
 
@@ -27,15 +32,8 @@ S = NodeStatus
 async def test_a_run_cancelled_while_its_caller_waits_resumes_the_caller_when_redriven(
     harness: Harness, stub: GeminiStub
 ) -> None:
-    agents = {"worker": {"model": MODEL, "tools": ["hold"]}}
-    task = "Hold.\n" + call(1, "hold", key="held", value="done")
-    prompt = ["Wait.", call(1, "worker", task=task)]
-    started = await harness.start(delegating(prompt, agents))
-    child = "lead/worker[1]"
-    await harness.until(
-        started.run_id,
-        lambda n: n["lead"].status == S.EXPANDED and child in n and n[child].status == S.RUNNING,
-    )
+    prompt, child = HELD_PROMPT, HELD_CHILD
+    started = await start_waiting_on_held_worker(harness)
     assert await harness.engine.cancel(started.run_id)
     harness.release("held")
     run = await harness.wait(started.run_id)
