@@ -518,22 +518,31 @@ class _CountedStore:
 
 
 def _engine(role: str, wire: _Wire, by_call: Counter[str]) -> tuple[Any, Any]:
+    """An engine as one function instance has it, on a store of its own whose operations
+    count under `role`; its messages and retries go to `wire`."""
     from agentgraph.backends.gcp.firestore_store import FirestoreStore
+
+    store = FirestoreStore.from_env()
+    counted = _CountedStore(store, role, by_call)
+    return _deployed_engine(counted, wire, wire), store
+
+
+def _deployed_engine(store: Any, dispatcher: Any, retries: Any) -> Any:
+    """The engine the functions build (as deployed: exec does the fan-in of what it
+    finishes), on the bench's store, dispatcher and retry scheduler."""
     from agentgraph.engine import Engine
     from agentgraph.llm import default_router
     from agentgraph.tools import default_registry
 
-    store = FirestoreStore.from_env()
-    engine = Engine(
-        _CountedStore(store, role, by_call),  # type: ignore[arg-type]
-        wire,
-        wire,
+    return Engine(
+        store,
+        dispatcher,
+        retries,
         default_router(),
         default_registry,
         check_llm_config=False,
-        fanin_inline=True,  # as deployed: exec does the fan-in of what it finishes
+        fanin_inline=True,
     )
-    return engine, store
 
 
 def load_prices() -> dict[str, Any]:
@@ -736,9 +745,6 @@ async def _fanin_round(
     (`Engine.execute`, echo model), its fan-in included, and the child's node-ready
     goes to Pub/Sub, where the stack's exec runs it."""
     from agentgraph.backends.gcp.pubsub_dispatcher import PubSubDispatcher
-    from agentgraph.engine import Engine
-    from agentgraph.llm import default_router
-    from agentgraph.tools import default_registry
     from emulator import harness
 
     starter, store = _engine("fanin", _Wire(), Counter())  # its node-ready go nowhere
@@ -748,15 +754,7 @@ async def _fanin_round(
         request={"name": watch, "topic": f"projects/{PROJECT}/topics/{names.TOPIC_NODE_READY}"}
     )
     dispatcher = PubSubDispatcher.from_env()
-    executor = Engine(
-        store,
-        dispatcher,
-        _Wire(),
-        default_router(),
-        default_registry,
-        check_llm_config=False,
-        fanin_inline=True,
-    )
+    executor = _deployed_engine(store, dispatcher, _Wire())
     gate = asyncio.Semaphore(64)
     try:
         run = await starter.start_run(graph, None, owner="bench")

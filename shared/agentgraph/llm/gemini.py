@@ -287,8 +287,8 @@ class GeminiProvider:
         """Streamed calls stay here (their partials go to the caller's store as they come);
         so do traced ones (the SDK's span attributes are set on this process's spans)."""
         assert self._pool is not None
-        return not (request.stream or on_partial is not None or self._pool.broken) and not (
-            tracing.enabled()
+        return not (
+            request.stream or on_partial is not None or self._pool.broken or tracing.enabled()
         )
 
     async def _send_within(
