@@ -104,6 +104,10 @@ class _Server(ThreadingHTTPServer):
 class _Handler(BaseHTTPRequestHandler):
     server: _Server
     server_version = "gemini-stub/1"
+    # Keep-alive, as Gemini's front ends: a client's pooled connection carries its calls
+    # (HTTP/1.0 would make every call pay a TCP connect and the stub a thread).
+    protocol_version = "HTTP/1.1"
+    disable_nagle_algorithm = True  # else a reply's body waits out the client's delayed ACK
 
     def log_message(self, format: str, *args: Any) -> None:
         """Quiet: the call log at /stub/calls is the record."""
@@ -187,6 +191,8 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_response(200)
         self.send_header("Content-Type", "text/event-stream")
         self.send_header("Cache-Control", "no-cache")
+        self.send_header("Connection", "close")  # the stream ends with the connection
+        self.close_connection = True
         self.end_headers()
         for i, chunk in enumerate(chunks):
             if i and faults.chunk_delay_s:

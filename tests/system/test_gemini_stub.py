@@ -7,12 +7,14 @@ wire format itself is the point (SSE framing, Vertex paths, the inspection route
 from __future__ import annotations
 
 import asyncio
+import http.client
 import json
 import subprocess
 import sys
 import time
 from collections.abc import Iterator
 from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
 import pytest
@@ -230,6 +232,48 @@ def test_sdk_stream_concatenates_to_the_whole_answer(client: genai.Client) -> No
     pieces = asyncio.run(collect())
     assert len(pieces) == 4
     assert "".join(pieces) == "[gemini-2.5-flash] a b c d e f g"
+
+
+# ---- connections ----------------------------------------------------------------------
+
+
+def test_answers_keep_the_connection_open_for_the_next_call(stub: GeminiStub) -> None:
+    """As Gemini's front ends do: a client's pooled connection carries call after call
+    (a connection per call would add a connect to every call the benchmarks time)."""
+    host, port = urlsplit(stub.url).hostname, urlsplit(stub.url).port
+    body = json.dumps({"contents": [_user("again")]})
+    path = f"/v1beta/models/{MODEL}:generateContent"
+    connection = http.client.HTTPConnection(host or "", port, timeout=10)
+    try:
+        sockets = []
+        for _ in range(3):
+            connection.request("POST", path, body, {"Content-Type": "application/json"})
+            response = connection.getresponse()
+            assert response.status == 200
+            assert json.loads(response.read())["candidates"]
+            assert not response.will_close
+            sockets.append(connection.sock)
+        assert sockets[0] is not None and sockets == [sockets[0]] * 3
+    finally:
+        connection.close()
+
+
+def test_a_stream_ends_with_its_connection(stub: GeminiStub) -> None:
+    """An event stream has no length: its end is the connection's close."""
+    host, port = urlsplit(stub.url).hostname, urlsplit(stub.url).port
+    connection = http.client.HTTPConnection(host or "", port, timeout=10)
+    try:
+        connection.request(
+            "POST",
+            f"/v1beta/models/{MODEL}:streamGenerateContent?alt=sse",
+            json.dumps({"contents": [_user("a b c")]}),
+            {"Content-Type": "application/json"},
+        )
+        response = connection.getresponse()
+        assert response.will_close
+        assert response.read().startswith(b"data: ")
+    finally:
+        connection.close()
 
 
 # ---- faults ---------------------------------------------------------------------------
