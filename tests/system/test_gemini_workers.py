@@ -15,8 +15,10 @@ import pytest
 import yaml
 
 from agentgraph import cli
+from agentgraph.core.errors import LlmNotConfigured
+from agentgraph.core.ports import LlmRequest
 from agentgraph.core.status import RunStatus
-from agentgraph.llm import sdk_pool
+from agentgraph.llm import default_router, sdk_pool
 from emulator.gemini_stub import GeminiStub
 
 ROOT = Path(__file__).parents[2]
@@ -58,6 +60,33 @@ async def test_the_cli_runtime_answers_agents_in_workers_and_ends_them(
     for pid in pids:  # ended and reaped when the command's runtime closed
         with pytest.raises(ChildProcessError):
             os.waitpid(pid, os.WNOHANG)
+
+
+async def test_a_run_with_agents_has_its_workers_before_its_first_call(on_stub: GeminiStub) -> None:
+    """The router readies the providers a run needs when it starts (`check_models`): the
+    workers are forked then, so the first layer's calls do not queue behind the forks."""
+    router = default_router({}, gemini_processes=2)
+    try:
+        router.check_models(["echo", FLASH])
+        gemini = router.providers[1].get()
+        assert len(gemini.worker_pids) == 2
+        assert on_stub.calls()["log"] == []
+        pids = gemini.worker_pids
+        await router.generate(LlmRequest(model=FLASH, prompt="first"))
+        assert gemini.worker_pids == pids  # the call went to them; none forked again
+    finally:
+        await router.aclose()
+
+
+async def test_a_run_without_agents_starts_no_worker(
+    on_stub: GeminiStub, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Gemini is not even configured here: readying it (and its workers) would fail."""
+    monkeypatch.delenv("GOOGLE_GEMINI_BASE_URL")
+    router = default_router({}, gemini_processes=2)
+    router.check_models(["echo"])
+    with pytest.raises(LlmNotConfigured):
+        router.check_models([FLASH])
 
 
 def test_agentgraph_run_with_its_default_workers_succeeds_and_prints_the_record(

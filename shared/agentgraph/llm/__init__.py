@@ -32,11 +32,18 @@ class LlmRouter:
 
     def check_models(self, models: Iterable[str]) -> None:
         """Fail before a run starts if a provider it needs is not configured (a missing
-        API key), rather than on the first node that calls it."""
-        for model in sorted(set(models)):
-            check = getattr(self._provider(model), "check", None)
+        API key), rather than on the first node that calls it; then let each provider
+        the run needs get ready (`prepare`: Gemini's worker processes start here, not on
+        the run's first call, which every other call of the first layer would wait for)."""
+        providers = [self._provider(model) for model in sorted(set(models))]
+        for provider in providers:
+            check = getattr(provider, "check", None)
             if check is not None:
                 check()
+        for provider in dict.fromkeys(providers):
+            prepare = getattr(provider, "prepare", None)
+            if prepare is not None:
+                prepare()
 
     def _provider(self, model: str) -> LlmProvider:
         for provider in self.providers:
@@ -94,6 +101,11 @@ class _GeminiOnDemand:
 
     def check(self) -> None:
         self.get()
+
+    def prepare(self) -> None:
+        start = getattr(self.get(), "start_workers", None)
+        if start is not None:
+            start()
 
     async def aclose(self) -> None:
         close = getattr(self._provider, "aclose", None)

@@ -14,8 +14,9 @@ What is guaranteed:
 - A worker that dies fails its calls in flight with a retryable `LlmError` (the engine
   retries them as it retries a dropped connection), and the pool stops taking calls:
   later calls run in-process.
-- Workers are forked on the first call (POSIX only), never before: a graph without
-  Gemini agents starts no process. `aclose` ends them; they also end when this process
+- Workers are forked by `start` (the runtime calls it when a run with Gemini agents
+  starts, so its first calls do not wait for the forks) or on the first call (POSIX
+  only), never before: a graph without Gemini agents starts no process. `aclose` ends them; they also end when this process
   does (their socket closes). The pool serves the event loop of its first call; a call
   from another loop, like one after a worker died, raises `PoolUnavailable` and the
   caller makes it in-process.
@@ -103,12 +104,17 @@ class SdkPool:
             self._loop = loop
         elif loop is not self._loop:  # the workers' sockets belong to the first loop
             raise PoolUnavailable("the SDK worker pool serves the event loop that started it")
-        if not self._workers:
-            self._start()
+        self.start()
         worker = self._workers[next(self._next) % len(self._workers)]
         return await worker.call(args)
 
-    def _start(self) -> None:
+    def start(self) -> None:
+        """Fork the workers now if they are not running (idempotent). Raises
+        `PoolUnavailable` when no process can be had (calls then run in-process)."""
+        if self.broken:
+            raise PoolUnavailable("the SDK worker pool stopped")
+        if self._workers:
+            return
         if self._warm is not None:
             with contextlib.suppress(Exception):  # an optimisation only
                 self._warm()
