@@ -111,8 +111,9 @@ class GeminiProvider:
         runs on a thread and event loop of the provider's own (`sdk_loop.py`: about 2 ms
         of CPU per call kept out of the engine's turns); the client is then used only
         there. With `processes`, calls that neither stream nor are traced run in that
-        many worker processes forked on the first call (`sdk_pool.py`: the SDK's CPU on
-        other cores); the rest, and every call once a worker died, run in-process."""
+        many worker processes, forked by `start_workers` or on the first call
+        (`sdk_pool.py`: the SDK's CPU on other cores); the rest, and every call once a
+        worker died, run in-process."""
         self._client = client
         self._sdk_loop = SdkLoop("agentgraph-gemini") if own_loop else None
         self._pool = (
@@ -170,7 +171,8 @@ class GeminiProvider:
 
     @property
     def worker_pids(self) -> list[int]:
-        """The worker processes started so far (none before the first pooled call)."""
+        """The worker processes started so far (none before `start_workers` or the
+        first pooled call)."""
         return [] if self._pool is None else self._pool.pids
 
     def start_workers(self) -> None:
