@@ -268,13 +268,31 @@ def _open_store(backend: str, db: str) -> Any:
 
 
 def _print_json(data: Any) -> None:
-    """Colours on a terminal; for a pipe plain `json.dumps`, which costs microseconds per
-    node where rich's highlighter cost milliseconds (15 s for a 2,000-node record)."""
+    """Colours on a terminal; for a pipe plain JSON (`json_layout`), which costs
+    microseconds per node where rich's highlighter cost milliseconds (15 s for a
+    2,000-node record)."""
     if out.is_terminal:
         out.print_json(data=data)
     else:
-        out.file.write(json.dumps(data, indent=2, ensure_ascii=False) + "\n")
+        out.file.write(json_layout(data) + "\n")
         out.file.flush()
+
+
+def json_layout(data: Any) -> str:
+    """A record's top-level fields one per line, and each item of a list field (a run's
+    nodes) on a line of its own: grep finds a node's line, and every line is written by
+    the C encoder (`indent=` falls back to the pure-Python one: 13 µs a node)."""
+    if not isinstance(data, dict) or not data:
+        return json.dumps(data, indent=2, ensure_ascii=False)
+    fields = []
+    for key, value in data.items():
+        name = json.dumps(key, ensure_ascii=False)
+        if isinstance(value, list) and value:
+            items = ",\n".join(f"    {json.dumps(item, ensure_ascii=False)}" for item in value)
+            fields.append(f"  {name}: [\n{items}\n  ]")
+        else:
+            fields.append(f"  {name}: {json.dumps(value, ensure_ascii=False)}")
+    return "{\n" + ",\n".join(fields) + "\n}"
 
 
 async def _follow(runtime: Any, run_id: str, as_json: bool) -> int:

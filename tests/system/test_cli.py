@@ -102,6 +102,10 @@ def test_run_json_prints_the_run_record_on_stdout_and_progress_on_stderr(tmp_pat
     ]
     assert record["outputs"]["suggest"]["score"] < 100
     assert "suggest" in result.stderr and "succeeded" in result.stderr
+    node_lines = [line for line in result.stdout.splitlines() if line.startswith('    {"id": ')]
+    assert [json.loads(line.rstrip(","))["id"] for line in node_lines] == [
+        n["id"] for n in record["nodes"]
+    ]  # a node per line, for grep
 
     show = agentgraph("show", record["run_id"], db=tmp_path / "db")
     assert show.returncode == 0 and "extract" in show.stdout and "suggest" in show.stdout

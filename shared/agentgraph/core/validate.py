@@ -53,6 +53,7 @@ from agentgraph.core.validate_grow import (
 
 DEFAULT_TIMEOUT_S = 120.0
 DEFAULT_POOL = "default"
+_DEFAULT_RETRY = RetryPolicy()  # frozen: one instance serves every node without `retry`
 MAX_INPUT_BYTES = 10 * 1024 * 1024
 MAX_GRAPH_BYTES = 4 * 1024 * 1024  # the graph document as compact JSON
 MAX_EDGES = 20_000  # `after` entries over the whole graph
@@ -707,7 +708,7 @@ def _resolve(
         else "gate",
         pool=_pick(s.pool, d.pool, DEFAULT_POOL),
         on_error=_pick(s.on_error, d.on_error, OnError.FAIL_RUN),
-        retry=_pick(s.retry, d.retry, RetryPolicy()),
+        retry=_pick(s.retry, d.retry, _DEFAULT_RETRY),
         timeout_s=float(_pick(s.timeout_s, d.timeout_s, DEFAULT_TIMEOUT_S)),
         tool=s.tool,
         args=dict(s.args),
