@@ -48,6 +48,10 @@ WORKERS = WIDTH  # one worker per column, as LangGraph runs a whole superstep at
 GOAL_VS_SQLITE, GOAL_VS_MEMORY = 1.0, 2.0
 LARGE_DEPTH = 199  # 10 x 199 + sink = 1,991 nodes, the most a graph may have rounded down
 GOAL_LARGE = 1.5  # cost per node of the large graph at most this times the 201-node one
+# A 201-node run lasts 35 to 90 ms; a burst of noise as long (this machine has 2 cores)
+# moves one sample by 20%, and the goals sit within 5% of the figures: the best of three
+# times the rounds.
+ROUNDS_PER_REPEAT = 3
 _LANGGRAPH_MISSING = "langgraph is not installed: pip install -e '.[bench]' (make bench does)"
 
 
@@ -157,7 +161,7 @@ async def langgraph_sqlite_variant(path: Path, topology: Topology) -> AsyncItera
     "local",
     f"overhead per node: agentgraph local vs LangGraph ({WIDTH}x{DEPTH} + sink)",
     FIGURES,
-    steps=lambda repeat: 4 * (repeat + 1),
+    steps=lambda repeat: 4 * (ROUNDS_PER_REPEAT * repeat + 1),
 )
 async def measure(ctx: Context) -> Figures:
     topology, large = layered(WIDTH, DEPTH), layered(WIDTH, LARGE_DEPTH)
@@ -183,11 +187,11 @@ async def measure(ctx: Context) -> Figures:
             variants["langgraph_sqlite"] = await stack.enter_async_context(
                 langgraph_sqlite_variant(ctx.workdir / "langgraph.db", topology)
             )
-        samples = await interleaved(ctx, variants)
+        samples = await interleaved(ctx, variants, ROUNDS_PER_REPEAT * ctx.repeat)
     ctx.details["local"] = {
         "nodes": nodes,
         "workers": WORKERS,
-        "rounds": ctx.repeat,
+        "rounds": ROUNDS_PER_REPEAT * ctx.repeat,
         "figure": "best of the rounds (wall / nodes); median alongside",
         "invocation": "async on one event loop: LocalRuntime.run, CompiledStateGraph.ainvoke",
         "large_nodes": len(large),

@@ -143,13 +143,17 @@ class Variant:
     check: Callable[[Any], Awaitable[None]]
 
 
-async def interleaved(ctx: Context, variants: Mapping[str, Variant]) -> dict[str, Samples]:
-    """One warm-up round, then `ctx.repeat` timed rounds; each round runs every variant
-    once, so a burst of noise on this machine hits all of them rather than one."""
+async def interleaved(
+    ctx: Context, variants: Mapping[str, Variant], rounds: int | None = None
+) -> dict[str, Samples]:
+    """One warm-up round, then `rounds` (default `ctx.repeat`) timed rounds; each round
+    runs every variant once, so a burst of noise on this machine hits all of them rather
+    than one."""
+    rounds = rounds or ctx.repeat
     samples = {name: Samples(name) for name in variants}
-    for round_ in range(ctx.repeat + 1):
+    for round_ in range(rounds + 1):
         for name, variant in variants.items():
-            ctx.advance(f"{name} " + (f"{round_}/{ctx.repeat}" if round_ else "warm-up"))
+            ctx.advance(f"{name} " + (f"{round_}/{rounds}" if round_ else "warm-up"))
             gc.collect()  # start each run without the previous one's garbage
             started = time.perf_counter()
             evidence = await variant.run()

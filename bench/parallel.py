@@ -33,7 +33,7 @@ from agentgraph.core.ports import RunRecord
 from agentgraph.core.status import RunStatus
 from agentgraph.llm import default_router
 from agentgraph.tools import Registry, default_registry
-from bench.cli_path import cli_variant, interleaved_wall, write_graph
+from bench.cli_path import cli_variant, interleaved_wall, process_rounds, write_graph
 from bench.measure import (
     Context,
     Figure,
@@ -232,7 +232,7 @@ def _calling_gemini(client: Any) -> Any:
     "parallel",
     f"parallel efficiency ({WIDTH}x{DEPTH} + sink, {LATENCY_S * 1000:g} ms per node)",
     FIGURES,
-    steps=lambda repeat: 6 * (repeat + 1),
+    steps=lambda repeat: 4 * (repeat + 1) + 2 * (process_rounds(repeat) + 1),
 )
 async def measure(ctx: Context) -> Figures:
     topology = layered(WIDTH, DEPTH)
@@ -325,6 +325,7 @@ async def measure(ctx: Context) -> Figures:
         },
         "cli": {
             "figure": "(levels - 1) x latency / (best wall 51 nodes - best wall 1 node)",
+            "rounds": process_rounds(ctx.repeat),
             **{name: s.summary() for name, s in cli_samples.items()},
         },
     }
