@@ -119,7 +119,7 @@ def _noop_hooks_seconds(loops: int) -> float:
     labels = {"status": "succeeded", "kind": "llm", "model": "echo"}
     started = time.perf_counter()
     for _ in range(loops):
-        with log_fields(run_id="r", node_id="n", attempt=1), tracing.span("node n", labels):
+        with log_fields("r", "n", 1), tracing.span("node n", labels):
             with tracing.span("claim"):
                 pass
             with tracing.span("chat echo", labels):

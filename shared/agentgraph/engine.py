@@ -356,7 +356,7 @@ class Engine(
         published, so the node's children and its retry continue from it."""
         attributes = {tracing.RUN_ID: run_id, tracing.NODE_ID: node_id, tracing.ATTEMPT: attempt}
         with (
-            log_fields(run_id=run_id, node_id=node_id, attempt=attempt),
+            log_fields(run_id, node_id, attempt),
             tracing.span(f"node {node_id}", attributes),
         ):
             await self._gated_execute(run_id, node_id, attempt)
