@@ -18,7 +18,7 @@ from agentgraph.core.errors import TemplateProblem
 from agentgraph.core.graph import Node
 from agentgraph.core.lru import Lru
 from agentgraph.core.model import OnError
-from agentgraph.core.ports import Dispatcher, NodeRecord, Store
+from agentgraph.core.ports import Dispatcher, NodeRecord, NodeState, Store
 from agentgraph.core.readiness import Decision, ParentResult, Verdict
 from agentgraph.core.status import TERMINAL_NODE, NodeStatus, RunStatus
 from agentgraph.core.templates import condition_holds
@@ -220,9 +220,10 @@ class FanIn:
         `finished` is the parent whose node-finished message this is, with its status:
         a final status never changes once written, and the message is sent only after
         it was, so that parent's record need not be read (unless it was skipped: the
-        skip's reason decides whether the skip is contagious). A wide child without
-        `when` whose parents all arrived succeeded reads none of them
-        (`Store.count_succeeded_arrivals`: one aggregation instead of a read each)."""
+        skip's reason decides whether the skip is contagious). The others are read
+        without their outputs (`Store.get_statuses`) unless the child's `when` reads
+        them. A wide child without `when` whose parents all arrived succeeded reads none
+        of them (`Store.count_succeeded_arrivals`: one aggregation instead of a read each)."""
         known: dict[str, ParentResult] = {}
         if finished is not None and finished[1] in (NodeStatus.SUCCEEDED, NodeStatus.FAILED):
             parent_id, parent_status = finished
@@ -238,13 +239,22 @@ class FanIn:
                 (p, ParentResult(NodeStatus.SUCCEEDED, _node(context, p).on_error)) for p in rest
             )
             rest = []
-        parents = await self.store.get_outputs(run_id, rest) if rest else {}
+        # The decision needs the parents' statuses; a `when` also reads the outputs it
+        # names (`_values`). So each parent is read once, with its output only if the
+        # condition reads it: an output may be megabytes (chunked in Firestore).
+        named = {child.scope + r for r in child.reads} if child.when is not None else set()
+        with_output = [p for p in rest if p in named]
+        parents = await self.store.get_outputs(run_id, with_output) if with_output else {}
+        states = {pid: NodeState(r.status, r.skip_reason) for pid, r in parents.items()}
+        status_only = [p for p in rest if p not in named]
+        if status_only:
+            states.update(await self.store.get_statuses(run_id, status_only))
         decision = readiness.decide(
             {
                 **known,
                 **{
-                    pid: ParentResult(rec.status, _node(context, pid).on_error, rec.skip_reason)
-                    for pid, rec in parents.items()
+                    pid: ParentResult(state.status, _node(context, pid).on_error, state.skip_reason)
+                    for pid, state in states.items()
                 },
             }
         )

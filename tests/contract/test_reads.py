@@ -4,9 +4,13 @@ time (their ids are random). Same tests, every backend."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
-from agentgraph.core.status import RunStatus
+import pytest
+
+from agentgraph.core.ports import NodeRecord, NodeState
+from agentgraph.core.status import NodeStatus, RunStatus
 
 from .conftest import Harness
 
@@ -65,3 +69,63 @@ async def test_runs_are_listed_newest_first_by_creation_time_not_by_id(
     assert [r.run_id for r in listed] == ["mm-third", "aa-second", "zz-first"]
     assert all(r.graph == {} and r.input is None for r in listed)
     assert [r.run_id for r in await harness.store.list_runs(limit=2)] == ["mm-third", "aa-second"]
+
+
+async def test_a_join_reads_its_parents_statuses_and_only_the_outputs_its_condition_names(
+    harness: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A parent's output may be megabytes (chunked across documents in Firestore): the
+    decision of a join needs its parents' statuses, and a `when` the outputs it reads."""
+    store = harness.engine.store
+    outputs_read: list[str] = []
+    get_outputs = store.get_outputs
+
+    async def get_outputs_noted(run_id: str, node_ids: Sequence[str]) -> dict[str, NodeRecord]:
+        outputs_read.extend(node_ids)
+        return await get_outputs(run_id, node_ids)
+
+    monkeypatch.setattr(store, "get_outputs", get_outputs_noted)
+    after = ["big", "small"]
+    document = {
+        "name": "joins",
+        "nodes": [
+            {"id": "big", "tool": "blob", "args": {"size": 1_500_000}},
+            {"id": "small", "tool": "hold", "args": {"key": "small", "value": 1}},
+            {"id": "join", "tool": "const", "args": {"value": 2, "key": "join"}, "after": after},
+            {
+                "id": "gated",
+                "tool": "const",
+                "args": {"value": 3, "key": "gated"},
+                "after": after,
+                "when": "nodes.small.output == 1",
+            },
+            {
+                "id": "never",
+                "tool": "const",
+                "args": {"key": "never"},
+                "after": after,
+                "when": "nodes.small.output == 2",
+            },
+        ],
+    }
+    started = await harness.start(document)
+    # `small` finishes last: its arrival decides the joins, whose other parent is `big`.
+    await harness.until(started.run_id, lambda n: n["big"].status == NodeStatus.SUCCEEDED)
+    harness.release("small")
+    run = await harness.wait(started.run_id)
+    nodes = await harness.nodes(run.run_id)
+    assert run.status == RunStatus.SUCCEEDED
+    statuses = {n: nodes[n].status for n in ("join", "gated", "never")}
+    assert statuses == {
+        "join": NodeStatus.SUCCEEDED,
+        "gated": NodeStatus.SUCCEEDED,
+        "never": NodeStatus.SKIPPED,
+    }
+    assert "big" not in outputs_read
+
+    states = await harness.store.get_statuses(run.run_id, ["big", "never", "no-such-node"])
+    assert states == {
+        "big": NodeState(NodeStatus.SUCCEEDED),
+        "never": NodeState(NodeStatus.SKIPPED, nodes["never"].skip_reason),
+    }
+    assert nodes["never"].skip_reason

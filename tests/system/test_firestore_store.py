@@ -19,7 +19,7 @@ from agentgraph.backends.gcp.firestore_docs import node_doc
 from agentgraph.backends.gcp.firestore_store import FirestoreStore
 from agentgraph.core import names
 from agentgraph.core.errors import ChunkCorrupt, IdempotencyConflict
-from agentgraph.core.ports import NodeError, NodeRecord, Outcome, RunRecord, Usage
+from agentgraph.core.ports import NodeError, NodeRecord, NodeState, Outcome, RunRecord, Usage
 from agentgraph.core.status import NodeStatus, RunStatus
 
 pytestmark = pytest.mark.emulator
@@ -453,6 +453,23 @@ async def test_a_10_mb_output_round_trips_through_verified_chunks(store: Firesto
     await chunk.update({"data": "tampered"})
     with pytest.raises(ChunkCorrupt):
         await store.get_node("r1", "a")
+
+
+async def test_a_status_is_one_read_whatever_the_size_of_the_output(store: FirestoreStore) -> None:
+    """What a join decides on: no chunk of the parent's output is read."""
+    run, nodes = make_run("r1", {"a": (S.READY, []), "b": (S.WAITING, ["a"])})
+    await store.create_run(run, nodes)
+    now = time.time()
+    assert await store.claim_node("r1", "a", 1, now, now + 30)
+    output = "x" * 3_000_000  # chunked across documents
+    assert await store.finish_node("r1", "a", 1, Outcome(S.SUCCEEDED, output=output), now + 1)
+    before = store.stats["reads"]
+    states = await store.get_statuses("r1", ["a", "b", "missing"])
+    assert store.stats["reads"] - before == 3  # one per node asked for, none for chunks
+    assert states == {"a": NodeState(S.SUCCEEDED), "b": NodeState(S.WAITING)}
+    before = store.stats["reads"]
+    assert (await store.get_outputs("r1", ["a"]))["a"].output == output
+    assert store.stats["reads"] - before > 1  # the node and its chunks
 
 
 async def test_a_large_input_and_graph_are_chunked_on_the_run(store: FirestoreStore) -> None:

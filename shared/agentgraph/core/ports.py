@@ -154,6 +154,15 @@ class NodeRecord:
     meta: dict[str, Any] | None = None
 
 
+@dataclass(frozen=True)
+class NodeState:
+    """A node's status, and why it was skipped: what deciding its children needs of it
+    (`Store.get_statuses`), without its output."""
+
+    status: NodeStatus
+    skip_reason: str | None = None
+
+
 @dataclass
 class Event:
     """One line of a run's timeline (`runs/{run_id}/events/{id}`)."""
@@ -288,6 +297,12 @@ class Store(Protocol):
 
     async def get_outputs(self, run_id: str, node_ids: Sequence[str]) -> dict[str, NodeRecord]:
         """The named nodes with their (reassembled) outputs, for template contexts."""
+        ...
+
+    async def get_statuses(self, run_id: str, node_ids: Sequence[str]) -> dict[str, NodeState]:
+        """The named nodes' states without their outputs: a join without `when` decides
+        on its parents' statuses alone, and an output may be megabytes (chunked across
+        documents in Firestore). Nodes that do not exist are left out."""
         ...
 
     async def set_run_status(

@@ -73,6 +73,7 @@ from agentgraph.core.ports import (
     NodeError,
     NodePage,
     NodeRecord,
+    NodeState,
     Outcome,
     RunRecord,
     Usage,
@@ -86,6 +87,7 @@ _EVENT_WINDOW_US = 120_000_000
 _STALE_LIMIT = 1000  # per kind and call; the sweeper comes back for the rest
 _LEASES_KEPT = 4096
 _LEASE_BYTES = 64 * 1024 * 1024  # remembered states hold streamed partial text
+_STATE_FIELDS = ["node_id", "status", "skip_reason"]  # `get_statuses`' field mask
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _DECIDABLE = (NodeStatus.WAITING.value, NodeStatus.EXPANDED.value)  # by their arrivals
 # A wide child's arrivals are tallied in groups of this many parents (one tally document
@@ -139,6 +141,18 @@ class FirestoreStore(RunWrites, StepWrites, RedriveWrites):
             *(self._node(s) for s in await self._get_all(refs) if s.exists)
         )
         return {r.node_id: r for r in records}
+
+    async def get_statuses(self, run_id: str, node_ids: Sequence[str]) -> dict[str, NodeState]:
+        """One read a node, of three fields (a field mask): no output, no chunk."""
+        refs = [self._node_ref(run_id, n) for n in dict.fromkeys(node_ids)]
+        states: dict[str, NodeState] = {}
+        for snap in await self._get_all(refs, field_paths=_STATE_FIELDS):
+            if snap.exists:
+                data = snap.to_dict()
+                states[data["node_id"]] = NodeState(
+                    NodeStatus(data["status"]), data.get("skip_reason")
+                )
+        return states
 
     async def _transition(
         self,

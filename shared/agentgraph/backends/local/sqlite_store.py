@@ -30,6 +30,7 @@ from agentgraph.core.ports import (
     NodeError,
     NodePage,
     NodeRecord,
+    NodeState,
     Outcome,
     RunRecord,
     Step,
@@ -196,6 +197,23 @@ class SqliteStore(Transactions):
                 chunk = ids[start : start + 500]
                 for row in conn.execute(_select_outputs(len(chunk)), (run_id, *chunk)):
                     result[row[1]] = rows.node_record(row)  # row[1]: node_id
+            return result
+
+        return await self._read(work) if node_ids else {}
+
+    async def get_statuses(self, run_id: str, node_ids: Sequence[str]) -> dict[str, NodeState]:
+        def work(conn: sqlite3.Connection) -> dict[str, NodeState]:
+            result: dict[str, NodeState] = {}
+            ids = list(node_ids)
+            for start in range(0, len(ids), 500):
+                chunk = ids[start : start + 500]
+                marks = ",".join("?" * len(chunk))
+                for node_id, status, skip_reason in conn.execute(
+                    f"SELECT node_id, status, skip_reason FROM nodes "
+                    f"WHERE run_id=? AND node_id IN ({marks})",
+                    (run_id, *chunk),
+                ):
+                    result[node_id] = NodeState(NodeStatus(status), skip_reason)
             return result
 
         return await self._read(work) if node_ids else {}
