@@ -17,7 +17,7 @@ import functools
 import json
 import sqlite3
 from collections import Counter
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -191,30 +191,17 @@ class SqliteStore(Transactions):
 
     async def get_outputs(self, run_id: str, node_ids: Sequence[str]) -> dict[str, NodeRecord]:
         def work(conn: sqlite3.Connection) -> dict[str, NodeRecord]:
-            result: dict[str, NodeRecord] = {}
-            ids = list(node_ids)
-            for start in range(0, len(ids), 500):
-                chunk = ids[start : start + 500]
-                for row in conn.execute(_select_outputs(len(chunk)), (run_id, *chunk)):
-                    result[row[1]] = rows.node_record(row)  # row[1]: node_id
-            return result
+            found = _named_nodes(conn, rows.NODE_COLUMNS, run_id, node_ids)
+            return {row[1]: rows.node_record(row) for row in found}  # row[1]: node_id
 
         return await self._read(work) if node_ids else {}
 
     async def get_statuses(self, run_id: str, node_ids: Sequence[str]) -> dict[str, NodeState]:
         def work(conn: sqlite3.Connection) -> dict[str, NodeState]:
-            result: dict[str, NodeState] = {}
-            ids = list(node_ids)
-            for start in range(0, len(ids), 500):
-                chunk = ids[start : start + 500]
-                marks = ",".join("?" * len(chunk))
-                for node_id, status, skip_reason in conn.execute(
-                    f"SELECT node_id, status, skip_reason FROM nodes "
-                    f"WHERE run_id=? AND node_id IN ({marks})",
-                    (run_id, *chunk),
-                ):
-                    result[node_id] = NodeState(NodeStatus(status), skip_reason)
-            return result
+            found = _named_nodes(conn, "node_id, status, skip_reason", run_id, node_ids)
+            return {
+                node_id: NodeState(NodeStatus(status), reason) for node_id, status, reason in found
+            }
 
         return await self._read(work) if node_ids else {}
 
@@ -519,8 +506,18 @@ class SqliteStore(Transactions):
         return await self._tx(work)
 
 
+def _named_nodes(
+    conn: sqlite3.Connection, columns: str, run_id: str, node_ids: Sequence[str]
+) -> Iterator[Any]:
+    """`columns` of the named nodes of a run (a node's parents, a template's reads), in
+    chunks of 500 ids (SQLite binds at most 999 parameters before 3.32)."""
+    ids = list(node_ids)
+    for start in range(0, len(ids), 500):
+        chunk = ids[start : start + 500]
+        yield from conn.execute(_select_named(columns, len(chunk)), (run_id, *chunk))
+
+
 @functools.lru_cache(maxsize=64)
-def _select_outputs(count: int) -> str:
-    """The SELECT of `count` nodes of a run (a node's parents, a template's reads)."""
+def _select_named(columns: str, count: int) -> str:
     marks = ",".join("?" * count)
-    return f"SELECT {rows.NODE_COLUMNS} FROM nodes WHERE run_id=? AND node_id IN ({marks})"
+    return f"SELECT {columns} FROM nodes WHERE run_id=? AND node_id IN ({marks})"
