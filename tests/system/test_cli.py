@@ -76,6 +76,17 @@ def test_validate_lists_a_cycle_an_unknown_parent_and_a_bad_template_at_once(
     assert "nodes[1].prompt: does not parse" in result.stderr
 
 
+def test_an_unknown_command_or_a_missing_argument_is_a_usage_error_not_a_traceback(
+    tmp_path: Path,
+) -> None:
+    unknown = agentgraph("lst", db=tmp_path / "db")
+    assert unknown.returncode == 2
+    assert "No such command 'lst'" in unknown.stderr and "Traceback" not in unknown.stderr
+    missing = agentgraph("validate", db=tmp_path / "db")
+    assert missing.returncode == 2
+    assert "Missing argument" in missing.stderr and "Traceback" not in missing.stderr
+
+
 def test_validate_accepts_the_demo(tmp_path: Path) -> None:
     result = agentgraph("validate", "examples/code-review.yaml", db=tmp_path / "db")
     assert result.returncode == 0 and "5 nodes" in result.stderr

@@ -123,6 +123,11 @@ class Transactions:
         return conn
 
     def close(self) -> None:
+        """Close both connections (the last one to close checkpoints the WAL into the
+        file). Closing a closed store does nothing."""
+        if self._conn is None:
+            return
+
         def _close() -> None:
             if self._thread_conn is not None and self._thread_conn is not self._conn:
                 self._thread_conn.close()
