@@ -56,6 +56,12 @@ def _post(stub: GeminiStub, path: str, body: dict[str, Any], **kw: Any) -> httpx
     return httpx.post(f"{stub.url}{path}", json=body, timeout=10, **kw)
 
 
+def _connection(stub: GeminiStub) -> http.client.HTTPConnection:
+    """A connection of our own to the stub, to see what becomes of it between calls."""
+    url = urlsplit(stub.url)
+    return http.client.HTTPConnection(url.hostname or "", url.port, timeout=10)
+
+
 def _user(text: str) -> dict[str, Any]:
     return {"role": "user", "parts": [{"text": text}]}
 
@@ -240,10 +246,9 @@ def test_sdk_stream_concatenates_to_the_whole_answer(client: genai.Client) -> No
 def test_answers_keep_the_connection_open_for_the_next_call(stub: GeminiStub) -> None:
     """As Gemini's front ends do: a client's pooled connection carries call after call
     (a connection per call would add a connect to every call the benchmarks time)."""
-    host, port = urlsplit(stub.url).hostname, urlsplit(stub.url).port
     body = json.dumps({"contents": [_user("again")]})
     path = f"/v1beta/models/{MODEL}:generateContent"
-    connection = http.client.HTTPConnection(host or "", port, timeout=10)
+    connection = _connection(stub)
     try:
         sockets = []
         for _ in range(3):
@@ -260,8 +265,7 @@ def test_answers_keep_the_connection_open_for_the_next_call(stub: GeminiStub) ->
 
 def test_a_stream_ends_with_its_connection(stub: GeminiStub) -> None:
     """An event stream has no length: its end is the connection's close."""
-    host, port = urlsplit(stub.url).hostname, urlsplit(stub.url).port
-    connection = http.client.HTTPConnection(host or "", port, timeout=10)
+    connection = _connection(stub)
     try:
         connection.request(
             "POST",
