@@ -48,11 +48,22 @@ class EmulatorNotInstalled(EmulatorError):
     """A program the emulators need is missing; the message says what to install."""
 
 
+_HANDED_OUT: set[int] = set()  # every port free_port returned in this process
+
+
 def free_port(host: str = LOOPBACK) -> int:
-    """A TCP port that was free a moment ago (the emulator may still lose a race for it)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((host, 0))
-        return int(sock.getsockname()[1])
+    """A TCP port that was free a moment ago (the emulator may still lose a race for it),
+    and never one this process was given before. The kernel may hand the same free port to
+    two binds in a row, and a stack that picks its six function ports that way would start
+    two functions on one port: the one that loses it retries for seconds before it exits,
+    while the other has already answered the readiness check made for both."""
+    while True:
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            sock.bind((host, 0))
+            port = int(sock.getsockname()[1])
+        if port not in _HANDED_OUT:
+            _HANDED_OUT.add(port)
+            return port
 
 
 def _group_members(pgid: int) -> list[int]:
@@ -157,7 +168,8 @@ class ManagedProcess:
             )
 
 
-_PORT_TAKEN = ("Address already in use", "BindException")
+# How a server says it lost its port: the Java emulators, then gunicorn (functions-framework).
+_PORT_TAKEN = ("Address already in use", "BindException", "Connection in use")
 
 _LIVE: set[Server] = set()  # started and not yet stopped, for the atexit hook
 
@@ -219,6 +231,11 @@ class Server:
     @property
     def log_path(self) -> Path | None:
         return self._proc.log_path if self._proc else None
+
+    def log_tail(self, lines: int = 25) -> str:
+        """The last lines the process wrote ("" before it is launched or after `stop`)."""
+        text = self._proc.log_text() if self._proc else ""
+        return "\n".join(text.splitlines()[-lines:])
 
     @property
     def running(self) -> bool:

@@ -40,12 +40,31 @@ EMULATOR_FIXTURES = frozenset(
 )
 
 _log = logging.getLogger("agentgraph.tests.emulators")
+FAILED_LOG_LINES = 30
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         if EMULATOR_FIXTURES.intersection(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.emulator)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Any:
+    """A failed test that ran against a function stack (emulator/stack.py) reports the end
+    of every function's log: what a function did with a message that never came back is
+    only there, and CI keeps nothing but the test output."""
+    report = yield
+    if report.failed and call.when == "call":
+        from emulator.stack import Stack
+
+        for value in getattr(item, "funcargs", {}).values():
+            if isinstance(value, Stack):
+                for name, server in value.servers.items():
+                    tail = server.log_tail(FAILED_LOG_LINES)
+                    if tail:
+                        report.sections.append((f"function {name}, last lines of its log", tail))
+    return report
 
 
 @pytest.fixture(scope="session")
