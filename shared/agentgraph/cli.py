@@ -221,6 +221,14 @@ def _open_local(
     return LocalRuntime(_sqlite_store(db), router, default_registry, **pool)
 
 
+def _open_running(
+    db: str, workers: int | None, tools: list[str] | None, limits: list[str] | None
+) -> Any:
+    """The runtime of a command that runs graphs (run, resume, redrive): it prints how to
+    approve a node that waits, and its Gemini calls go to worker processes."""
+    return _open_local(db, workers, tools, limits, _approval_hint(db), _running_defaults())
+
+
 def _running_defaults() -> int:
     """Gemini worker processes when a command runs graphs: one per core up to four (none
     on one core). Measured on 2 cores (bench/parallel.py), they keep the SDK's ~2 ms of
@@ -377,7 +385,7 @@ def run(
         raise _Exit(code)
 
     async def main() -> int:
-        runtime = _open_local(db, workers, tools, limits, _approval_hint(db), _running_defaults())
+        runtime = _open_running(db, workers, tools, limits)
         async with _running(runtime):
             started = await runtime.start(document, value)
             err.print(
@@ -408,7 +416,7 @@ def resume(
     _open_store("local", db).close()
 
     async def main() -> int:
-        runtime = _open_local(db, workers, tools, limits, _approval_hint(db), _running_defaults())
+        runtime = _open_running(db, workers, tools, limits)
         async with _running(runtime):
             run = await runtime.resume(run_id)
             if run.status in (RunStatus.FAILED, RunStatus.CANCELLED):
@@ -668,7 +676,7 @@ def redrive(
     _open_store("local", db).close()
 
     async def main() -> int:
-        runtime = _open_local(db, workers, tools, limits, _approval_hint(db), _running_defaults())
+        runtime = _open_running(db, workers, tools, limits)
         async with _running(runtime):
             redriven, again = await runtime.engine.redrive(run_id)
             if redriven:
