@@ -4,7 +4,6 @@ the same tools, the same rules, objects at gs://BUCKET/runs/<run_id>/<path>."""
 
 from __future__ import annotations
 
-import socket
 from collections.abc import Iterator
 from typing import Any
 
@@ -17,17 +16,12 @@ from agentgraph.backends.gcp.scratch import GcsScratch
 from agentgraph.core.errors import ToolRefused
 from agentgraph.tools.context import ToolContext, bound
 from agentgraph.tools.run_files import read_run_file, write_run_file
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
+from emulator.processes import free_port
 
 
 @pytest.fixture(scope="module")
 def client() -> Iterator[Any]:
-    port = _free_port()
+    port = free_port()
     server = emulator.create_server("127.0.0.1", port, in_memory=True, default_bucket="scratch")
     server.start()
     try:

@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import itertools
 import os
-import socket
 from collections.abc import Coroutine, Iterator
 from typing import Any, TypeVar
 
@@ -21,6 +20,7 @@ from agentgraph.core.ports import LlmProvider, LlmRequest, LlmResponse, Usage
 from agentgraph.llm.gemini import GeminiConfigError, GeminiProvider
 from agentgraph.llm.pricing import cost_usd
 from emulator.gemini_stub import GeminiStub
+from emulator.processes import free_port
 
 FLASH = "gemini-2.5-flash"
 T = TypeVar("T")
@@ -297,9 +297,7 @@ def test_answer_slower_than_timeout_is_a_retryable_timeout(provider: GeminiProvi
 
 
 def test_unreachable_endpoint_is_a_retryable_connection_error() -> None:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]  # closed again before the call: nobody listens
+    port = free_port()  # free a moment ago, and handed to no server of this session
     provider = GeminiProvider.from_env({"GOOGLE_GEMINI_BASE_URL": f"http://127.0.0.1:{port}"})
     error = failure(provider)
     assert (error.type, error.retryable) == ("ConnectionError", True)
