@@ -49,7 +49,7 @@ import httpx
 
 from agentgraph.core import names
 from agentgraph.core.messages import NodeFinished, NodeReady
-from agentgraph.core.ports import Outcome, Usage
+from agentgraph.core.records import Outcome, Usage
 from agentgraph.core.status import NodeStatus, RunStatus
 from bench import map_bench, scale_bench
 from bench.measure import (

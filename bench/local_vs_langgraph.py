@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from agentgraph.backends.local import LocalRuntime, SqliteStore
-from agentgraph.core.ports import RunRecord
+from agentgraph.core.records import RunRecord
 from agentgraph.core.status import RunStatus
 from agentgraph.llm import default_router
 from agentgraph.tools import default_registry

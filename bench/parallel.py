@@ -29,7 +29,7 @@ from typing import Any
 
 from agentgraph.backends.local import LocalRuntime, SqliteStore
 from agentgraph.core.names import ENV_GEMINI_BASE_URL
-from agentgraph.core.ports import RunRecord
+from agentgraph.core.records import RunRecord
 from agentgraph.core.status import RunStatus
 from agentgraph.llm import default_router
 from agentgraph.tools import Registry, default_registry

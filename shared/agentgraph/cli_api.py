@@ -145,7 +145,7 @@ def trace(
     out: Console,
 ) -> int:
     from agentgraph import steps_view
-    from agentgraph.core.ports import Step
+    from agentgraph.core.records import Step
 
     async def main() -> int:
         async with connect(api, token, audience) as client:

@@ -36,28 +36,19 @@ from agentgraph.core.errors import (
 )
 from agentgraph.core.graph import Graph, Node
 from agentgraph.core.limits import OwnerLimits, check_spend
+from agentgraph.core.llm_port import Attachment, LlmProvider, LlmRequest, LlmResponse, OnPartial
 from agentgraph.core.lru import Lru
 from agentgraph.core.model_gate import config_from_env
 from agentgraph.core.ports import (
-    Attachment,
     Dispatcher,
-    Event,
-    LlmProvider,
-    LlmRequest,
-    LlmResponse,
     ModelGate,
-    NodeError,
-    NodeRecord,
-    OnPartial,
-    Outcome,
     OwnerActivityReader,
     RetryScheduler,
-    RunRecord,
     Store,
     ToolRegistry,
-    Usage,
 )
 from agentgraph.core.readiness import Decision, Verdict
+from agentgraph.core.records import Event, NodeError, NodeRecord, Outcome, RunRecord, Usage
 from agentgraph.core.status import NodeStatus, RunStatus
 from agentgraph.core.templates import condition_holds, render, render_value
 from agentgraph.core.timeouts import TimeoutBound

@@ -29,19 +29,17 @@ from typing import TYPE_CHECKING, Any
 from agentgraph.core import agent_loop, delegation
 from agentgraph.core.errors import RetryableToolError
 from agentgraph.core.graph import Node
-from agentgraph.core.ports import (
+from agentgraph.core.llm_port import (
     FunctionCall,
     FunctionSpec,
     LlmProvider,
     LlmRequest,
     LlmResponse,
     OnPartial,
-    Step,
-    Store,
-    ToolRegistry,
     Turn,
-    Usage,
 )
+from agentgraph.core.ports import Store, ToolRegistry
+from agentgraph.core.records import Step, Usage
 from agentgraph.observability import engine_telemetry as telemetry
 from agentgraph.observability import tracing
 from agentgraph.tools.declarations import declaration, invoke

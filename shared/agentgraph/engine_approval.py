@@ -26,7 +26,8 @@ from agentgraph.core.errors import (
 )
 from agentgraph.core.graph import Node
 from agentgraph.core.model import Approval
-from agentgraph.core.ports import Dispatcher, NodeRecord, RetryScheduler, RunRecord, Store, Usage
+from agentgraph.core.ports import Dispatcher, RetryScheduler, Store
+from agentgraph.core.records import NodeRecord, RunRecord, Usage
 from agentgraph.core.templates import render
 
 if TYPE_CHECKING:

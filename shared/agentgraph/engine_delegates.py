@@ -28,8 +28,10 @@ from typing import TYPE_CHECKING
 from agentgraph.core import agent_loop, delegation
 from agentgraph.core.errors import DelegationSuspended
 from agentgraph.core.graph import Node
+from agentgraph.core.llm_port import FunctionCall
 from agentgraph.core.lru import Lru
-from agentgraph.core.ports import Dispatcher, FunctionCall, NodeRecord, Step, Store
+from agentgraph.core.ports import Dispatcher, Store
+from agentgraph.core.records import NodeRecord, Step
 from agentgraph.core.status import NodeStatus
 
 if TYPE_CHECKING:

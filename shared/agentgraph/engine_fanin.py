@@ -18,8 +18,9 @@ from agentgraph.core.errors import TemplateProblem
 from agentgraph.core.graph import Node
 from agentgraph.core.lru import Lru
 from agentgraph.core.model import OnError
-from agentgraph.core.ports import Dispatcher, NodeRecord, NodeState, Store
+from agentgraph.core.ports import Dispatcher, Store
 from agentgraph.core.readiness import Decision, ParentResult, Verdict
+from agentgraph.core.records import NodeRecord, NodeState
 from agentgraph.core.status import TERMINAL_NODE, NodeStatus, RunStatus
 from agentgraph.core.templates import condition_holds
 from agentgraph.observability import metrics, tracing

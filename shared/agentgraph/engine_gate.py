@@ -32,18 +32,10 @@ from agentgraph.core import grow
 from agentgraph.core import model_gate as rules
 from agentgraph.core.errors import AgentgraphError, LlmError
 from agentgraph.core.graph import Node
+from agentgraph.core.llm_port import LlmProvider, LlmRequest, LlmResponse, OnPartial
 from agentgraph.core.model_gate import Admitted, GateConfig, Outcome, Refused, is_overload
-from agentgraph.core.ports import (
-    Event,
-    LlmProvider,
-    LlmRequest,
-    LlmResponse,
-    ModelGate,
-    NodeRecord,
-    OnPartial,
-    RetryScheduler,
-    Store,
-)
+from agentgraph.core.ports import ModelGate, RetryScheduler, Store
+from agentgraph.core.records import Event, NodeRecord
 from agentgraph.core.templates import render
 
 if TYPE_CHECKING:

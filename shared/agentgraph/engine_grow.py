@@ -24,7 +24,8 @@ from agentgraph.core import grow, readiness, stored_subgraphs
 from agentgraph.core.errors import ExpansionError, TemplateProblem
 from agentgraph.core.graph import Node
 from agentgraph.core.lru import Lru
-from agentgraph.core.ports import Dispatcher, GraphStore, NodeError, NodeRecord, Outcome, Store
+from agentgraph.core.ports import Dispatcher, GraphStore, Store
+from agentgraph.core.records import NodeError, NodeRecord, Outcome
 from agentgraph.core.status import NodeStatus
 from agentgraph.core.templates import condition_holds
 from agentgraph.engine_fanin import CLAIM_FROM_PARENTS

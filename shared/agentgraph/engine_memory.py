@@ -10,7 +10,9 @@ from collections.abc import Callable
 
 from agentgraph.core import agent_memory
 from agentgraph.core.graph import Node
-from agentgraph.core.ports import Step, Store, Turn
+from agentgraph.core.llm_port import Turn
+from agentgraph.core.ports import Store
+from agentgraph.core.records import Step
 
 log = logging.getLogger("agentgraph.engine")
 

@@ -10,7 +10,8 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from agentgraph.core.errors import RunNotFound
-from agentgraph.core.ports import Dispatcher, NodeRecord, RetryScheduler, RunRecord, Store
+from agentgraph.core.ports import Dispatcher, RetryScheduler, Store
+from agentgraph.core.records import NodeRecord, RunRecord
 from agentgraph.core.status import TERMINAL_NODE, NodeStatus, RunStatus
 from agentgraph.observability import metrics, tracing
 

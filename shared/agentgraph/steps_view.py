@@ -18,7 +18,7 @@ import json
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from agentgraph.core.ports import NodeRecord, RunRecord, Step, Usage
+from agentgraph.core.records import NodeRecord, RunRecord, Step, Usage
 
 EXCERPT = 80
 

@@ -21,7 +21,7 @@ from rich.tree import Tree
 from agentgraph import view_graph, view_grow
 from agentgraph.core import delegation, grow
 from agentgraph.core.graph import Graph
-from agentgraph.core.ports import Event, NodeRecord, RunRecord
+from agentgraph.core.records import Event, NodeRecord, RunRecord
 from agentgraph.core.status import NodeStatus
 from agentgraph.view_grow import GROUP_OVER, GroupLine
 

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from agentgraph.core import grow
-from agentgraph.core.ports import Event
+from agentgraph.core.records import Event
 
 GROUP_OVER = 10  # a map with more items than this is folded into one line
 FAILED_SHOWN = 5  # failed items a folded group still prints one by one

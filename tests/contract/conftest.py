@@ -21,7 +21,8 @@ import pytest
 
 from agentgraph.backends.local import LocalRuntime, SqliteStore
 from agentgraph.core.errors import RetryableToolError
-from agentgraph.core.ports import Event, NodeRecord, RunRecord, Store
+from agentgraph.core.ports import Store
+from agentgraph.core.records import Event, NodeRecord, RunRecord
 from agentgraph.core.status import NodeStatus
 from agentgraph.engine import Engine
 from agentgraph.llm import default_router

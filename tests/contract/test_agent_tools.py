@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from agentgraph.core.ports import Step, Usage
+from agentgraph.core.records import Step, Usage
 from agentgraph.core.status import NodeStatus, RunStatus
 from emulator.gemini_stub import GeminiStub
 

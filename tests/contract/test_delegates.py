@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from agentgraph.backends.local import LocalRuntime, SqliteStore
-from agentgraph.core.ports import RunRecord
+from agentgraph.core.records import RunRecord
 from agentgraph.core.status import NodeStatus, RunStatus
 from agentgraph.llm import default_router
 from agentgraph.tools import default_registry

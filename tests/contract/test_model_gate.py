@@ -6,8 +6,8 @@ from __future__ import annotations
 from typing import Any
 
 from agentgraph.core.errors import LlmError
+from agentgraph.core.llm_port import LlmProvider, LlmRequest, LlmResponse, OnPartial
 from agentgraph.core.model_gate import BreakerSettings, GateConfig
-from agentgraph.core.ports import LlmProvider, LlmRequest, LlmResponse, OnPartial
 from agentgraph.core.status import NodeStatus, RunStatus
 from agentgraph.engine_gate import LocalModelGate
 

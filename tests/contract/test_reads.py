@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from agentgraph.core.ports import NodeRecord, NodeState
+from agentgraph.core.records import NodeRecord, NodeState
 from agentgraph.core.status import NodeStatus, RunStatus
 
 from .conftest import Harness

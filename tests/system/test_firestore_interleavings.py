@@ -28,7 +28,7 @@ from test_utils.orchestrate import orchestrate
 from test_utils.system import EmulatorCreds
 
 from agentgraph.backends.gcp.firestore_store import TALLY_GROUP, FirestoreStore
-from agentgraph.core.ports import NodeError, Outcome, Usage
+from agentgraph.core.records import NodeError, Outcome, Usage
 from agentgraph.core.status import NodeStatus, RunStatus
 from agentgraph.engine import Engine
 from agentgraph.engine_fanin import CLAIM_FROM_PARENTS

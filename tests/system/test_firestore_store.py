@@ -19,7 +19,7 @@ from agentgraph.backends.gcp.firestore_docs import node_doc
 from agentgraph.backends.gcp.firestore_store import FirestoreStore
 from agentgraph.core import names
 from agentgraph.core.errors import ChunkCorrupt, IdempotencyConflict
-from agentgraph.core.ports import NodeError, NodeRecord, NodeState, Outcome, RunRecord, Usage
+from agentgraph.core.records import NodeError, NodeRecord, NodeState, Outcome, RunRecord, Usage
 from agentgraph.core.status import NodeStatus, RunStatus
 
 pytestmark = pytest.mark.emulator

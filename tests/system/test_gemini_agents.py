@@ -15,7 +15,7 @@ import pytest
 
 from agentgraph.backends.local import LocalRuntime, SqliteStore
 from agentgraph.core.errors import LlmNotConfigured
-from agentgraph.core.ports import Usage
+from agentgraph.core.records import Usage
 from agentgraph.core.status import NodeStatus, RunStatus
 from agentgraph.llm import default_router
 from agentgraph.llm.pricing import cost_usd

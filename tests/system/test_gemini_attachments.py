@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from agentgraph.backends.local import LocalRuntime, SqliteStore
-from agentgraph.core.ports import Attachment, LlmRequest
+from agentgraph.core.llm_port import Attachment, LlmRequest
 from agentgraph.core.status import RunStatus
 from agentgraph.llm import default_router
 from agentgraph.llm.gemini import GeminiProvider

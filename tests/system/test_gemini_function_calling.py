@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from agentgraph.core.ports import (
+from agentgraph.core.llm_port import (
     FunctionCall,
     FunctionResult,
     FunctionSpec,

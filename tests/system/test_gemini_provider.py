@@ -16,7 +16,8 @@ import pytest
 from google import genai
 
 from agentgraph.core.errors import LlmError
-from agentgraph.core.ports import LlmProvider, LlmRequest, LlmResponse, Usage
+from agentgraph.core.llm_port import LlmProvider, LlmRequest, LlmResponse
+from agentgraph.core.records import Usage
 from agentgraph.llm.gemini import GeminiConfigError, GeminiProvider
 from agentgraph.llm.pricing import cost_usd
 from emulator.gemini_stub import GeminiStub

@@ -16,7 +16,7 @@ import yaml
 
 from agentgraph import cli
 from agentgraph.core.errors import LlmNotConfigured
-from agentgraph.core.ports import LlmRequest
+from agentgraph.core.llm_port import LlmRequest
 from agentgraph.core.status import RunStatus
 from agentgraph.llm import default_router, sdk_pool
 from emulator.gemini_stub import GeminiStub

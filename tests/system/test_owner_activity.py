@@ -10,7 +10,7 @@ import pytest
 from agentgraph.backends.gcp.firestore_owner_activity import FirestoreOwnerActivity
 from agentgraph.backends.gcp.firestore_store import FirestoreStore
 from agentgraph.core.limits import DAY_S, OwnerLimits
-from agentgraph.core.ports import NodeRecord, Outcome, RunRecord, Usage
+from agentgraph.core.records import NodeRecord, Outcome, RunRecord, Usage
 from agentgraph.core.status import NodeStatus, RunStatus
 
 pytestmark = pytest.mark.emulator

@@ -6,7 +6,8 @@ from typing import Any
 
 from agentgraph.core import agent_loop
 from agentgraph.core.agent_loop import Answer, CallModel, Exhausted, RunTools
-from agentgraph.core.ports import FunctionCall, Step, Usage
+from agentgraph.core.llm_port import FunctionCall
+from agentgraph.core.records import Step, Usage
 
 
 def model(index: int, turn: int, text: str = "", *calls: FunctionCall, **extra: Any) -> Step:
@@ -104,7 +105,7 @@ def test_tool_results_that_are_not_json_are_kept_as_text() -> None:
 def test_the_echo_model_follows_the_prompts_call_lines_then_echoes_the_results() -> None:
     import asyncio
 
-    from agentgraph.core.ports import FunctionResult, FunctionSpec, LlmRequest, Turn
+    from agentgraph.core.llm_port import FunctionResult, FunctionSpec, LlmRequest, Turn
     from agentgraph.llm.echo import EchoProvider
 
     prompt = 'Go.\n@call 1 lookup {"q": "x"}\n@say 1 looking\n@call 1 word_count {"text": "a"}'

@@ -419,7 +419,7 @@ def test_the_steps_of_a_node_are_served_in_order_to_whoever_may_see_the_run(
 ) -> None:
     import asyncio
 
-    from agentgraph.core.ports import Step, Usage
+    from agentgraph.core.records import Step, Usage
 
     run_id = client.call("POST", "/runs", {"graph": GRAPH, "input": {"topic": "t"}}).json()[
         "run_id"

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from agentgraph.core.errors import AttachmentInvalid, GraphInvalid
-from agentgraph.core.ports import Attachment
+from agentgraph.core.llm_port import Attachment
 from agentgraph.core.validate import load_graph
 from agentgraph.llm.attachments import MAX_INLINE_BYTES, resolve
 

@@ -8,7 +8,7 @@ import time
 from agentgraph.backends.local import LocalRuntime, SqliteStore
 from agentgraph.backends.local.sqlite_owner_activity import SqliteOwnerActivity
 from agentgraph.core.limits import OwnerLimits
-from agentgraph.core.ports import NodeRecord, RunRecord, Usage
+from agentgraph.core.records import NodeRecord, RunRecord, Usage
 from agentgraph.core.status import NodeStatus, RunStatus
 from agentgraph.llm import default_router
 from agentgraph.tools import Registry
@@ -79,7 +79,7 @@ async def test_spend_is_read_once_a_few_seconds_and_this_process_adds_its_own() 
     """Ten agent nodes read the owner's spend once (an aggregation on Firestore, not one
     a model call); the calls this process makes count at once: with a budget the first
     call's cost crosses, the later nodes fail without calling the model."""
-    from agentgraph.core.ports import LlmResponse
+    from agentgraph.core.llm_port import LlmResponse
 
     class Pricey:
         calls = 0

@@ -10,8 +10,9 @@ import pytest
 
 from agentgraph.core import agent_loop, agent_memory, delegation, grow, transitions
 from agentgraph.core.errors import DelegationTooDeep, GraphInvalid
+from agentgraph.core.llm_port import FunctionCall
 from agentgraph.core.model import OnError
-from agentgraph.core.ports import FunctionCall, NodeError, NodeRecord, Step
+from agentgraph.core.records import NodeError, NodeRecord, Step
 from agentgraph.core.status import NodeStatus as S
 from agentgraph.core.validate import load_graph
 

@@ -10,7 +10,7 @@ import pytest
 from agentgraph.core import grow, stored_subgraphs
 from agentgraph.core.errors import ExpansionError, GraphInvalid, UnknownAgent
 from agentgraph.core.graph import Graph
-from agentgraph.core.ports import NodeError, NodeRecord
+from agentgraph.core.records import NodeError, NodeRecord
 from agentgraph.core.status import NodeStatus
 from agentgraph.core.validate import MAX_NESTING, load_graph
 
@@ -348,7 +348,7 @@ def test_a_constant_profile_name_is_checked_before_the_run() -> None:
 
 def test_expand_gives_up_the_lease_and_settle_applies_only_to_an_expanded_node() -> None:
     from agentgraph.core import transitions
-    from agentgraph.core.ports import Outcome
+    from agentgraph.core.records import Outcome
 
     running = NodeRecord("r", "m", S.RUNNING, [], [], lease_until=50.0, meta={"bindings": {}})
     change = transitions.expand(running, 1, 7, now=10.0)
@@ -367,7 +367,7 @@ def test_expand_gives_up_the_lease_and_settle_applies_only_to_an_expanded_node()
 def test_show_groups_a_large_map_and_marks_loop_iterations() -> None:
     from rich.console import Console
 
-    from agentgraph.core.ports import RunRecord
+    from agentgraph.core.records import RunRecord
     from agentgraph.core.status import RunStatus
     from agentgraph.view import print_run_tree
 

@@ -11,8 +11,8 @@ from typing import Any
 
 from agentgraph.backends.local import LocalRuntime, SqliteStore
 from agentgraph.core.errors import LlmError
+from agentgraph.core.llm_port import LlmRequest, LlmResponse, OnPartial
 from agentgraph.core.model_gate import BreakerSettings, GateConfig, ModelLimit
-from agentgraph.core.ports import LlmRequest, LlmResponse, OnPartial
 from agentgraph.core.status import NodeStatus, RunStatus
 from agentgraph.engine_gate import LocalModelGate
 from agentgraph.tools import Registry

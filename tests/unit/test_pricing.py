@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from agentgraph.core.ports import Usage
+from agentgraph.core.records import Usage
 from agentgraph.llm.pricing import ENV_PRICES, canonical_model, cost_usd, load_prices
 
 M = 1_000_000

@@ -8,7 +8,6 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from agentgraph.core.model import OnError
-from agentgraph.core.ports import NodeError
 from agentgraph.core.readiness import (
     CONDITION_FALSE,
     PARENTS_SKIPPED,
@@ -22,6 +21,7 @@ from agentgraph.core.readiness import (
     decide,
     run_outcome,
 )
+from agentgraph.core.records import NodeError
 from agentgraph.core.status import TERMINAL_NODE, NodeStatus, RunStatus
 from agentgraph.core.validate import load_graph
 

@@ -11,8 +11,8 @@ import pytest
 from agentgraph.core import redrive
 from agentgraph.core.errors import RedriveConflict
 from agentgraph.core.graph import Graph
-from agentgraph.core.ports import NodeError, NodeRecord, Step
 from agentgraph.core.readiness import CONDITION_FALSE, RUN_ENDED
+from agentgraph.core.records import NodeError, NodeRecord, Step
 from agentgraph.core.status import NodeStatus
 from agentgraph.core.validate import load_graph
 

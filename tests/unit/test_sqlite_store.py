@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 
 from agentgraph.backends.local import SqliteStore
-from agentgraph.core.ports import NodeRecord, Outcome, RunRecord, Usage
+from agentgraph.core.records import NodeRecord, Outcome, RunRecord, Usage
 from agentgraph.core.status import NodeStatus, RunStatus
 
 

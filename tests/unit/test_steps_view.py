@@ -4,14 +4,8 @@ step of every agent's tool loop."""
 from __future__ import annotations
 
 from agentgraph.core import agent_loop
-from agentgraph.core.ports import (
-    FunctionCall,
-    NodeError,
-    NodeRecord,
-    RunRecord,
-    Step,
-    Usage,
-)
+from agentgraph.core.llm_port import FunctionCall
+from agentgraph.core.records import NodeError, NodeRecord, RunRecord, Step, Usage
 from agentgraph.core.status import NodeStatus, RunStatus
 from agentgraph.steps_view import kinds_of, render
 

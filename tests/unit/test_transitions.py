@@ -8,7 +8,7 @@ from dataclasses import replace
 import pytest
 
 from agentgraph.core import transitions
-from agentgraph.core.ports import NodeError, NodeRecord, Outcome, Usage
+from agentgraph.core.records import NodeError, NodeRecord, Outcome, Usage
 from agentgraph.core.status import NodeStatus, RunStatus
 
 S = NodeStatus

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from agentgraph.core.ports import Event, NodeRecord
+from agentgraph.core.records import Event, NodeRecord
 from agentgraph.core.status import NodeStatus
 from agentgraph.core.validate import load_graph
 from agentgraph.view_graph import ascii, mermaid

@@ -14,9 +14,10 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from agentgraph.core.errors import Problem as CoreProblem
-from agentgraph.core.ports import Event as EventRecord
-from agentgraph.core.ports import NodeRecord, RunRecord, StoredGraph
-from agentgraph.core.ports import Step as StepRecord
+from agentgraph.core.ports import StoredGraph
+from agentgraph.core.records import Event as EventRecord
+from agentgraph.core.records import NodeRecord, RunRecord
+from agentgraph.core.records import Step as StepRecord
 from agentgraph.core.run_json import run_to_json
 
 

@@ -54,7 +54,8 @@ from agentgraph.core.errors import (
 from agentgraph.core.limits import check_start
 from agentgraph.core.messages import RUN_ID_REGEX, RunRequest
 from agentgraph.core.model import NODE_ID_PATTERN, GraphSpec
-from agentgraph.core.ports import GraphStore, NodeRecord, RunRecord
+from agentgraph.core.ports import GraphStore
+from agentgraph.core.records import NodeRecord, RunRecord
 from agentgraph.core.run_json import run_to_json
 from agentgraph.engine import Engine, new_run_id
 from agentgraph.engine_grow import resolve_stored_subgraphs

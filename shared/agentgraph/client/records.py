@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from agentgraph.api import models
-from agentgraph.core.ports import Event, NodeError, NodeRecord, RunRecord, Usage
+from agentgraph.core.records import Event, NodeError, NodeRecord, RunRecord, Usage
 from agentgraph.core.status import NodeStatus, RunStatus
 
 if TYPE_CHECKING:

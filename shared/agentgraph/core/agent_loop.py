@@ -22,7 +22,8 @@ from dataclasses import dataclass, fields
 from typing import Any
 
 from agentgraph.core.errors import MaxTurnsExceeded
-from agentgraph.core.ports import FunctionCall, FunctionResult, Step, Turn, Usage
+from agentgraph.core.llm_port import FunctionCall, FunctionResult, Turn
+from agentgraph.core.records import Step, Usage
 
 
 @dataclass(frozen=True)

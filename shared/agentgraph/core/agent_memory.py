@@ -23,7 +23,8 @@ from collections.abc import Sequence
 from typing import Any
 
 from agentgraph.core import agent_loop
-from agentgraph.core.ports import Step, Turn
+from agentgraph.core.llm_port import Turn
+from agentgraph.core.records import Step
 
 DEFAULT_MEMORY_TOKENS = 8_000
 MAX_ENTRIES_READ = 1_000  # a profile's entries considered (newest); older ones are dropped

@@ -22,7 +22,7 @@ from collections.abc import Sequence
 from typing import Any, Literal
 
 from agentgraph.core.errors import ApprovalConflict
-from agentgraph.core.ports import NodeError, NodeRecord, Outcome
+from agentgraph.core.records import NodeError, NodeRecord, Outcome
 from agentgraph.core.status import NodeStatus
 
 APPROVED = "approved"

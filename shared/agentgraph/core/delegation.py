@@ -31,8 +31,9 @@ from typing import Any
 
 from agentgraph.core.errors import DelegationTooDeep
 from agentgraph.core.graph import Graph, Node
+from agentgraph.core.llm_port import FunctionCall, FunctionSpec
 from agentgraph.core.model import DEFAULT_MAX_TURNS, OnError
-from agentgraph.core.ports import FunctionCall, FunctionSpec, NodeRecord, Step
+from agentgraph.core.records import NodeRecord, Step
 from agentgraph.core.status import NodeStatus
 
 MAX_DELEGATE_DEPTH = 3

@@ -45,7 +45,7 @@ from typing import Any
 from agentgraph.core.errors import ExpansionError, TemplateProblem, UnknownAgent
 from agentgraph.core.graph import Graph, Node
 from agentgraph.core.model import OnError
-from agentgraph.core.ports import NodeError, NodeRecord, Outcome
+from agentgraph.core.records import NodeError, NodeRecord, Outcome
 from agentgraph.core.status import NodeStatus
 from agentgraph.core.templates import bare_expression, condition_holds, render_value
 

@@ -14,7 +14,7 @@ from enum import StrEnum
 from agentgraph.core.backoff import retry_delay
 from agentgraph.core.graph import Graph, Node
 from agentgraph.core.model import OnError
-from agentgraph.core.ports import NodeError
+from agentgraph.core.records import NodeError
 from agentgraph.core.status import TERMINAL_NODE, NodeStatus, RunStatus
 
 # Why a node was skipped; UPSTREAM_FAILED is contagious (skip_downstream skips every

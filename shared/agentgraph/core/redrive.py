@@ -40,8 +40,8 @@ from dataclasses import dataclass, field
 from agentgraph.core import delegation, grow
 from agentgraph.core.errors import RedriveConflict
 from agentgraph.core.graph import Graph, Node
-from agentgraph.core.ports import NodeRecord, Step
 from agentgraph.core.readiness import RUN_ENDED, UPSTREAM_FAILED
+from agentgraph.core.records import NodeRecord, Step
 from agentgraph.core.status import NodeStatus
 
 _STAYS = frozenset({NodeStatus.SUCCEEDED, NodeStatus.RUNNING})

@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from agentgraph.core.ports import NodeRecord, RunRecord
+from agentgraph.core.records import NodeRecord, RunRecord
 from agentgraph.core.status import NodeStatus
 
 

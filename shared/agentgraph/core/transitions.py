@@ -19,7 +19,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from agentgraph.core.ports import Event, NodeError, NodeRecord, Outcome, Usage
+from agentgraph.core.records import Event, NodeError, NodeRecord, Outcome, Usage
 from agentgraph.core.status import NOT_STARTED, TERMINAL_NODE, NodeStatus, RunStatus
 
 TAKEN_OVER = "lease expired; taken over"

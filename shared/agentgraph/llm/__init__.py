@@ -7,8 +7,8 @@ import os
 from collections.abc import Iterable, Mapping, Sequence
 
 from agentgraph.core.errors import LlmError, LlmNotConfigured
+from agentgraph.core.llm_port import LlmProvider, LlmRequest, LlmResponse, OnPartial
 from agentgraph.core.names import ENV_MAX_CONCURRENCY
-from agentgraph.core.ports import LlmProvider, LlmRequest, LlmResponse, OnPartial
 
 
 def base_model(model: str) -> str:

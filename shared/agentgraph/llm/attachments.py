@@ -31,8 +31,8 @@ from pathlib import Path
 from typing import Any
 
 from agentgraph.core.errors import AttachmentInvalid
+from agentgraph.core.llm_port import Attachment
 from agentgraph.core.names import ENV_ATTACH_BUCKETS, ENV_ATTACH_ROOT
-from agentgraph.core.ports import Attachment
 
 MAX_INLINE_BYTES = 14 * 1024 * 1024
 # Types Python's table lacks or gets wrong on some systems, for the files Gemini reads.

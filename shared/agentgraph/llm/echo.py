@@ -17,7 +17,8 @@ from __future__ import annotations
 import json
 import re
 
-from agentgraph.core.ports import FunctionCall, LlmRequest, LlmResponse, OnPartial, Usage
+from agentgraph.core.llm_port import FunctionCall, LlmRequest, LlmResponse, OnPartial
+from agentgraph.core.records import Usage
 
 ECHO_MODEL = "echo"
 _SAY_LINE = re.compile(r"^\s*@say\s+(?P<turn>\d+|\*)\s+(?P<text>.*?)\s*$")

@@ -32,8 +32,9 @@ from google import genai
 from google.genai import errors, types
 
 from agentgraph.core.errors import LlmError
+from agentgraph.core.llm_port import FunctionCall, LlmRequest, LlmResponse, OnPartial
 from agentgraph.core.names import ENV_GEMINI_API_KEY, ENV_GEMINI_BASE_URL, ENV_PROJECT
-from agentgraph.core.ports import FunctionCall, LlmRequest, LlmResponse, OnPartial, Usage
+from agentgraph.core.records import Usage
 from agentgraph.core.schemas import errors as schema_errors
 from agentgraph.core.schemas import schema_problems
 from agentgraph.llm import gemini_functions as functions

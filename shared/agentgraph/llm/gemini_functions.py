@@ -10,7 +10,7 @@ from typing import Any
 
 from google.genai import types
 
-from agentgraph.core.ports import FunctionCall, LlmRequest, Turn
+from agentgraph.core.llm_port import FunctionCall, LlmRequest, Turn
 
 
 def content(turn: Turn) -> types.Content:

@@ -23,7 +23,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from agentgraph.core.ports import Usage
+from agentgraph.core.records import Usage
 
 ENV_PRICES = "AGENTGRAPH_PRICES"
 _PER_TOKENS = 1_000_000

@@ -7,7 +7,8 @@ import time
 from typing import Any
 
 from agentgraph.core.graph import Node
-from agentgraph.core.ports import LlmRequest, Usage
+from agentgraph.core.llm_port import LlmRequest
+from agentgraph.core.records import Usage
 from agentgraph.observability import metrics, tracing
 
 

@@ -18,7 +18,7 @@ from typing import Any
 
 from pydantic import TypeAdapter, ValidationError, validate_call
 
-from agentgraph.core.ports import FunctionSpec
+from agentgraph.core.llm_port import FunctionSpec
 
 _ARG_LINE = re.compile(r"^\s{2,}(?P<name>\w+)\s*(?:\([^)]*\))?\s*:\s*(?P<text>.+)$")
 

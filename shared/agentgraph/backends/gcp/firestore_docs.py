@@ -43,7 +43,7 @@ from google.cloud import firestore
 
 from agentgraph.backends.gcp import chunks
 from agentgraph.core import names
-from agentgraph.core.ports import Event, NodeError, NodeRecord, RunRecord, Usage
+from agentgraph.core.records import Event, NodeError, NodeRecord, RunRecord, Usage
 from agentgraph.core.status import TERMINAL_NODE, NodeStatus, RunStatus
 from agentgraph.core.transitions import Change, RunChange
 

@@ -29,7 +29,7 @@ from google.cloud.firestore_v1.base_query import FieldFilter
 from agentgraph.backends.gcp import chunks
 from agentgraph.backends.gcp import firestore_docs as docs
 from agentgraph.core import names
-from agentgraph.core.ports import NodeRecord, RunRecord, Usage
+from agentgraph.core.records import NodeRecord, RunRecord, Usage
 from agentgraph.core.status import NodeStatus, RunStatus
 
 

@@ -26,7 +26,7 @@ from agentgraph.backends.gcp import firestore_docs as docs
 from agentgraph.backends.gcp.contention import until_settled
 from agentgraph.backends.gcp.firestore_io import FirestoreIO
 from agentgraph.core import names, transitions
-from agentgraph.core.ports import NodeRecord
+from agentgraph.core.records import NodeRecord
 from agentgraph.core.status import NodeStatus, RunStatus
 
 _NODES_PER_COMMIT = 200  # a node update and its event each, plus the run

@@ -31,7 +31,7 @@ from agentgraph.backends.gcp.contention import TryAgain, until_found, until_sett
 from agentgraph.backends.gcp.firestore_io import FirestoreIO
 from agentgraph.core import names, transitions
 from agentgraph.core.errors import IdempotencyConflict
-from agentgraph.core.ports import NodeRecord, RunRecord
+from agentgraph.core.records import NodeRecord, RunRecord
 from agentgraph.core.status import TERMINAL_NODE, NodeStatus, RunStatus
 
 _BATCH_WRITES = 500  # Firestore's limit per commit

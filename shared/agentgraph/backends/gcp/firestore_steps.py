@@ -20,7 +20,7 @@ from agentgraph.backends.gcp import chunks
 from agentgraph.backends.gcp import firestore_docs as docs
 from agentgraph.backends.gcp.firestore_io import FirestoreIO
 from agentgraph.core import names
-from agentgraph.core.ports import Step
+from agentgraph.core.records import Step
 
 STEP_BUDGET = 900_000  # bytes of step JSON kept inline in its document
 

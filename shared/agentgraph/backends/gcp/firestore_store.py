@@ -68,7 +68,7 @@ from agentgraph.backends.gcp.firestore_runs import RunWrites
 from agentgraph.backends.gcp.firestore_steps import StepWrites
 from agentgraph.core import names, transitions
 from agentgraph.core.lru import Lru
-from agentgraph.core.ports import (
+from agentgraph.core.records import (
     Event,
     NodeError,
     NodePage,

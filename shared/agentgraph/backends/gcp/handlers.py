@@ -27,7 +27,8 @@ from agentgraph.core.errors import (
     MalformedMessage,
 )
 from agentgraph.core.messages import EventRunRequest, NodeFinished, NodeReady, decode
-from agentgraph.core.ports import GraphStore, RunRecord
+from agentgraph.core.ports import GraphStore
+from agentgraph.core.records import RunRecord
 from agentgraph.engine import Engine
 from agentgraph.engine_grow import resolve_stored_subgraphs
 from agentgraph.observability import metrics

@@ -18,7 +18,9 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from agentgraph.core.errors import RunStuck
-from agentgraph.core.ports import LlmProvider, RunRecord, Store, ToolRegistry
+from agentgraph.core.llm_port import LlmProvider
+from agentgraph.core.ports import Store, ToolRegistry
+from agentgraph.core.records import RunRecord
 from agentgraph.core.status import NodeStatus
 from agentgraph.engine import LEASE_WATCH_TAG, Engine
 from agentgraph.observability import tracing

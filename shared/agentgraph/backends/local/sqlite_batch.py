@@ -10,7 +10,7 @@ import threading
 from collections.abc import Mapping
 from typing import Any
 
-from agentgraph.core.ports import Usage
+from agentgraph.core.records import Usage
 
 INSERT_EVENT = (
     "INSERT INTO events (run_id, at, kind, node_id, status, attempt, message) "

@@ -28,7 +28,7 @@ from agentgraph.backends.local.sqlite_batch import (
     open_batch,
     usage_terms,
 )
-from agentgraph.core.ports import Event, NodeError, NodeRecord, RunRecord, Usage
+from agentgraph.core.records import Event, NodeError, NodeRecord, RunRecord, Usage
 from agentgraph.core.status import NodeStatus, RunStatus
 from agentgraph.core.transitions import Change, RunChange
 

@@ -25,7 +25,7 @@ from typing import Any
 from agentgraph.backends.local import sqlite_rows as rows
 from agentgraph.backends.local.sqlite_tx import Transactions
 from agentgraph.core import transitions
-from agentgraph.core.ports import (
+from agentgraph.core.records import (
     Event,
     NodeError,
     NodePage,
