@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
-import inspect
 import json
 import logging
 import os
@@ -25,18 +24,17 @@ from datetime import UTC, datetime
 from typing import Any
 
 from agentgraph import engine_delegates
-from agentgraph.core import delegation, grow, readiness
+from agentgraph.core import grow, readiness
 from agentgraph.core.errors import (
     DelegationSuspended,
     LlmError,
     OutputTooLarge,
     RetryableToolError,
     TemplateProblem,
-    UnknownAgent,
 )
 from agentgraph.core.graph import Graph, Node
-from agentgraph.core.limits import OwnerLimits, check_spend
-from agentgraph.core.llm_port import Attachment, LlmProvider, LlmRequest, LlmResponse, OnPartial
+from agentgraph.core.limits import OwnerLimits
+from agentgraph.core.llm_port import LlmProvider
 from agentgraph.core.lru import Lru
 from agentgraph.core.model_gate import config_from_env
 from agentgraph.core.ports import (
@@ -50,7 +48,7 @@ from agentgraph.core.ports import (
 from agentgraph.core.readiness import Decision, Verdict
 from agentgraph.core.records import Event, NodeError, NodeRecord, Outcome, RunRecord, Usage
 from agentgraph.core.status import NodeStatus, RunStatus
-from agentgraph.core.templates import condition_holds, render, render_value
+from agentgraph.core.templates import condition_holds
 from agentgraph.core.timeouts import TimeoutBound
 from agentgraph.core.validate import load_graph, validate_input
 from agentgraph.engine_agent import AgentLoop
@@ -62,7 +60,7 @@ from agentgraph.engine_grow import Growth
 from agentgraph.engine_memory import Memory
 from agentgraph.engine_recovery import RUN_ENDED_WHILE_RUNNING, Recovery
 from agentgraph.engine_redrive import Redrive
-from agentgraph.llm import attachments
+from agentgraph.engine_work import NodeWork
 from agentgraph.observability import engine_telemetry as telemetry
 from agentgraph.observability import metrics, tracing
 from agentgraph.observability.logs import log_fields
@@ -82,7 +80,6 @@ _GRAPH_BYTES = 64 * 1024 * 1024  # compiled graphs, measured by their document's
 _RUNS_KEPT = 256
 _RUN_BYTES = 64 * 1024 * 1024  # run contexts hold run inputs (up to 10 MiB each)
 _ENDED_KEPT = 4096
-SPEND_FRESH_S = 2.0  # how old an owner's spend today may be when a model call checks it
 _INSTANCES_KEPT = 20_000  # resolved instance ids per run context
 
 
@@ -110,15 +107,25 @@ class RunContext:
 
 
 class Engine(
-    FanIn, Recovery, Growth, AgentLoop, Delegation, Memory, ModelGating, Approvals, Redrive
+    FanIn,
+    Recovery,
+    Growth,
+    AgentLoop,
+    Delegation,
+    Memory,
+    ModelGating,
+    Approvals,
+    Redrive,
+    NodeWork,
 ):
     """One engine per process; it caches each run's compiled graph (immutable per run).
 
     Its three message kinds are split over three modules: node-ready here (`execute`),
     node-finished in `engine_fanin.py` (`complete`), retries and recovery in
     `engine_recovery.py` (`retry`, `cancel`, `sweep`, `resume`); the per-model limits and
-    circuit breaker around model calls are `engine_gate.py`. An agent with `tools` runs its
-    tool loop of durable steps in `engine_agent.py`; human approval is in
+    circuit breaker around model calls are `engine_gate.py`. What a claimed attempt does (a
+    tool call, a model call within its owner's budget) is `engine_work.py`; an agent with
+    `tools` runs its tool loop of durable steps in `engine_agent.py`; human approval is in
     `engine_approval.py` (`decide_approval`, the timeout), redrive in `engine_redrive.py`."""
 
     def __init__(
@@ -574,137 +581,6 @@ class Engine(
         await self.retries.schedule(
             run_id, node_id, attempt, due, tag=f"{LEASE_WATCH_TAG}{int(due)}"
         )
-
-    async def _perform(
-        self,
-        run_id: str,
-        context: RunContext,
-        node: Node,
-        attempt: int,
-        record: NodeRecord,
-        ticket: Ticket | None = None,
-    ) -> tuple[Any, Usage, str | None]:
-        if node.kind == "gate":  # an approval step with no work of its own
-            return None, Usage(), None
-        values = await self._values(run_id, context, node, record)
-        # The gate admitted this attempt's model (a planned subagent's: its profile's).
-        admitted = ticket.model if ticket is not None else None
-        if node.agent is not None:
-            node = grow.with_profile(node, context.graph, render(node.agent, values).strip())
-        if node.kind == "tool":
-            assert node.tool is not None
-            args = render_value(node.args, values)
-            with tracing.span(
-                f"execute_tool {node.tool}",
-                {tracing.GENAI_OPERATION: "execute_tool", tracing.GENAI_TOOL_NAME: node.tool},
-            ):
-                return await self._call_tool(node.tool, args), Usage(), None
-        assert node.prompt is not None
-        model = admitted or node.model_for_attempt(attempt)
-        if model is None:  # a delegate whose profile names no model, nor its caller
-            raise UnknownAgent(f"{node.id!r} has no model: its profile names none")
-        await self._check_budget(context)
-        attached = await self._attachments(node, values)
-        request = LlmRequest(
-            model=model,
-            prompt=render(node.prompt, values),
-            system=render(node.system, values) if node.system else None,
-            temperature=node.temperature,
-            top_p=node.top_p,
-            max_output_tokens=node.max_output_tokens,
-            stop_sequences=node.stop_sequences,
-            safety_settings=node.safety_settings,
-            output=node.output,
-            output_schema=node.output_schema,
-            timeout_s=node.timeout_s,
-            stream=node.stream,
-            attachments=attached,
-        )
-        on_partial = self._partial_writer(run_id, node.id, attempt) if node.stream else None
-        if node.tools or node.delegates or node.memory == "run":  # durable steps (engine_agent)
-            return await self._tool_loop(
-                run_id,
-                node,
-                attempt,
-                request,
-                record.usage,
-                lambda: self._check_budget(context),
-                on_partial,
-                lambda turn, partial: self._generate_for(context, turn, partial, ticket),
-                delegation.declarations(node, context.graph),
-            )
-        with tracing.span(f"chat {model}", telemetry.llm_attributes(request)):
-            response = await self._generate_for(context, request, on_partial, ticket)
-            telemetry.record_llm(response.model, response.usage, response.text)
-        output = response.data if node.output == "json" else response.text
-        return output, response.usage, response.model
-
-    async def _attachments(self, node: Node, values: dict[str, Any]) -> tuple[Attachment, ...]:
-        """The node's `attach` entries rendered and read (files off the event loop)."""
-        if not node.attach:
-            return ()
-        rendered = [render_value(entry, values) for entry in node.attach]
-        return await asyncio.to_thread(attachments.resolve, rendered, local_files=self.local_files)
-
-    async def _generate_for(
-        self,
-        context: RunContext,
-        request: LlmRequest,
-        on_partial: OnPartial | None,
-        ticket: Ticket | None,
-    ) -> LlmResponse:
-        response = await self._generate(request, on_partial, ticket)
-        self._spent(context, response.usage)
-        return response
-
-    async def _check_budget(self, context: RunContext) -> None:
-        """Before a model call: is the run's owner within today's budget? Over it, the
-        node fails with LimitExceeded (permanent), saying which budget and until when."""
-        if self.owner_activity is None or context.owner is None:
-            return
-        now = self.clock()
-        known = self._spend.get(context.owner)
-        if known is None or not 0 <= now - known[0] <= SPEND_FRESH_S:
-            # An aggregation over the owner's nodes of today: once per owner and
-            # SPEND_FRESH_S in this process, not once a model call. What this process
-            # spends meanwhile is added as it happens (`_spent`); other processes' spend
-            # shows within SPEND_FRESH_S (the budget is soft by that much).
-            usd, tokens = await self.owner_activity.spend_today(context.owner, now)
-            known = (now, usd, tokens)
-            self._spend.put(context.owner, known)
-        check_spend(self.owner_limits, known[1], known[2], now)
-
-    def _spent(self, context: RunContext, usage: Usage) -> None:
-        """A model call's usage, added to the owner's spend this process last read."""
-        known = self._spend.get(context.owner) if context.owner is not None else None
-        if known is not None and context.owner is not None:
-            tokens = usage.input_tokens + usage.output_tokens
-            self._spend.put(context.owner, (known[0], known[1] + usage.cost_usd, known[2] + tokens))
-
-    async def _call_tool(self, name: str, args: Any) -> Any:
-        function = self.tools.get(name)
-        if not isinstance(args, dict):
-            raise TypeError(
-                f"tool {name!r} args must render to a mapping, got {type(args).__name__}"
-            )
-        if inspect.iscoroutinefunction(function):
-            return await function(**args)
-        return await asyncio.to_thread(function, **args)
-
-    def _partial_writer(self, run_id: str, node_id: str, attempt: int) -> Callable[[str], Any]:
-        """Streamed text reaches the store at most once per interval (Firestore bills and
-        rate-limits writes to one document). Text that arrives within an interval of the
-        last write is not written: the whole answer lands with the node's output."""
-        last = 0.0
-
-        async def write(text: str) -> None:
-            nonlocal last
-            now = self.clock()
-            if now - last >= self.partial_interval_s:
-                last = now
-                await self.store.set_partial(run_id, node_id, attempt, text)
-
-        return write
 
     # ---- helpers ----------------------------------------------------------------------
 
