@@ -32,14 +32,13 @@ from agentgraph.core.graph import Node
 from agentgraph.core.llm_port import (
     FunctionCall,
     FunctionSpec,
-    LlmProvider,
     LlmRequest,
     LlmResponse,
     OnPartial,
     Turn,
 )
-from agentgraph.core.ports import Store, ToolRegistry
 from agentgraph.core.records import Step, Usage
+from agentgraph.engine_parts import EngineParts
 from agentgraph.observability import engine_telemetry as telemetry
 from agentgraph.observability import tracing
 from agentgraph.tools.declarations import declaration, invoke
@@ -47,13 +46,8 @@ from agentgraph.tools.declarations import declaration, invoke
 Generate = Callable[[LlmRequest, OnPartial | None], Awaitable[LlmResponse]]
 
 
-class AgentLoop:
-    """The tool loop, mixed into Engine (which provides the ports below)."""
-
-    store: Store
-    llm: LlmProvider
-    tools: ToolRegistry
-    clock: Callable[[], float]
+class AgentLoop(EngineParts):
+    """The tool loop, mixed into Engine (which provides the ports: `engine_parts.py`)."""
 
     if TYPE_CHECKING:  # provided by Engine (engine_delegates.py, engine_memory.py)
 

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from agentgraph.core import approval
@@ -26,9 +25,9 @@ from agentgraph.core.errors import (
 )
 from agentgraph.core.graph import Node
 from agentgraph.core.model import Approval
-from agentgraph.core.ports import Dispatcher, RetryScheduler, Store
 from agentgraph.core.records import NodeRecord, RunRecord, Usage
 from agentgraph.core.templates import render
+from agentgraph.engine_parts import EngineParts
 
 if TYPE_CHECKING:
     from agentgraph.engine import RunContext
@@ -36,28 +35,12 @@ if TYPE_CHECKING:
 log = logging.getLogger("agentgraph.engine")
 
 
-class Approvals:
+class Approvals(EngineParts):
     """Waiting for, deciding and timing out approvals."""
-
-    store: Store
-    dispatcher: Dispatcher
-    retries: RetryScheduler
-    clock: Callable[[], float]
 
     if TYPE_CHECKING:  # provided by Engine
 
-        async def _context(self, run_id: str) -> RunContext | None: ...
-
         def _context_of(self, run: RunRecord) -> RunContext: ...
-
-        async def _values(
-            self,
-            run_id: str,
-            context: RunContext,
-            node: Node,
-            record: NodeRecord | None,
-            known: Mapping[str, NodeRecord] | None = None,
-        ) -> dict[str, Any]: ...
 
     async def _approval_request(
         self, run_id: str, context: RunContext, node: Node, record: NodeRecord, output: Any

@@ -22,17 +22,15 @@ final. Its tool loop then replays: the delegates' outputs become the calls' resu
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from agentgraph.core import agent_loop, delegation
 from agentgraph.core.errors import DelegationSuspended
 from agentgraph.core.graph import Node
 from agentgraph.core.llm_port import FunctionCall
-from agentgraph.core.lru import Lru
-from agentgraph.core.ports import Dispatcher, Store
 from agentgraph.core.records import NodeRecord, Step
 from agentgraph.core.status import NodeStatus
+from agentgraph.engine_parts import EngineParts
 
 if TYPE_CHECKING:
     from agentgraph.engine import RunContext
@@ -40,21 +38,14 @@ if TYPE_CHECKING:
 log = logging.getLogger("agentgraph.engine")
 
 
-class Delegation:
+class Delegation(EngineParts):
     """Suspending a caller on its delegates and waking it; mixed into Engine."""
-
-    store: Store
-    dispatcher: Dispatcher
-    clock: Callable[[], float]
-    _ended: Lru[str, None]
 
     if TYPE_CHECKING:  # provided by Engine
 
         async def _ended_meanwhile(self, run_id: str) -> bool: ...
 
         async def _record(self, run_id: str, node_id: str, step: Step) -> Step: ...
-
-        async def _has_ended(self, run_id: str) -> bool: ...
 
     async def _delegate_steps(
         self,

@@ -10,19 +10,17 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from agentgraph.core import grow, readiness
 from agentgraph.core.errors import TemplateProblem
 from agentgraph.core.graph import Node
-from agentgraph.core.lru import Lru
 from agentgraph.core.model import OnError
-from agentgraph.core.ports import Dispatcher, Store
 from agentgraph.core.readiness import Decision, ParentResult, Verdict
 from agentgraph.core.records import NodeRecord, NodeState
 from agentgraph.core.status import TERMINAL_NODE, NodeStatus, RunStatus
 from agentgraph.core.templates import condition_holds
+from agentgraph.engine_parts import EngineParts
 from agentgraph.observability import metrics, tracing
 
 if TYPE_CHECKING:
@@ -37,26 +35,10 @@ _UNFINISHED = tuple(s for s in NodeStatus if s not in TERMINAL_NODE)
 CLAIM_FROM_PARENTS = 16
 
 
-class FanIn:
+class FanIn(EngineParts):
     """node-finished: arrivals, deciding children, ending runs."""
 
-    store: Store
-    dispatcher: Dispatcher
-    clock: Callable[[], float]
-    _ended: Lru[str, None]  # runs this process ended: it starts nothing of them any more
-
     if TYPE_CHECKING:  # provided by Engine
-
-        async def _context(self, run_id: str) -> RunContext | None: ...
-
-        async def _values(
-            self,
-            run_id: str,
-            context: RunContext,
-            node: Node,
-            record: NodeRecord | None,
-            known: Mapping[str, NodeRecord] | None = None,
-        ) -> dict[str, Any]: ...
 
         async def _arrive_at_controller(
             self,

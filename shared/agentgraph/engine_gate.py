@@ -26,17 +26,18 @@ import secrets
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from agentgraph.core import grow
 from agentgraph.core import model_gate as rules
 from agentgraph.core.errors import AgentgraphError, LlmError
 from agentgraph.core.graph import Node
-from agentgraph.core.llm_port import LlmProvider, LlmRequest, LlmResponse, OnPartial
+from agentgraph.core.llm_port import LlmRequest, LlmResponse, OnPartial
 from agentgraph.core.model_gate import Admitted, GateConfig, Outcome, Refused, is_overload
-from agentgraph.core.ports import ModelGate, RetryScheduler, Store
-from agentgraph.core.records import Event, NodeRecord
+from agentgraph.core.ports import ModelGate
+from agentgraph.core.records import Event
 from agentgraph.core.templates import render
+from agentgraph.engine_parts import EngineParts
 
 if TYPE_CHECKING:
     from agentgraph.engine import RunContext
@@ -61,31 +62,17 @@ class Ticket:
     outcome: Outcome = "other"
 
 
-class ModelGating:
+class ModelGating(EngineParts):
     """Admission and release of model calls (mixed into Engine)."""
 
     gate: ModelGate
-    store: Store
-    retries: RetryScheduler
-    llm: LlmProvider
-    clock: Callable[[], float]
     rng: random.Random
 
     if TYPE_CHECKING:  # provided by Engine
 
-        async def _context(self, run_id: str) -> RunContext | None: ...
-
         async def _execute(
             self, run_id: str, node_id: str, attempt: int, ticket: Ticket | None = None
         ) -> None: ...
-
-        async def _values(
-            self,
-            run_id: str,
-            context: RunContext,
-            node: Node,
-            record: NodeRecord | None,
-        ) -> dict[str, Any]: ...
 
     async def _gated_execute(self, run_id: str, node_id: str, attempt: int) -> None:
         context = await self._context(run_id)

@@ -17,18 +17,18 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from agentgraph.core import grow, readiness, stored_subgraphs
 from agentgraph.core.errors import ExpansionError, TemplateProblem
 from agentgraph.core.graph import Node
-from agentgraph.core.lru import Lru
-from agentgraph.core.ports import Dispatcher, GraphStore, Store
+from agentgraph.core.ports import GraphStore
 from agentgraph.core.records import NodeError, NodeRecord, Outcome
 from agentgraph.core.status import NodeStatus
 from agentgraph.core.templates import condition_holds
 from agentgraph.engine_fanin import CLAIM_FROM_PARENTS
+from agentgraph.engine_parts import EngineParts
 
 if TYPE_CHECKING:
     from agentgraph.engine import RunContext
@@ -36,26 +36,8 @@ if TYPE_CHECKING:
 log = logging.getLogger("agentgraph.engine")
 
 
-class Growth:
+class Growth(EngineParts):
     """Expanding controllers and deciding them."""
-
-    store: Store
-    dispatcher: Dispatcher
-    clock: Callable[[], float]
-    _ended: Lru[str, None]
-
-    if TYPE_CHECKING:  # provided by Engine
-
-        async def _values(
-            self,
-            run_id: str,
-            context: RunContext,
-            node: Node,
-            record: NodeRecord | None,
-            known: Mapping[str, NodeRecord] | None = None,
-        ) -> dict[str, Any]: ...
-
-        async def _has_ended(self, run_id: str) -> bool: ...
 
     async def _expand(
         self, run_id: str, context: RunContext, node: Node, claimed: NodeRecord, attempt: int

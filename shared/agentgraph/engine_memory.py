@@ -6,24 +6,20 @@ as the agent's own steps and every worker and function instance reads the same o
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
 
 from agentgraph.core import agent_memory
 from agentgraph.core.graph import Node
 from agentgraph.core.llm_port import Turn
-from agentgraph.core.ports import Store
 from agentgraph.core.records import Step
+from agentgraph.engine_parts import EngineParts
 
 log = logging.getLogger("agentgraph.engine")
 
 _APPEND_TRIES = 20  # racing writers of one profile's next index each retry at the next
 
 
-class Memory:
+class Memory(EngineParts):
     """Mixed into Engine."""
-
-    store: Store
-    clock: Callable[[], float]
 
     async def _memory_history(self, run_id: str, node: Node) -> tuple[Turn, ...]:
         """The turns before the prompt of an agent whose profile has `memory: run`."""

@@ -6,35 +6,28 @@ re-sending what a dead process left behind (the sweeper, `agentgraph resume`). P
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from agentgraph.core.errors import RunNotFound
-from agentgraph.core.ports import Dispatcher, RetryScheduler, Store
 from agentgraph.core.records import NodeRecord, RunRecord
 from agentgraph.core.status import TERMINAL_NODE, NodeStatus, RunStatus
+from agentgraph.engine_parts import EngineParts
 from agentgraph.observability import metrics, tracing
 
 if TYPE_CHECKING:
-    from agentgraph.engine import RunContext
+    pass
 
 log = logging.getLogger("agentgraph.engine")
 
 RUN_ENDED_WHILE_RUNNING = "run ended while it was running"
 
 
-class Recovery:
+class Recovery(EngineParts):
     """Retries, cancellation, the sweeper and resume."""
 
-    store: Store
-    dispatcher: Dispatcher
-    retries: RetryScheduler
-    clock: Callable[[], float]
     sweep_grace_s: float
 
     if TYPE_CHECKING:  # provided by Engine
-
-        async def _context(self, run_id: str) -> RunContext | None: ...
 
         async def _end_run(
             self, run_id: str, status: RunStatus, error: dict[str, Any] | None

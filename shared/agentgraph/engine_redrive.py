@@ -18,14 +18,12 @@ units such an owner would otherwise never hear is sent again (`Plan.rearrive`), 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from agentgraph.core import redrive
 from agentgraph.core.errors import RedriveConflict, RunNotFound
-from agentgraph.core.lru import Lru
-from agentgraph.core.ports import Dispatcher, Store
 from agentgraph.core.status import NodeStatus, RunStatus
+from agentgraph.engine_parts import EngineParts
 
 if TYPE_CHECKING:
     from agentgraph.core.graph import Node
@@ -34,17 +32,10 @@ if TYPE_CHECKING:
 log = logging.getLogger("agentgraph.engine")
 
 
-class Redrive:
+class Redrive(EngineParts):
     """`redrive`."""
 
-    store: Store
-    dispatcher: Dispatcher
-    clock: Callable[[], float]
-    _ended: Lru[str, None]
-
     if TYPE_CHECKING:  # provided by Engine
-
-        async def _context(self, run_id: str) -> RunContext | None: ...
 
         async def _decide_child(
             self,

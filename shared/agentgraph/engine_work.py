@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import inspect
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 from agentgraph.core import delegation, grow
@@ -18,11 +18,12 @@ from agentgraph.core.graph import Node
 from agentgraph.core.limits import OwnerLimits, check_spend
 from agentgraph.core.llm_port import Attachment, FunctionSpec, LlmRequest, LlmResponse, OnPartial
 from agentgraph.core.lru import Lru
-from agentgraph.core.ports import OwnerActivityReader, Store, ToolRegistry
+from agentgraph.core.ports import OwnerActivityReader
 from agentgraph.core.records import NodeRecord, Usage
 from agentgraph.core.templates import render, render_value
 from agentgraph.engine_agent import Generate
 from agentgraph.engine_gate import Ticket
+from agentgraph.engine_parts import EngineParts
 from agentgraph.llm import attachments
 from agentgraph.observability import engine_telemetry as telemetry
 from agentgraph.observability import tracing
@@ -33,12 +34,9 @@ if TYPE_CHECKING:
 SPEND_FRESH_S = 2.0  # how old an owner's spend today may be when a model call checks it
 
 
-class NodeWork:
+class NodeWork(EngineParts):
     """Performing a claimed attempt: what it returns is the attempt's outcome."""
 
-    store: Store
-    tools: ToolRegistry
-    clock: Callable[[], float]
     owner_activity: OwnerActivityReader | None
     owner_limits: OwnerLimits
     partial_interval_s: float
@@ -46,15 +44,6 @@ class NodeWork:
     _spend: Lru[str, tuple[float, float, int]]
 
     if TYPE_CHECKING:  # provided by Engine
-
-        async def _values(
-            self,
-            run_id: str,
-            context: RunContext,
-            node: Node,
-            record: NodeRecord | None,
-            known: Mapping[str, NodeRecord] | None = None,
-        ) -> dict[str, Any]: ...
 
         async def _generate(
             self, request: LlmRequest, on_partial: OnPartial | None, ticket: Ticket | None
