@@ -1,3 +1,13 @@
-from agentgraph.cli import main
+"""The `agentgraph` command: its console script and `python -m agentgraph`."""
 
-main()
+from agentgraph.cli_loading import loading
+
+
+def main() -> None:
+    with loading():
+        from agentgraph.cli import main as command
+    command()
+
+
+if __name__ == "__main__":
+    main()

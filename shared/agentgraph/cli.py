@@ -21,6 +21,7 @@ import typer
 from rich.console import Console
 
 from agentgraph import observability
+from agentgraph.cli_loading import loading
 from agentgraph.core import names
 from agentgraph.core.documents import parse_yaml
 from agentgraph.core.errors import (
@@ -203,9 +204,10 @@ def _open_local(
     """The local runtime with the CLI's defaults. `gemini_processes`: worker processes
     for Gemini's SDK calls (`llm/sdk_pool.py`), for the commands that run graphs; their
     runtime is entered with `_running`, which also ends the workers."""
-    from agentgraph.backends.local import LocalRuntime
-    from agentgraph.llm import default_router, parse_concurrency
-    from agentgraph.tools import default_registry, load_modules
+    with loading():
+        from agentgraph.backends.local import LocalRuntime
+        from agentgraph.llm import default_router, parse_concurrency
+        from agentgraph.tools import default_registry, load_modules
 
     observability.setup("agentgraph-cli", configure_logs=False)  # AGENTGRAPH_TRACE
     load_modules(tools or [])

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 from pathlib import Path
 
 from agentgraph.tools import tool
@@ -47,3 +48,10 @@ def fragile(broken: str, marker: str, value: object = None) -> object:
     if Path(broken).exists():
         raise RuntimeError(f"broken while {broken} exists")
     return value
+
+
+@tool
+def collector_state() -> dict[str, object]:
+    """Whether the garbage collector is on, and how many objects are frozen, as a node
+    of an `agentgraph run` sees it."""
+    return {"enabled": gc.isenabled(), "frozen": gc.get_freeze_count()}

@@ -87,6 +87,26 @@ def test_an_unknown_command_or_a_missing_argument_is_a_usage_error_not_a_traceba
     assert "Missing argument" in missing.stderr and "Traceback" not in missing.stderr
 
 
+def test_the_command_loads_with_the_collector_off_and_runs_nodes_with_it_on(
+    tmp_path: Path,
+) -> None:
+    # What the CLI imported is frozen (no collection walks it again); the nodes of a run
+    # still have their garbage collected.
+    document = {"name": "gc", "nodes": [{"id": "state", "tool": "collector_state"}]}
+    result = agentgraph(
+        "run",
+        str(write(tmp_path / "g.yaml", document)),
+        "--tools",
+        TOOLS,
+        "--json",
+        db=tmp_path / "db",
+    )
+    assert result.returncode == 0, result.stderr
+    state = json.loads(result.stdout)["outputs"]["state"]
+    assert state["enabled"] is True
+    assert state["frozen"] > 10_000  # about 100,000: the CLI, the engine, the backend
+
+
 def test_validate_accepts_the_demo(tmp_path: Path) -> None:
     result = agentgraph("validate", "examples/code-review.yaml", db=tmp_path / "db")
     assert result.returncode == 0 and "5 nodes" in result.stderr
