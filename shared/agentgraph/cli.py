@@ -219,7 +219,7 @@ def _open_local(
     pool: dict[str, Any] = {"workers": workers} if workers else {}  # else DEFAULT_WORKERS
     if on_approval is not None:
         pool["on_approval"] = on_approval
-    router = default_router(caps, gemini_processes=gemini_processes)
+    router = default_router(caps, gemini_processes=gemini_processes, loading=loading)
     return LocalRuntime(_sqlite_store(db), router, default_registry, **pool)
 
 

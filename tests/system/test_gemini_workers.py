@@ -4,10 +4,12 @@ outlives the command."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -74,6 +76,31 @@ async def test_a_run_with_agents_has_its_workers_before_its_first_call(on_stub: 
         pids = gemini.worker_pids
         await router.generate(LlmRequest(model=FLASH, prompt="first"))
         assert gemini.worker_pids == pids  # the call went to them; none forked again
+    finally:
+        await router.aclose()
+
+
+async def test_the_gemini_provider_is_made_once_inside_the_callers_loading_context(
+    on_stub: GeminiStub,
+) -> None:
+    """The CLI loads google-genai with the collector off (`cli_loading.py`): the router
+    creates the Gemini provider, once, inside the context it was given."""
+    entered: list[str] = []
+
+    @contextlib.contextmanager
+    def loading() -> Iterator[None]:
+        entered.append("in")
+        yield
+        entered.append("out")
+
+    router = default_router({}, gemini_processes=2, loading=loading)
+    try:
+        router.check_models(["echo"])
+        assert entered == []  # a run without Gemini loads nothing
+        router.check_models([FLASH])
+        router.check_models([FLASH])
+        assert entered == ["in", "out"]
+        assert len(router.providers[1].get().worker_pids) == 2
     finally:
         await router.aclose()
 

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 
 from agentgraph.core.errors import LlmError, LlmNotConfigured
 from agentgraph.core.llm_port import LlmProvider, LlmRequest, LlmResponse, OnPartial
@@ -82,21 +83,27 @@ class _GeminiOnDemand:
     """Creates the Gemini provider on first use, so graphs that only use `echo` (the
     offline demo, most tests) need neither the SDK configured nor an API key."""
 
-    def __init__(self, processes: int = 0) -> None:
+    def __init__(
+        self,
+        processes: int = 0,
+        loading: Callable[[], contextlib.AbstractContextManager[object]] | None = None,
+    ) -> None:
         self._provider: LlmProvider | None = None
         self._processes = processes  # worker processes for SDK calls (llm/sdk_pool.py)
+        self._loading = loading or contextlib.nullcontext  # around importing the SDK
 
     def supports(self, model: str) -> bool:
         return base_model(model).startswith("gemini-")
 
     def get(self) -> LlmProvider:
         if self._provider is None:
-            from agentgraph.llm.gemini import GeminiConfigError, GeminiProvider
+            with self._loading():
+                from agentgraph.llm.gemini import GeminiConfigError, GeminiProvider
 
-            try:
-                self._provider = GeminiProvider.from_env(processes=self._processes)
-            except GeminiConfigError as exc:
-                raise LlmNotConfigured(str(exc)) from exc
+                try:
+                    self._provider = GeminiProvider.from_env(processes=self._processes)
+                except GeminiConfigError as exc:
+                    raise LlmNotConfigured(str(exc)) from exc
         return self._provider
 
     def check(self) -> None:
@@ -138,18 +145,22 @@ DEFAULT_MAX_CONCURRENCY: Mapping[str, int] = {"*": 32}
 
 
 def default_router(
-    max_concurrency: Mapping[str, int] | None = None, gemini_processes: int = 0
+    max_concurrency: Mapping[str, int] | None = None,
+    gemini_processes: int = 0,
+    loading: Callable[[], contextlib.AbstractContextManager[object]] | None = None,
 ) -> LlmRouter:
     """echo (offline) and Gemini. Per-model caps come from the argument, else from
     AGENTGRAPH_MAX_CONCURRENCY (`gemini-2.5-pro=4,*=16`), over DEFAULT_MAX_CONCURRENCY:
     a model named there keeps its own cap, `*` replaces the default for the rest.
     Gemini's SDK calls run in `gemini_processes` worker processes (0: in this one)
-    unless AGENTGRAPH_GEMINI_PROCESSES says otherwise."""
+    unless AGENTGRAPH_GEMINI_PROCESSES says otherwise. `loading` wraps the import of
+    google-genai when a run first needs it (the CLI's turns the collector off for it:
+    `cli_loading.py`)."""
     from agentgraph.llm.echo import EchoProvider
 
     if max_concurrency is None:
         max_concurrency = parse_concurrency(os.environ.get(ENV_MAX_CONCURRENCY, ""))
     return LlmRouter(
-        [EchoProvider(), _GeminiOnDemand(gemini_processes)],
+        [EchoProvider(), _GeminiOnDemand(gemini_processes, loading)],
         {**DEFAULT_MAX_CONCURRENCY, **max_concurrency},
     )
