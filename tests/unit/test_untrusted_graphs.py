@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from agentgraph.core.documents import MAX_DEPTH, parse_json, parse_yaml
+from agentgraph.core.documents import MAX_DEPTH, check_depth, parse_json, parse_yaml
 from agentgraph.core.errors import (
     GraphInvalid,
     InputInvalid,
@@ -285,6 +285,18 @@ def test_without_libyaml_aliases_and_depth_are_refused_all_the_same(
     with pytest.raises(RequestInvalid, match=f"nested deeper than {MAX_DEPTH}"):
         parse_yaml("[" * 100_000 + "]" * 100_000)
     assert parse_yaml("a: [1, 2]") == {"a": [1, 2]}
+
+
+@pytest.mark.parametrize("mapping", [False, True])
+def test_yaml_nested_max_depth_levels_is_read_and_one_more_is_refused(mapping: bool) -> None:
+    def nested(levels: int) -> str:
+        if mapping:
+            return "{a: " * levels + "x" + "}" * levels
+        return "[" * levels + "x" + "]" * levels
+
+    assert check_depth(parse_yaml(nested(MAX_DEPTH))) is None
+    with pytest.raises(RequestInvalid, match=f"nested deeper than {MAX_DEPTH}"):
+        parse_yaml(nested(MAX_DEPTH + 1))
 
 
 def test_an_input_nested_100000_deep_is_invalid_input_not_a_crash() -> None:

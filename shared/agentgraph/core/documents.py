@@ -147,10 +147,12 @@ def parse_yaml(text: str | bytes, where: str = "body") -> Any:
     events (`_load_events`), some 60 times faster than the pure-Python loader, whose cost
     was most of `agentgraph run` on a large graph; what that pass cannot build is loaded
     by `CSafeLoader` once screened."""
+    screened = False  # nesting checked on the way (`_load_events`), not walked again
     try:
         if _C_LOADER is not None:
             value = _load_events(text, _C_LOADER)
-            if value is _UNSURE:
+            screened = value is not _UNSURE
+            if not screened:
                 value = yaml.load(text, Loader=_C_LOADER)
         else:
             value = yaml.load(text, Loader=_NoAliases)
@@ -160,7 +162,8 @@ def parse_yaml(text: str | bytes, where: str = "body") -> Any:
         raise RequestInvalid([Problem(where, f"not valid YAML/JSON: {exc}")]) from exc
     except RecursionError as exc:
         raise RequestInvalid([Problem(where, _TOO_DEEP)]) from exc
-    check_depth(value, where)
+    if not screened:
+        check_depth(value, where)
     return value
 
 
