@@ -51,7 +51,6 @@ from agentgraph.core.status import NodeStatus, RunStatus
 from agentgraph.core.templates import condition_holds
 from agentgraph.core.timeouts import TimeoutBound
 from agentgraph.core.validate import load_graph, validate_input
-from agentgraph.engine_agent import AgentLoop
 from agentgraph.engine_approval import Approvals
 from agentgraph.engine_delegates import Delegation
 from agentgraph.engine_fanin import FanIn
@@ -110,7 +109,6 @@ class Engine(
     FanIn,
     Recovery,
     Growth,
-    AgentLoop,
     Delegation,
     Memory,
     ModelGating,

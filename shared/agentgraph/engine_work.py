@@ -9,21 +9,20 @@ from __future__ import annotations
 
 import asyncio
 import inspect
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from agentgraph.core import delegation, grow
 from agentgraph.core.errors import UnknownAgent
 from agentgraph.core.graph import Node
 from agentgraph.core.limits import OwnerLimits, check_spend
-from agentgraph.core.llm_port import Attachment, FunctionSpec, LlmRequest, LlmResponse, OnPartial
+from agentgraph.core.llm_port import Attachment, LlmRequest, LlmResponse, OnPartial
 from agentgraph.core.lru import Lru
 from agentgraph.core.ports import OwnerActivityReader
 from agentgraph.core.records import NodeRecord, Usage
 from agentgraph.core.templates import render, render_value
-from agentgraph.engine_agent import Generate
+from agentgraph.engine_agent import AgentLoop
 from agentgraph.engine_gate import Ticket
-from agentgraph.engine_parts import EngineParts
 from agentgraph.llm import attachments
 from agentgraph.observability import engine_telemetry as telemetry
 from agentgraph.observability import tracing
@@ -34,8 +33,9 @@ if TYPE_CHECKING:
 SPEND_FRESH_S = 2.0  # how old an owner's spend today may be when a model call checks it
 
 
-class NodeWork(EngineParts):
-    """Performing a claimed attempt: what it returns is the attempt's outcome."""
+class NodeWork(AgentLoop):
+    """Performing a claimed attempt: what it returns is the attempt's outcome. An agent
+    with tools is its tool loop (`AgentLoop`), which this part therefore extends."""
 
     owner_activity: OwnerActivityReader | None
     owner_limits: OwnerLimits
@@ -48,19 +48,6 @@ class NodeWork(EngineParts):
         async def _generate(
             self, request: LlmRequest, on_partial: OnPartial | None, ticket: Ticket | None
         ) -> LlmResponse: ...
-
-        async def _tool_loop(
-            self,
-            run_id: str,
-            node: Node,
-            attempt: int,
-            request: LlmRequest,
-            recorded: Usage,
-            before_model_call: Callable[[], Awaitable[None]],
-            on_partial: OnPartial | None,
-            generate: Generate | None = None,
-            delegates: tuple[FunctionSpec, ...] = (),
-        ) -> tuple[Any, Usage, str | None]: ...
 
     async def _perform(
         self,
