@@ -125,8 +125,8 @@ class ManagedProcess:
         except OSError:
             return ""
 
-    def log_tail(self, lines: int = 25) -> str:
-        return "\n".join(self.log_text().splitlines()[-lines:]) or "(empty log)"
+    def log_tail(self, lines: int = 25, empty: str = "(empty log)") -> str:
+        return "\n".join(self.log_text().splitlines()[-lines:]) or empty
 
     def signal_group(self, sig: int) -> None:
         with contextlib.suppress(ProcessLookupError, PermissionError):
@@ -234,8 +234,7 @@ class Server:
 
     def log_tail(self, lines: int = 25) -> str:
         """The last lines the process wrote ("" before it is launched or after `stop`)."""
-        text = self._proc.log_text() if self._proc else ""
-        return "\n".join(text.splitlines()[-lines:])
+        return self._proc.log_tail(lines, empty="") if self._proc else ""
 
     @property
     def running(self) -> bool:
