@@ -1,6 +1,7 @@
 """The SQLite store's own guarantees: group commits that undo a failing transition
 alone, a write lock held by another process never blocking the event loop, and the run's
-counts and usage moved in SQL."""
+counts and usage moved in SQL, the WAL checkpointed off the event loop, and older files
+opened as they are."""
 
 from __future__ import annotations
 
@@ -9,7 +10,10 @@ import sqlite3
 import time
 from pathlib import Path
 
-from agentgraph.backends.local import SqliteStore
+import pytest
+
+from agentgraph.backends.local import SqliteStore, sqlite_tx
+from agentgraph.backends.local import sqlite_rows as rows
 from agentgraph.core.records import NodeRecord, Outcome, RunRecord, Usage
 from agentgraph.core.status import NodeStatus, RunStatus
 
@@ -258,5 +262,61 @@ async def test_a_node_record_reads_back_every_field_it_was_written_with(tmp_path
         assert node.error is None and node.meta is None and node.lease_until is None
         page = await store.list_nodes_page("r1", limit=1)
         assert page.nodes == [node]
+    finally:
+        store.close()
+
+
+async def test_the_wal_is_checkpointed_off_the_event_loop_every_so_many_commits(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(sqlite_tx, "CHECKPOINT_EVERY", 4)
+    path = tmp_path / "runs.db"
+    store = await _store_with_run(path, ["a", "b", "c", "d"])  # commit 1
+    checkpoints: list[str] = []
+    store._thread_conn.set_trace_callback(checkpoints.append)  # type: ignore[union-attr]
+    try:
+        await store.claim_node("r1", "a", 1, 2.0, 100.0)
+        await store.claim_node("r1", "b", 1, 2.0, 100.0)
+        assert store._conn is not None
+        # The event loop's own connection never checkpoints: SQLite would, inside a
+        # commit, fsyncing the file there.
+        assert store._conn.execute("PRAGMA wal_autocheckpoint").fetchone()[0] == 0
+        await store.claim_node("r1", "c", 1, 2.0, 100.0)  # commit 4: the thread's turn
+        await asyncio.get_running_loop().run_in_executor(store._executor, lambda: None)
+        assert checkpoints == ["PRAGMA wal_checkpoint(PASSIVE)"]
+        # The file itself holds the claims: a reader of the file alone sees them.
+        copy = sqlite3.connect(f"file:{path}?mode=ro&immutable=1", uri=True)
+        try:
+            status = "SELECT status FROM nodes WHERE node_id='c'"
+            assert copy.execute(status).fetchone() == ("running",)
+        finally:
+            copy.close()
+    finally:
+        store.close()
+
+
+async def test_a_file_made_with_the_status_index_drops_it_and_keeps_working(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "runs.db"
+    older = sqlite3.connect(path)
+    try:  # the tables as they were made before: rowid arrivals, AUTOINCREMENT events
+        older.executescript(
+            rows.SCHEMA.replace(") WITHOUT ROWID;", ");")
+            .replace("seq INTEGER PRIMARY KEY,", "seq INTEGER PRIMARY KEY AUTOINCREMENT,")
+            .replace(
+                "DROP INDEX IF EXISTS nodes_status;", "CREATE INDEX nodes_status ON nodes(status);"
+            )
+        )
+    finally:
+        older.close()
+    store = await _store_with_run(path, ["a"])
+    try:
+        assert store._conn is not None
+        indexes = {r[0] for r in store._conn.execute("SELECT name FROM sqlite_master")}
+        assert "nodes_status" not in indexes and "sqlite_sequence" in indexes
+        claimed = await store.claim_node("r1", "a", 1, 2.0, 100.0)
+        assert claimed is not None and claimed.status == NodeStatus.RUNNING
+        assert [e.status for e in await store.list_events("r1")][-1] == "running"
     finally:
         store.close()

@@ -32,6 +32,12 @@ from agentgraph.core.records import Event, NodeError, NodeRecord, RunRecord, Usa
 from agentgraph.core.status import NodeStatus, RunStatus
 from agentgraph.core.transitions import Change, RunChange
 
+# What each transition writes is kept small: `nodes` has no index on `status` (every
+# transition would move an entry in it; the sweeper finds live nodes through the running
+# runs' `nodes_order`), `arrivals` is one b-tree (WITHOUT ROWID), and `events.seq` is a
+# plain rowid (events are never deleted, so max + 1 never repeats; AUTOINCREMENT would
+# write `sqlite_sequence` on every insert). Files made before keep their tables; the old
+# status index is dropped when they are opened.
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS runs (
   run_id TEXT PRIMARY KEY, graph_name TEXT NOT NULL, graph TEXT NOT NULL, input TEXT,
@@ -52,14 +58,14 @@ CREATE TABLE IF NOT EXISTS nodes (
   executions INTEGER NOT NULL DEFAULT 0, meta TEXT,
   PRIMARY KEY (run_id, node_id)
 );
-CREATE INDEX IF NOT EXISTS nodes_status ON nodes(status);
+DROP INDEX IF EXISTS nodes_status;
 CREATE INDEX IF NOT EXISTS nodes_order ON nodes(run_id, seq);
 CREATE TABLE IF NOT EXISTS arrivals (
   run_id TEXT NOT NULL, child_id TEXT NOT NULL, parent_id TEXT NOT NULL,
   PRIMARY KEY (run_id, child_id, parent_id)
-);
+) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS events (
-  seq INTEGER PRIMARY KEY AUTOINCREMENT, run_id TEXT NOT NULL, at REAL NOT NULL,
+  seq INTEGER PRIMARY KEY, run_id TEXT NOT NULL, at REAL NOT NULL,
   kind TEXT NOT NULL, node_id TEXT, status TEXT, attempt INTEGER, message TEXT
 );
 CREATE INDEX IF NOT EXISTS events_run ON events(run_id, seq);
