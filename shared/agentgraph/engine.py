@@ -10,7 +10,6 @@ leaves a state the redelivery (or the sweeper) recognises and finishes.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hashlib
 import json
 import logging
@@ -18,12 +17,13 @@ import os
 import random
 import secrets
 import time
-from collections.abc import AsyncIterator, Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
 from agentgraph import engine_delegates
+from agentgraph.attempt_watch import AttemptWatch
 from agentgraph.core import grow, readiness
 from agentgraph.core.errors import (
     DelegationSuspended,
@@ -419,7 +419,12 @@ class Engine(
             # Tools called in the attempt (by a tool node, or by an agent) learn their run
             # from tools.context (e.g. the run's scratch space).
             call = tool_context.ToolContext(run_id, node_id, attempt, self.scratch)
-            async with self._leased(run_id, node_id, attempt), asyncio.timeout(node.timeout_s):
+
+            def renew() -> Awaitable[bool]:
+                return self.store.renew_lease(run_id, node_id, attempt, self.clock() + self.lease_s)
+
+            lease = f"lease {run_id}/{node_id}#{attempt}"
+            async with AttemptWatch(renew, self.lease_s, node.timeout_s, lease):
                 with tool_context.bound(call):
                     output, usage, model = await self._perform(
                         run_id, context, node, attempt, claimed, ticket
@@ -471,46 +476,6 @@ class Engine(
                 await self.complete(run_id, node_id, status)
         else:
             await self.dispatcher.node_finished(run_id, node_id, status)
-
-    @contextlib.asynccontextmanager
-    async def _leased(self, run_id: str, node_id: str, attempt: int) -> AsyncIterator[None]:
-        """While the attempt works, renew its lease every third of it (a heartbeat).
-        Renewal stops when the attempt is no longer running; a failed renewal is retried
-        at the next beat (the lease has two more beats before it lapses)."""
-
-        async def beat() -> None:
-            while True:
-                try:
-                    alive = await self.store.renew_lease(
-                        run_id, node_id, attempt, self.clock() + self.lease_s
-                    )
-                except Exception:  # the store is briefly unavailable: try at the next beat
-                    log.warning(
-                        "renewing the lease of %s/%s failed", run_id, node_id, exc_info=True
-                    )
-                    alive = True
-                if not alive:
-                    return
-                await asyncio.sleep(self.lease_s / 3)
-
-        # The first beat is a timer, its task made only when it fires: most attempts end
-        # well within a third of the lease and so cost no task (and no cancelled task).
-        heartbeat: asyncio.Task[None] | None = None
-
-        def first_beat() -> None:
-            nonlocal heartbeat
-            heartbeat = asyncio.ensure_future(beat())
-            heartbeat.set_name(f"lease {run_id}/{node_id}#{attempt}")
-
-        timer = asyncio.get_running_loop().call_later(self.lease_s / 3, first_beat)
-        try:
-            yield
-        finally:
-            timer.cancel()
-            if heartbeat is not None:
-                heartbeat.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await heartbeat
 
     async def _cancel_takeover_of_ended_run(self, run_id: str, node_id: str) -> bool:
         """A takeover (the executor died mid-attempt) in a run that has ended since: the
