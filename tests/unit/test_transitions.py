@@ -3,10 +3,13 @@ delivery may change, what it leaves alone, and what it writes to the run's timel
 
 from __future__ import annotations
 
+import ast
+import inspect
 from dataclasses import replace
 
 import pytest
 
+from agentgraph.backends.local import sqlite_rows
 from agentgraph.core import transitions
 from agentgraph.core.records import NodeError, NodeRecord, Outcome, Usage
 from agentgraph.core.status import NodeStatus, RunStatus
@@ -262,3 +265,34 @@ def test_a_live_worker_renews_its_lease_and_only_its_own_attempt() -> None:
     assert transitions.renew(node(S.SUCCEEDED, attempt=2), 2, 70.0) is None
     late = transitions.renew(running, 2, 30.0)  # a delayed beat never shortens the lease
     assert late is not None and late.fields == {"lease_until": 40.0}
+
+
+# ---- what a decision reads -------------------------------------------------------------------
+
+
+def test_decisions_read_only_the_record_fields_named_in_reads() -> None:
+    """A store may read just `READS` for a decision (SQLite does); a decision reading
+    any other field would see it empty there."""
+    tree = ast.parse(inspect.getsource(transitions))
+    read: set[str] = set()
+    for function in ast.walk(tree):
+        if not isinstance(function, ast.FunctionDef) or function.name == "applied":
+            continue
+        records = {
+            a.arg
+            for a in function.args.args
+            if a.annotation is not None and ast.unparse(a.annotation) == "NodeRecord"
+        }
+        read |= {
+            n.attr
+            for n in ast.walk(function)
+            if isinstance(n, ast.Attribute)
+            and isinstance(n.value, ast.Name)
+            and n.value.id in records
+        }
+    assert read and read <= transitions.READS, sorted(read - transitions.READS)
+    assert {"status", "attempt", "executions", "lease_until", "usage"} <= read
+
+
+def test_the_sqlite_store_reads_for_a_decision_exactly_the_fields_decisions_read() -> None:
+    assert set(sqlite_rows.DECISION_COLUMNS) == transitions.READS

@@ -28,6 +28,23 @@ RUN_ENDED = "run_ended"  # the skip reason of a node cancelled because its run e
 
 Move = tuple[NodeStatus, NodeStatus]
 
+# The record fields the decisions below read, and no others: for a transition that
+# returns no record, a store may read just these (SQLite: a third of a node's columns).
+READS = frozenset(
+    {
+        "run_id",
+        "node_id",
+        "status",
+        "attempt",
+        "started_at",
+        "usage",
+        "lease_until",
+        "skip_reason",
+        "executions",
+        "meta",
+    }
+)
+
 
 @dataclass(frozen=True)
 class Change:

@@ -295,6 +295,46 @@ def select_node(conn: sqlite3.Connection, run_id: str, node_id: str) -> NodeReco
     return node_record(row) if row else None
 
 
+# transitions.READS, as columns in the order `decision_record` reads them.
+DECISION_COLUMNS = (
+    "run_id",
+    "node_id",
+    "status",
+    "attempt",
+    "started_at",
+    "usage",
+    "lease_until",
+    "skip_reason",
+    "executions",
+    "meta",
+)
+_SELECT_DECISION = f"SELECT {', '.join(DECISION_COLUMNS)} FROM nodes WHERE run_id=? AND node_id=?"
+
+
+def select_for_decision(conn: sqlite3.Connection, run_id: str, node_id: str) -> NodeRecord | None:
+    """The node as far as a decision reads it (`transitions.READS`); its other fields are
+    left empty. For transitions that return no record: the SELECT of every column cost
+    twice as much (each column read is a Python object made)."""
+    row = conn.execute(_SELECT_DECISION, (run_id, node_id)).fetchone()
+    if row is None:
+        return None
+    run_id, node_id, status, attempt, started_at, usage, lease_until, skip, executions, meta = row
+    return NodeRecord(
+        run_id,
+        node_id,
+        _STATUSES[status],
+        [],
+        [],
+        attempt=attempt,
+        started_at=started_at,
+        usage=Usage() if usage == _NO_USAGE else _usage(usage),
+        lease_until=lease_until,
+        skip_reason=skip,
+        executions=executions,
+        meta=None if meta is None else json.loads(meta),
+    )
+
+
 def insert_event(conn: sqlite3.Connection, event: Event) -> None:
     values = (
         event.run_id,

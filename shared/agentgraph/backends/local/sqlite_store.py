@@ -73,10 +73,11 @@ class SqliteStore(Transactions):
         self, run_id: str, node_id: str, decide: Callable[[NodeRecord], Change | None]
     ) -> bool:
         """`_transition` for callers that only ask whether it happened (most of them):
-        the record after the change is not built."""
+        only what the decision reads is read, and the record after the change is not
+        built."""
 
         def work(conn: sqlite3.Connection) -> bool:
-            node = rows.select_node(conn, run_id, node_id)
+            node = rows.select_for_decision(conn, run_id, node_id)
             change = None if node is None else decide(node)
             return change is not None and rows.persist(conn, run_id, node_id, change)
 
