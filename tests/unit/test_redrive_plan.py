@@ -35,7 +35,6 @@ def rec(
     *,
     reason: str | None = None,
     expect: int | None = None,
-    arrivals: int = 0,
 ) -> NodeRecord:
     return NodeRecord(
         "r",
@@ -46,7 +45,6 @@ def rec(
         skip_reason=reason,
         error=ERROR if status == S.FAILED else None,
         meta={"expect": expect} if expect is not None else None,
-        arrivals=arrivals,
     )
 
 
@@ -101,7 +99,7 @@ def test_a_map_reruns_only_its_unsuccessful_items_and_waits_expanded_again() -> 
         mapped(),
         records(
             rec("src", S.SUCCEEDED),
-            rec("each", S.CANCELLED, ("src",), expect=4, arrivals=2),
+            rec("each", S.CANCELLED, ("src",), expect=4),
             rec("end", S.CANCELLED, ("each",)),
             rec("each[0]", S.SUCCEEDED),
             rec("each[1]", S.FAILED),
@@ -125,7 +123,7 @@ def test_map_items_keep_their_lanes() -> None:
         mapped(max_concurrency=2),
         records(
             rec("src", S.SUCCEEDED),
-            rec("each", S.CANCELLED, ("src",), expect=6, arrivals=1),
+            rec("each", S.CANCELLED, ("src",), expect=6),
             rec("end", S.CANCELLED, ("each",)),
             rec("each[0]", S.SUCCEEDED),
             rec("each[1]", S.FAILED),
@@ -154,7 +152,7 @@ def test_the_failed_items_of_a_map_that_succeeded_stay_failed() -> None:
         mapped(on_error="continue"),
         records(
             rec("src", S.SUCCEEDED),
-            rec("each", S.SUCCEEDED, ("src",), expect=2, arrivals=2),
+            rec("each", S.SUCCEEDED, ("src",), expect=2),
             rec("end", S.FAILED, ("each",)),
             rec("each[0]", S.SUCCEEDED),
             rec("each[1]", S.FAILED),
@@ -180,7 +178,7 @@ def test_a_map_whose_items_all_stay_is_settled_by_their_arrivals_sent_again() ->
         mapped(),
         records(
             rec("src", S.SUCCEEDED),
-            rec("each", S.CANCELLED, ("src",), expect=2, arrivals=2),
+            rec("each", S.CANCELLED, ("src",), expect=2),
             rec("end", S.CANCELLED, ("each",)),
             rec("each[0]", S.SUCCEEDED),
             rec("each[1]", S.SUCCEEDED),
@@ -263,8 +261,8 @@ def test_a_mapped_subgraph_reruns_inside_the_failed_item_only() -> None:
         subgraph(map="nodes.src.output"),
         records(
             rec("src", S.SUCCEEDED),
-            rec("research", S.CANCELLED, ("src",), expect=3, arrivals=1),
-            rec("research[0]", S.SUCCEEDED, expect=1, arrivals=1),
+            rec("research", S.CANCELLED, ("src",), expect=3),
+            rec("research[0]", S.SUCCEEDED, expect=1),
             rec("research[0]/search", S.SUCCEEDED),
             rec("research[0]/summarize", S.SUCCEEDED, ("research[0]/search",)),
             rec("research[1]", S.CANCELLED, expect=1),

@@ -295,22 +295,26 @@ async def test_the_wal_is_checkpointed_off_the_event_loop_every_so_many_commits(
         store.close()
 
 
-async def test_a_file_made_with_the_status_index_drops_it_and_keeps_working(
+async def test_a_file_made_before_keeps_working_and_loses_its_status_index(
     tmp_path: Path,
 ) -> None:
     path = tmp_path / "runs.db"
     older = sqlite3.connect(path)
-    try:  # the tables as they were made before: rowid arrivals, AUTOINCREMENT events
+    try:  # as made before: a status index, rowid arrivals, AUTOINCREMENT events, and
+        # each node's arrival count kept on its row
         older.executescript(
             rows.SCHEMA.replace(") WITHOUT ROWID;", ");")
             .replace("seq INTEGER PRIMARY KEY,", "seq INTEGER PRIMARY KEY AUTOINCREMENT,")
+            .replace(
+                "pool TEXT NOT NULL,", "pool TEXT NOT NULL, arrivals INTEGER NOT NULL DEFAULT 0,"
+            )
             .replace(
                 "DROP INDEX IF EXISTS nodes_status;", "CREATE INDEX nodes_status ON nodes(status);"
             )
         )
     finally:
         older.close()
-    store = await _store_with_run(path, ["a"])
+    store = await _store_with_run(path, ["a", "b"])
     try:
         assert store._conn is not None
         indexes = {r[0] for r in store._conn.execute("SELECT name FROM sqlite_master")}
@@ -318,5 +322,9 @@ async def test_a_file_made_with_the_status_index_drops_it_and_keeps_working(
         claimed = await store.claim_node("r1", "a", 1, 2.0, 100.0)
         assert claimed is not None and claimed.status == NodeStatus.RUNNING
         assert [e.status for e in await store.list_events("r1")][-1] == "running"
+        assert await store.record_arrival("r1", "c", "a") == 1
+        assert await store.record_arrival("r1", "c", "a") is None  # once per edge
+        assert await store.record_arrival("r1", "c", "b") == 2
+        assert await store.get_arrival_count("r1", "c") == 2
     finally:
         store.close()

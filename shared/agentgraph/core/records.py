@@ -127,8 +127,6 @@ class NodeRecord:
     children: list[str]
     pool: str = "default"
     attempt: int = 1
-    arrivals: int = 0  # as stored by a store that counts in place (SQLite); 0 where the
-    # count is derived (Firestore): the engine asks `Store.get_arrival_count`.
     output: Any = None
     error: NodeError | None = None
     started_at: float | None = None

@@ -107,7 +107,6 @@ def node_record(data: Mapping[str, Any], output: Any = None) -> NodeRecord:
         children=list(data.get("children") or []),
         pool=data.get("pool") or names.DEFAULT_POOL,
         attempt=int(data.get("attempt", 1)),
-        arrivals=int(data.get("arrivals", 0)),
         output=output,
         error=NodeError.from_dict(data.get("error")),
         started_at=data.get("started_at"),

@@ -34,10 +34,12 @@ from agentgraph.core.transitions import Change, RunChange
 
 # What each transition writes is kept small: `nodes` has no index on `status` (every
 # transition would move an entry in it; the sweeper finds live nodes through the running
-# runs' `nodes_order`), `arrivals` is one b-tree (WITHOUT ROWID), and `events.seq` is a
-# plain rowid (events are never deleted, so max + 1 never repeats; AUTOINCREMENT would
-# write `sqlite_sequence` on every insert). Files made before keep their tables; the old
-# status index is dropped when they are opened.
+# runs' `nodes_order`), a child's arrivals are counted from its `arrivals` rows (one
+# b-tree, WITHOUT ROWID) rather than kept on its row, and `events.seq` is a plain rowid
+# (events are never deleted, so max + 1 never repeats; AUTOINCREMENT would write
+# `sqlite_sequence` on every insert). Files made before keep their tables (the `arrivals`
+# column of their `nodes` is left as it was); the old status index is dropped when they
+# are opened.
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS runs (
   run_id TEXT PRIMARY KEY, graph_name TEXT NOT NULL, graph TEXT NOT NULL, input TEXT,
@@ -52,7 +54,7 @@ CREATE TABLE IF NOT EXISTS run_graphs (run_id TEXT PRIMARY KEY, graph TEXT NOT N
 CREATE TABLE IF NOT EXISTS nodes (
   run_id TEXT NOT NULL, node_id TEXT NOT NULL, seq INTEGER NOT NULL, status TEXT NOT NULL,
   attempt INTEGER NOT NULL, parents TEXT NOT NULL, children TEXT NOT NULL, pool TEXT NOT NULL,
-  arrivals INTEGER NOT NULL DEFAULT 0, output TEXT, error TEXT, started_at REAL,
+  output TEXT, error TEXT, started_at REAL,
   finished_at REAL, duration_ms INTEGER, usage TEXT NOT NULL, lease_until REAL,
   next_attempt_at REAL, updated_at REAL, model TEXT, skip_reason TEXT, partial TEXT,
   executions INTEGER NOT NULL DEFAULT 0, meta TEXT,
@@ -75,10 +77,8 @@ CREATE TABLE IF NOT EXISTS steps (
 );
 """
 
-RETURNING = sqlite3.sqlite_version_info >= (3, 35, 0)  # UPDATE … RETURNING
-
 NODE_COLUMNS = (
-    "run_id, node_id, status, attempt, parents, children, pool, arrivals, output, error, "
+    "run_id, node_id, status, attempt, parents, children, pool, output, error, "
     "started_at, finished_at, duration_ms, usage, lease_until, next_attempt_at, updated_at, "
     "model, skip_reason, partial, executions, meta"
 )
@@ -215,7 +215,6 @@ def node_record(row: sqlite3.Row | tuple[Any, ...]) -> NodeRecord:
         parents,
         children,
         pool,
-        arrivals,
         output,
         error,
         started_at,
@@ -230,7 +229,7 @@ def node_record(row: sqlite3.Row | tuple[Any, ...]) -> NodeRecord:
         partial,
         executions,
         meta,
-    ) = row[:22]
+    ) = row[:21]
     return NodeRecord(
         run_id,
         node_id,
@@ -239,7 +238,6 @@ def node_record(row: sqlite3.Row | tuple[Any, ...]) -> NodeRecord:
         _ids(children),
         pool,
         attempt,
-        arrivals,
         None if output is None else json.loads(output),
         None if error is None else NodeError.from_dict(json.loads(error)),
         started_at,
@@ -333,6 +331,14 @@ def select_for_decision(conn: sqlite3.Connection, run_id: str, node_id: str) -> 
         executions=executions,
         meta=None if meta is None else json.loads(meta),
     )
+
+
+def count_arrivals(conn: sqlite3.Connection, run_id: str, child_id: str) -> int:
+    """A child's arrivals: a range of the arrivals table's primary key."""
+    found = conn.execute(
+        "SELECT count(*) FROM arrivals WHERE run_id=? AND child_id=?", (run_id, child_id)
+    ).fetchone()
+    return int(found[0])
 
 
 def insert_event(conn: sqlite3.Connection, event: Event) -> None:

@@ -258,36 +258,24 @@ class SqliteStore(Transactions):
         of: int | None = None,
         succeeded: bool = False,
     ) -> int | None:
-        """An exact counter: SQLite has no hot documents, so `position`/`of` are unused,
-        and reading the parents is local, so `succeeded` is not kept."""
+        """The count is of the child's arrival rows, in the transaction that adds one:
+        exact, as one writer commits at a time. It is not kept on the child's row, whose
+        every UPDATE rewrites the whole row. SQLite has no hot documents, so
+        `position`/`of` are unused, and reading the parents is local, so `succeeded` is
+        not kept."""
 
         def work(conn: sqlite3.Connection) -> int | None:
             inserted = conn.execute(
                 "INSERT OR IGNORE INTO arrivals VALUES (?,?,?)", (run_id, child_id, parent_id)
             ).rowcount
-            if not inserted:
-                return None
-            key = (run_id, child_id)
-            bump = "UPDATE nodes SET arrivals=arrivals+1 WHERE run_id=? AND node_id=?"
-            if rows.RETURNING:
-                return int(conn.execute(bump + " RETURNING arrivals", key).fetchone()[0])
-            conn.execute(bump, key)
-            row = conn.execute("SELECT arrivals FROM nodes WHERE run_id=? AND node_id=?", key)
-            return int(row.fetchone()[0])
+            return rows.count_arrivals(conn, run_id, child_id) if inserted else None
 
         return await self._tx(work)
 
     async def get_arrival_count(self, run_id: str, node_id: str) -> int:
-        """The node's `arrivals`: SQLite keeps the exact count in place (one writer at a
-        time), so here exactly one arrival sees the full count."""
-
-        def work(conn: sqlite3.Connection) -> int:
-            key = (run_id, node_id)
-            row = conn.execute("SELECT arrivals FROM nodes WHERE run_id=? AND node_id=?", key)
-            found = row.fetchone()
-            return int(found[0]) if found else 0
-
-        return await self._read(work)
+        """The node's arrival rows, counted (one writer at a time, so exactly one arrival
+        sees the full count)."""
+        return await self._read(lambda conn: rows.count_arrivals(conn, run_id, node_id))
 
     async def count_succeeded_arrivals(self, run_id: str, node_id: str) -> int:
         """0: not kept (`record_arrival`); the engine reads the parents instead."""
@@ -481,14 +469,10 @@ class SqliteStore(Transactions):
                 if node is None or reset is None:
                     continue
                 rows.persist(conn, run_id, node_id, reset)
-                arrived = (
-                    conn.execute(
-                        "SELECT parent_id FROM arrivals WHERE run_id=? AND child_id=?",
-                        (run_id, node_id),
-                    ).fetchall()
-                    if node.arrivals
-                    else []
-                )
+                arrived = conn.execute(
+                    "SELECT parent_id FROM arrivals WHERE run_id=? AND child_id=?",
+                    (run_id, node_id),
+                ).fetchall()
                 again = [row[0] for row in arrived if row[0] in resets]
                 marks = ",".join("?" * len(again))
                 if again:
@@ -497,11 +481,6 @@ class SqliteStore(Transactions):
                         f"AND parent_id IN ({marks})",
                         (run_id, node_id, *again),
                     )
-                conn.execute(
-                    "UPDATE nodes SET arrivals=(SELECT count(*) FROM arrivals "
-                    "WHERE run_id=? AND child_id=?) WHERE run_id=? AND node_id=?",
-                    (run_id, node_id, run_id, node_id),
-                )
             return rows.persist_run(conn, run_id, current, change)
 
         return await self._tx(work)
