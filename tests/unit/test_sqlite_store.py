@@ -14,7 +14,8 @@ import pytest
 
 from agentgraph.backends.local import SqliteStore, sqlite_tx
 from agentgraph.backends.local import sqlite_rows as rows
-from agentgraph.core.records import NodeRecord, Outcome, RunRecord, Usage
+from agentgraph.core import transitions
+from agentgraph.core.records import NodeError, NodeRecord, Outcome, RunRecord, Usage
 from agentgraph.core.status import NodeStatus, RunStatus
 
 
@@ -220,9 +221,6 @@ async def test_a_failing_transition_takes_none_of_its_counts_or_events_with_it(
     store = await _store_with_run(tmp_path / "runs.db", ["a", "b"])
 
     def broken(conn: sqlite3.Connection) -> None:
-        from agentgraph.backends.local import sqlite_rows as rows
-        from agentgraph.core import transitions
-
         node = rows.select_node(conn, "r1", "b")
         assert node is not None
         change = transitions.claim(node, 1, 2.0, 100.0)
@@ -262,6 +260,30 @@ async def test_a_node_record_reads_back_every_field_it_was_written_with(tmp_path
         assert node.error is None and node.meta is None and node.lease_until is None
         page = await store.list_nodes_page("r1", limit=1)
         assert page.nodes == [node]
+    finally:
+        store.close()
+
+
+async def test_a_node_read_for_a_decision_holds_every_field_decisions_read(
+    tmp_path: Path,
+) -> None:
+    store = await _store_with_run(tmp_path / "runs.db", ["a"])
+    try:
+        await store.add_instances(
+            "r1", [NodeRecord("r1", "m[0]", NodeStatus.READY, [], ["m"], meta={"x": 1})], 1.5
+        )
+        for node_id in ("a", "m[0]"):
+            assert await store.claim_node("r1", node_id, 1, 2.0, 100.0) is not None
+        spent = Usage(input_tokens=3, output_tokens=4, cost_usd=0.5, calls=1)
+        failed = NodeError("Boom", "no", True, None, 1)
+        assert await store.schedule_retry("r1", "a", 1, failed, 9.0, 3.0, usage=spent)
+        assert store._conn is not None
+        for node_id in ("a", "m[0]"):
+            full = await store.get_node("r1", node_id)
+            read = rows.select_for_decision(store._conn, "r1", node_id)
+            assert full is not None and read is not None
+            for name in transitions.READS:
+                assert getattr(read, name) == getattr(full, name), name
     finally:
         store.close()
 

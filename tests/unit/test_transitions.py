@@ -9,7 +9,6 @@ from dataclasses import replace
 
 import pytest
 
-from agentgraph.backends.local import sqlite_rows
 from agentgraph.core import transitions
 from agentgraph.core.records import NodeError, NodeRecord, Outcome, Usage
 from agentgraph.core.status import NodeStatus, RunStatus
@@ -292,7 +291,3 @@ def test_decisions_read_only_the_record_fields_named_in_reads() -> None:
         }
     assert read and read <= transitions.READS, sorted(read - transitions.READS)
     assert {"status", "attempt", "executions", "lease_until", "usage"} <= read
-
-
-def test_the_sqlite_store_reads_for_a_decision_exactly_the_fields_decisions_read() -> None:
-    assert set(sqlite_rows.DECISION_COLUMNS) == transitions.READS

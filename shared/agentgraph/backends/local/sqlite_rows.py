@@ -28,6 +28,7 @@ from agentgraph.backends.local.sqlite_batch import (
     open_batch,
     usage_terms,
 )
+from agentgraph.core import transitions
 from agentgraph.core.records import Event, NodeError, NodeRecord, RunRecord, Usage
 from agentgraph.core.status import NodeStatus, RunStatus
 from agentgraph.core.transitions import Change, RunChange
@@ -308,20 +309,9 @@ def select_node(conn: sqlite3.Connection, run_id: str, node_id: str) -> NodeReco
     return node_record(row) if row else None
 
 
-# transitions.READS, as columns in the order `decision_record` reads them.
-DECISION_COLUMNS = (
-    "run_id",
-    "node_id",
-    "status",
-    "attempt",
-    "started_at",
-    "usage",
-    "lease_until",
-    "skip_reason",
-    "executions",
-    "meta",
-)
-_SELECT_DECISION = f"SELECT {', '.join(DECISION_COLUMNS)} FROM nodes WHERE run_id=? AND node_id=?"
+# The columns of transitions.READS, in the order `select_for_decision` unpacks them.
+_DECISION_COLUMNS = sorted(transitions.READS)
+_SELECT_DECISION = f"SELECT {', '.join(_DECISION_COLUMNS)} FROM nodes WHERE run_id=? AND node_id=?"
 
 
 def select_for_decision(conn: sqlite3.Connection, run_id: str, node_id: str) -> NodeRecord | None:
@@ -331,7 +321,7 @@ def select_for_decision(conn: sqlite3.Connection, run_id: str, node_id: str) -> 
     row = conn.execute(_SELECT_DECISION, (run_id, node_id)).fetchone()
     if row is None:
         return None
-    run_id, node_id, status, attempt, started_at, usage, lease_until, skip, executions, meta = row
+    attempt, executions, lease_until, meta, node_id, run_id, skip, started_at, status, usage = row
     return NodeRecord(
         run_id,
         node_id,
