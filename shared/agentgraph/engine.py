@@ -374,6 +374,7 @@ class Engine(
                 now,
                 reason=readiness.RUN_ENDED,
                 expected=(NodeStatus.READY,),
+                while_run_ended=True,  # not if a redrive made it ready since the read
             )
             return
         with tracing.span("claim"):

@@ -242,7 +242,8 @@ class FanIn(EngineParts):
             }
         )
         now = self.clock()
-        if decision.verdict == Verdict.READY and await self._has_ended(run_id):
+        ended = decision.verdict == Verdict.READY and await self._has_ended(run_id)
+        if ended:
             decision = Decision(Verdict.CANCEL, readiness.RUN_ENDED)
         if decision.verdict == Verdict.READY and child.when is not None:
             own = await self.store.get_node(run_id, child.id) if child.scope else None
@@ -269,7 +270,12 @@ class FanIn(EngineParts):
                 return True
         elif decision.verdict == Verdict.CANCEL:
             return await self.store.resolve_node(
-                run_id, child.id, NodeStatus.CANCELLED, now, reason=decision.reason
+                run_id,
+                child.id,
+                NodeStatus.CANCELLED,
+                now,
+                reason=decision.reason,
+                while_run_ended=ended,  # not if a redrive reset it since the read
             )
         return False
 

@@ -5,6 +5,7 @@ nodes and those skipped because of the failure run again with fresh attempts."""
 from __future__ import annotations
 
 import asyncio
+import time
 from typing import Any
 
 import pytest
@@ -155,6 +156,61 @@ async def test_a_redrive_cut_short_before_the_run_is_running_is_finished_by_anot
     run = await harness.wait(run.run_id)
     assert run.status == RunStatus.SUCCEEDED
     assert harness.calls["a"] == 1
+
+
+async def test_a_stale_message_of_the_ended_run_leaves_what_a_redrive_made_ready(
+    harness: Harness, switch: dict[str, bool]
+) -> None:
+    """An engine that ended a run cancels a ready node it is then asked to run ("start
+    nothing new"), deciding on the run's status as it read it. A redrive committing between
+    that read and the cancel has made the node ready again: the cancel must not apply, or
+    the redriven run waits forever behind a cancelled node."""
+    run = await harness.run(flaky_pipeline())
+    assert run.status == RunStatus.FAILED
+    harness.engine._ended.put(run.run_id, None)  # this process ended it (it may have)
+    switch["broken"] = False
+    store: Any = harness.store
+    inner = getattr(store, "_inner", store)
+    original = type(inner).get_run_summary
+    redriven: list[str] = []
+
+    async def read_then_redriven(self: Any, run_id: str, *, counts: bool = True) -> Any:
+        summary = await original(self, run_id, counts=counts)  # failed, as read...
+        if not redriven:
+            redriven.append("started")
+            _, again = await harness.engine.redrive(run_id)  # ...then a redrive commits
+            redriven.extend(again)
+        return summary
+
+    type(inner).get_run_summary = read_then_redriven
+    try:
+        await harness.engine.execute(run.run_id, "b", 1)  # b's first node-ready, again
+    finally:
+        type(inner).get_run_summary = original
+    assert "b" in redriven
+    run = await harness.wait(run.run_id)
+    assert run.status == RunStatus.SUCCEEDED
+    assert run.outputs == {"e": "fixed+4"}
+
+
+async def test_a_ready_node_of_a_run_that_has_ended_is_cancelled_not_run(
+    harness: Harness, switch: dict[str, bool]
+) -> None:
+    """The other side of the test above: with the run still ended when the cancel is
+    written, the node-ready starts nothing."""
+    run = await harness.run(flaky_pipeline())
+    calls = harness.calls["b"]
+    now = time.time()
+    assert await harness.store.redrive_run(run.run_id, {"b": S.READY}, now)
+    assert await harness.store.set_run_status(
+        run.run_id, (RunStatus.RUNNING,), RunStatus.FAILED, now
+    )  # b is ready in a run that failed again before b's node-ready arrived
+    harness.engine._ended.put(run.run_id, None)  # this process ended it
+    switch["broken"] = False
+    await harness.engine.execute(run.run_id, "b", 1)
+    b = (await harness.nodes(run.run_id))["b"]
+    assert (b.status, b.skip_reason) == (S.CANCELLED, "run_ended")
+    assert harness.calls["b"] == calls
 
 
 async def asyncio_gather(*calls: Any) -> list[Any]:

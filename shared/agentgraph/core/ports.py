@@ -199,8 +199,15 @@ class Store(Protocol):
         *,
         reason: str | None = None,
         expected: Sequence[NodeStatus] = (NodeStatus.WAITING,),
+        while_run_ended: bool = False,
     ) -> bool:
-        """expected -> ready | skipped | cancelled | failed, without running the node."""
+        """expected -> ready | skipped | cancelled | failed, without running the node.
+
+        `while_run_ended`: only if the run is still failed or cancelled when the change
+        is written, checked in the same atomic write. For the engine's "this run has
+        ended, so this node starts nothing": read first and written after, a redrive
+        committing in between would otherwise see its node cancelled by a stale
+        message, and its run wait forever."""
         ...
 
     async def cancel_not_started(self, run_id: str, now: float) -> list[str]:

@@ -401,6 +401,7 @@ class FirestoreStore(RunWrites, StepWrites, RedriveWrites):
         *,
         reason: str | None = None,
         expected: Sequence[NodeStatus] = (NodeStatus.WAITING,),
+        while_run_ended: bool = False,
     ) -> bool:
         attempts: list[int] = []
 
@@ -409,6 +410,9 @@ class FirestoreStore(RunWrites, StepWrites, RedriveWrites):
             if change is not None:
                 attempts.append(change.attempt)
             return change
+
+        if while_run_ended:
+            return await self._resolve_while_run_ended(run_id, node_id, decide)
 
         if status != NodeStatus.READY:
             return await self._transition(run_id, node_id, decide) is not None
@@ -423,6 +427,40 @@ class FirestoreStore(RunWrites, StepWrites, RedriveWrites):
         if remembered is not None:
             self._settle((run_id, node_id, attempts[-1]), True, *remembered)
         return True
+
+    async def _resolve_while_run_ended(
+        self, run_id: str, node_id: str, decide: Callable[[NodeRecord], Change | None]
+    ) -> bool:
+        """A transaction that reads the run's status with the node: a redrive writing the
+        run meanwhile makes it fail and be tried again, and the retry sees the run
+        running. (The update-time precondition of `_transition` can only guard the
+        document it writes.) Rare: only a message for a run that has ended comes here."""
+        run_ref, node_ref = self._run_ref(run_id), self._node_ref(run_id, node_id)
+        events = self._event_ref(run_id)
+
+        @firestore.async_transactional  # type: ignore[untyped-decorator]
+        async def resolve_in(transaction: Any) -> bool:
+            self.stats["reads"] += 2
+            run = await run_ref.get(field_paths=["status"], transaction=transaction)
+            if not run.exists or not RunStatus(run.get("status")).terminal:
+                return False
+            snap = await node_ref.get(transaction=transaction)
+            if not snap.exists:
+                return False
+            node = docs.node_record(snap.to_dict())
+            change = decide(node)
+            if change is None:
+                return False
+            fields, chunked = docs.change_fields(node, change)
+            assert not chunked, "a resolved node writes no output"
+            transaction.update(node_ref, fields)
+            if change.event is not None:
+                transaction.create(events, docs.event_doc(change.event))
+            return True
+
+        self.stats["commits"] += 1
+        resolved: bool = await resolve_in(self.client.transaction())
+        return resolved
 
     async def cancel_not_started(self, run_id: str, now: float) -> list[str]:
         """Batches of nodes, each one commit with a precondition per node; a batch that

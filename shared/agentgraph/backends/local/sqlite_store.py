@@ -294,11 +294,23 @@ class SqliteStore(Transactions):
         *,
         reason: str | None = None,
         expected: Sequence[NodeStatus] = (NodeStatus.WAITING,),
+        while_run_ended: bool = False,
     ) -> bool:
         def decide(node: NodeRecord) -> Change | None:
             return transitions.resolve(node, status, now, reason, expected)
 
-        return await self._transitioned(run_id, node_id, decide)
+        if not while_run_ended:
+            return await self._transitioned(run_id, node_id, decide)
+
+        def work(conn: sqlite3.Connection) -> bool:
+            run = conn.execute("SELECT status FROM runs WHERE run_id=?", (run_id,)).fetchone()
+            if run is None or not RunStatus(run[0]).terminal:
+                return False
+            node = rows.select_for_decision(conn, run_id, node_id)
+            change = None if node is None else decide(node)
+            return change is not None and rows.persist(conn, run_id, node_id, change)
+
+        return await self._tx(work)
 
     async def cancel_not_started(self, run_id: str, now: float) -> list[str]:
         def work(conn: sqlite3.Connection) -> list[str]:
