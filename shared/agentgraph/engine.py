@@ -366,16 +366,7 @@ class Engine(
             log.warning("node-ready for unknown run/node %s/%s: dropped", run_id, node_id)
             return
         now = self.clock()
-        if await self._has_ended(run_id):  # ended by this process: start nothing new
-            await self.store.resolve_node(
-                run_id,
-                node_id,
-                NodeStatus.CANCELLED,
-                now,
-                reason=readiness.RUN_ENDED,
-                expected=(NodeStatus.READY,),
-                while_run_ended=True,  # not if a redrive made it ready since the read
-            )
+        if await self._ended_here(run_id, node_id, now):
             return
         with tracing.span("claim"):
             claimed = await self.store.claim_node(
@@ -478,22 +469,46 @@ class Engine(
         else:
             await self.dispatcher.node_finished(run_id, node_id, status)
 
+    async def _ended_here(self, run_id: str, node_id: str, now: float) -> bool:
+        """A node-ready of a run this process ended starts nothing: the node, ready, is
+        cancelled, only if the run is still ended when that is written. False when the run
+        did not end here, or a redrive came since it was read (the node-ready is then
+        handled as any other)."""
+        if not await self._has_ended(run_id):
+            return False
+        if await self.store.resolve_node(
+            run_id,
+            node_id,
+            NodeStatus.CANCELLED,
+            now,
+            reason=readiness.RUN_ENDED,
+            expected=(NodeStatus.READY,),
+            while_run_ended=True,
+        ):
+            return True
+        return await self._has_ended(run_id)
+
     async def _cancel_takeover_of_ended_run(self, run_id: str, node_id: str) -> bool:
         """A takeover (the executor died mid-attempt) in a run that has ended since: the
         node must not run again, so it ends cancelled. Only takeovers pay this read; a
-        first claim cannot race an ended run, whose cancel already took every ready node."""
+        first claim cannot race an ended run, whose cancel already took every ready node.
+        The cancel holds only if the run is still ended when it is written: a redrive in
+        between lets the takeover run (the redriven run waits for this node)."""
         run = await self.store.get_run_summary(run_id, counts=False)
         if run is not None and not run.status.terminal:
             return False
-        await self.store.resolve_node(
+        if await self.store.resolve_node(
             run_id,
             node_id,
             NodeStatus.CANCELLED,
             self.clock(),
             reason=RUN_ENDED_WHILE_RUNNING,
             expected=(NodeStatus.RUNNING,),
-        )
-        return True
+            while_run_ended=True,
+        ):
+            return True
+        run = await self.store.get_run_summary(run_id, counts=False)
+        return run is None or run.status.terminal
 
     async def _schedule_retry(
         self,

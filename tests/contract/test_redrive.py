@@ -193,6 +193,46 @@ async def test_a_stale_message_of_the_ended_run_leaves_what_a_redrive_made_ready
     assert run.outputs == {"e": "fixed+4"}
 
 
+async def test_a_takeover_in_an_ended_run_runs_if_a_redrive_came_between(
+    harness: Harness, switch: dict[str, bool]
+) -> None:
+    """A takeover (its executor died mid-attempt) in a run that has ended is cancelled, on
+    the run's status as read; a redrive committing between that read and the cancel
+    leaves the running node to the redriven run, which waits for it: it must run."""
+    run = await harness.run(flaky_pipeline())
+    now = time.time()
+    assert await harness.store.redrive_run(run.run_id, {"b": S.READY}, now)
+    assert await harness.store.claim_node(run.run_id, "b", 1, now, now + 0.05)  # then died
+    assert await harness.store.set_run_status(
+        run.run_id, (RunStatus.RUNNING,), RunStatus.FAILED, now
+    )
+    await asyncio.sleep(0.1)  # its lease lapses
+    harness.engine._ended.pop(run.run_id)  # ended elsewhere: this process reads it first
+    switch["broken"] = False
+    store: Any = harness.store
+    inner = getattr(store, "_inner", store)
+    original = type(inner).get_run_summary
+    redriven: list[str] = []
+
+    async def read_then_redriven(self: Any, run_id: str, *, counts: bool = True) -> Any:
+        summary = await original(self, run_id, counts=counts)  # failed, as read...
+        if not redriven:
+            redriven.append("started")
+            _, again = await harness.engine.redrive(run_id)  # ...then a redrive commits
+            redriven.extend(again)
+        return summary
+
+    type(inner).get_run_summary = read_then_redriven
+    try:
+        await harness.engine.execute(run.run_id, "b", 1)  # the takeover
+    finally:
+        type(inner).get_run_summary = original
+    assert "b" not in redriven[1:]  # running: the redrive leaves it to its executor
+    run = await harness.wait(run.run_id)
+    assert run.status == RunStatus.SUCCEEDED
+    assert run.outputs == {"e": "fixed+4"}
+
+
 async def test_a_ready_node_of_a_run_that_has_ended_is_cancelled_not_run(
     harness: Harness, switch: dict[str, bool]
 ) -> None:
