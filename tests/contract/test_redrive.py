@@ -5,7 +5,9 @@ nodes and those skipped because of the failure run again with fresh attempts."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -158,6 +160,31 @@ async def test_a_redrive_cut_short_before_the_run_is_running_is_finished_by_anot
     assert harness.calls["a"] == 1
 
 
+@contextlib.contextmanager
+def redrive_after_next_read(harness: Harness) -> Iterator[list[str]]:
+    """The next read of a run's summary answers the run as it was, and a redrive of it
+    commits before the reader goes on: a stale reader racing a redrive. Yields the nodes
+    the redrive runs again."""
+    store: Any = harness.store
+    inner = getattr(store, "_inner", store)
+    original = type(inner).get_run_summary
+    again: list[str] = []
+    done: list[bool] = []
+
+    async def read_then_redriven(self: Any, run_id: str, *, counts: bool = True) -> Any:
+        summary = await original(self, run_id, counts=counts)
+        if not done:
+            done.append(True)
+            again.extend((await harness.engine.redrive(run_id))[1])
+        return summary
+
+    type(inner).get_run_summary = read_then_redriven
+    try:
+        yield again
+    finally:
+        type(inner).get_run_summary = original
+
+
 async def test_a_stale_message_of_the_ended_run_leaves_what_a_redrive_made_ready(
     harness: Harness, switch: dict[str, bool]
 ) -> None:
@@ -169,25 +196,9 @@ async def test_a_stale_message_of_the_ended_run_leaves_what_a_redrive_made_ready
     assert run.status == RunStatus.FAILED
     harness.engine._ended.put(run.run_id, None)  # this process ended it (it may have)
     switch["broken"] = False
-    store: Any = harness.store
-    inner = getattr(store, "_inner", store)
-    original = type(inner).get_run_summary
-    redriven: list[str] = []
-
-    async def read_then_redriven(self: Any, run_id: str, *, counts: bool = True) -> Any:
-        summary = await original(self, run_id, counts=counts)  # failed, as read...
-        if not redriven:
-            redriven.append("started")
-            _, again = await harness.engine.redrive(run_id)  # ...then a redrive commits
-            redriven.extend(again)
-        return summary
-
-    type(inner).get_run_summary = read_then_redriven
-    try:
+    with redrive_after_next_read(harness) as again:
         await harness.engine.execute(run.run_id, "b", 1)  # b's first node-ready, again
-    finally:
-        type(inner).get_run_summary = original
-    assert "b" in redriven
+    assert "b" in again
     run = await harness.wait(run.run_id)
     assert run.status == RunStatus.SUCCEEDED
     assert run.outputs == {"e": "fixed+4"}
@@ -209,25 +220,9 @@ async def test_a_takeover_in_an_ended_run_runs_if_a_redrive_came_between(
     await asyncio.sleep(0.1)  # its lease lapses
     harness.engine._ended.pop(run.run_id)  # ended elsewhere: this process reads it first
     switch["broken"] = False
-    store: Any = harness.store
-    inner = getattr(store, "_inner", store)
-    original = type(inner).get_run_summary
-    redriven: list[str] = []
-
-    async def read_then_redriven(self: Any, run_id: str, *, counts: bool = True) -> Any:
-        summary = await original(self, run_id, counts=counts)  # failed, as read...
-        if not redriven:
-            redriven.append("started")
-            _, again = await harness.engine.redrive(run_id)  # ...then a redrive commits
-            redriven.extend(again)
-        return summary
-
-    type(inner).get_run_summary = read_then_redriven
-    try:
+    with redrive_after_next_read(harness) as again:
         await harness.engine.execute(run.run_id, "b", 1)  # the takeover
-    finally:
-        type(inner).get_run_summary = original
-    assert "b" not in redriven[1:]  # running: the redrive leaves it to its executor
+    assert again and "b" not in again  # running: the redrive leaves it to its executor
     run = await harness.wait(run.run_id)
     assert run.status == RunStatus.SUCCEEDED
     assert run.outputs == {"e": "fixed+4"}
