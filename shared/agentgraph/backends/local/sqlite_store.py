@@ -70,13 +70,24 @@ class SqliteStore(Transactions):
         return await self._tx(work)
 
     async def _transitioned(
-        self, run_id: str, node_id: str, decide: Callable[[NodeRecord], Change | None]
+        self,
+        run_id: str,
+        node_id: str,
+        decide: Callable[[NodeRecord], Change | None],
+        *,
+        while_run_ended: bool = False,
     ) -> bool:
         """`_transition` for callers that only ask whether it happened (most of them):
         only what the decision reads is read, and the record after the change is not
-        built."""
+        built. `while_run_ended`: nothing unless the run has ended, read in the same
+        transaction (`Store.resolve_node`)."""
 
         def work(conn: sqlite3.Connection) -> bool:
+            if while_run_ended:
+                run = conn.execute("SELECT status FROM runs WHERE run_id=?", (run_id,))
+                found = run.fetchone()
+                if found is None or not RunStatus(found[0]).terminal:
+                    return False
             node = rows.select_for_decision(conn, run_id, node_id)
             change = None if node is None else decide(node)
             return change is not None and rows.persist(conn, run_id, node_id, change)
@@ -299,18 +310,7 @@ class SqliteStore(Transactions):
         def decide(node: NodeRecord) -> Change | None:
             return transitions.resolve(node, status, now, reason, expected)
 
-        if not while_run_ended:
-            return await self._transitioned(run_id, node_id, decide)
-
-        def work(conn: sqlite3.Connection) -> bool:
-            run = conn.execute("SELECT status FROM runs WHERE run_id=?", (run_id,)).fetchone()
-            if run is None or not RunStatus(run[0]).terminal:
-                return False
-            node = rows.select_for_decision(conn, run_id, node_id)
-            change = None if node is None else decide(node)
-            return change is not None and rows.persist(conn, run_id, node_id, change)
-
-        return await self._tx(work)
+        return await self._transitioned(run_id, node_id, decide, while_run_ended=while_run_ended)
 
     async def cancel_not_started(self, run_id: str, now: float) -> list[str]:
         def work(conn: sqlite3.Connection) -> list[str]:
